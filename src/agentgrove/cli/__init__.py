@@ -1,0 +1,36 @@
+"""The ``grove`` command. Exit codes: 0 ok, 1 an agent failed, 2 bad input or configuration."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from agentgrove.cli import _agents, _setup
+from agentgrove.cli._app import app
+from agentgrove.errors import GroveError
+
+__all__ = ["app", "main"]
+
+_ = (_agents, _setup)  # the command modules register themselves on ``app``
+
+
+def main() -> None:
+    """Entry point: runs the app, turning any GroveError into one line and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except GroveError as exc:
+        print(f"grove: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("grove: aborted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise

@@ -1,0 +1,274 @@
+"""Agent commands: spawn, run, ls, show, logs, wait, cancel, diff, gc."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+import anyio
+import typer
+from rich.table import Table
+
+from agentgrove.cli._app import app, console, err_console, is_tty, open_grove, print_json
+from agentgrove.errors import BadInput
+from agentgrove.models import AgentRecord, AgentStatus, Event
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the stable JSON object (docs/json.md).")]
+
+_STYLE = {
+    AgentStatus.PENDING: "yellow",
+    AgentStatus.EXECUTING: "cyan",
+    AgentStatus.COMPLETED: "green",
+    AgentStatus.FAILED: "red",
+    AgentStatus.CANCELLED: "magenta",
+}
+
+
+@app.command()
+def spawn(
+    role: str,
+    task: str,
+    parent: Annotated[str | None, typer.Option(help="Parent agent id.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model instead of the role's.")] = None,
+    base: Annotated[str | None, typer.Option(help="Git ref to branch from (default HEAD).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a pending agent for a worker to run; prints its id."""
+    with open_grove() as grove:
+        agent = grove.spawn(role, task, parent_id=parent, model=model, base=base)
+    if json_out:
+        print_json(agent.to_json())
+    else:
+        print(agent.id)
+
+
+@app.command()
+def run(
+    role: str,
+    task: str,
+    model: Annotated[str | None, typer.Option(help="Model instead of the role's.")] = None,
+    base: Annotated[str | None, typer.Option(help="Git ref to branch from (default HEAD).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Spawn an agent and run it here with live progress. Exit 0 completed, 1 failed."""
+    from agentgrove.runtime._endpoint import check_endpoint
+
+    with open_grove(observer=_progress_printer()) as grove:
+        if role not in grove.config.roles:
+            grove.spawn(role, task)  # raises the one-line UnknownRole error
+        check_endpoint()  # before anything is written
+        agent = grove.spawn(role, task, model=model, base=base)
+        if not json_out:
+            err_console.print(f"[bold]{agent.id}[/] {agent.role} on {agent.model}")
+        if is_tty() and not json_out:
+            with console.status(f"running {agent.role} {agent.id}…"):
+                anyio.run(grove.execute_async, [agent.id])
+        else:
+            anyio.run(grove.execute_async, [agent.id])
+        final = grove.store.get_agent(agent.id)
+    if json_out:
+        print_json(final.to_json())
+    else:
+        _print_summary(final)
+    raise typer.Exit(0 if final.status is AgentStatus.COMPLETED else 1)
+
+
+@app.command("ls")
+def list_agents(
+    status: Annotated[str | None, typer.Option(help="Only agents with this status.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List agents, oldest first."""
+    wanted = _parse_status(status)
+    with open_grove() as grove:
+        agents = grove.store.list_agents(status=wanted)
+    if json_out:
+        print_json([a.to_json() for a in agents])
+        return
+    table = Table("id", "role", "status", "tokens", "cost", "duration", "task", box=None)
+    for a in agents:
+        table.add_row(
+            a.id,
+            a.role,
+            f"[{_STYLE[a.status]}]{a.status.value}[/]",
+            f"{a.tokens_in}/{a.tokens_out}",
+            f"${a.cost_usd:.4f}",
+            f"{a.duration_ms / 1000:.1f}s",
+            a.task if len(a.task) < 50 else a.task[:49] + "…",
+        )
+    console.print(table)
+
+
+@app.command()
+def show(agent_id: str, json_out: JsonOpt = False) -> None:
+    """Show one agent: status, result, tokens, cost, workspace."""
+    with open_grove() as grove:
+        agent = grove.get(agent_id)
+    if json_out:
+        print_json(agent.to_json())
+        return
+    rows: list[tuple[str, Any]] = [
+        ("id", agent.id),
+        ("role", agent.role),
+        ("status", f"[{_STYLE[agent.status]}]{agent.status.value}[/]"),
+        ("parent", agent.parent_id or "-"),
+        ("model", agent.model),
+        ("attempt", f"{agent.attempt} of {agent.max_attempts}"),
+        ("tokens", f"{agent.tokens_in} in / {agent.tokens_out} out"),
+        ("cost", f"${agent.cost_usd:.6f}"),
+        ("duration", f"{agent.duration_ms} ms"),
+        ("task", agent.task),
+    ]
+    if agent.error:
+        rows.append(("error", f"[red]{agent.error_kind}: {agent.error}[/]"))
+    if agent.workspace:
+        ws = agent.workspace
+        rows += [("worktree", f"{ws.worktree_path} ({ws.state})"), ("branch", ws.branch or "-")]
+        rows += [("head", ws.head_commit or "-")]
+        if ws.diffstat:
+            rows.append(("changes", ws.diffstat))
+    if agent.output:
+        rows.append(("output", agent.output))
+    table = Table(show_header=False, box=None)
+    for key, value in rows:
+        table.add_row(f"[bold]{key}[/]", str(value))
+    console.print(table)
+
+
+@app.command()
+def logs(
+    agent_id: str,
+    follow: Annotated[bool, typer.Option("-f", "--follow", help="Stream until it finishes.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print an agent's events (tool calls, texts, transitions)."""
+    with open_grove() as grove:
+        full_id = grove.store.resolve_id(agent_id)
+        last = 0
+        while True:
+            batch = grove.store.events(agent_id=full_id, after_id=last)
+            for event in batch:
+                if json_out:
+                    print(json.dumps({"id": event.id, "at": event.at.isoformat(), "kind": event.kind, "data": event.data}))
+                else:
+                    console.print(_format_event(event), highlight=False)
+                last = event.id
+            # The final transition and its event commit together, so an empty batch read after
+            # the agent finished means nothing more will come.
+            if not follow or (not batch and grove.store.get_agent(full_id).status.finished):
+                break
+            if not batch:
+                time.sleep(0.2)
+
+
+@app.command()
+def wait(
+    agent_ids: list[str],
+    timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Wait until the agents finish. Exit 0 if all completed, 1 otherwise."""
+    with open_grove() as grove:
+        try:
+            records = grove.wait(agent_ids, timeout_s=timeout)
+        except TimeoutError as exc:
+            err_console.print(f"grove: {exc}")
+            raise typer.Exit(1) from None
+    if json_out:
+        print_json([r.to_json() for r in records])
+    else:
+        for r in records:
+            console.print(f"{r.id} [{_STYLE[r.status]}]{r.status.value}[/]")
+    ok = all(r.status is AgentStatus.COMPLETED for r in records)
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
+def cancel(agent_id: str) -> None:
+    """Cancel a pending or executing agent."""
+    with open_grove() as grove:
+        full = grove.store.resolve_id(agent_id)
+        if grove.service.cancel(full):
+            print(f"{full} cancelled")
+        else:
+            status = grove.store.get_agent(full).status.value
+            print(f"{full} already {status}; nothing to cancel")
+
+
+@app.command()
+def diff(agent_id: str, stat: Annotated[bool, typer.Option(help="Only the diffstat.")] = False) -> None:
+    """Show what an agent committed on its branch (head commit and diff)."""
+    with open_grove() as grove:
+        agent = grove.get(agent_id)
+        ws = agent.workspace
+        if ws is None or ws.branch is None:
+            raise BadInput(f"agent {agent.id} has no git workspace (not run yet, or not in git)")
+        print(f"branch {ws.branch}  head {ws.head_commit}  base {ws.base_ref}")
+        print(ws.diffstat or "(no changes)")
+        if not stat:
+            print(grove.service.workspaces.diff(ws))
+
+
+@app.command()
+def gc() -> None:
+    """Remove the worktrees of finished agents (their branches stay)."""
+    with open_grove() as grove:
+        removed = 0
+        for ws, status in grove.store.list_workspaces(state="active"):
+            if status.finished:
+                grove.store.save_workspace(grove.service.workspaces.remove(ws))
+                removed += 1
+    print(f"removed {removed} worktree{'s' if removed != 1 else ''}")
+
+
+def _parse_status(value: str | None) -> AgentStatus | None:
+    if value is None:
+        return None
+    try:
+        return AgentStatus(value)
+    except ValueError:
+        known = ", ".join(s.value for s in AgentStatus)
+        raise BadInput(f"unknown status {value!r}: use one of {known}") from None
+
+
+def _format_event(event: Event) -> str:
+    stamp = event.at.strftime("%H:%M:%S")
+    data = event.data
+    if event.kind == "agent.tool_use":
+        detail = f"{data.get('tool')} {data.get('input')}"
+    elif event.kind == "agent.tool_result":
+        detail = ("ERROR " if data.get("is_error") else "") + str(data.get("content"))
+    elif event.kind == "agent.text":
+        detail = str(data.get("text"))
+    else:
+        detail = " ".join(f"{k}={v}" for k, v in data.items() if v is not None)
+    return f"{stamp} {event.kind:<18} {detail}"
+
+
+def _progress_printer() -> Any:
+    def observe(agent_id: str, kind: str, data: dict[str, Any]) -> None:
+        if kind == "agent.tool_use":
+            err_console.print(f"  [cyan]{agent_id[:8]}[/] {data.get('tool')} {data.get('input')}", highlight=False)
+        elif kind == "agent.tool_result" and data.get("is_error"):
+            err_console.print(f"  [red]{agent_id[:8]} tool error[/] {data.get('content')}", highlight=False)
+        elif kind in ("agent.warning", "agent.retry", "agent.released"):
+            err_console.print(f"  [yellow]{agent_id[:8]} {kind}[/] {data}", highlight=False)
+
+    return observe
+
+
+def _print_summary(agent: AgentRecord) -> None:
+    style = _STYLE[agent.status]
+    console.print(
+        f"[{style}]{agent.status.value}[/] {agent.id} {agent.role}: "
+        f"{agent.tokens_in} in / {agent.tokens_out} out tokens, ${agent.cost_usd:.4f}, "
+        f"{agent.duration_ms / 1000:.1f}s"
+    )
+    if agent.workspace and agent.workspace.branch:
+        files = ", ".join(agent.workspace.files_changed) or "no files changed"
+        console.print(f"branch {agent.workspace.branch} @ {(agent.workspace.head_commit or '')[:10]}: {files}")
+    if agent.error:
+        console.print(f"[red]{agent.error_kind}: {agent.error}[/]")
+    elif agent.output:
+        console.print(agent.output)

@@ -1,0 +1,37 @@
+"""The typer application object and what every command shares (opening the grove, output)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from agentgrove.grove import Grove
+
+app = typer.Typer(
+    name="grove",
+    help="Orchestrate teams of LLM coding agents, each in its own git worktree.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+dev_app = typer.Typer(help="Developer tools: the scripted model server.", no_args_is_help=True)
+app.add_typer(dev_app, name="dev")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def open_grove(**kwargs: Any) -> Grove:
+    return Grove.open(**kwargs)
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+
+def is_tty() -> bool:
+    return sys.stdout.isatty()

@@ -1,0 +1,115 @@
+"""Set-up and process commands: init, roles, worker, demo, dev model-server."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Annotated
+
+import anyio
+import typer
+from rich.table import Table
+
+from agentgrove.cli._app import app, console, dev_app, err_console, open_grove
+from agentgrove.config import load_config
+from agentgrove.grove import Grove
+from agentgrove.worker import Worker
+
+
+@app.command()
+def init() -> None:
+    """Create the grove home (.grove/ at the repository root) and its database."""
+    grove = Grove.init()
+    with grove:
+        where = grove.config.home
+        if not grove.config.is_git:
+            err_console.print(
+                "[bold yellow]WARNING: not a git repository: agents will run in this directory "
+                "itself, without isolation.[/]"
+            )
+    print(f"initialised grove at {where}")
+
+
+@app.command()
+def roles() -> None:
+    """List the roles (built in, and from grove.toml)."""
+    config = load_config()
+    table = Table("role", "model", "tools", "max turns", "max $", "timeout", "description", box=None)
+    for role in sorted(config.roles.values(), key=lambda r: r.name):
+        table.add_row(
+            role.name,
+            role.model,
+            ",".join(role.tools),
+            str(role.max_turns),
+            f"{role.max_budget_usd:g}",
+            f"{role.timeout_s:g}s",
+            role.description,
+        )
+    console.print(table)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int | None, typer.Option(help="Agents run at once.")] = None,
+    drain: Annotated[bool, typer.Option(help="Exit when nothing is pending or running.")] = False,
+    grace: Annotated[float | None, typer.Option(help="Seconds in-flight agents get on shutdown.")] = None,
+) -> None:
+    """Claim and run pending agents until SIGINT/SIGTERM (or, with --drain, until idle)."""
+    with open_grove() as grove:
+        settings = grove.config.worker
+        if grace is not None:
+            settings = settings.model_copy(update={"grace_s": grace})
+        w = Worker(grove.service, settings, concurrency=concurrency, drain=drain)
+
+        async def main() -> None:
+            async with anyio.create_task_group() as tg:
+
+                async def watch_signals() -> None:
+                    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                        async for signum in signals:
+                            err_console.print(
+                                f"grove worker: {signal.Signals(signum).name}: no new claims; "
+                                f"{len(w.in_flight)} in flight get {settings.grace_s:g}s to finish"
+                            )
+                            w.request_stop()
+
+                tg.start_soon(watch_signals)
+                stats = await w.run()
+                err_console.print(
+                    f"grove worker: stopped ({stats.finished} run, "
+                    f"{stats.released_on_shutdown} returned to pending)"
+                )
+                tg.cancel_scope.cancel()
+
+        err_console.print(f"grove worker {w.owner}: concurrency {w.concurrency}")
+        anyio.run(main)
+
+
+@app.command()
+def demo(
+    live: Annotated[bool, typer.Option(help="Use the real API (needs ANTHROPIC_API_KEY).")] = False,
+) -> None:
+    """spec-writer -> implementer -> tester on a tiny task, in a fresh temporary repository."""
+    from agentgrove.demo import run_demo
+
+    ok = run_demo(live=live, console=console)
+    sys.exit(0 if ok else 1)
+
+
+@dev_app.command("model-server")
+def model_server(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8421,
+) -> None:
+    """Serve the scripted Anthropic Messages API (the demo script) until interrupted."""
+    from agentgrove.testing import ModelServer, demo_script
+
+    server = ModelServer(demo_script(), port=port)
+    server.start()
+    print(f"scripted model server on {server.url}")
+    print("point the CLI at it: " + " ".join(f"{k}={v}" for k, v in server.env().items()))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()

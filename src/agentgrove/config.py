@@ -1,0 +1,158 @@
+"""Where grove keeps its state and what a project configured: home, database URL, roles, worker.
+
+Resolution order: ``GROVE_HOME`` / ``GROVE_DB_URL`` from the environment win; otherwise the grove
+home is ``.grove/`` at the root of the git repository that contains the working directory (or the
+working directory itself outside git), and the database is SQLite in that home. ``grove.toml`` at
+the same root overrides and adds roles and worker settings. Invalid configuration raises
+:class:`~agentgrove.errors.ConfigError` with one line naming the bad key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agentgrove.errors import ConfigError
+from agentgrove.roles import BUILTIN_ROLES, Role
+
+CONFIG_FILE = "grove.toml"
+HOME_DIR = ".grove"
+
+
+class _Environment(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GROVE_", extra="ignore")
+
+    home: Path | None = None
+    db_url: str | None = None
+
+
+class WorkerSettings(BaseModel):
+    """Lease and shutdown timing. Tests shorten these; defaults suit real runs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    concurrency: int = Field(default=2, ge=1, le=256)
+    heartbeat_s: float = Field(default=10.0, gt=0)
+    lease_s: float = Field(default=60.0, gt=0)
+    poll_s: float = Field(default=0.5, gt=0)
+    grace_s: float = Field(default=30.0, ge=0)
+
+
+class RuntimeSettings(BaseModel):
+    """How agents are run. ``sandbox``: use the CLI's bubblewrap sandbox for Bash
+    (``auto``: when bwrap is installed, else warn; ``required``: refuse without it; ``off``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sandbox: Literal["auto", "required", "off"] = "auto"
+
+
+class _RoleOverride(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: str | None = None
+    model: str | None = None
+    system_prompt: str | None = None
+    tools: list[str] | None = None
+    max_turns: int | None = None
+    max_budget_usd: float | None = None
+    timeout_s: float | None = None
+    max_attempts: int | None = None
+
+
+class _ConfigFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    roles: dict[str, _RoleOverride] = Field(default_factory=dict)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+
+
+@dataclass(frozen=True)
+class GroveConfig:
+    """Everything a grove process needs to know about where it runs."""
+
+    root: Path
+    home: Path
+    db_url: str
+    is_git: bool
+    roles: dict[str, Role]
+    worker: WorkerSettings
+    runtime: RuntimeSettings
+
+    @property
+    def worktrees_dir(self) -> Path:
+        return self.home / "worktrees"
+
+    @property
+    def uses_default_db(self) -> bool:
+        return self.db_url == sqlite_url(self.home)
+
+
+def sqlite_url(home: Path) -> str:
+    return f"sqlite:///{home / 'grove.db'}"
+
+
+def find_root(start: Path) -> tuple[Path, bool]:
+    """The repository root containing ``start`` (walking up to a ``.git``), else ``start``."""
+    start = start.resolve()
+    for candidate in [start, *start.parents]:
+        if (candidate / ".git").exists():
+            return candidate, True
+    return start, False
+
+
+def load_config(start: Path | None = None) -> GroveConfig:
+    """Resolve home, database and roles for a process started in ``start`` (default: cwd)."""
+    root, is_git = find_root(start or Path.cwd())
+    env = _Environment()
+    home = (env.home or root / HOME_DIR).resolve()
+    file = _read_file(root / CONFIG_FILE)
+    return GroveConfig(
+        root=root,
+        home=home,
+        db_url=env.db_url or sqlite_url(home),
+        is_git=is_git,
+        roles=_merge_roles(file.roles),
+        worker=file.worker,
+        runtime=file.runtime,
+    )
+
+
+def _read_file(path: Path) -> _ConfigFile:
+    if not path.exists():
+        return _ConfigFile()
+    try:
+        raw: dict[str, Any] = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the file and retry") from exc
+    try:
+        return _ConfigFile.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: {where}: {first['msg']}; fix the file and retry") from exc
+
+
+def _merge_roles(overrides: dict[str, _RoleOverride]) -> dict[str, Role]:
+    roles = dict(BUILTIN_ROLES)
+    for name, override in overrides.items():
+        given = override.model_dump(exclude_none=True)
+        base = roles.get(name)
+        try:
+            if base is not None:
+                roles[name] = Role.model_validate({**base.model_dump(), **given})
+            else:
+                roles[name] = Role.model_validate({"name": name, **given})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(
+                f"grove.toml: roles.{name}.{field}: {first['msg']}; fix the file and retry"
+            ) from exc
+    return roles

@@ -1,0 +1,175 @@
+"""The Python API: one :class:`Grove` per repository (or per ``GROVE_HOME``).
+
+    from agentgrove import Grove
+    grove = Grove.open(".")
+    agent = grove.run("file-writer", "Create hello.txt containing 'hi'")
+    print(agent.status, agent.cost_usd, agent.workspace.branch)
+
+``Grove.open`` never creates anything: an uninitialised place raises
+:class:`~agentgrove.errors.NotInitialised` (``Grove.init`` creates the home and the schema).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import anyio
+
+from agentgrove.config import HOME_DIR, GroveConfig, load_config
+from agentgrove.errors import ConfigError, NotInitialised
+from agentgrove.models import AgentRecord, ErrorKind
+from agentgrove.runtime import MessageSink, RunResult, RunSpec, Runtime
+from agentgrove.service import AgentService, EventObserver
+from agentgrove.store import Store
+from agentgrove.store import _migrate
+from agentgrove.worker import Worker
+from agentgrove.workspaces import exclude_from_git
+
+
+class Grove:
+    def __init__(
+        self,
+        config: GroveConfig,
+        store: Store,
+        *,
+        runtime: Runtime | None = None,
+        observer: EventObserver | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.service = AgentService(
+            store, config, runtime or _DeferredRuntime(config), observer=observer
+        )
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, path: str | Path | None = None, **kwargs: object) -> Grove:
+        """Create the grove home and bring the schema up to date (idempotent)."""
+        config = load_config(Path(path) if path else None)
+        config.home.mkdir(parents=True, exist_ok=True)
+        if config.is_git and config.home.is_relative_to(config.root):
+            exclude_from_git(config.root, f"/{config.home.relative_to(config.root)}/")
+        store = Store(config.db_url)
+        _migrate.upgrade(store.engine)
+        return cls(config, store, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path | None = None,
+        *,
+        runtime: Runtime | None = None,
+        observer: EventObserver | None = None,
+    ) -> Grove:
+        """Open an initialised grove; raises :class:`NotInitialised` without writing anything."""
+        config = load_config(Path(path) if path else None)
+        if config.uses_default_db and not (config.home / "grove.db").exists():
+            raise NotInitialised(str(config.home))
+        store = Store(config.db_url)
+        if not _migrate.is_current(store.engine):
+            store.close()
+            raise NotInitialised(f"{config.home} (database schema missing or outdated)")
+        return cls(config, store, runtime=runtime, observer=observer)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Grove:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- agents ----------------------------------------------------------------------------
+
+    def spawn(
+        self,
+        role: str,
+        task: str,
+        *,
+        parent_id: str | None = None,
+        model: str | None = None,
+        base: str | None = None,
+        budget_usd: float | None = None,
+    ) -> AgentRecord:
+        """Create a pending agent (validated; nothing is written on bad input)."""
+        return self.service.spawn(
+            role, task, parent_id=parent_id, model=model, base=base, budget_usd=budget_usd
+        )
+
+    async def run_async(self, role: str, task: str, **spawn_args: object) -> AgentRecord:
+        """Spawn an agent and execute it in this process; returns its final record."""
+        agent = self.spawn(role, task, **spawn_args)  # type: ignore[arg-type]
+        await self.execute_async([agent.id])
+        return self.store.get_agent(agent.id)
+
+    def run(self, role: str, task: str, **spawn_args: object) -> AgentRecord:
+        return anyio.run(lambda: self.run_async(role, task, **spawn_args))
+
+    async def execute_async(self, agent_ids: Iterable[str]) -> None:
+        """Claim and run exactly these agents here, until each has finished."""
+        worker = Worker(
+            self.service, self.config.worker, only=set(agent_ids), concurrency=len(set(agent_ids))
+        )
+        await worker.run()
+
+    def get(self, agent_id: str) -> AgentRecord:
+        return self.store.get_agent(self.store.resolve_id(agent_id))
+
+    def wait(
+        self, agent_ids: Iterable[str], *, timeout_s: float | None = None, poll_s: float = 0.2
+    ) -> list[AgentRecord]:
+        """Block until every agent has finished (run by any worker); TimeoutError past the limit."""
+        ids = [self.store.resolve_id(i) for i in agent_ids]
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            records = [self.store.get_agent(i) for i in ids]
+            if all(r.status.finished for r in records):
+                return records
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"agents still running after {timeout_s:g} s")
+            time.sleep(poll_s)
+
+
+class _DeferredRuntime:
+    """Builds the default runtime on the first run, so that read-only commands never pay for
+    (or warn about) it."""
+
+    def __init__(self, config: GroveConfig) -> None:
+        self._config = config
+        self._runtime: Runtime | None = None
+
+    async def run(self, spec: RunSpec, sink: MessageSink) -> RunResult:
+        if self._runtime is None:
+            try:
+                self._runtime = default_runtime(self._config)
+            except ConfigError as exc:
+                return RunResult(success=False, error=str(exc), error_kind=ErrorKind.PERMANENT)
+        return await self._runtime.run(spec, sink)
+
+
+def default_runtime(config: GroveConfig) -> Runtime:
+    """ClaudeRuntime with the sandbox decided by ``[runtime] sandbox`` (see DESIGN.md)."""
+    from agentgrove.runtime.claude import ClaudeRuntime, sandbox_available
+
+    mode = config.runtime.sandbox
+    available = sandbox_available()
+    if mode == "required" and not available:
+        raise ConfigError(
+            "grove.toml: runtime.sandbox = 'required' but bubblewrap/socat are missing: "
+            "apt-get install bubblewrap socat, or set sandbox = 'auto'"
+        )
+    if mode == "auto" and not available:
+        print(
+            "grove: WARNING: bubblewrap/socat not found, so agents' Bash runs unsandboxed "
+            "(apt-get install bubblewrap socat)",
+            file=sys.stderr,
+        )
+    return ClaudeRuntime(sandbox=mode != "off" and available)
+
+
+__all__ = ["HOME_DIR", "Grove", "default_runtime"]

@@ -1,0 +1,127 @@
+"""Plain data shared by every layer: statuses, error kinds, agent and workspace records.
+
+Nothing here does I/O. The store turns rows into these records; the CLI turns them into the
+stable JSON object documented in docs/json.md (see :func:`AgentRecord.to_json`).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class AgentStatus(enum.StrEnum):
+    PENDING = "pending"
+    EXECUTING = "executing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (AgentStatus.COMPLETED, AgentStatus.FAILED, AgentStatus.CANCELLED)
+
+
+class ErrorKind(enum.StrEnum):
+    """Why a run failed; decides whether it may be retried."""
+
+    MODEL_ERROR = "model_error"  # transient: overloaded, 429, 5xx, connection
+    TIMEOUT = "timeout"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    MAX_TURNS = "max_turns"
+    CANCELLED = "cancelled"
+    PERMANENT = "permanent"  # authentication, bad request, bad configuration
+    DEPENDENCY_FAILED = "dependency_failed"
+    INTERNAL = "internal"  # a bug or environment failure inside grove itself
+
+    @property
+    def transient(self) -> bool:
+        return self is ErrorKind.MODEL_ERROR
+
+
+@dataclass(frozen=True)
+class WorkspaceRecord:
+    agent_id: str
+    repo_path: str | None
+    worktree_path: str
+    branch: str | None
+    base_ref: str | None
+    head_commit: str | None = None
+    diffstat: str | None = None
+    files_changed: tuple[str, ...] = ()
+    state: str = "active"  # active | removed | unisolated
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.worktree_path,
+            "branch": self.branch,
+            "base_ref": self.base_ref,
+            "head_commit": self.head_commit,
+            "files_changed": list(self.files_changed),
+            "state": self.state,
+        }
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    id: str
+    role: str
+    task: str
+    model: str
+    status: AgentStatus
+    created_at: datetime
+    parent_id: str | None = None
+    base_ref: str | None = None
+    error_kind: ErrorKind | None = None
+    error: str | None = None
+    output: str | None = None
+    attempt: int = 0
+    max_attempts: int = 3
+    timeout_s: float | None = None
+    budget_usd: float | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    duration_ms: int = 0
+    session_id: str | None = None
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    priority: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    workspace: WorkspaceRecord | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The stable object printed by ``--json`` (documented in docs/json.md)."""
+        return {
+            "id": self.id,
+            "role": self.role,
+            "status": self.status.value,
+            "parent_id": self.parent_id,
+            "task": self.task,
+            "model": self.model,
+            "output": self.output,
+            "error": self.error,
+            "error_kind": self.error_kind.value if self.error_kind else None,
+            "attempt": self.attempt,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "cost_usd": self.cost_usd,
+            "duration_ms": self.duration_ms,
+            "session_id": self.session_id,
+            "created_at": self.created_at.isoformat(),
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "workspace": self.workspace.to_json() if self.workspace else None,
+        }
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    at: datetime
+    agent_id: str | None
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,120 @@
+"""Roles are data: what an agent of each kind is told, which model and tools it gets, its limits.
+
+The built-in roles below can be overridden field by field, and new roles added, in the
+``[roles.NAME]`` tables of a project's ``grove.toml`` (see :mod:`agentgrove.config`).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SONNET = "claude-sonnet-4-5"
+HAIKU = "claude-haiku-4-5"
+
+_EDIT_TOOLS = ["Read", "Write", "Edit", "Glob", "Grep", "Bash"]
+_READ_TOOLS = ["Read", "Glob", "Grep", "Bash"]
+
+
+class Role(BaseModel):
+    """One kind of agent. Immutable; ``grove.toml`` values are validated into it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    description: str
+    model: str
+    system_prompt: str
+    tools: tuple[str, ...] = Field(min_length=1)
+    max_turns: int = Field(default=30, ge=1, le=1000)
+    max_budget_usd: float = Field(default=2.0, gt=0)
+    timeout_s: float = Field(default=1800.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1, le=20)
+
+
+def _role(
+    name: str, description: str, model: str, prompt: str, tools: list[str], **kw: float
+) -> Role:
+    return Role(
+        name=name,
+        description=description,
+        model=model,
+        system_prompt=prompt,
+        tools=tuple(tools),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+BUILTIN_ROLES: dict[str, Role] = {
+    r.name: r
+    for r in [
+        _role(
+            "spec-writer",
+            "Turns a request into a precise specification (SPEC.md).",
+            SONNET,
+            "You are a specification writer. Read the repository, then write a short, testable "
+            "specification of what was asked to SPEC.md: behaviour, inputs, outputs, edge cases. "
+            "Do not implement it. Finish with a one-paragraph summary of the spec.",
+            _EDIT_TOOLS,
+            max_turns=20,
+            max_budget_usd=1.0,
+            timeout_s=900,
+        ),
+        _role(
+            "planner",
+            "Breaks a specification into small, ordered implementation steps.",
+            SONNET,
+            "You are a planner. Read the specification and the code, then write PLAN.md: small "
+            "ordered steps, each naming the files it touches and how to check it. Do not "
+            "implement. Finish with the list of steps.",
+            _EDIT_TOOLS,
+            max_turns=20,
+            max_budget_usd=1.0,
+            timeout_s=900,
+        ),
+        _role(
+            "implementer",
+            "Writes and edits code to implement a specification or plan.",
+            SONNET,
+            "You are an implementer. Implement what the task and any SPEC.md / PLAN.md ask for, "
+            "in small, working steps; run the code to check it. Finish with a summary of the "
+            "files you changed.",
+            _EDIT_TOOLS,
+            max_turns=50,
+            max_budget_usd=3.0,
+            timeout_s=1800,
+        ),
+        _role(
+            "tester",
+            "Writes and runs tests; reports what passes and what fails.",
+            SONNET,
+            "You are a tester. Exercise the code the task names: write tests where useful and run "
+            "them with Bash. Report exactly what you ran and what passed or failed.",
+            _EDIT_TOOLS,
+            max_turns=30,
+            max_budget_usd=2.0,
+            timeout_s=1200,
+        ),
+        _role(
+            "reviewer",
+            "Reviews a change and reports problems; changes nothing.",
+            SONNET,
+            "You are a reviewer. Read the change and the code around it and report correctness "
+            "problems, risks and missing tests, most important first. Do not modify files.",
+            _READ_TOOLS,
+            max_turns=20,
+            max_budget_usd=1.0,
+            timeout_s=900,
+        ),
+        _role(
+            "file-writer",
+            "Creates or edits a few files exactly as asked; a cheap, fast role.",
+            HAIKU,
+            "You are a file writer. Create or edit exactly the files the task asks for, with "
+            "exactly the content asked for, then say which files you wrote.",
+            ["Read", "Write", "Edit"],
+            max_turns=10,
+            max_budget_usd=0.25,
+            timeout_s=300,
+        ),
+    ]
+}

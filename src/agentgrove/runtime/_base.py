@@ -1,0 +1,75 @@
+"""The Runtime seam: what running one agent attempt takes and gives back.
+
+A runtime receives a :class:`RunSpec`, reports every message it sees through a
+:class:`MessageSink` (in order, before returning), and returns a :class:`RunResult`. It never
+raises for a failed run: failures come back as ``success=False`` with an :class:`ErrorKind`.
+Cancellation (anyio) must stop the run promptly and leave no process behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from agentgrove.models import ErrorKind
+from agentgrove.roles import Role
+
+ROLE_MARKER = "agentgrove-role: "
+AGENT_MARKER = "agentgrove-agent: "
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One attempt of one agent."""
+
+    agent_id: str
+    role: Role
+    prompt: str
+    model: str
+    cwd: Path
+    max_turns: int
+    max_budget_usd: float
+    timeout_s: float
+    attempt: int = 1
+    resume_session_id: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def system_prompt(self) -> str:
+        """The role's prompt, preceded by who the agent is (the scripted model matches on it)."""
+        return (
+            f"{ROLE_MARKER}{self.role.name}\n{AGENT_MARKER}{self.agent_id}\n"
+            f"You are an agent of agentgrove working in a git worktree at {self.cwd}. "
+            "Work only inside it; grove commits your changes when you finish.\n\n"
+            f"{self.role.system_prompt}"
+        )
+
+
+@dataclass(frozen=True)
+class RunResult:
+    success: bool
+    output: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    duration_ms: int = 0
+    session_id: str | None = None
+    error: str | None = None
+    error_kind: ErrorKind | None = None
+
+
+class MessageSink(Protocol):
+    """Receives each message of a run: ``kind`` names it, ``message`` is JSON-ready, ``event``
+    (optional) is a short ``(kind, data)`` summary for the event log."""
+
+    def __call__(
+        self, kind: str, message: dict[str, Any], event: tuple[str, dict[str, Any]] | None
+    ) -> None: ...
+
+
+class Runtime(Protocol):
+    """Runs one agent attempt to its end; see the module docstring for the contract."""
+
+    async def run(self, spec: RunSpec, sink: MessageSink) -> RunResult: ...

@@ -1,0 +1,58 @@
+"""ScriptedRuntime: an in-process runtime for unit tests and benchmarks (no CLI, no network).
+
+It keeps the Runtime contract: reports at least one message through the sink before returning,
+returns a :class:`RunResult`, never raises for a failed run, and stops at once when cancelled.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+
+import anyio
+
+from agentgrove.models import ErrorKind
+from agentgrove.runtime._base import MessageSink, RunResult, RunSpec
+
+Behaviour = Callable[[RunSpec], RunResult | Awaitable[RunResult]]
+
+
+def echo(spec: RunSpec) -> RunResult:
+    """Default behaviour: succeed at once, echoing the task, with small usage figures."""
+    return RunResult(
+        success=True,
+        output=f"done: {spec.prompt[:200]}",
+        tokens_in=10,
+        tokens_out=5,
+        cost_usd=0.0001,
+        duration_ms=1,
+        session_id=f"scripted-{spec.agent_id}-{spec.attempt}",
+    )
+
+
+class ScriptedRuntime:
+    """Runs ``behaviour(spec)`` instead of a model. ``runs`` records every spec it received."""
+
+    def __init__(self, behaviour: Behaviour = echo) -> None:
+        self._behaviour = behaviour
+        self.runs: list[RunSpec] = []
+
+    async def run(self, spec: RunSpec, sink: MessageSink) -> RunResult:
+        self.runs.append(spec)
+        sink("ScriptedStart", {"prompt": spec.prompt, "model": spec.model}, None)
+        try:
+            with anyio.fail_after(spec.timeout_s):
+                produced = self._behaviour(spec)
+                result = await produced if inspect.isawaitable(produced) else produced
+        except TimeoutError:
+            return RunResult(
+                success=False,
+                error=f"timed out after {spec.timeout_s:g} s",
+                error_kind=ErrorKind.TIMEOUT,
+            )
+        sink(
+            "ScriptedResult",
+            {"success": result.success, "output": result.output, "error": result.error},
+            ("agent.result", {"success": result.success}),
+        )
+        return result

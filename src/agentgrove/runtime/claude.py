@@ -1,0 +1,217 @@
+"""ClaudeRuntime: one agent attempt through claude-agent-sdk and its bundled Claude Code CLI.
+
+The only module that imports ``claude_agent_sdk``. Permission set-up that works as root (where
+``bypassPermissions`` is refused): ``acceptEdits`` with the role's tools as the offered set and
+nothing pre-approved, so every tool call the CLI does not approve itself goes through
+:func:`_can_use_tool`, which refuses tools outside the role and paths that resolve (``..`` and
+symlinks included) outside the worktree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+from claude_agent_sdk import (
+    AssistantMessage,
+    ClaudeAgentOptions,
+    ClaudeSDKClient,
+    ClaudeSDKError,
+    PermissionResultAllow,
+    PermissionResultDeny,
+    ResultMessage,
+    TextBlock,
+    ToolPermissionContext,
+    ToolResultBlock,
+    ToolUseBlock,
+    UserMessage,
+)
+
+from agentgrove.models import ErrorKind
+from agentgrove.runtime._base import MessageSink, RunResult, RunSpec
+from agentgrove.runtime._classify import classify
+from agentgrove.runtime._endpoint import CLI_ENV_DEFAULTS
+
+_PATH_TOOLS = {"Write": "file_path", "Edit": "file_path", "NotebookEdit": "notebook_path"}
+_STDERR_KEEP = 20
+
+SandboxMode = Literal["auto", "required", "off"]
+
+
+def sandbox_available() -> bool:
+    """Whether the CLI's Bash sandbox can work here (it needs bubblewrap and socat)."""
+    return shutil.which("bwrap") is not None and shutil.which("socat") is not None
+
+
+class ClaudeRuntime:
+    """Runs agents with the real Claude Code CLI. ``env`` is added to the CLI's environment."""
+
+    def __init__(self, *, env: Mapping[str, str] | None = None, sandbox: bool = False) -> None:
+        self._env = {**CLI_ENV_DEFAULTS, **(env or {})}
+        self._sandbox = sandbox
+
+    async def run(self, spec: RunSpec, sink: MessageSink) -> RunResult:
+        started = time.monotonic()
+        stderr_tail: list[str] = []
+        options = self._options(spec, stderr_tail)
+        last_error: str | None = None
+        try:
+            with anyio.fail_after(spec.timeout_s):
+                async with ClaudeSDKClient(options=options) as client:
+                    await client.query(_prompt_stream(spec.prompt))
+                    async for message in client.receive_response():
+                        _report(message, sink)
+                        if isinstance(message, AssistantMessage) and message.error:
+                            last_error = message.error
+                        if isinstance(message, ResultMessage):
+                            return _result(message, last_error, started)
+        except TimeoutError:
+            return RunResult(
+                success=False,
+                error=f"timed out after {spec.timeout_s:g} s",
+                error_kind=ErrorKind.TIMEOUT,
+                duration_ms=_ms_since(started),
+            )
+        except ClaudeSDKError as exc:
+            detail = " | ".join(stderr_tail[-3:])
+            return RunResult(
+                success=False,
+                error=f"Claude CLI failed: {exc}" + (f" ({detail})" if detail else ""),
+                error_kind=ErrorKind.MODEL_ERROR,
+                duration_ms=_ms_since(started),
+            )
+        return RunResult(
+            success=False,
+            error="the CLI ended without a result message",
+            error_kind=ErrorKind.MODEL_ERROR,
+            duration_ms=_ms_since(started),
+        )
+
+    def _options(self, spec: RunSpec, stderr_tail: list[str]) -> ClaudeAgentOptions:
+        tools = list(spec.role.tools)
+        worktree = spec.cwd.resolve()
+
+        async def can_use_tool(
+            name: str, tool_input: dict[str, Any], _ctx: ToolPermissionContext
+        ) -> PermissionResultAllow | PermissionResultDeny:
+            return _can_use_tool(worktree, tools, name, tool_input)
+
+        def keep_stderr(line: str) -> None:
+            stderr_tail.append(line.rstrip())
+            del stderr_tail[:-_STDERR_KEEP]
+
+        settings: dict[str, Any] = {}
+        if self._sandbox:
+            settings["sandbox"] = {"enabled": True, "allowUnsandboxedCommands": False}
+        return ClaudeAgentOptions(
+            system_prompt=spec.system_prompt,
+            model=spec.model,
+            tools=tools,
+            # Nothing pre-approved: every call goes through can_use_tool, the one gate.
+            allowed_tools=[],
+            permission_mode="acceptEdits",
+            can_use_tool=can_use_tool,
+            max_turns=spec.max_turns,
+            max_budget_usd=spec.max_budget_usd,
+            cwd=str(worktree),
+            resume=spec.resume_session_id,
+            env={**self._env, **spec.env},
+            settings=json.dumps(settings) if settings else None,
+            setting_sources=[],
+            stderr=keep_stderr,
+        )
+
+
+def _can_use_tool(
+    worktree: Path, tools: list[str], name: str, tool_input: dict[str, Any]
+) -> PermissionResultAllow | PermissionResultDeny:
+    """Allow the role's tools; confine path-taking tools to the worktree."""
+    if name not in tools:
+        return PermissionResultDeny(message=f"tool {name} is not available to this role")
+    key = _PATH_TOOLS.get(name)
+    if key is not None:
+        raw = str(tool_input.get(key, ""))
+        target = Path(raw) if os.path.isabs(raw) else worktree / raw
+        resolved = target.resolve()
+        if resolved != worktree and worktree not in resolved.parents:
+            return PermissionResultDeny(
+                message=f"{raw} is outside this agent's worktree {worktree}; write inside it"
+            )
+    return PermissionResultAllow()
+
+
+async def _prompt_stream(prompt: str) -> AsyncIterator[dict[str, Any]]:
+    # Streaming-input mode is required for can_use_tool; one user message is the whole prompt.
+    yield {"type": "user", "message": {"role": "user", "content": prompt}}
+
+
+def _report(message: object, sink: MessageSink) -> None:
+    kind = type(message).__name__
+    payload = _jsonable(message)
+    event: tuple[str, dict[str, Any]] | None = None
+    if isinstance(message, AssistantMessage):
+        for block in message.content:
+            if isinstance(block, ToolUseBlock):
+                event = ("agent.tool_use", {"tool": block.name, "input": _short(block.input)})
+            elif isinstance(block, TextBlock) and event is None:
+                event = ("agent.text", {"text": block.text[:500]})
+    elif isinstance(message, UserMessage) and isinstance(message.content, list):
+        for block in message.content:
+            if isinstance(block, ToolResultBlock):
+                event = (
+                    "agent.tool_result",
+                    {"is_error": bool(block.is_error), "content": _short(block.content)},
+                )
+    elif isinstance(message, ResultMessage):
+        event = (
+            "agent.result",
+            {"subtype": message.subtype, "is_error": message.is_error, "turns": message.num_turns},
+        )
+    sink(kind, payload, event)
+
+
+def _result(message: ResultMessage, assistant_error: str | None, started: float) -> RunResult:
+    usage = message.usage or {}
+    tokens_in = int(usage.get("input_tokens", 0) or 0)
+    tokens_in += int(usage.get("cache_creation_input_tokens", 0) or 0)
+    tokens_in += int(usage.get("cache_read_input_tokens", 0) or 0)
+    common: dict[str, Any] = {
+        "output": message.result,
+        "tokens_in": tokens_in,
+        "tokens_out": int(usage.get("output_tokens", 0) or 0),
+        "cost_usd": float(message.total_cost_usd or 0.0),
+        "duration_ms": message.duration_ms or _ms_since(started),
+        "session_id": message.session_id,
+    }
+    if not message.is_error and message.subtype == "success":
+        return RunResult(success=True, **common)
+    kind = classify(
+        subtype=message.subtype,
+        api_error_status=message.api_error_status,
+        assistant_error=assistant_error,
+    )
+    reason = "; ".join(message.errors or []) or message.result or message.subtype
+    return RunResult(success=False, error=f"{message.subtype}: {reason}", error_kind=kind, **common)
+
+
+def _jsonable(message: object) -> dict[str, Any]:
+    if dataclasses.is_dataclass(message) and not isinstance(message, type):
+        data: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(message), default=str))
+        return data
+    return {"repr": repr(message)}
+
+
+def _short(value: object, limit: int = 300) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)

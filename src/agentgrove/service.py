@@ -1,0 +1,248 @@
+"""AgentService: spawn agents (validated) and carry one claimed attempt through to its end.
+
+Contracts:
+
+* :meth:`spawn` validates everything first (role, task, parent, base ref) and then writes the
+  agent and its spawn event in one transaction: bad input leaves nothing behind.
+* :meth:`execute` takes an agent the caller has claimed (status executing, lease held) and ends
+  with exactly one fenced transition: completed, failed, or back to pending (retry, or
+  cancellation of this process). If the fence no longer matches (the agent was cancelled or the
+  lease taken over) it writes nothing more.
+* The worktree is committed before the final transition, so a completed agent's head commit is
+  always on its branch.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from agentgrove.config import GroveConfig
+from agentgrove.errors import BadInput, UnknownRole
+from agentgrove.models import AgentRecord, AgentStatus, ErrorKind, WorkspaceRecord
+from agentgrove.retry import decide
+from agentgrove.runtime import RunResult, RunSpec, Runtime
+from agentgrove.store import NewAgent, RunOutcome, Store
+from agentgrove.workspaces import Workspaces
+
+EventObserver = Callable[[str, str, dict[str, Any]], None]
+"""Called with (agent_id, event kind, data) for every event an attempt produces, in-process."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    owner: str
+    attempt: int
+
+
+class Wakeup:
+    """Tells an in-process worker that work arrived, so it claims without waiting for a poll."""
+
+    def __init__(self) -> None:
+        self._event: anyio.Event | None = None
+
+    def notify(self) -> None:
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self, timeout_s: float) -> None:
+        self._event = anyio.Event()
+        with anyio.move_on_after(timeout_s):
+            await self._event.wait()
+
+
+class AgentService:
+    def __init__(
+        self,
+        store: Store,
+        config: GroveConfig,
+        runtime: Runtime,
+        *,
+        workspaces: Workspaces | None = None,
+        wakeup: Wakeup | None = None,
+        observer: EventObserver | None = None,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.runtime = runtime
+        self.workspaces = workspaces or Workspaces(
+            config.root if config.is_git else None, config.worktrees_dir, config.root
+        )
+        self.wakeup = wakeup or Wakeup()
+        self.observer = observer
+
+    # -- spawning --------------------------------------------------------------------------
+
+    def spawn(
+        self,
+        role: str,
+        task: str,
+        *,
+        parent_id: str | None = None,
+        model: str | None = None,
+        base: str | None = None,
+        budget_usd: float | None = None,
+    ) -> AgentRecord:
+        """Validate and insert a pending agent; wakes an in-process worker."""
+        spec = self.config.roles.get(role)
+        if spec is None:
+            raise UnknownRole(role, list(self.config.roles))
+        if not task.strip():
+            raise BadInput("the task is empty: say what the agent should do")
+        if model is not None and not model.strip():
+            raise BadInput("--model is empty: give a model name or leave it out")
+        if budget_usd is not None and budget_usd <= 0:
+            raise BadInput(f"--budget-usd must be above zero, got {budget_usd}")
+        if parent_id is not None:
+            parent_id = self.store.resolve_id(parent_id)
+        base_commit = self.workspaces.resolve_base(base)
+        record = self.store.insert_agent(
+            NewAgent(
+                role=role,
+                task=task.strip(),
+                model=model or spec.model,
+                parent_id=parent_id,
+                base_ref=base_commit,
+                max_attempts=spec.max_attempts,
+                timeout_s=spec.timeout_s,
+                budget_usd=budget_usd,
+            )
+        )
+        self.wakeup.notify()
+        return record
+
+    def cancel(self, agent_id: str) -> bool:
+        return self.store.cancel(self.store.resolve_id(agent_id))
+
+    # -- executing -------------------------------------------------------------------------
+
+    async def execute(self, agent: AgentRecord, lease: Lease) -> None:
+        """Run one claimed attempt of ``agent`` to its single final transition (see module doc)."""
+        role = self.config.roles.get(agent.role)
+        if role is None:
+            self._finish(
+                agent,
+                lease,
+                _failure(ErrorKind.PERMANENT, f"role {agent.role!r} is no longer configured"),
+            )
+            return
+        try:
+            ws = await anyio.to_thread.run_sync(self.workspaces.create, agent.id, agent.base_ref)
+        except Exception as exc:  # git failing is an environment problem of this agent only
+            self._finish(agent, lease, _failure(ErrorKind.INTERNAL, f"workspace: {exc}"))
+            return
+        self.store.save_workspace(ws)
+        if ws.repo_path is None:
+            self._emit(
+                agent.id, "agent.warning", {"message": "not a git repository: running unisolated"}
+            )
+        resume = agent.session_id if agent.attempt > 1 and agent.workspace is not None else None
+        spec = RunSpec(
+            agent_id=agent.id,
+            role=role,
+            prompt=agent.task,
+            model=agent.model,
+            cwd=Path(ws.worktree_path),
+            max_turns=role.max_turns,
+            max_budget_usd=min(role.max_budget_usd, agent.budget_usd or role.max_budget_usd),
+            timeout_s=agent.timeout_s or role.timeout_s,
+            attempt=lease.attempt,
+            resume_session_id=resume,
+        )
+        seq = 0
+
+        def sink(
+            kind: str, message: dict[str, Any], event: tuple[str, dict[str, Any]] | None
+        ) -> None:
+            nonlocal seq
+            self.store.record_message(
+                agent.id, lease.owner, lease.attempt, seq, kind, message, event
+            )
+            seq += 1
+            if event is not None and self.observer is not None:
+                self.observer(agent.id, event[0], event[1])
+
+        try:
+            result = await self.runtime.run(spec, sink)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                # Stopped from outside (shutdown past grace, or cancel): the attempt does not count.
+                self.store.release(
+                    agent.id, lease.owner, lease.attempt, refund_attempt=True, reason="interrupted"
+                )
+                self._emit(agent.id, "agent.released", {"reason": "interrupted"})
+            raise
+        ws = await self._commit(agent, ws, result)
+        self._settle(agent, lease, result)
+
+    async def _commit(
+        self, agent: AgentRecord, ws: WorkspaceRecord, result: RunResult
+    ) -> WorkspaceRecord:
+        trailers = {
+            "Grove-Agent": agent.id,
+            "Grove-Role": agent.role,
+            "Grove-Tokens": f"{result.tokens_in} in, {result.tokens_out} out",
+            "Grove-Cost-USD": f"{result.cost_usd:.6f}",
+        }
+        title = agent.task.splitlines()[0][:60]
+        message = f"{agent.role}: {title}\n\nAgent {agent.id} ({'completed' if result.success else 'failed'})."
+        try:
+            committed = await anyio.to_thread.run_sync(
+                self.workspaces.commit, ws, message, trailers
+            )
+        except Exception as exc:
+            self._emit(agent.id, "agent.warning", {"message": f"commit failed: {exc}"})
+            return ws
+        self.store.save_workspace(committed)
+        return committed
+
+    def _settle(self, agent: AgentRecord, lease: Lease, result: RunResult) -> None:
+        if result.success:
+            self._finish(agent, lease, result)
+            return
+        decision = decide(
+            result.error_kind, lease.attempt, agent.max_attempts, jitter=random.random()
+        )
+        if decision.retry:
+            self.store.release(
+                agent.id,
+                lease.owner,
+                lease.attempt,
+                refund_attempt=False,
+                reason=result.error or "retry",
+            )
+            self.store.delay(agent.id, timedelta(seconds=decision.delay_s))
+            self._emit(
+                agent.id, "agent.retry", {"delay_s": decision.delay_s, "error": result.error}
+            )
+            return
+        self._finish(agent, lease, result)
+
+    def _finish(self, agent: AgentRecord, lease: Lease, result: RunResult) -> None:
+        outcome = RunOutcome(
+            status=AgentStatus.COMPLETED if result.success else AgentStatus.FAILED,
+            output=result.output,
+            error=result.error,
+            error_kind=None if result.success else (result.error_kind or ErrorKind.INTERNAL),
+            tokens_in=result.tokens_in,
+            tokens_out=result.tokens_out,
+            cost_usd=result.cost_usd,
+            duration_ms=result.duration_ms,
+            session_id=result.session_id,
+        )
+        if self.store.finish(agent.id, lease.owner, lease.attempt, outcome):
+            self._emit(agent.id, f"agent.{outcome.status.value}", {"error": result.error})
+
+    def _emit(self, agent_id: str, kind: str, data: dict[str, Any]) -> None:
+        if self.observer is not None:
+            self.observer(agent_id, kind, data)
+
+
+def _failure(kind: ErrorKind, message: str) -> RunResult:
+    return RunResult(success=False, error=message, error_kind=kind)

@@ -1,0 +1,130 @@
+"""The database schema as SQLAlchemy Core tables. Alembic migrations must produce exactly this
+(``tests/test_store.py`` compares them)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in Python; naive UTC in the column, so SQLite compares them as text."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC)
+
+
+metadata = MetaData()
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("parent_id", String(32), ForeignKey("agents.id"), nullable=True, index=True),
+    Column(
+        "workflow_run_id", String(32), ForeignKey("workflow_runs.id"), nullable=True, index=True
+    ),
+    Column("node_key", String(200), nullable=True),
+    Column("role", String(100), nullable=False),
+    Column("task", Text, nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("base_ref", String(200), nullable=True),
+    Column("status", String(20), nullable=False),
+    Column("error_kind", String(40), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("output", Text, nullable=True),
+    Column("attempt", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False, default=3),
+    Column("timeout_s", Float, nullable=True),
+    Column("budget_usd", Float, nullable=True),
+    Column("tokens_in", Integer, nullable=False, default=0),
+    Column("tokens_out", Integer, nullable=False, default=0),
+    Column("cost_usd", Float, nullable=False, default=0.0),
+    Column("duration_ms", Integer, nullable=False, default=0),
+    Column("session_id", String(100), nullable=True),
+    Column("lease_owner", String(200), nullable=True),
+    Column("lease_expires_at", UTCDateTime, nullable=True),
+    Column("not_before", UTCDateTime, nullable=True),
+    Column("priority", Integer, nullable=False, default=0),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Index("ix_agents_claim", "status", "priority", "created_at"),
+)
+
+workspaces = Table(
+    "workspaces",
+    metadata,
+    Column("agent_id", String(32), ForeignKey("agents.id"), primary_key=True),
+    Column("repo_path", Text, nullable=True),
+    Column("worktree_path", Text, nullable=False),
+    Column("branch", String(200), nullable=True),
+    Column("base_ref", String(200), nullable=True),
+    Column("head_commit", String(64), nullable=True),
+    Column("diffstat", Text, nullable=True),
+    Column("files_changed", JSON, nullable=False, default=list),
+    Column("state", String(20), nullable=False),
+)
+
+workflow_runs = Table(
+    "workflow_runs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("spec", JSON, nullable=False),
+    Column("inputs", JSON, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("budget_usd", Float, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("agent_id", String(32), nullable=True, index=True),
+    Column("run_id", String(32), nullable=True, index=True),
+    Column("kind", String(60), nullable=False),
+    Column("data", JSON, nullable=False),
+)
+
+transcripts = Table(
+    "transcripts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("agent_id", String(32), ForeignKey("agents.id"), nullable=False, index=True),
+    Column("attempt", Integer, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("kind", String(60), nullable=False),
+    Column("message", JSON, nullable=False),
+)

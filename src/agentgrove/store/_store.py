@@ -1,0 +1,546 @@
+"""Every query agentgrove makes, behind one class.
+
+Contracts:
+
+* Each status transition is ONE guarded ``UPDATE ... WHERE id=? AND status=? [AND lease_owner=?
+  AND attempt=?]`` whose row count says whether it happened; a transition that lost a race
+  returns ``False`` and changes nothing.
+* A transition and the event that records it commit in the same transaction.
+* Writes of a worker about a claimed agent (heartbeat, transcript, completion, release) are fenced
+  by ``(lease_owner, attempt)``: a worker whose lease was taken over changes nothing.
+
+Dialect differences live in :mod:`agentgrove.store._dialect`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.engine import Row
+
+from agentgrove.errors import BadInput, UnknownAgent
+from agentgrove.models import AgentRecord, AgentStatus, ErrorKind, Event, WorkspaceRecord
+from agentgrove.store import _dialect
+from agentgrove.store._schema import agents, events, transcripts, workspaces
+
+_LIVE = (AgentStatus.PENDING.value, AgentStatus.EXECUTING.value)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_agent_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass(frozen=True)
+class NewAgent:
+    """A validated request to create an agent (the service validates; the store stores)."""
+
+    role: str
+    task: str
+    model: str
+    parent_id: str | None = None
+    base_ref: str | None = None
+    max_attempts: int = 3
+    timeout_s: float | None = None
+    budget_usd: float | None = None
+    priority: int = 0
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a finished attempt produced; written by :meth:`Store.finish`."""
+
+    status: AgentStatus
+    output: str | None = None
+    error: str | None = None
+    error_kind: ErrorKind | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    duration_ms: int = 0
+    session_id: str | None = None
+
+
+class Store:
+    """The database of one grove. Thread-safe; cheap calls, short transactions."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = _dialect.create_engine(url)
+        self._claim_sql = _dialect.claim_subquery(self.engine)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect().execution_options(**{_dialect.READ_ONLY: True}) as conn:
+            yield conn
+            conn.rollback()
+
+    # -- agents ----------------------------------------------------------------------------
+
+    def insert_agent(self, new: NewAgent, *, at: datetime | None = None) -> AgentRecord:
+        """Insert a pending agent and its ``agent.spawned`` event in one transaction."""
+        now = at or utcnow()
+        agent_id = new.id or new_agent_id()
+        with self._write() as conn:
+            if new.parent_id is not None:
+                found = conn.execute(select(agents.c.id).where(agents.c.id == new.parent_id))
+                if found.first() is None:
+                    raise UnknownAgent(new.parent_id)
+            conn.execute(
+                insert(agents).values(
+                    id=agent_id,
+                    parent_id=new.parent_id,
+                    role=new.role,
+                    task=new.task,
+                    model=new.model,
+                    base_ref=new.base_ref,
+                    status=AgentStatus.PENDING.value,
+                    attempt=0,
+                    max_attempts=new.max_attempts,
+                    timeout_s=new.timeout_s,
+                    budget_usd=new.budget_usd,
+                    tokens_in=0,
+                    tokens_out=0,
+                    cost_usd=0.0,
+                    duration_ms=0,
+                    priority=new.priority,
+                    created_at=now,
+                )
+            )
+            self._event(conn, agent_id, "agent.spawned", {"role": new.role}, now)
+        return self.get_agent(agent_id)
+
+    def get_agent(self, agent_id: str) -> AgentRecord:
+        with self._read() as conn:
+            row = conn.execute(_agent_select().where(agents.c.id == agent_id)).first()
+        if row is None:
+            raise UnknownAgent(agent_id)
+        return _agent_from_row(row)
+
+    def resolve_id(self, prefix: str) -> str:
+        """The full id of the one agent whose id starts with ``prefix`` (at least 4 characters)."""
+        prefix = prefix.strip()
+        if len(prefix) < 4 and prefix:
+            raise BadInput(f"agent id {prefix!r} is too short: give at least 4 characters")
+        with self._read() as conn:
+            ids = (
+                conn.execute(
+                    select(agents.c.id)
+                    .where(agents.c.id.startswith(prefix, autoescape=True))
+                    .limit(2)
+                )
+                .scalars()
+                .all()
+            )
+        if not ids or not prefix:
+            raise UnknownAgent(prefix)
+        if len(ids) > 1:
+            raise BadInput(f"agent id {prefix!r} is ambiguous: give more characters")
+        return str(ids[0])
+
+    def list_agents(
+        self,
+        *,
+        status: AgentStatus | None = None,
+        parent_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[AgentRecord]:
+        query = _agent_select().order_by(agents.c.created_at, agents.c.id)
+        if status is not None:
+            query = query.where(agents.c.status == status.value)
+        if parent_id is not None:
+            query = query.where(agents.c.parent_id == parent_id)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read() as conn:
+            return [_agent_from_row(r) for r in conn.execute(query)]
+
+    def count_by_status(self) -> dict[AgentStatus, int]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(agents.c.status, func.count()).group_by(agents.c.status)
+            ).all()
+        return {AgentStatus(s): n for s, n in rows}
+
+    # -- claiming and leases ---------------------------------------------------------------
+
+    def claim(
+        self,
+        owner: str,
+        lease_s: float,
+        *,
+        agent_id: str | None = None,
+        at: datetime | None = None,
+    ) -> AgentRecord | None:
+        """Atomically move the next pending agent (or ``agent_id``) to executing under
+        ``owner``'s lease.
+
+        Order: highest priority, then oldest. ``attempt`` is incremented. Returns ``None`` when
+        nothing is claimable. Safe against any number of concurrent claimers (processes included).
+        """
+        now = at or utcnow()
+        target: Any = agent_id if agent_id is not None else self._claim_sql(now).scalar_subquery()
+        with self._write() as conn:
+            claimed = conn.execute(
+                update(agents)
+                .where(agents.c.id == target)
+                .where(agents.c.status == AgentStatus.PENDING.value)
+                .values(
+                    status=AgentStatus.EXECUTING.value,
+                    lease_owner=owner,
+                    lease_expires_at=now + timedelta(seconds=lease_s),
+                    attempt=agents.c.attempt + 1,
+                    started_at=func.coalesce(agents.c.started_at, now),
+                )
+                .returning(agents.c.id, agents.c.attempt)
+            ).first()
+            if claimed is None:
+                return None
+            self._event(
+                conn, claimed.id, "agent.claimed", {"owner": owner, "attempt": claimed.attempt}, now
+            )
+        return self.get_agent(claimed.id)
+
+    def heartbeat(self, agent_id: str, owner: str, attempt: int, lease_s: float) -> bool:
+        """Extend the lease. ``False`` means the lease is no longer ours (cancelled, swept)."""
+        now = utcnow()
+        with self._write() as conn:
+            result = conn.execute(
+                update(agents)
+                .where(_fence(agent_id, owner, attempt))
+                .values(lease_expires_at=now + timedelta(seconds=lease_s))
+            )
+        return result.rowcount == 1
+
+    def finish(self, agent_id: str, owner: str, attempt: int, outcome: RunOutcome) -> bool:
+        """executing -> completed | failed | cancelled, with the result, as one fenced UPDATE."""
+        assert outcome.status.finished
+        now = utcnow()
+        with self._write() as conn:
+            result = conn.execute(
+                update(agents)
+                .where(_fence(agent_id, owner, attempt))
+                .values(
+                    status=outcome.status.value,
+                    output=outcome.output,
+                    error=outcome.error,
+                    error_kind=outcome.error_kind.value if outcome.error_kind else None,
+                    tokens_in=agents.c.tokens_in + outcome.tokens_in,
+                    tokens_out=agents.c.tokens_out + outcome.tokens_out,
+                    cost_usd=agents.c.cost_usd + outcome.cost_usd,
+                    duration_ms=agents.c.duration_ms + outcome.duration_ms,
+                    session_id=outcome.session_id,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    finished_at=now,
+                )
+            )
+            if result.rowcount != 1:
+                return False
+            self._event(
+                conn,
+                agent_id,
+                f"agent.{outcome.status.value}",
+                {
+                    "attempt": attempt,
+                    "error_kind": outcome.error_kind.value if outcome.error_kind else None,
+                    "error": outcome.error,
+                    "tokens_in": outcome.tokens_in,
+                    "tokens_out": outcome.tokens_out,
+                    "cost_usd": outcome.cost_usd,
+                },
+                now,
+            )
+        return True
+
+    def release(
+        self, agent_id: str, owner: str, attempt: int, *, refund_attempt: bool, reason: str
+    ) -> bool:
+        """executing -> pending (shutdown, retry). ``refund_attempt`` undoes the claim's count."""
+        with self._write() as conn:
+            result = conn.execute(
+                update(agents)
+                .where(_fence(agent_id, owner, attempt))
+                .values(
+                    status=AgentStatus.PENDING.value,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    attempt=agents.c.attempt - (1 if refund_attempt else 0),
+                )
+            )
+            if result.rowcount != 1:
+                return False
+            self._event(
+                conn, agent_id, "agent.released", {"attempt": attempt, "reason": reason}, None
+            )
+        return True
+
+    def delay(self, agent_id: str, by: timedelta) -> None:
+        """Keep a pending agent from being claimed before now + ``by`` (retry backoff)."""
+        with self._write() as conn:
+            conn.execute(
+                update(agents)
+                .where(agents.c.id == agent_id, agents.c.status == AgentStatus.PENDING.value)
+                .values(not_before=utcnow() + by)
+            )
+
+    def cancel(self, agent_id: str) -> bool:
+        """pending | executing -> cancelled. ``False`` if the agent had already finished.
+
+        An executing agent's worker notices at its next heartbeat (whose fence no longer
+        matches) and stops the run; in the same process it is told at once.
+        """
+        now = utcnow()
+        with self._write() as conn:
+            result = conn.execute(
+                update(agents)
+                .where(agents.c.id == agent_id, agents.c.status.in_(_LIVE))
+                .values(
+                    status=AgentStatus.CANCELLED.value,
+                    error_kind=ErrorKind.CANCELLED.value,
+                    error="cancelled by request",
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    finished_at=now,
+                )
+            )
+            if result.rowcount != 1:
+                return False
+            self._event(conn, agent_id, "agent.cancelled", {}, now)
+        return True
+
+    def sweep_expired(self, *, at: datetime | None = None) -> list[str]:
+        """Return agents whose lease expired to pending, or fail them past max_attempts."""
+        now = at or utcnow()
+        swept: list[str] = []
+        with self._write() as conn:
+            expired = conn.execute(
+                select(agents.c.id, agents.c.attempt, agents.c.max_attempts, agents.c.lease_owner)
+                .where(agents.c.status == AgentStatus.EXECUTING.value)
+                .where(agents.c.lease_expires_at < now)
+            ).all()
+            for row in expired:
+                exhausted = row.attempt >= row.max_attempts
+                values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+                if exhausted:
+                    values |= {
+                        "status": AgentStatus.FAILED.value,
+                        "error_kind": ErrorKind.TIMEOUT.value,
+                        "error": f"lease expired on attempt {row.attempt} of {row.max_attempts}",
+                        "finished_at": now,
+                    }
+                else:
+                    values["status"] = AgentStatus.PENDING.value
+                result = conn.execute(
+                    update(agents)
+                    .where(_fence(row.id, row.lease_owner, row.attempt))
+                    .values(**values)
+                )
+                if result.rowcount == 1:
+                    swept.append(row.id)
+                    kind = "agent.failed" if exhausted else "agent.lease_expired"
+                    self._event(conn, row.id, kind, {"attempt": row.attempt}, now)
+        return swept
+
+    # -- workspaces ------------------------------------------------------------------------
+
+    def save_workspace(self, ws: WorkspaceRecord) -> None:
+        """Insert or replace the workspace row of ``ws.agent_id``."""
+        values = {
+            "repo_path": ws.repo_path,
+            "worktree_path": ws.worktree_path,
+            "branch": ws.branch,
+            "base_ref": ws.base_ref,
+            "head_commit": ws.head_commit,
+            "diffstat": ws.diffstat,
+            "files_changed": list(ws.files_changed),
+            "state": ws.state,
+        }
+        with self._write() as conn:
+            updated = conn.execute(
+                update(workspaces).where(workspaces.c.agent_id == ws.agent_id).values(**values)
+            )
+            if updated.rowcount == 0:
+                conn.execute(insert(workspaces).values(agent_id=ws.agent_id, **values))
+
+    def list_workspaces(
+        self, *, state: str | None = None
+    ) -> list[tuple[WorkspaceRecord, AgentStatus]]:
+        query = select(workspaces, agents.c.status).join(
+            agents, agents.c.id == workspaces.c.agent_id
+        )
+        if state is not None:
+            query = query.where(workspaces.c.state == state)
+        with self._read() as conn:
+            return [(_workspace_from_row(r), AgentStatus(r.status)) for r in conn.execute(query)]
+
+    # -- events and transcripts ------------------------------------------------------------
+
+    def append_event(self, agent_id: str | None, kind: str, data: dict[str, Any]) -> None:
+        with self._write() as conn:
+            self._event(conn, agent_id, kind, data, None)
+
+    def events(
+        self, *, agent_id: str | None = None, after_id: int = 0, limit: int = 1000
+    ) -> list[Event]:
+        query = select(events).where(events.c.id > after_id).order_by(events.c.id).limit(limit)
+        if agent_id is not None:
+            query = query.where(events.c.agent_id == agent_id)
+        with self._read() as conn:
+            return [
+                Event(id=r.id, at=r.at, agent_id=r.agent_id, kind=r.kind, data=r.data)
+                for r in conn.execute(query)
+            ]
+
+    def record_message(
+        self,
+        agent_id: str,
+        owner: str,
+        attempt: int,
+        seq: int,
+        kind: str,
+        message: dict[str, Any],
+        event: tuple[str, dict[str, Any]] | None = None,
+    ) -> bool:
+        """Append one SDK message to the transcript (and an optional event), fenced by the lease."""
+        now = utcnow()
+        fenced = select(
+            literal(agent_id),
+            literal(attempt),
+            literal(seq),
+            literal(now, agents.c.created_at.type),
+            literal(kind),
+            literal(message, transcripts.c.message.type),
+        ).where(exists().where(_fence(agent_id, owner, attempt)))
+        with self._write() as conn:
+            result = conn.execute(
+                insert(transcripts).from_select(
+                    ["agent_id", "attempt", "seq", "at", "kind", "message"], fenced
+                )
+            )
+            if result.rowcount != 1:
+                return False
+            if event is not None:
+                self._event(conn, agent_id, event[0], event[1], now)
+        return True
+
+    def transcript(self, agent_id: str) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(
+                    transcripts.c.attempt,
+                    transcripts.c.seq,
+                    transcripts.c.kind,
+                    transcripts.c.message,
+                )
+                .where(transcripts.c.agent_id == agent_id)
+                .order_by(transcripts.c.id)
+            ).all()
+        return [
+            {"attempt": r.attempt, "seq": r.seq, "kind": r.kind, "message": r.message} for r in rows
+        ]
+
+    def _event(
+        self,
+        conn: Connection,
+        agent_id: str | None,
+        kind: str,
+        data: dict[str, Any],
+        at: datetime | None,
+    ) -> None:
+        conn.execute(
+            insert(events).values(at=at or utcnow(), agent_id=agent_id, kind=kind, data=data)
+        )
+
+
+def _fence(agent_id: str, owner: str | None, attempt: int) -> Any:
+    return and_(
+        agents.c.id == agent_id,
+        agents.c.status == AgentStatus.EXECUTING.value,
+        agents.c.lease_owner == owner,
+        agents.c.attempt == attempt,
+    )
+
+
+def _agent_select() -> Any:
+    return select(agents, *[c.label(f"ws_{c.name}") for c in workspaces.c]).outerjoin(
+        workspaces, workspaces.c.agent_id == agents.c.id
+    )
+
+
+def _workspace_from_row(row: Row[Any], prefix: str = "") -> WorkspaceRecord:
+    m = row._mapping
+    return WorkspaceRecord(
+        agent_id=m[f"{prefix}agent_id"],
+        repo_path=m[f"{prefix}repo_path"],
+        worktree_path=m[f"{prefix}worktree_path"],
+        branch=m[f"{prefix}branch"],
+        base_ref=m[f"{prefix}base_ref"],
+        head_commit=m[f"{prefix}head_commit"],
+        diffstat=m[f"{prefix}diffstat"],
+        files_changed=tuple(m[f"{prefix}files_changed"] or ()),
+        state=m[f"{prefix}state"],
+    )
+
+
+def _agent_from_row(row: Row[Any]) -> AgentRecord:
+    m = row._mapping
+    ws = _workspace_from_row(row, "ws_") if m["ws_agent_id"] is not None else None
+    return AgentRecord(
+        id=m["id"],
+        role=m["role"],
+        task=m["task"],
+        model=m["model"],
+        status=AgentStatus(m["status"]),
+        created_at=m["created_at"],
+        parent_id=m["parent_id"],
+        base_ref=m["base_ref"],
+        error_kind=ErrorKind(m["error_kind"]) if m["error_kind"] else None,
+        error=m["error"],
+        output=m["output"],
+        attempt=m["attempt"],
+        max_attempts=m["max_attempts"],
+        timeout_s=m["timeout_s"],
+        budget_usd=m["budget_usd"],
+        tokens_in=m["tokens_in"],
+        tokens_out=m["tokens_out"],
+        cost_usd=m["cost_usd"],
+        duration_ms=m["duration_ms"],
+        session_id=m["session_id"],
+        lease_owner=m["lease_owner"],
+        lease_expires_at=m["lease_expires_at"],
+        priority=m["priority"],
+        started_at=m["started_at"],
+        finished_at=m["finished_at"],
+        workspace=ws,
+    )

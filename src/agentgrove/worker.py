@@ -1,0 +1,162 @@
+"""The worker: claims pending agents and runs them, up to ``concurrency`` at a time.
+
+Contracts:
+
+* Claims are atomic (see :meth:`Store.claim`); each claimed agent runs under a lease that a
+  per-agent task renews every ``heartbeat_s``. When a renewal fails (the agent was cancelled, or
+  another worker took the lease over) the run is stopped at once.
+* In-process spawns wake the worker immediately (:class:`Wakeup`); other processes' spawns are
+  seen within ``poll_s``. Expired leases of any worker are swept back to pending.
+* One agent's failure — even an exception inside grove — never stops the worker.
+* :meth:`request_stop` (SIGINT/SIGTERM in ``grove worker``): stop claiming, keep heartbeating
+  while in-flight agents finish for up to ``grace_s``, then cancel them, which returns them to
+  pending without counting the attempt. A clean shutdown never leaves an agent executing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import uuid
+from dataclasses import dataclass
+
+import anyio
+from anyio.abc import TaskGroup
+
+from agentgrove.config import WorkerSettings
+from agentgrove.models import AgentRecord, AgentStatus
+from agentgrove.service import AgentService, Lease
+
+
+def new_owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class WorkerStats:
+    claimed: int = 0
+    finished: int = 0
+    released_on_shutdown: int = 0
+
+
+class Worker:
+    def __init__(
+        self,
+        service: AgentService,
+        settings: WorkerSettings,
+        *,
+        concurrency: int | None = None,
+        drain: bool = False,
+        owner: str | None = None,
+        only: set[str] | None = None,
+    ) -> None:
+        """``drain``: return once nothing is pending or running. ``only``: claim just these ids
+        (``grove run``), returning when all of them have finished."""
+        self.service = service
+        self.store = service.store
+        self.settings = settings
+        self.concurrency = concurrency or settings.concurrency
+        self.drain = drain
+        self.owner = owner or new_owner_id()
+        self.only = only
+        self.stats = WorkerStats()
+        self._stopping = anyio.Event()
+        self._running: dict[str, anyio.CancelScope] = {}
+        self._slot_freed = anyio.Event()
+
+    def request_stop(self) -> None:
+        """Stop claiming; in-flight agents get ``grace_s`` to finish (see module doc)."""
+        self._stopping.set()
+        self.service.wakeup.notify()
+
+    @property
+    def in_flight(self) -> list[str]:
+        return list(self._running)
+
+    async def run(self) -> WorkerStats:
+        async with anyio.create_task_group() as tg:
+            await self._claim_loop(tg)
+            if self._running:
+                await self._shutdown()
+        return self.stats
+
+    async def _claim_loop(self, tg: TaskGroup) -> None:
+        next_sweep = 0.0
+        while not self._stopping.is_set():
+            now = anyio.current_time()
+            if now >= next_sweep:
+                self.store.sweep_expired()
+                next_sweep = now + max(self.settings.lease_s / 4, self.settings.poll_s)
+            if len(self._running) < self.concurrency:
+                agent = self._claim()
+                if agent is not None:
+                    self.stats.claimed += 1
+                    scope = anyio.CancelScope()
+                    self._running[agent.id] = scope
+                    tg.start_soon(self._run_one, agent, scope)
+                    continue
+                if self._done():
+                    return
+                await self.service.wakeup.wait(self.settings.poll_s)
+            else:
+                self._slot_freed = anyio.Event()
+                with anyio.move_on_after(self.settings.poll_s):
+                    await self._slot_freed.wait()
+
+    def _claim(self) -> AgentRecord | None:
+        lease_s = self.settings.lease_s
+        if self.only is None:
+            return self.store.claim(self.owner, lease_s)
+        for agent_id in sorted(self.only):
+            claimed = self.store.claim(self.owner, lease_s, agent_id=agent_id)
+            if claimed is not None:
+                return claimed
+        return None
+
+    def _done(self) -> bool:
+        if self._running:
+            return False
+        if self.only is not None:
+            return all(self.store.get_agent(i).status.finished for i in self.only)
+        return self.drain and self.store.count_by_status().get(AgentStatus.PENDING, 0) == 0
+
+    async def _run_one(self, agent: AgentRecord, scope: anyio.CancelScope) -> None:
+        lease = Lease(self.owner, agent.attempt)
+        try:
+            with scope:
+                async with anyio.create_task_group() as inner:
+                    inner.start_soon(self._heartbeat, agent.id, lease, scope)
+                    try:
+                        await self.service.execute(agent, lease)
+                    finally:
+                        inner.cancel_scope.cancel()
+        except Exception as exc:  # never let one agent take the worker down
+            print(f"grove worker: agent {agent.id} crashed inside grove: {exc!r}", file=sys.stderr)
+            self.store.append_event(agent.id, "agent.worker_error", {"error": repr(exc)})
+        finally:
+            self._running.pop(agent.id, None)
+            self.stats.finished += 1
+            self._slot_freed.set()
+            self.service.wakeup.notify()
+
+    async def _heartbeat(self, agent_id: str, lease: Lease, scope: anyio.CancelScope) -> None:
+        while True:
+            await anyio.sleep(self.settings.heartbeat_s)
+            if not self.store.heartbeat(
+                agent_id, lease.owner, lease.attempt, self.settings.lease_s
+            ):
+                # Cancelled, or our lease was taken over: stop the run; the fence keeps
+                # anything it might still try to write out of the database.
+                scope.cancel()
+                return
+
+    async def _shutdown(self) -> None:
+        with anyio.move_on_after(self.settings.grace_s):
+            while self._running:
+                self._slot_freed = anyio.Event()
+                await self._slot_freed.wait()
+        for agent_id, scope in list(self._running.items()):
+            self.stats.released_on_shutdown += 1
+            print(f"grove worker: grace over, returning {agent_id} to pending", file=sys.stderr)
+            scope.cancel()

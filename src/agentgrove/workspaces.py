@@ -1,0 +1,177 @@
+"""Git worktrees, one per agent. The only module that runs ``git``.
+
+Each agent works on branch ``grove/<agent-id>`` in ``<grove home>/worktrees/<agent-id>``, created
+from a base commit. When its run ends, everything in the worktree is committed on that branch by
+grove (agents inside a sandbox cannot commit themselves), with trailers naming the agent.
+Outside a git repository an agent runs in the directory itself, unisolated.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+from agentgrove.errors import BadRef, GroveError
+from agentgrove.models import WorkspaceRecord
+
+BRANCH_PREFIX = "grove/"
+_IDENTITY = ["-c", "user.name=agentgrove", "-c", "user.email=agents@agentgrove.invalid"]
+
+
+class GitError(GroveError):
+    """A git command failed; the message carries git's own words."""
+
+
+def branch_name(agent_id: str) -> str:
+    return f"{BRANCH_PREFIX}{agent_id}"
+
+
+def run_git(args: list[str], cwd: Path, *, check: bool = True) -> str:
+    """Run one git command; its stdout, stripped. Raises :class:`GitError` with stderr."""
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise GitError(f"git {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout.strip()
+
+
+class Workspaces:
+    """Creates, commits and removes agent worktrees of one repository.
+
+    ``repo`` is ``None`` outside git: then :meth:`create` hands out ``cwd`` itself, unisolated.
+    Worktree creation and removal are serialised within the process (git's own lock files
+    would otherwise make concurrent ``worktree add`` calls fail at random).
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self, repo: Path | None, worktrees_dir: Path, cwd: Path) -> None:
+        self.repo = repo
+        self.worktrees_dir = worktrees_dir
+        self.cwd = cwd
+
+    @property
+    def isolated(self) -> bool:
+        return self.repo is not None
+
+    def resolve_base(self, ref: str | None) -> str | None:
+        """The commit ``ref`` names (default: HEAD); ``None`` outside git. Raises :class:`BadRef`."""
+        if self.repo is None:
+            return None
+        name = ref or "HEAD"
+        try:
+            return run_git(["rev-parse", "--verify", "--quiet", f"{name}^{{commit}}"], self.repo)
+        except GitError:
+            if ref is None:
+                raise BadRef(
+                    f"repository {self.repo} has no commits yet: commit something first "
+                    "(agents branch off a commit) or pass --base REF"
+                ) from None
+            raise BadRef(f"--base {ref!r} does not name a commit in {self.repo}") from None
+
+    def create(self, agent_id: str, base: str | None) -> WorkspaceRecord:
+        """The agent's worktree, created on first call and reused on retries."""
+        if self.repo is None:
+            return WorkspaceRecord(
+                agent_id=agent_id,
+                repo_path=None,
+                worktree_path=str(self.cwd),
+                branch=None,
+                base_ref=None,
+                state="unisolated",
+            )
+        path = self.worktrees_dir / agent_id
+        branch = branch_name(agent_id)
+        base_commit = base or self.resolve_base(None)
+        with self._lock:
+            if not (path / ".git").exists():
+                self.worktrees_dir.mkdir(parents=True, exist_ok=True)
+                run_git(["worktree", "prune"], self.repo)
+                has_branch = run_git(["branch", "--list", branch], self.repo) != ""
+                if has_branch:
+                    run_git(["worktree", "add", str(path), branch], self.repo)
+                else:
+                    run_git(
+                        ["worktree", "add", "-b", branch, str(path), str(base_commit)], self.repo
+                    )
+        head = run_git(["rev-parse", "HEAD"], path)
+        return WorkspaceRecord(
+            agent_id=agent_id,
+            repo_path=str(self.repo),
+            worktree_path=str(path),
+            branch=branch,
+            base_ref=base_commit,
+            head_commit=head,
+        )
+
+    def commit(
+        self, ws: WorkspaceRecord, message: str, trailers: dict[str, str]
+    ) -> WorkspaceRecord:
+        """Commit every change in the worktree; the record gains head commit, diffstat, files.
+
+        Nothing to commit is not an error: the head stays where it was.
+        """
+        if ws.repo_path is None:
+            return ws
+        path = Path(ws.worktree_path)
+        run_git(["add", "-A"], path)
+        if run_git(["status", "--porcelain"], path):
+            args = [*_IDENTITY, "commit", "--quiet", "--no-verify", "-m", message]
+            for key, value in trailers.items():
+                args += ["--trailer", f"{key}: {value}"]
+            run_git(args, path)
+        head = run_git(["rev-parse", "HEAD"], path)
+        span = f"{ws.base_ref}..{head}"
+        diffstat = run_git(["diff", "--stat", span], path)
+        files = tuple(f for f in run_git(["diff", "--name-only", span], path).splitlines() if f)
+        return replace(ws, head_commit=head, diffstat=diffstat, files_changed=files)
+
+    def diff(self, ws: WorkspaceRecord) -> str:
+        """The patch from the agent's base to its branch head (its committed work)."""
+        if ws.repo_path is None or ws.branch is None:
+            return ""
+        return run_git(["diff", f"{ws.base_ref}..{ws.branch}"], Path(ws.repo_path))
+
+    def remove(self, ws: WorkspaceRecord) -> WorkspaceRecord:
+        """Remove the worktree directory; the branch and its commits stay."""
+        if ws.repo_path is None:
+            return ws
+        with self._lock:
+            path = Path(ws.worktree_path)
+            if path.exists():
+                run_git(
+                    ["worktree", "remove", "--force", str(path)], Path(ws.repo_path), check=False
+                )
+                shutil.rmtree(path, ignore_errors=True)
+            run_git(["worktree", "prune"], Path(ws.repo_path))
+        return replace(ws, state="removed")
+
+
+def exclude_from_git(repo: Path, entry: str) -> None:
+    """Add ``entry`` to the repository's ``info/exclude`` (ignored without touching .gitignore)."""
+    common = Path(run_git(["rev-parse", "--git-common-dir"], repo))
+    if not common.is_absolute():
+        common = repo / common
+    exclude = common / "info" / "exclude"
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    lines = exclude.read_text().splitlines() if exclude.exists() else []
+    if entry not in lines:
+        exclude.write_text("\n".join([*lines, entry]) + "\n")
+
+
+def init_repo(path: Path, files: dict[str, str]) -> str:
+    """Create a git repository at ``path`` with ``files`` in one initial commit; its sha."""
+    path.mkdir(parents=True, exist_ok=True)
+    run_git(["init", "--quiet", "--initial-branch=main"], path)
+    for name, content in files.items():
+        (path / name).write_text(content)
+    run_git(["add", "-A"], path)
+    run_git([*_IDENTITY, "commit", "--quiet", "-m", "initial commit"], path)
+    return run_git(["rev-parse", "HEAD"], path)
+
+
+def list_branches(repo: Path, pattern: str = f"{BRANCH_PREFIX}*") -> list[str]:
+    out = run_git(["branch", "--list", "--format=%(refname:short) %(objectname:short)", pattern], repo)
+    return [line for line in out.splitlines() if line]
