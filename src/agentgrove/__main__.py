@@ -1,0 +1,5 @@
+"""``python -m agentgrove`` is the ``grove`` command."""
+
+from agentgrove.cli import main
+
+main()

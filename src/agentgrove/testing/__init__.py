@@ -1,0 +1,49 @@
+"""Scripted Anthropic model server for driving the real Claude Code CLI offline.
+
+Build a :class:`Script` (rules keyed by role / prompt / predicate, or handler
+functions), serve it with :class:`ModelServer`, and hand ``server.env()`` to
+the CLI (e.g. ``ClaudeAgentOptions(env=server.env())``).
+"""
+
+from agentgrove.testing._demo import DEMO_GREETING, demo_script, file_writer_script
+from agentgrove.testing._request import ModelRequest, strip_system_reminders
+from agentgrove.testing._script import Handler, Resolution, Script
+from agentgrove.testing._server import ModelServer
+from agentgrove.testing._turns import (
+    Fault,
+    Reply,
+    Step,
+    Turn,
+    TurnSpec,
+    Usage,
+    bash,
+    read_file,
+    say,
+    text,
+    tool_use,
+    write_file,
+)
+
+__all__ = [
+    "DEMO_GREETING",
+    "Fault",
+    "Handler",
+    "ModelRequest",
+    "ModelServer",
+    "Reply",
+    "Resolution",
+    "Script",
+    "Step",
+    "Turn",
+    "TurnSpec",
+    "Usage",
+    "bash",
+    "demo_script",
+    "file_writer_script",
+    "read_file",
+    "say",
+    "strip_system_reminders",
+    "text",
+    "tool_use",
+    "write_file",
+]

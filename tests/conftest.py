@@ -1,0 +1,60 @@
+"""Shared fixtures. Every test gets its own repository and grove home; no test reaches the
+network: the model is the scripted server on loopback, and API keys are fake."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentgrove.grove import Grove
+from agentgrove.runtime import ScriptedRuntime
+from agentgrove.workspaces import init_repo
+
+GROVE = [sys.executable, "-m", "agentgrove"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No real key, no inherited grove settings, a private HOME for the CLI."""
+    for var in ("GROVE_HOME", "GROVE_DB_URL", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-not-a-real-key")
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A git repository with one commit; the working directory for the test."""
+    path = tmp_path / "repo"
+    init_repo(path, {"README.md": "# test repo\n"})
+    monkeypatch.chdir(path)
+    return path
+
+
+@pytest.fixture
+def scripted() -> ScriptedRuntime:
+    return ScriptedRuntime()
+
+
+@pytest.fixture
+def grove(repo: Path, scripted: ScriptedRuntime) -> Iterator[Grove]:
+    """An initialised grove in ``repo`` whose agents run on the in-process scripted runtime."""
+    with Grove.init(repo, runtime=scripted) as g:
+        yield g
+
+
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``grove`` command in a subprocess; output captured as text."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [*GROVE, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
