@@ -41,6 +41,7 @@ class WorkerSettings(BaseModel):
     lease_s: float = Field(default=60.0, gt=0)
     poll_s: float = Field(default=0.5, gt=0)
     grace_s: float = Field(default=30.0, ge=0)
+    retry_base_s: float = Field(default=15.0, ge=0)
 
 
 class RuntimeSettings(BaseModel):

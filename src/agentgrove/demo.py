@@ -40,12 +40,17 @@ def run_demo(*, live: bool, console: Console) -> bool:
     server = None
     if live:
         if not os.environ.get("ANTHROPIC_API_KEY"):
-            raise ModelUnavailable("grove demo --live needs ANTHROPIC_API_KEY; drop --live to use the scripted model")
+            raise ModelUnavailable(
+                "grove demo --live needs ANTHROPIC_API_KEY; drop --live to use the scripted model"
+            )
         runtime = ClaudeRuntime()
     else:
         server = ModelServer(demo_script()).start()
         runtime = ClaudeRuntime(env=server.env())
-    console.print(f"demo repository: {repo}" + ("" if live else f"  (scripted model at {server.url})" if server else ""))
+    console.print(
+        f"demo repository: {repo}"
+        + ("" if live else f"  (scripted model at {server.url})" if server else "")
+    )
     records: list[AgentRecord] = []
     try:
         with Grove.init(repo, runtime=runtime) as grove:

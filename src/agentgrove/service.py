@@ -29,6 +29,7 @@ from agentgrove.models import AgentRecord, AgentStatus, ErrorKind, WorkspaceReco
 from agentgrove.retry import decide
 from agentgrove.runtime import RunResult, RunSpec, Runtime
 from agentgrove.store import NewAgent, RunOutcome, Store
+from agentgrove.store._store import utcnow
 from agentgrove.workspaces import Workspaces
 
 EventObserver = Callable[[str, str, dict[str, Any]], None]
@@ -139,8 +140,8 @@ class AgentService:
             return
         self.store.save_workspace(ws)
         if ws.repo_path is None:
-            self._emit(
-                agent.id, "agent.warning", {"message": "not a git repository: running unisolated"}
+            self._warn(
+                agent.id, "not a git repository: running unisolated, in the directory itself"
             )
         resume = agent.session_id if agent.attempt > 1 and agent.workspace is not None else None
         spec = RunSpec(
@@ -197,7 +198,7 @@ class AgentService:
                 self.workspaces.commit, ws, message, trailers
             )
         except Exception as exc:
-            self._emit(agent.id, "agent.warning", {"message": f"commit failed: {exc}"})
+            self._warn(agent.id, f"commit failed: {exc}")
             return ws
         self.store.save_workspace(committed)
         return committed
@@ -207,7 +208,11 @@ class AgentService:
             self._finish(agent, lease, result)
             return
         decision = decide(
-            result.error_kind, lease.attempt, agent.max_attempts, jitter=random.random()
+            result.error_kind,
+            lease.attempt,
+            agent.max_attempts,
+            jitter=random.random(),
+            base_s=self.config.worker.retry_base_s,
         )
         if decision.retry:
             self.store.release(
@@ -216,8 +221,8 @@ class AgentService:
                 lease.attempt,
                 refund_attempt=False,
                 reason=result.error or "retry",
+                not_before=utcnow() + timedelta(seconds=decision.delay_s),
             )
-            self.store.delay(agent.id, timedelta(seconds=decision.delay_s))
             self._emit(
                 agent.id, "agent.retry", {"delay_s": decision.delay_s, "error": result.error}
             )
@@ -238,6 +243,10 @@ class AgentService:
         )
         if self.store.finish(agent.id, lease.owner, lease.attempt, outcome):
             self._emit(agent.id, f"agent.{outcome.status.value}", {"error": result.error})
+
+    def _warn(self, agent_id: str, message: str) -> None:
+        self.store.append_event(agent_id, "agent.warning", {"message": message})
+        self._emit(agent_id, "agent.warning", {"message": message})
 
     def _emit(self, agent_id: str, kind: str, data: dict[str, Any]) -> None:
         if self.observer is not None:

@@ -173,5 +173,7 @@ def init_repo(path: Path, files: dict[str, str]) -> str:
 
 
 def list_branches(repo: Path, pattern: str = f"{BRANCH_PREFIX}*") -> list[str]:
-    out = run_git(["branch", "--list", "--format=%(refname:short) %(objectname:short)", pattern], repo)
+    out = run_git(
+        ["branch", "--list", "--format=%(refname:short) %(objectname:short)", pattern], repo
+    )
     return [line for line in out.splitlines() if line]

@@ -14,7 +14,9 @@ from agentgrove.cli._app import app, console, err_console, is_tty, open_grove, p
 from agentgrove.errors import BadInput
 from agentgrove.models import AgentRecord, AgentStatus, Event
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the stable JSON object (docs/json.md).")]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print the stable JSON object (docs/json.md).")
+]
 
 _STYLE = {
     AgentStatus.PENDING: "yellow",
@@ -139,7 +141,9 @@ def show(agent_id: str, json_out: JsonOpt = False) -> None:
 @app.command()
 def logs(
     agent_id: str,
-    follow: Annotated[bool, typer.Option("-f", "--follow", help="Stream until it finishes.")] = False,
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Stream until it finishes.")
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Print an agent's events (tool calls, texts, transitions)."""
@@ -150,7 +154,16 @@ def logs(
             batch = grove.store.events(agent_id=full_id, after_id=last)
             for event in batch:
                 if json_out:
-                    print(json.dumps({"id": event.id, "at": event.at.isoformat(), "kind": event.kind, "data": event.data}))
+                    print(
+                        json.dumps(
+                            {
+                                "id": event.id,
+                                "at": event.at.isoformat(),
+                                "kind": event.kind,
+                                "data": event.data,
+                            }
+                        )
+                    )
                 else:
                     console.print(_format_event(event), highlight=False)
                 last = event.id
@@ -197,7 +210,9 @@ def cancel(agent_id: str) -> None:
 
 
 @app.command()
-def diff(agent_id: str, stat: Annotated[bool, typer.Option(help="Only the diffstat.")] = False) -> None:
+def diff(
+    agent_id: str, stat: Annotated[bool, typer.Option(help="Only the diffstat.")] = False
+) -> None:
     """Show what an agent committed on its branch (head commit and diff)."""
     with open_grove() as grove:
         agent = grove.get(agent_id)
@@ -249,9 +264,13 @@ def _format_event(event: Event) -> str:
 def _progress_printer() -> Any:
     def observe(agent_id: str, kind: str, data: dict[str, Any]) -> None:
         if kind == "agent.tool_use":
-            err_console.print(f"  [cyan]{agent_id[:8]}[/] {data.get('tool')} {data.get('input')}", highlight=False)
+            err_console.print(
+                f"  [cyan]{agent_id[:8]}[/] {data.get('tool')} {data.get('input')}", highlight=False
+            )
         elif kind == "agent.tool_result" and data.get("is_error"):
-            err_console.print(f"  [red]{agent_id[:8]} tool error[/] {data.get('content')}", highlight=False)
+            err_console.print(
+                f"  [red]{agent_id[:8]} tool error[/] {data.get('content')}", highlight=False
+            )
         elif kind in ("agent.warning", "agent.retry", "agent.released"):
             err_console.print(f"  [yellow]{agent_id[:8]} {kind}[/] {data}", highlight=False)
 
@@ -267,7 +286,9 @@ def _print_summary(agent: AgentRecord) -> None:
     )
     if agent.workspace and agent.workspace.branch:
         files = ", ".join(agent.workspace.files_changed) or "no files changed"
-        console.print(f"branch {agent.workspace.branch} @ {(agent.workspace.head_commit or '')[:10]}: {files}")
+        console.print(
+            f"branch {agent.workspace.branch} @ {(agent.workspace.head_commit or '')[:10]}: {files}"
+        )
     if agent.error:
         console.print(f"[red]{agent.error_kind}: {agent.error}[/]")
     elif agent.output:

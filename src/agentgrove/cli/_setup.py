@@ -34,7 +34,9 @@ def init() -> None:
 def roles() -> None:
     """List the roles (built in, and from grove.toml)."""
     config = load_config()
-    table = Table("role", "model", "tools", "max turns", "max $", "timeout", "description", box=None)
+    table = Table(
+        "role", "model", "tools", "max turns", "max $", "timeout", "description", box=None
+    )
     for role in sorted(config.roles.values(), key=lambda r: r.name):
         table.add_row(
             role.name,
@@ -52,7 +54,9 @@ def roles() -> None:
 def worker(
     concurrency: Annotated[int | None, typer.Option(help="Agents run at once.")] = None,
     drain: Annotated[bool, typer.Option(help="Exit when nothing is pending or running.")] = False,
-    grace: Annotated[float | None, typer.Option(help="Seconds in-flight agents get on shutdown.")] = None,
+    grace: Annotated[
+        float | None, typer.Option(help="Seconds in-flight agents get on shutdown.")
+    ] = None,
 ) -> None:
     """Claim and run pending agents until SIGINT/SIGTERM (or, with --drain, until idle)."""
     with open_grove() as grove:

@@ -284,9 +284,17 @@ class Store:
         return True
 
     def release(
-        self, agent_id: str, owner: str, attempt: int, *, refund_attempt: bool, reason: str
+        self,
+        agent_id: str,
+        owner: str,
+        attempt: int,
+        *,
+        refund_attempt: bool,
+        reason: str,
+        not_before: datetime | None = None,
     ) -> bool:
-        """executing -> pending (shutdown, retry). ``refund_attempt`` undoes the claim's count."""
+        """executing -> pending (shutdown, retry). ``refund_attempt`` undoes the claim's count;
+        ``not_before`` keeps it unclaimed until then (retry backoff)."""
         with self._write() as conn:
             result = conn.execute(
                 update(agents)
@@ -296,6 +304,7 @@ class Store:
                     lease_owner=None,
                     lease_expires_at=None,
                     attempt=agents.c.attempt - (1 if refund_attempt else 0),
+                    not_before=not_before,
                 )
             )
             if result.rowcount != 1:
@@ -304,15 +313,6 @@ class Store:
                 conn, agent_id, "agent.released", {"attempt": attempt, "reason": reason}, None
             )
         return True
-
-    def delay(self, agent_id: str, by: timedelta) -> None:
-        """Keep a pending agent from being claimed before now + ``by`` (retry backoff)."""
-        with self._write() as conn:
-            conn.execute(
-                update(agents)
-                .where(agents.c.id == agent_id, agents.c.status == AgentStatus.PENDING.value)
-                .values(not_before=utcnow() + by)
-            )
 
     def cancel(self, agent_id: str) -> bool:
         """pending | executing -> cancelled. ``False`` if the agent had already finished.

@@ -1,0 +1,161 @@
+"""The store: schema = migrations, guarded transitions, fencing, atomic claims."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from agentgrove.errors import BadInput, UnknownAgent
+from agentgrove.models import AgentStatus, ErrorKind
+from agentgrove.store import NewAgent, RunOutcome, Store
+from agentgrove.store._migrate import is_current, upgrade
+from agentgrove.store._schema import metadata
+from agentgrove.store._store import utcnow
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(f"sqlite:///{tmp_path / 'grove.db'}")
+    upgrade(s.engine)
+    return s
+
+
+def _new(store: Store, **kw: object) -> str:
+    return store.insert_agent(NewAgent(role="r", task="t", model="m", **kw)).id  # type: ignore[arg-type]
+
+
+def test_migrations_produce_exactly_the_schema(store: Store) -> None:
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
+    assert is_current(store.engine)
+
+
+def test_sqlite_runs_in_wal_mode(store: Store) -> None:
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_insert_writes_agent_and_spawn_event_together(store: Store) -> None:
+    agent_id = _new(store)
+    agent = store.get_agent(agent_id)
+    assert agent.status is AgentStatus.PENDING and agent.attempt == 0
+    assert [e.kind for e in store.events(agent_id=agent_id)] == ["agent.spawned"]
+
+
+def test_unknown_parent_writes_nothing(store: Store) -> None:
+    with pytest.raises(UnknownAgent):
+        _new(store, parent_id="nope")
+    assert store.list_agents() == [] and store.events() == []
+
+
+def test_claim_takes_oldest_pending_and_counts_the_attempt(store: Store) -> None:
+    first, second = _new(store), _new(store)
+    claimed = store.claim("w1", 60)
+    assert claimed is not None and claimed.id == first
+    assert claimed.status is AgentStatus.EXECUTING and claimed.attempt == 1
+    assert claimed.lease_owner == "w1" and claimed.lease_expires_at is not None
+    again = store.claim("w2", 60)
+    assert again is not None and again.id == second
+    assert store.claim("w3", 60) is None
+
+
+def test_claim_respects_not_before(store: Store) -> None:
+    agent_id = _new(store)
+    store.claim("w", 60)
+    later = utcnow() + timedelta(seconds=60)
+    assert store.release(agent_id, "w", 1, refund_attempt=False, reason="retry", not_before=later)
+    assert store.claim("w", 60) is None
+    assert store.claim("w", 60, at=utcnow() + timedelta(seconds=61)) is not None
+
+
+def test_concurrent_claims_never_hand_out_an_agent_twice(store: Store) -> None:
+    ids = {_new(store) for _ in range(200)}
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def claimer(owner: str) -> None:
+        while (agent := store.claim(owner, 60)) is not None:
+            with lock:
+                got.append(agent.id)
+
+    threads = [threading.Thread(target=claimer, args=(f"w{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got) == sorted(ids)
+
+
+def test_fenced_writes_of_a_stale_owner_change_nothing(store: Store) -> None:
+    agent_id = _new(store)
+    agent = store.claim("w1", 60)
+    assert agent is not None
+    # Lease expires and the sweep returns it; another worker claims attempt 2.
+    assert store.sweep_expired(at=utcnow() + timedelta(seconds=61)) == [agent_id]
+    taken = store.claim("w2", 60)
+    assert taken is not None and taken.attempt == 2
+    stale = RunOutcome(status=AgentStatus.COMPLETED, output="stale")
+    assert not store.heartbeat(agent_id, "w1", 1, 60)
+    assert not store.record_message(agent_id, "w1", 1, 0, "x", {"stale": True})
+    assert not store.finish(agent_id, "w1", 1, stale)
+    assert store.get_agent(agent_id).status is AgentStatus.EXECUTING
+    assert store.transcript(agent_id) == []
+    assert store.finish(agent_id, "w2", 2, RunOutcome(status=AgentStatus.COMPLETED, output="ok"))
+    final = store.get_agent(agent_id)
+    assert final.status is AgentStatus.COMPLETED and final.output == "ok"
+
+
+def test_finish_is_one_transition(store: Store) -> None:
+    agent_id = _new(store)
+    store.claim("w", 60)
+    outcome = RunOutcome(
+        status=AgentStatus.FAILED, error="boom", error_kind=ErrorKind.PERMANENT, tokens_in=5
+    )
+    assert store.finish(agent_id, "w", 1, outcome)
+    assert not store.finish(agent_id, "w", 1, outcome)
+    agent = store.get_agent(agent_id)
+    assert agent.error_kind is ErrorKind.PERMANENT and agent.tokens_in == 5
+    assert [e.kind for e in store.events(agent_id=agent_id)][-1] == "agent.failed"
+
+
+def test_release_refunds_the_attempt_only_when_asked(store: Store) -> None:
+    agent_id = _new(store)
+    store.claim("w", 60)
+    assert store.release(agent_id, "w", 1, refund_attempt=True, reason="shutdown")
+    assert store.get_agent(agent_id).attempt == 0
+    store.claim("w", 60)
+    assert store.release(agent_id, "w", 1, refund_attempt=False, reason="retry")
+    agent = store.get_agent(agent_id)
+    assert agent.status is AgentStatus.PENDING and agent.attempt == 1
+
+
+def test_cancel_stops_heartbeats_and_finished_agents_stay(store: Store) -> None:
+    agent_id = _new(store)
+    store.claim("w", 60)
+    assert store.cancel(agent_id)
+    assert not store.heartbeat(agent_id, "w", 1, 60)
+    assert not store.cancel(agent_id)
+    assert store.get_agent(agent_id).status is AgentStatus.CANCELLED
+
+
+def test_sweep_fails_agents_past_max_attempts(store: Store) -> None:
+    agent_id = _new(store, max_attempts=1)
+    store.claim("w", 60)
+    store.sweep_expired(at=utcnow() + timedelta(seconds=61))
+    agent = store.get_agent(agent_id)
+    assert agent.status is AgentStatus.FAILED and agent.error_kind is ErrorKind.TIMEOUT
+
+
+def test_resolve_id_prefixes(store: Store) -> None:
+    agent_id = _new(store)
+    assert store.resolve_id(agent_id[:6]) == agent_id
+    with pytest.raises(BadInput, match="too short"):
+        store.resolve_id(agent_id[:2])
+    with pytest.raises(UnknownAgent):
+        store.resolve_id("zzzzzz")

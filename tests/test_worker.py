@@ -1,0 +1,207 @@
+"""AgentService and Worker on the in-process scripted runtime, in a real git repository."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import anyio
+import pytest
+
+from agentgrove.grove import Grove
+from agentgrove.models import AgentStatus, ErrorKind
+from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
+from agentgrove.worker import Worker
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def _fast(grove: Grove, **kw: float) -> None:
+    grove.config = grove.service.config = type(grove.config)(
+        **{**grove.config.__dict__, "worker": grove.config.worker.model_copy(update=kw)}
+    )
+
+
+def test_run_writes_in_worktree_and_commits_with_trailers(repo: Path) -> None:
+    def write(spec: RunSpec) -> RunResult:
+        (spec.cwd / "out.txt").write_text("hello\n")
+        return RunResult(
+            success=True, output="wrote out.txt", tokens_in=7, tokens_out=3, cost_usd=0.01
+        )
+
+    with Grove.init(repo, runtime=ScriptedRuntime(write)) as grove:
+        agent = grove.run("implementer", "write out.txt")
+    assert agent.status is AgentStatus.COMPLETED and agent.attempt == 1
+    assert (agent.tokens_in, agent.tokens_out, agent.cost_usd) == (7, 3, 0.01)
+    ws = agent.workspace
+    assert ws is not None and ws.branch == f"grove/{agent.id}"
+    assert ws.files_changed == ("out.txt",)
+    assert not (repo / "out.txt").exists()
+    assert (Path(ws.worktree_path) / "out.txt").read_text() == "hello\n"
+    body = _git(repo, "log", "-1", "--format=%B", ws.branch)
+    assert f"Grove-Agent: {agent.id}" in body and "Grove-Role: implementer" in body
+    assert _git(repo, "rev-parse", ws.branch) == ws.head_commit
+    assert _git(repo, "rev-parse", f"{ws.branch}~1") == ws.base_ref
+
+
+def test_base_ref_is_where_the_branch_starts(grove: Grove, repo: Path) -> None:
+    first = _git(repo, "rev-parse", "HEAD")
+    (repo / "later.txt").write_text("x")
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "later")
+    agent = grove.run("implementer", "look", base=first)
+    assert agent.base_ref == first
+    assert agent.workspace is not None
+    assert not (Path(agent.workspace.worktree_path) / "later.txt").exists()
+
+
+def test_failed_run_is_recorded_and_not_retried_when_permanent(repo: Path) -> None:
+    runtime = ScriptedRuntime(
+        lambda spec: RunResult(success=False, error="bad request", error_kind=ErrorKind.PERMANENT)
+    )
+    with Grove.init(repo, runtime=runtime) as grove:
+        agent = grove.run("tester", "fail please")
+    assert agent.status is AgentStatus.FAILED and agent.error_kind is ErrorKind.PERMANENT
+    assert len(runtime.runs) == 1
+
+
+def test_transient_failure_is_retried_then_completes(repo: Path) -> None:
+    outcomes = [
+        RunResult(success=False, error="overloaded", error_kind=ErrorKind.MODEL_ERROR),
+        RunResult(success=True, output="ok"),
+    ]
+    runtime = ScriptedRuntime(lambda spec: outcomes[spec.attempt - 1])
+    with Grove.init(repo, runtime=runtime) as grove:
+        _fast(grove, retry_base_s=0.0, poll_s=0.05)
+        agent = grove.run("tester", "flaky")
+        kinds = [e.kind for e in grove.store.events(agent_id=agent.id)]
+    assert agent.status is AgentStatus.COMPLETED and agent.attempt == 2
+    assert [s.attempt for s in runtime.runs] == [1, 2]
+    assert kinds.count("agent.claimed") == 2 and "agent.released" in kinds
+
+
+def test_one_agents_crash_does_not_stop_the_worker(repo: Path) -> None:
+    def behave(spec: RunSpec) -> RunResult:
+        if "explode" in spec.prompt:
+            raise RuntimeError("runtime bug")
+        return RunResult(success=True, output="fine")
+
+    with Grove.init(repo, runtime=ScriptedRuntime(behave)) as grove:
+        bad = grove.spawn("tester", "explode")
+        good = grove.spawn("tester", "behave")
+        _fast(grove, lease_s=0.5, heartbeat_s=0.1, poll_s=0.05)
+        worker = Worker(grove.service, grove.config.worker, drain=True, concurrency=1)
+        anyio.run(worker.run)
+        assert grove.store.get_agent(good.id).status is AgentStatus.COMPLETED
+        kinds = [e.kind for e in grove.store.events(agent_id=bad.id)]
+    assert "agent.worker_error" in kinds
+
+
+def test_in_process_spawn_wakes_the_worker_without_a_poll(grove: Grove) -> None:
+    _fast(grove, poll_s=60.0)  # a poll would take a minute: only the wake-up can be this fast
+
+    async def main() -> None:
+        worker = Worker(grove.service, grove.config.worker, concurrency=1)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            await anyio.sleep(0)
+            agent = grove.spawn("tester", "wake up")
+            with anyio.fail_after(10):
+                while not grove.store.get_agent(agent.id).status.finished:
+                    await anyio.sleep(0.01)
+            worker.request_stop()
+
+    anyio.run(main)
+
+
+def test_cancel_stops_a_running_agent_at_its_next_heartbeat(repo: Path) -> None:
+    events: dict[str, anyio.Event] = {}
+
+    async def hang(spec: RunSpec) -> RunResult:
+        events["started"].set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    with Grove.init(repo, runtime=ScriptedRuntime(hang)) as grove:
+        _fast(grove, heartbeat_s=0.05)
+        agent = grove.spawn("tester", "hang")
+
+        async def main() -> None:
+            events["started"] = anyio.Event()
+            worker = Worker(grove.service, grove.config.worker, only={agent.id})
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker.run)
+                await events["started"].wait()
+                assert grove.service.cancel(agent.id)
+                with anyio.fail_after(20):
+                    while worker.in_flight:
+                        await anyio.sleep(0.01)
+            assert worker.in_flight == []
+
+        anyio.run(main)
+        final = grove.store.get_agent(agent.id)
+    assert final.status is AgentStatus.CANCELLED
+
+
+@pytest.mark.parametrize(
+    "grace_s, expect", [(30.0, AgentStatus.COMPLETED), (0.0, AgentStatus.PENDING)]
+)
+def test_stop_lets_in_flight_finish_within_grace_else_returns_them(
+    repo: Path, grace_s: float, expect: AgentStatus
+) -> None:
+    events: dict[str, anyio.Event] = {}
+
+    async def slow(spec: RunSpec) -> RunResult:
+        events["started"].set()
+        await events["release"].wait()
+        return RunResult(success=True, output="done")
+
+    with Grove.init(repo, runtime=ScriptedRuntime(slow)) as grove:
+        _fast(grove, grace_s=grace_s, heartbeat_s=0.05)
+        agent = grove.spawn("tester", "slow")
+
+        async def main() -> None:
+            events.update(started=anyio.Event(), release=anyio.Event())
+            worker = Worker(grove.service, grove.config.worker, concurrency=1)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker.run)
+                await events["started"].wait()
+                worker.request_stop()
+                # Stopped workers claim nothing new.
+                grove.spawn("tester", "later")
+                if grace_s > 0:
+                    events["release"].set()  # finishes within the grace period
+                # with no grace, the worker must interrupt the run itself to return
+
+        anyio.run(main)
+        final = grove.store.get_agent(agent.id)
+        later = [a for a in grove.store.list_agents() if a.task == "later"][0]
+    assert final.status is expect
+    assert final.status is not AgentStatus.EXECUTING
+    assert final.attempt == (1 if expect is AgentStatus.COMPLETED else 0)
+    assert later.status is AgentStatus.PENDING
+
+
+def test_not_a_git_repository_runs_unisolated_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    monkeypatch.chdir(plain)
+    seen: list[Path] = []
+
+    def record(spec: RunSpec) -> RunResult:
+        seen.append(spec.cwd)
+        return RunResult(success=True)
+
+    with Grove.init(plain, runtime=ScriptedRuntime(record)) as grove:
+        agent = grove.run("tester", "here")
+        kinds = [e.kind for e in grove.store.events(agent_id=agent.id)]
+    assert seen == [plain.resolve()]
+    assert agent.workspace is not None and agent.workspace.state == "unisolated"
+    assert agent.status is AgentStatus.COMPLETED
+    assert "agent.warning" in kinds
