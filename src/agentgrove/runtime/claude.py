@@ -27,6 +27,7 @@ from claude_agent_sdk import (
     PermissionResultAllow,
     PermissionResultDeny,
     ResultMessage,
+    SystemMessage,
     TextBlock,
     ToolPermissionContext,
     ToolResultBlock,
@@ -72,6 +73,16 @@ class ClaudeRuntime:
                             last_error = message.error
                         if isinstance(message, ResultMessage):
                             return _result(message, last_error, started)
+                        refused = _permanent_retry(message)
+                        if refused is not None:
+                            # The CLI retries even 401/400 up to ten times with backoff;
+                            # a refused key or a bad request will not get better.
+                            return RunResult(
+                                success=False,
+                                error=refused,
+                                error_kind=ErrorKind.PERMANENT,
+                                duration_ms=_ms_since(started),
+                            )
         except TimeoutError:
             return RunResult(
                 success=False,
@@ -175,6 +186,19 @@ def _report(message: object, sink: MessageSink) -> None:
             {"subtype": message.subtype, "is_error": message.is_error, "turns": message.num_turns},
         )
     sink(kind, payload, event)
+
+
+def _permanent_retry(message: object) -> str | None:
+    """The reason, if ``message`` is the CLI announcing a retry of an error that is permanent."""
+    if not isinstance(message, SystemMessage) or message.subtype != "api_retry":
+        return None
+    error = str(message.data.get("error", ""))
+    status = message.data.get("error_status")
+    if classify(subtype="success", api_error_status=status, assistant_error=error) is not (
+        ErrorKind.PERMANENT
+    ):
+        return None
+    return f"the model API refused the request: {error} (HTTP {status})"
 
 
 def _result(message: ResultMessage, assistant_error: str | None, started: float) -> RunResult:

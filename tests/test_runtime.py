@@ -1,0 +1,158 @@
+"""One conformance suite for every Runtime: the scripted fake and the real Claude runtime (real
+SDK and CLI against the scripted model server) must keep the same promises."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from agentgrove.models import ErrorKind
+from agentgrove.roles import BUILTIN_ROLES
+from agentgrove.runtime import RunResult, RunSpec, Runtime, ScriptedRuntime
+from agentgrove.runtime._classify import classify
+from agentgrove.runtime.claude import ClaudeRuntime, _can_use_tool
+from agentgrove.testing import Fault, ModelServer, Script, file_writer_script, say, write_file
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, dict[str, Any]]] = []
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(
+        self, kind: str, message: dict[str, Any], event: tuple[str, dict[str, Any]] | None
+    ) -> None:
+        self.messages.append((kind, message))
+        if event is not None:
+            self.events.append(event)
+
+
+def _spec(cwd: Path, **kw: Any) -> RunSpec:
+    values: dict[str, Any] = {
+        "agent_id": "a1b2c3d4e5f6",
+        "role": BUILTIN_ROLES["file-writer"],
+        "prompt": "Create hello.txt containing hi",
+        "model": "claude-haiku-4-5",
+        "cwd": cwd,
+        "max_turns": 5,
+        "max_budget_usd": 1.0,
+        "timeout_s": 120.0,
+    }
+    return RunSpec(**(values | kw))
+
+
+def _scripted_writer(spec: RunSpec) -> RunResult:
+    (spec.cwd / "hello.txt").write_text("hi\n")
+    return RunResult(success=True, output="Created hello.txt", tokens_in=10, tokens_out=2, cost_usd=1e-4)
+
+
+@pytest.fixture(params=["scripted", pytest.param("claude", marks=pytest.mark.e2e)])
+def writer_runtime(request: pytest.FixtureRequest) -> Iterator[Runtime]:
+    """A runtime whose agent writes hello.txt with 'hi' and says so."""
+    if request.param == "scripted":
+        yield ScriptedRuntime(_scripted_writer)
+        return
+    with ModelServer(file_writer_script("hello.txt", "hi\n")) as server:
+        yield ClaudeRuntime(env=server.env())
+        server.assert_done()
+
+
+def test_conformance_success_reports_messages_and_usage(writer_runtime: Runtime, tmp_path: Path) -> None:
+    sink = Recorder()
+    result = anyio.run(writer_runtime.run, _spec(tmp_path), sink)
+    assert result.success and result.error_kind is None
+    assert (tmp_path / "hello.txt").read_text() == "hi\n"
+    assert result.tokens_in > 0 and result.tokens_out > 0 and result.cost_usd > 0
+    assert result.output and "hello.txt" in result.output
+    assert sink.messages, "every message must reach the sink before run() returns"
+    assert any(kind == "agent.result" for kind, _ in sink.events)
+
+
+@pytest.fixture(params=["scripted", pytest.param("claude", marks=pytest.mark.e2e)])
+def permanent_failure_runtime(request: pytest.FixtureRequest) -> Iterator[Runtime]:
+    if request.param == "scripted":
+        yield ScriptedRuntime(
+            lambda spec: RunResult(success=False, error="401", error_kind=ErrorKind.PERMANENT)
+        )
+        return
+    script = Script().on(role="file-writer", turns=[Fault.status(401)])
+    with ModelServer(script) as server:
+        yield ClaudeRuntime(env=server.env())
+
+
+def test_conformance_failure_is_a_result_not_an_exception(
+    permanent_failure_runtime: Runtime, tmp_path: Path
+) -> None:
+    result = anyio.run(permanent_failure_runtime.run, _spec(tmp_path), Recorder())
+    assert not result.success
+    assert result.error_kind is ErrorKind.PERMANENT
+    assert result.error
+
+
+@pytest.fixture(params=["scripted", pytest.param("claude", marks=pytest.mark.e2e)])
+def hanging_runtime(request: pytest.FixtureRequest) -> Iterator[Runtime]:
+    if request.param == "scripted":
+
+        async def hang(spec: RunSpec) -> RunResult:
+            await anyio.sleep_forever()
+            raise AssertionError("unreachable")
+
+        yield ScriptedRuntime(hang)
+        return
+    script = Script().on(role="file-writer", turns=[Fault.slow(3600, say("late"))], optional=True)
+    with ModelServer(script) as server:
+        yield ClaudeRuntime(env=server.env())
+
+
+def test_conformance_timeout_is_reported_as_timeout(hanging_runtime: Runtime, tmp_path: Path) -> None:
+    result = anyio.run(hanging_runtime.run, _spec(tmp_path, timeout_s=3.0), Recorder())
+    assert not result.success and result.error_kind is ErrorKind.TIMEOUT
+
+
+@pytest.mark.e2e
+def test_claude_runtime_refuses_writes_outside_the_worktree(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    worktree = tmp_path / "wt"
+    worktree.mkdir()
+    script = Script().on(
+        role="file-writer",
+        turns=[write_file(str(outside), "escaped\n"), lambda req: say(f"result: {req.tool_results}")],
+    )
+    with ModelServer(script) as server:
+        result = anyio.run(ClaudeRuntime(env=server.env()).run, _spec(worktree), Recorder())
+        server.assert_done()
+    assert not outside.exists()
+    assert result.success
+
+
+def test_can_use_tool_confines_paths_including_dotdot_and_symlinks(tmp_path: Path) -> None:
+    wt = tmp_path / "wt"
+    wt.mkdir()
+    (wt / "link").symlink_to(tmp_path)
+    tools = ["Write", "Edit", "Read"]
+    assert _can_use_tool(wt, tools, "Write", {"file_path": "ok.txt"}).behavior == "allow"
+    assert _can_use_tool(wt, tools, "Write", {"file_path": str(wt / "a/b.txt")}).behavior == "allow"
+    for bad in ["../x.txt", str(tmp_path / "x.txt"), "link/x.txt", "/etc/passwd"]:
+        assert _can_use_tool(wt, tools, "Write", {"file_path": bad}).behavior == "deny", bad
+    assert _can_use_tool(wt, tools, "Bash", {"command": "ls"}).behavior == "deny"
+
+
+@pytest.mark.parametrize(
+    "subtype, status, assistant_error, kind",
+    [
+        ("error_max_budget_usd", None, None, ErrorKind.BUDGET_EXCEEDED),
+        ("error_max_turns", None, None, ErrorKind.MAX_TURNS),
+        ("success", 401, "authentication_failed", ErrorKind.PERMANENT),
+        ("success", 400, "invalid_request", ErrorKind.PERMANENT),
+        ("success", 429, "rate_limit", ErrorKind.MODEL_ERROR),
+        ("success", 529, "server_error", ErrorKind.MODEL_ERROR),
+        ("success", 500, None, ErrorKind.MODEL_ERROR),
+        ("error_during_execution", None, None, ErrorKind.MODEL_ERROR),
+    ],
+)
+def test_classify(subtype: str, status: int | None, assistant_error: str | None, kind: ErrorKind) -> None:
+    assert classify(subtype=subtype, api_error_status=status, assistant_error=assistant_error) is kind
