@@ -8,6 +8,7 @@ from typing import Annotated
 
 import anyio
 import typer
+from anyio.abc import TaskStatus
 from rich.table import Table
 
 from agentgrove.cli._app import app, console, dev_app, err_console, open_grove
@@ -68,8 +69,9 @@ def worker(
         async def main() -> None:
             async with anyio.create_task_group() as tg:
 
-                async def watch_signals() -> None:
+                async def watch_signals(*, task_status: TaskStatus[None]) -> None:
                     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                        task_status.started()
                         async for signum in signals:
                             err_console.print(
                                 f"grove worker: {signal.Signals(signum).name}: no new claims; "
@@ -77,7 +79,7 @@ def worker(
                             )
                             w.request_stop()
 
-                tg.start_soon(watch_signals)
+                await tg.start(watch_signals)  # handlers in place before the first claim
                 stats = await w.run()
                 err_console.print(
                     f"grove worker: stopped ({stats.finished} run, "

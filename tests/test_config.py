@@ -1,0 +1,85 @@
+"""Configuration: grove home resolution, grove.toml roles and settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agentgrove.config import load_config
+from agentgrove.errors import ConfigError
+from agentgrove.roles import BUILTIN_ROLES, HAIKU, SONNET
+
+
+def test_builtin_roles_and_their_model_classes() -> None:
+    assert set(BUILTIN_ROLES) == {
+        "spec-writer",
+        "planner",
+        "implementer",
+        "tester",
+        "reviewer",
+        "file-writer",
+    }
+    assert BUILTIN_ROLES["file-writer"].model == HAIKU
+    assert all(r.model == SONNET for n, r in BUILTIN_ROLES.items() if n != "file-writer")
+    assert "Write" not in BUILTIN_ROLES["reviewer"].tools
+
+
+def test_home_is_dot_grove_at_the_repository_root(repo: Path) -> None:
+    sub = repo / "a" / "b"
+    sub.mkdir(parents=True)
+    config = load_config(sub)
+    assert config.root == repo.resolve() and config.is_git
+    assert config.home == repo.resolve() / ".grove"
+    assert config.db_url == f"sqlite:///{repo.resolve() / '.grove' / 'grove.db'}"
+
+
+def test_environment_overrides_home_and_db(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("GROVE_HOME", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("GROVE_DB_URL", "postgresql+psycopg://localhost/test")
+    config = load_config(repo)
+    assert config.home == (tmp_path / "elsewhere").resolve()
+    assert config.db_url == "postgresql+psycopg://localhost/test"
+
+
+def test_grove_toml_overrides_and_adds_roles(repo: Path) -> None:
+    (repo / "grove.toml").write_text(
+        """
+[roles.tester]
+max_turns = 3
+
+[roles.doc-writer]
+description = "Writes docs"
+model = "claude-haiku-4-5"
+system_prompt = "You write documentation."
+tools = ["Read", "Write"]
+
+[worker]
+heartbeat_s = 2.5
+"""
+    )
+    config = load_config(repo)
+    assert config.roles["tester"].max_turns == 3
+    assert config.roles["tester"].model == BUILTIN_ROLES["tester"].model
+    assert config.roles["doc-writer"].tools == ("Read", "Write")
+    assert config.worker.heartbeat_s == 2.5
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[roles.tester\n", "not valid TOML"),
+        ("[roles.tester]\nmax_turns = 'many'\n", "roles.tester.max_turns"),
+        ("[roles.tester]\ncolour = 'red'\n", "roles.tester.colour"),
+        ("[roles.new]\ndescription = 'x'\n", "roles.new.model"),
+        ("[worker]\nconcurrency = 0\n", "worker.concurrency"),
+        ("[surprise]\n", "surprise"),
+    ],
+)
+def test_invalid_grove_toml_names_the_key(repo: Path, text: str, message: str) -> None:
+    (repo / "grove.toml").write_text(text)
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")) as info:
+        load_config(repo)
+    assert "\n" not in str(info.value)

@@ -1,0 +1,95 @@
+"""`grove worker` as a real process: the real CLI against the scripted model, SIGTERM handling."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from agentgrove.grove import Grove
+from agentgrove.models import AgentStatus
+from agentgrove.testing import Fault, ModelServer, Script, say, write_file
+from tests.conftest import GROVE
+
+pytestmark = pytest.mark.e2e
+
+
+def _until(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached before the deadline")
+        time.sleep(0.05)
+
+
+def _processes_in(path: Path) -> list[int]:
+    """PIDs whose working directory is ``path`` (a CLI left running in a worktree)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if Path(os.readlink(entry / "cwd")) == path:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def _start_worker(repo: Path, server: ModelServer, grace_s: float) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*GROVE, "worker", "--grace", str(grace_s)],
+        cwd=repo,
+        env={**os.environ, **server.env()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_sigterm_with_long_grace_lets_the_agent_finish_on_the_same_worker(repo: Path) -> None:
+    script = Script().on(
+        role="file-writer",
+        turns=[Fault.slow(2.0, write_file("slow.txt", "done\n")), say("Created slow.txt")],
+    )
+    with ModelServer(script) as server, Grove.init(repo) as grove:
+        agent = grove.spawn("file-writer", "Create slow.txt")
+        worker = _start_worker(repo, server, grace_s=120)
+        _until(lambda: grove.store.get_agent(agent.id).status is AgentStatus.EXECUTING)
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=120)
+        final = grove.store.get_agent(agent.id)
+        claims = [e for e in grove.store.events(agent_id=agent.id) if e.kind == "agent.claimed"]
+        assert worker.returncode == 0, err
+        assert final.status is AgentStatus.COMPLETED, (final, err)
+        server.assert_done()
+    assert "SIGTERM" in err
+    assert final.status is AgentStatus.COMPLETED and final.attempt == 1
+    assert len(claims) == 1
+    assert final.workspace is not None and final.workspace.files_changed == ("slow.txt",)
+
+
+def test_sigterm_with_short_grace_returns_the_agent_to_pending_and_kills_the_cli(
+    repo: Path,
+) -> None:
+    script = Script().on(role="file-writer", turns=[Fault.slow(3600, say("never"))], optional=True)
+    with ModelServer(script) as server, Grove.init(repo) as grove:
+        agent = grove.spawn("file-writer", "Create nothing, slowly")
+        worker = _start_worker(repo, server, grace_s=0.5)
+        _until(lambda: len(server.requests) > 0)  # the CLI is running and waiting on the model
+        worktree = grove.config.worktrees_dir / agent.id
+        assert _processes_in(worktree), "the CLI should be running in the worktree"
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=60)
+        final = grove.store.get_agent(agent.id)
+        kinds = [e.kind for e in grove.store.events(agent_id=agent.id)]
+    assert worker.returncode == 0, err
+    assert final.status is AgentStatus.PENDING
+    assert final.attempt == 0, "a shutdown must not use up an attempt"
+    assert final.lease_owner is None
+    assert "agent.released" in kinds
+    _until(lambda: not _processes_in(worktree), timeout_s=10)
