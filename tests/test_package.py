@@ -1,0 +1,52 @@
+"""The package's public surface and the README's promises about setting up."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import agentgrove
+import agentgrove.testing
+from tests.conftest import run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_public_names_are_sorted_and_importable() -> None:
+    for module in (agentgrove, agentgrove.testing):
+        assert module.__all__ == sorted(module.__all__)
+        for name in module.__all__:
+            assert getattr(module, name) is not None
+
+
+def test_readme_opens_with_the_two_commands_and_they_exist() -> None:
+    first_block = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert first_block is not None
+    commands = [line.split()[0] for line in first_block.group(1).splitlines() if line.strip()]
+    assert commands == ["scripts/demo", "scripts/test"]
+    for command in commands:
+        assert os.access(ROOT / command, os.X_OK)
+    assert "scripts/test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_grove_help_lists_every_command(tmp_path: Path) -> None:
+    result = run_cli("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for command in (
+        "init",
+        "spawn",
+        "run",
+        "ls",
+        "show",
+        "logs",
+        "wait",
+        "cancel",
+        "roles",
+        "diff",
+        "gc",
+        "worker",
+        "demo",
+        "dev",
+    ):
+        assert re.search(rf"\b{command}\b", result.stdout), command
