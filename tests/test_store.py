@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import threading
+import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -18,11 +21,29 @@ from agentgrove.store._schema import metadata
 from agentgrove.store._store import utcnow
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(f"sqlite:///{tmp_path / 'grove.db'}")
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The same promises on both databases; each Postgres test gets a schema of its own."""
+    if request.param == "sqlite":
+        s = Store(f"sqlite:///{tmp_path / 'grove.db'}")
+        upgrade(s.engine)
+        yield s
+        s.close()
+        return
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    s = Store(f"{PG_URL}?options=-csearch_path%3D{schema}")
     upgrade(s.engine)
-    return s
+    yield s
+    s.close()
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    admin.dispose()
 
 
 def _new(store: Store, **kw: object) -> str:
@@ -37,6 +58,8 @@ def test_migrations_produce_exactly_the_schema(store: Store) -> None:
 
 
 def test_sqlite_runs_in_wal_mode(store: Store) -> None:
+    if store.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite only")
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
