@@ -56,5 +56,11 @@ def run_cli(
     """Run the real ``grove`` command in a subprocess; output captured as text."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [*GROVE, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+        [*GROVE, *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )

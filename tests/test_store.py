@@ -20,7 +20,6 @@ from agentgrove.store._migrate import is_current, upgrade
 from agentgrove.store._schema import metadata
 from agentgrove.store._store import utcnow
 
-
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
@@ -182,3 +181,12 @@ def test_resolve_id_prefixes(store: Store) -> None:
         store.resolve_id(agent_id[:2])
     with pytest.raises(UnknownAgent):
         store.resolve_id("zzzzzz")
+
+
+def test_claim_by_id_also_waits_for_not_before(store: Store) -> None:
+    agent_id = _new(store)
+    store.claim("w", 60)
+    later = utcnow() + timedelta(seconds=60)
+    store.release(agent_id, "w", 1, refund_attempt=False, reason="retry", not_before=later)
+    assert store.claim("w", 60, agent_id=agent_id) is None
+    assert store.claim("w", 60, agent_id=agent_id, at=later) is not None

@@ -179,7 +179,7 @@ def test_stop_lets_in_flight_finish_within_grace_else_returns_them(
 
         anyio.run(main)
         final = grove.store.get_agent(agent.id)
-        later = [a for a in grove.store.list_agents() if a.task == "later"][0]
+        later = next(a for a in grove.store.list_agents() if a.task == "later")
     assert final.status is expect
     assert final.status is not AgentStatus.EXECUTING
     assert final.attempt == (1 if expect is AgentStatus.COMPLETED else 0)

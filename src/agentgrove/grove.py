@@ -23,8 +23,7 @@ from agentgrove.errors import ConfigError, NotInitialised
 from agentgrove.models import AgentRecord, ErrorKind
 from agentgrove.runtime import MessageSink, RunResult, RunSpec, Runtime
 from agentgrove.service import AgentService, EventObserver
-from agentgrove.store import Store
-from agentgrove.store import _migrate
+from agentgrove.store import Store, _migrate
 from agentgrove.worker import Worker
 from agentgrove.workspaces import exclude_from_git
 

@@ -24,7 +24,7 @@ def backoff_s(
     retry_after_s: float | None = None,
     base_s: float = BASE_DELAY_S,
 ) -> float:
-    """min(600, base·2^(attempt−1)) plus up to 10 % ``jitter`` (0..1), at least Retry-After."""
+    """min(600, base·2^(attempt-1)) plus up to 10 % ``jitter`` (0..1), at least Retry-After."""
     base = min(MAX_DELAY_S, base_s * float(2 ** max(0, attempt - 1)))
     delay = min(MAX_DELAY_S, base * (1 + max(0.0, min(1.0, jitter)) * 0.1))
     return max(delay, retry_after_s or 0.0)

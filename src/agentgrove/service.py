@@ -124,7 +124,23 @@ class AgentService:
     # -- executing -------------------------------------------------------------------------
 
     async def execute(self, agent: AgentRecord, lease: Lease) -> None:
-        """Run one claimed attempt of ``agent`` to its single final transition (see module doc)."""
+        """Run one claimed attempt of ``agent`` to its single final transition (see module doc).
+
+        Cancelled from outside (shutdown past its grace, or a cancel noticed by the heartbeat),
+        the agent goes back to pending and the attempt is not counted; when the agent was
+        cancelled, or already finished, the fenced release simply matches nothing.
+        """
+        try:
+            await self._execute(agent, lease)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                if self.store.release(
+                    agent.id, lease.owner, lease.attempt, refund_attempt=True, reason="interrupted"
+                ):
+                    self._emit(agent.id, "agent.released", {"reason": "interrupted"})
+            raise
+
+    async def _execute(self, agent: AgentRecord, lease: Lease) -> None:
         role = self.config.roles.get(agent.role)
         if role is None:
             self._finish(
@@ -169,16 +185,7 @@ class AgentService:
             if event is not None and self.observer is not None:
                 self.observer(agent.id, event[0], event[1])
 
-        try:
-            result = await self.runtime.run(spec, sink)
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                # Stopped from outside (shutdown past grace, or cancel): the attempt does not count.
-                self.store.release(
-                    agent.id, lease.owner, lease.attempt, refund_attempt=True, reason="interrupted"
-                )
-                self._emit(agent.id, "agent.released", {"reason": "interrupted"})
-            raise
+        result = await self.runtime.run(spec, sink)
         ws = await self._commit(agent, ws, result)
         self._settle(agent, lease, result)
 
@@ -192,7 +199,8 @@ class AgentService:
             "Grove-Cost-USD": f"{result.cost_usd:.6f}",
         }
         title = agent.task.splitlines()[0][:60]
-        message = f"{agent.role}: {title}\n\nAgent {agent.id} ({'completed' if result.success else 'failed'})."
+        outcome = "completed" if result.success else "failed"
+        message = f"{agent.role}: {title}\n\nAgent {agent.id} ({outcome})."
         try:
             committed = await anyio.to_thread.run_sync(
                 self.workspaces.commit, ws, message, trailers

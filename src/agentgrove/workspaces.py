@@ -57,7 +57,9 @@ class Workspaces:
         return self.repo is not None
 
     def resolve_base(self, ref: str | None) -> str | None:
-        """The commit ``ref`` names (default: HEAD); ``None`` outside git. Raises :class:`BadRef`."""
+        """The commit ``ref`` names (default: HEAD); ``None`` outside git.
+
+        Raises :class:`BadRef` when it names no commit."""
         if self.repo is None:
             return None
         name = ref or "HEAD"

@@ -29,6 +29,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     update,
 )
@@ -215,6 +216,7 @@ class Store:
                 update(agents)
                 .where(agents.c.id == target)
                 .where(agents.c.status == AgentStatus.PENDING.value)
+                .where(or_(agents.c.not_before.is_(None), agents.c.not_before <= now))
                 .values(
                     status=AgentStatus.EXECUTING.value,
                     lease_owner=owner,
