@@ -14,8 +14,16 @@ from agentgrove.models import ErrorKind
 from agentgrove.roles import BUILTIN_ROLES
 from agentgrove.runtime import RunResult, RunSpec, Runtime, ScriptedRuntime
 from agentgrove.runtime._classify import classify
-from agentgrove.runtime.claude import ClaudeRuntime, _can_use_tool
-from agentgrove.testing import Fault, ModelServer, Script, file_writer_script, say, write_file
+from agentgrove.runtime.claude import ClaudeRuntime, _can_use_tool, sandbox_available
+from agentgrove.testing import (
+    Fault,
+    ModelServer,
+    Script,
+    bash,
+    file_writer_script,
+    say,
+    write_file,
+)
 
 
 class Recorder:
@@ -47,7 +55,9 @@ def _spec(cwd: Path, **kw: Any) -> RunSpec:
 
 def _scripted_writer(spec: RunSpec) -> RunResult:
     (spec.cwd / "hello.txt").write_text("hi\n")
-    return RunResult(success=True, output="Created hello.txt", tokens_in=10, tokens_out=2, cost_usd=1e-4)
+    return RunResult(
+        success=True, output="Created hello.txt", tokens_in=10, tokens_out=2, cost_usd=1e-4
+    )
 
 
 @pytest.fixture(params=["scripted", pytest.param("claude", marks=pytest.mark.e2e)])
@@ -61,7 +71,9 @@ def writer_runtime(request: pytest.FixtureRequest) -> Iterator[Runtime]:
         server.assert_done()
 
 
-def test_conformance_success_reports_messages_and_usage(writer_runtime: Runtime, tmp_path: Path) -> None:
+def test_conformance_success_reports_messages_and_usage(
+    writer_runtime: Runtime, tmp_path: Path
+) -> None:
     sink = Recorder()
     result = anyio.run(writer_runtime.run, _spec(tmp_path), sink)
     assert result.success and result.error_kind is None
@@ -108,7 +120,9 @@ def hanging_runtime(request: pytest.FixtureRequest) -> Iterator[Runtime]:
         yield ClaudeRuntime(env=server.env())
 
 
-def test_conformance_timeout_is_reported_as_timeout(hanging_runtime: Runtime, tmp_path: Path) -> None:
+def test_conformance_timeout_is_reported_as_timeout(
+    hanging_runtime: Runtime, tmp_path: Path
+) -> None:
     result = anyio.run(hanging_runtime.run, _spec(tmp_path, timeout_s=3.0), Recorder())
     assert not result.success and result.error_kind is ErrorKind.TIMEOUT
 
@@ -120,7 +134,10 @@ def test_claude_runtime_refuses_writes_outside_the_worktree(tmp_path: Path) -> N
     worktree.mkdir()
     script = Script().on(
         role="file-writer",
-        turns=[write_file(str(outside), "escaped\n"), lambda req: say(f"result: {req.tool_results}")],
+        turns=[
+            write_file(str(outside), "escaped\n"),
+            lambda req: say(f"result: {req.tool_results}"),
+        ],
     )
     with ModelServer(script) as server:
         result = anyio.run(ClaudeRuntime(env=server.env()).run, _spec(worktree), Recorder())
@@ -154,5 +171,31 @@ def test_can_use_tool_confines_paths_including_dotdot_and_symlinks(tmp_path: Pat
         ("error_during_execution", None, None, ErrorKind.MODEL_ERROR),
     ],
 )
-def test_classify(subtype: str, status: int | None, assistant_error: str | None, kind: ErrorKind) -> None:
-    assert classify(subtype=subtype, api_error_status=status, assistant_error=assistant_error) is kind
+def test_classify(
+    subtype: str, status: int | None, assistant_error: str | None, kind: ErrorKind
+) -> None:
+    assert (
+        classify(subtype=subtype, api_error_status=status, assistant_error=assistant_error) is kind
+    )
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not sandbox_available(), reason="needs bubblewrap and socat")
+def test_sandboxed_bash_cannot_write_outside_the_worktree(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    worktree = tmp_path / "wt"
+    worktree.mkdir()
+    script = Script().on(
+        role="tester",
+        turns=[
+            bash(f"echo x > {outside}; echo inside > inside.txt"),
+            lambda req: say(f"result: {req.tool_results}"),
+        ],
+    )
+    spec = _spec(worktree, role=BUILTIN_ROLES["tester"], model="claude-sonnet-4-5")
+    with ModelServer(script) as server:
+        result = anyio.run(ClaudeRuntime(env=server.env(), sandbox=True).run, spec, Recorder())
+        server.assert_done()
+    assert result.success
+    assert not outside.exists()
+    assert (worktree / "inside.txt").read_text() == "inside\n"
