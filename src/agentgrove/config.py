@@ -64,6 +64,8 @@ class _RoleOverride(BaseModel):
     max_budget_usd: float | None = None
     timeout_s: float | None = None
     max_attempts: int | None = None
+    max_children: int | None = None
+    max_depth: int | None = None
 
 
 class _ConfigFile(BaseModel):

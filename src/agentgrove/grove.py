@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -95,9 +96,29 @@ class Grove:
         base: str | None = None,
         budget_usd: float | None = None,
     ) -> AgentRecord:
-        """Create a pending agent (validated; nothing is written on bad input)."""
+        """Create a pending agent (validated; nothing is written on bad input).
+
+        With ``parent_id`` the agent starts once the parent has completed, from the parent's
+        branch, with the parent's output in its prompt.
+        """
         return self.service.spawn(
-            role, task, parent_id=parent_id, model=model, base=base, budget_usd=budget_usd
+            role,
+            task,
+            parent_id=parent_id,
+            model=model,
+            base=base,
+            budget_usd=budget_usd,
+            after_parent=parent_id is not None,
+        )
+
+    def tree_totals(self, agent_id: str) -> TreeTotals:
+        """Tokens and cost of an agent and all its descendants."""
+        tree = self.store.tree(self.store.resolve_id(agent_id))
+        return TreeTotals(
+            agents=len(tree),
+            tokens_in=sum(a.tokens_in for a in tree),
+            tokens_out=sum(a.tokens_out for a in tree),
+            cost_usd=sum(a.cost_usd for a in tree),
         )
 
     async def run_async(self, role: str, task: str, **spawn_args: object) -> AgentRecord:
@@ -132,6 +153,22 @@ class Grove:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"agents still running after {timeout_s:g} s")
             time.sleep(poll_s)
+
+
+@dataclass(frozen=True)
+class TreeTotals:
+    agents: int
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+
+    def to_json(self) -> dict[str, float | int]:
+        return {
+            "agents": self.agents,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "cost_usd": self.cost_usd,
+        }
 
 
 class _DeferredRuntime:
@@ -171,4 +208,4 @@ def default_runtime(config: GroveConfig) -> Runtime:
     return ClaudeRuntime(sandbox=mode != "off" and available)
 
 
-__all__ = ["HOME_DIR", "Grove", "default_runtime"]
+__all__ = ["HOME_DIR", "Grove", "TreeTotals", "default_runtime"]

@@ -89,6 +89,11 @@ class AgentRecord:
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     priority: int = 0
+    depth: int = 0
+    after_parent: bool = False
+    merge_refs: tuple[str, ...] | None = None
+    workflow_run_id: str | None = None
+    node_key: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
     workspace: WorkspaceRecord | None = None
@@ -111,6 +116,9 @@ class AgentRecord:
             "cost_usd": self.cost_usd,
             "duration_ms": self.duration_ms,
             "session_id": self.session_id,
+            "depth": self.depth,
+            "workflow_run_id": self.workflow_run_id,
+            "node_key": self.node_key,
             "created_at": self.created_at.isoformat(),
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,

@@ -29,6 +29,10 @@ class Role(BaseModel):
     max_budget_usd: float = Field(default=2.0, gt=0)
     timeout_s: float = Field(default=1800.0, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=20)
+    max_children: int = Field(default=8, ge=0, le=1000)
+    """Fan-out: how many children one agent of this role may spawn."""
+    max_depth: int = Field(default=3, ge=0, le=50)
+    """An agent of this role at this depth (root = 0) or deeper may not spawn children."""
 
 
 def _role(

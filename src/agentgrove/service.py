@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 
 from agentgrove.config import GroveConfig
+from agentgrove.delegation import AgentDelegate, NoSlots, Slots
 from agentgrove.errors import BadInput, UnknownRole
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind, WorkspaceRecord
 from agentgrove.retry import decide
@@ -89,8 +90,14 @@ class AgentService:
         model: str | None = None,
         base: str | None = None,
         budget_usd: float | None = None,
+        after_parent: bool = False,
     ) -> AgentRecord:
-        """Validate and insert a pending agent; wakes an in-process worker."""
+        """Validate and insert a pending agent; wakes an in-process worker.
+
+        With ``after_parent`` the agent is not claimable until its parent completed; it then
+        starts from the parent's head commit with the parent's output in its prompt (and fails
+        ``dependency_failed`` if the parent does not complete).
+        """
         spec = self.config.roles.get(role)
         if spec is None:
             raise UnknownRole(role, list(self.config.roles))
@@ -100,8 +107,12 @@ class AgentService:
             raise BadInput("--model is empty: give a model name or leave it out")
         if budget_usd is not None and budget_usd <= 0:
             raise BadInput(f"--budget-usd must be above zero, got {budget_usd}")
+        depth = 0
         if parent_id is not None:
             parent_id = self.store.resolve_id(parent_id)
+            depth = self.store.get_agent(parent_id).depth + 1
+        elif after_parent:
+            raise BadInput("after_parent needs a parent id")
         base_commit = self.workspaces.resolve_base(base)
         record = self.store.insert_agent(
             NewAgent(
@@ -113,6 +124,8 @@ class AgentService:
                 max_attempts=spec.max_attempts,
                 timeout_s=spec.timeout_s,
                 budget_usd=budget_usd,
+                depth=depth,
+                after_parent=after_parent,
             )
         )
         self.wakeup.notify()
@@ -123,7 +136,7 @@ class AgentService:
 
     # -- executing -------------------------------------------------------------------------
 
-    async def execute(self, agent: AgentRecord, lease: Lease) -> None:
+    async def execute(self, agent: AgentRecord, lease: Lease, slots: Slots | None = None) -> None:
         """Run one claimed attempt of ``agent`` to its single final transition (see module doc).
 
         Cancelled from outside (shutdown past its grace, or a cancel noticed by the heartbeat),
@@ -131,7 +144,7 @@ class AgentService:
         cancelled, or already finished, the fenced release simply matches nothing.
         """
         try:
-            await self._execute(agent, lease)
+            await self._execute(agent, lease, slots or NoSlots())
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 if self.store.release(
@@ -140,7 +153,7 @@ class AgentService:
                     self._emit(agent.id, "agent.released", {"reason": "interrupted"})
             raise
 
-    async def _execute(self, agent: AgentRecord, lease: Lease) -> None:
+    async def _execute(self, agent: AgentRecord, lease: Lease, slots: Slots) -> None:
         role = self.config.roles.get(agent.role)
         if role is None:
             self._finish(
@@ -149,8 +162,9 @@ class AgentService:
                 _failure(ErrorKind.PERMANENT, f"role {agent.role!r} is no longer configured"),
             )
             return
+        prompt, base = self._prompt_and_base(agent)
         try:
-            ws = await anyio.to_thread.run_sync(self.workspaces.create, agent.id, agent.base_ref)
+            ws = await anyio.to_thread.run_sync(self.workspaces.create, agent.id, base)
         except Exception as exc:  # git failing is an environment problem of this agent only
             self._finish(agent, lease, _failure(ErrorKind.INTERNAL, f"workspace: {exc}"))
             return
@@ -159,11 +173,17 @@ class AgentService:
             self._warn(
                 agent.id, "not a git repository: running unisolated, in the directory itself"
             )
+        current = [ws]
+
+        async def commit_progress(message: str) -> WorkspaceRecord:
+            current[0] = await self._commit_work(current[0], message, agent)
+            return current[0]
+
         resume = agent.session_id if agent.attempt > 1 and agent.workspace is not None else None
         spec = RunSpec(
             agent_id=agent.id,
             role=role,
-            prompt=agent.task,
+            prompt=prompt,
             model=agent.model,
             cwd=Path(ws.worktree_path),
             max_turns=role.max_turns,
@@ -171,6 +191,14 @@ class AgentService:
             timeout_s=agent.timeout_s or role.timeout_s,
             attempt=lease.attempt,
             resume_session_id=resume,
+            delegate=AgentDelegate(
+                service=self,
+                agent=agent,
+                lease=lease,
+                workspace=lambda: current[0],
+                commit=commit_progress,
+                slots=slots,
+            ),
         )
         seq = 0
 
@@ -186,8 +214,28 @@ class AgentService:
                 self.observer(agent.id, event[0], event[1])
 
         result = await self.runtime.run(spec, sink)
-        ws = await self._commit(agent, ws, result)
+        await self._commit(agent, current[0], result)
         self._settle(agent, lease, result)
+
+    def _prompt_and_base(self, agent: AgentRecord) -> tuple[str, str | None]:
+        """The task as the model sees it, and the commit to start from."""
+        if not (agent.after_parent and agent.parent_id):
+            return agent.task, agent.base_ref
+        parent = self.store.get_agent(agent.parent_id)
+        head = parent.workspace.head_commit if parent.workspace else None
+        prompt = (
+            f"{agent.task}\n\n---\nYour parent agent {parent.id} ({parent.role}) finished "
+            f"before you; you start from its work. Its final report:\n{parent.output or '(none)'}"
+        )
+        return prompt, head or agent.base_ref
+
+    async def _commit_work(
+        self, ws: WorkspaceRecord, message: str, agent: AgentRecord
+    ) -> WorkspaceRecord:
+        trailers = {"Grove-Agent": agent.id, "Grove-Role": agent.role}
+        committed = await anyio.to_thread.run_sync(self.workspaces.commit, ws, message, trailers)
+        self.store.save_workspace(committed)
+        return committed
 
     async def _commit(
         self, agent: AgentRecord, ws: WorkspaceRecord, result: RunResult

@@ -59,10 +59,11 @@ class Worker:
         self.concurrency = concurrency or settings.concurrency
         self.drain = drain
         self.owner = owner or new_owner_id()
-        self.only = only
+        self.only = set(only) if only is not None else None
         self.stats = WorkerStats()
         self._stopping = anyio.Event()
         self._running: dict[str, anyio.CancelScope] = {}
+        self._parked: set[str] = set()
         self._slot_freed = anyio.Event()
 
     def request_stop(self) -> None:
@@ -88,7 +89,7 @@ class Worker:
             if now >= next_sweep:
                 self.store.sweep_expired()
                 next_sweep = now + max(self.settings.lease_s / 4, self.settings.poll_s)
-            if len(self._running) < self.concurrency:
+            if len(self._running) - len(self._parked) < self.concurrency:
                 agent = self._claim()
                 if agent is not None:
                     self.stats.claimed += 1
@@ -112,7 +113,11 @@ class Worker:
             claimed = self.store.claim(self.owner, lease_s, agent_id=agent_id)
             if claimed is not None:
                 return claimed
-        return None
+        # Children the tracked agents spawn are run here too, and tracked in turn.
+        child = self.store.claim(self.owner, lease_s, parent_ids=self.only)
+        if child is not None:
+            self.only.add(child.id)
+        return child
 
     def _done(self) -> bool:
         if self._running:
@@ -128,7 +133,7 @@ class Worker:
                 async with anyio.create_task_group() as inner:
                     inner.start_soon(self._heartbeat, agent.id, lease, scope)
                     try:
-                        await self.service.execute(agent, lease)
+                        await self.service.execute(agent, lease, _WorkerSlots(self, agent.id))
                     finally:
                         inner.cancel_scope.cancel()
         except Exception as exc:  # never let one agent take the worker down
@@ -136,9 +141,18 @@ class Worker:
             self.store.append_event(agent.id, "agent.worker_error", {"error": repr(exc)})
         finally:
             self._running.pop(agent.id, None)
+            self._parked.discard(agent.id)
             self.stats.finished += 1
             self._slot_freed.set()
             self.service.wakeup.notify()
+
+    def _park(self, agent_id: str) -> None:
+        self._parked.add(agent_id)
+        self._slot_freed.set()
+        self.service.wakeup.notify()
+
+    def _unpark(self, agent_id: str) -> None:
+        self._parked.discard(agent_id)
 
     async def _heartbeat(self, agent_id: str, lease: Lease, scope: anyio.CancelScope) -> None:
         while True:
@@ -160,3 +174,19 @@ class Worker:
             self.stats.released_on_shutdown += 1
             print(f"grove worker: grace over, returning {agent_id} to pending", file=sys.stderr)
             scope.cancel()
+
+
+class _WorkerSlots:
+    """Lets a waiting parent hand its slot back (see :mod:`agentgrove.delegation`). Taking it
+    back never blocks: the worker may run over its limit until the parent finishes, which is
+    what keeps a parent and its children from deadlocking."""
+
+    def __init__(self, worker: Worker, agent_id: str) -> None:
+        self._worker = worker
+        self._agent_id = agent_id
+
+    def park(self) -> None:
+        self._worker._park(self._agent_id)
+
+    def unpark(self) -> None:
+        self._worker._unpark(self._agent_id)

@@ -31,7 +31,10 @@ _STYLE = {
 def spawn(
     role: str,
     task: str,
-    parent: Annotated[str | None, typer.Option(help="Parent agent id.")] = None,
+    parent: Annotated[
+        str | None,
+        typer.Option(help="Parent agent id: start after it completed, from its branch."),
+    ] = None,
     model: Annotated[str | None, typer.Option(help="Model instead of the role's.")] = None,
     base: Annotated[str | None, typer.Option(help="Git ref to branch from (default HEAD).")] = None,
     json_out: JsonOpt = False,
@@ -104,11 +107,15 @@ def list_agents(
 
 @app.command()
 def show(agent_id: str, json_out: JsonOpt = False) -> None:
-    """Show one agent: status, result, tokens, cost, workspace."""
+    """Show one agent: status, result, tokens, cost, workspace, and its tree's totals."""
     with open_grove() as grove:
         agent = grove.get(agent_id)
+        totals = grove.tree_totals(agent.id)
+        children = grove.store.list_agents(parent_id=agent.id)
     if json_out:
-        print_json(agent.to_json())
+        print_json(
+            agent.to_json() | {"tree": totals.to_json(), "children": [c.id for c in children]}
+        )
         return
     rows: list[tuple[str, Any]] = [
         ("id", agent.id),
@@ -124,6 +131,15 @@ def show(agent_id: str, json_out: JsonOpt = False) -> None:
     ]
     if agent.error:
         rows.append(("error", f"[red]{agent.error_kind}: {agent.error}[/]"))
+    if children:
+        rows.append(("children", ", ".join(f"{c.id} ({c.status.value})" for c in children)))
+        rows.append(
+            (
+                "tree total",
+                f"{totals.agents} agents, {totals.tokens_in} in / {totals.tokens_out} out, "
+                f"${totals.cost_usd:.6f}",
+            )
+        )
     if agent.workspace:
         ws = agent.workspace
         rows += [("worktree", f"{ws.worktree_path} ({ws.state})"), ("branch", ws.branch or "-")]

@@ -20,6 +20,29 @@ ROLE_MARKER = "agentgrove-role: "
 AGENT_MARKER = "agentgrove-agent: "
 
 
+class DelegationRefused(Exception):
+    """A delegation tool call that grove refuses (limit reached, unknown role...): its message
+    goes back to the model as the tool's error result, and the run goes on."""
+
+
+class Delegate(Protocol):
+    """The orchestrator tools a running agent gets (``spawn_agent``, ``wait_agents``,
+    ``agent_result``). Implemented by the service for each claimed attempt."""
+
+    async def spawn_agent(self, role: str, task: str) -> str:
+        """Commit the caller's work so far, spawn a child from it; the child's id."""
+        ...
+
+    async def wait_agents(self, ids: list[str], timeout_s: float) -> list[dict[str, Any]]:
+        """Wait (without holding a concurrency slot) until the agents finished or timeout;
+        their ``{id, role, status, output, error}``."""
+        ...
+
+    async def agent_result(self, agent_id: str) -> dict[str, Any]:
+        """One agent's ``{id, role, status, output, error, branch, head_commit}`` now."""
+        ...
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One attempt of one agent."""
@@ -35,6 +58,7 @@ class RunSpec:
     attempt: int = 1
     resume_session_id: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    delegate: Delegate | None = None
 
     @property
     def system_prompt(self) -> str:

@@ -39,6 +39,7 @@ from agentgrove.models import ErrorKind
 from agentgrove.runtime._base import MessageSink, RunResult, RunSpec
 from agentgrove.runtime._classify import classify
 from agentgrove.runtime._endpoint import CLI_ENV_DEFAULTS
+from agentgrove.runtime._orchestrator_tools import SERVER_NAME, TOOL_NAMES, orchestrator_server
 
 _PATH_TOOLS = {"Write": "file_path", "Edit": "file_path", "NotebookEdit": "notebook_path"}
 _STDERR_KEEP = 20
@@ -118,13 +119,18 @@ class ClaudeRuntime:
             stderr_tail.append(line.rstrip())
             del stderr_tail[:-_STDERR_KEEP]
 
+        mcp_servers: dict[str, Any] = {}
+        if spec.delegate is not None:
+            mcp_servers[SERVER_NAME] = orchestrator_server(spec.delegate)
+            tools += TOOL_NAMES
         settings: dict[str, Any] = {}
         if self._sandbox:
             settings["sandbox"] = {"enabled": True, "allowUnsandboxedCommands": False}
         return ClaudeAgentOptions(
             system_prompt=spec.system_prompt,
             model=spec.model,
-            tools=tools,
+            tools=[t for t in tools if t not in TOOL_NAMES],
+            mcp_servers=mcp_servers,
             # Nothing pre-approved: every call goes through can_use_tool, the one gate.
             allowed_tools=[],
             permission_mode="acceptEdits",

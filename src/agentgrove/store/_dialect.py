@@ -8,12 +8,12 @@ LOCKED`` so concurrent claimers pass over each other's rows instead of queueing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy
-from sqlalchemy import Engine, Select, event, select
+from sqlalchemy import ColumnElement, Engine, Select, and_, event, exists, or_, select
 from sqlalchemy.pool import NullPool
 
 from agentgrove.models import AgentStatus
@@ -57,18 +57,34 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
-def claim_subquery(engine: Engine) -> Callable[[datetime], Select[Any]]:
-    """A function of *now* giving the SELECT of the next claimable agent id."""
+def claimable(now: datetime) -> ColumnElement[bool]:
+    """Pending agents past their backoff whose parent, if they wait for it, has completed."""
+    parent = agents.alias("parent")
+    parent_done = exists().where(
+        parent.c.id == agents.c.parent_id, parent.c.status == AgentStatus.COMPLETED.value
+    )
+    return and_(
+        agents.c.status == AgentStatus.PENDING.value,
+        or_(agents.c.not_before.is_(None), agents.c.not_before <= now),
+        or_(agents.c.after_parent.is_(False), parent_done),
+    )
+
+
+def claim_subquery(
+    engine: Engine,
+) -> Callable[[datetime, Collection[str] | None], Select[Any]]:
+    """A function of *now* (and optional parent ids) giving the SELECT of the next claimable id."""
     skip_locked = engine.dialect.name == "postgresql"
 
-    def next_claimable(now: datetime) -> Select[Any]:
+    def next_claimable(now: datetime, parent_ids: Collection[str] | None = None) -> Select[Any]:
         query = (
             select(agents.c.id)
-            .where(agents.c.status == AgentStatus.PENDING.value)
-            .where((agents.c.not_before.is_(None)) | (agents.c.not_before <= now))
+            .where(claimable(now))
             .order_by(agents.c.priority.desc(), agents.c.created_at, agents.c.id)
             .limit(1)
         )
+        if parent_ids is not None:
+            query = query.where(agents.c.parent_id.in_(list(parent_ids)))
         if skip_locked:
             query = query.with_for_update(skip_locked=True)
         return query

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
 )
 
 
@@ -73,6 +75,11 @@ agents = Table(
     Column("lease_expires_at", UTCDateTime, nullable=True),
     Column("not_before", UTCDateTime, nullable=True),
     Column("priority", Integer, nullable=False, default=0),
+    # Delegation: depth below the root agent; ``after_parent``: not claimable until the parent
+    # completed (CLI ``--parent``); ``merge_refs``: branches merged into the worktree first.
+    Column("depth", Integer, nullable=False, default=0, server_default="0"),
+    Column("after_parent", Boolean, nullable=False, default=False, server_default=false()),
+    Column("merge_refs", JSON, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime, nullable=True),
     Column("finished_at", UTCDateTime, nullable=True),

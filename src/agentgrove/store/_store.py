@@ -15,7 +15,7 @@ Dialect differences live in :mod:`agentgrove.store._dialect`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,7 +29,6 @@ from sqlalchemy import (
     func,
     insert,
     literal,
-    or_,
     select,
     update,
 )
@@ -64,6 +63,11 @@ class NewAgent:
     timeout_s: float | None = None
     budget_usd: float | None = None
     priority: int = 0
+    depth: int = 0
+    after_parent: bool = False
+    merge_refs: tuple[str, ...] | None = None
+    workflow_run_id: str | None = None
+    node_key: str | None = None
     id: str | None = None
 
 
@@ -135,6 +139,11 @@ class Store:
                     cost_usd=0.0,
                     duration_ms=0,
                     priority=new.priority,
+                    depth=new.depth,
+                    after_parent=new.after_parent,
+                    merge_refs=list(new.merge_refs) if new.merge_refs is not None else None,
+                    workflow_run_id=new.workflow_run_id,
+                    node_key=new.node_key,
                     created_at=now,
                 )
             )
@@ -186,6 +195,29 @@ class Store:
         with self._read() as conn:
             return [_agent_from_row(r) for r in conn.execute(query)]
 
+    def tree(self, agent_id: str) -> list[AgentRecord]:
+        """The agent and all its descendants, parents before children."""
+        tree = (
+            select(agents.c.id, agents.c.depth)
+            .where(agents.c.id == agent_id)
+            .cte("tree", recursive=True)
+        )
+        tree = tree.union_all(
+            select(agents.c.id, agents.c.depth).where(agents.c.parent_id == tree.c.id)
+        )
+        query = _agent_select().where(agents.c.id.in_(select(tree.c.id)))
+        with self._read() as conn:
+            rows = [_agent_from_row(r) for r in conn.execute(query)]
+        return sorted(rows, key=lambda a: (a.depth, a.created_at, a.id))
+
+    def count_children(self, agent_id: str) -> int:
+        with self._read() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(agents.c.parent_id == agent_id)
+                ).scalar_one()
+            )
+
     def count_by_status(self) -> dict[AgentStatus, int]:
         with self._read() as conn:
             rows = conn.execute(
@@ -201,22 +233,30 @@ class Store:
         lease_s: float,
         *,
         agent_id: str | None = None,
+        parent_ids: Collection[str] | None = None,
         at: datetime | None = None,
     ) -> AgentRecord | None:
-        """Atomically move the next pending agent (or ``agent_id``) to executing under
-        ``owner``'s lease.
+        """Atomically move the next claimable pending agent (or ``agent_id``, or the next child
+        of one of ``parent_ids``) to executing under ``owner``'s lease.
+
+        Claimable: pending, past its ``not_before``, and — when ``after_parent`` — with its
+        parent completed.
 
         Order: highest priority, then oldest. ``attempt`` is incremented. Returns ``None`` when
         nothing is claimable. Safe against any number of concurrent claimers (processes included).
         """
         now = at or utcnow()
-        target: Any = agent_id if agent_id is not None else self._claim_sql(now).scalar_subquery()
+        target: Any
+        if agent_id is not None:
+            target = agent_id
+        else:
+            target = self._claim_sql(now, parent_ids).scalar_subquery()
         with self._write() as conn:
             claimed = conn.execute(
                 update(agents)
                 .where(agents.c.id == target)
                 .where(agents.c.status == AgentStatus.PENDING.value)
-                .where(or_(agents.c.not_before.is_(None), agents.c.not_before <= now))
+                .where(_dialect.claimable(now))
                 .values(
                     status=AgentStatus.EXECUTING.value,
                     lease_owner=owner,
@@ -269,6 +309,8 @@ class Store:
             )
             if result.rowcount != 1:
                 return False
+            if outcome.status is not AgentStatus.COMPLETED:
+                self._fail_waiting_children(conn, agent_id, now)
             self._event(
                 conn,
                 agent_id,
@@ -284,6 +326,31 @@ class Store:
                 now,
             )
         return True
+
+    def _fail_waiting_children(self, conn: Connection, parent_id: str, now: datetime) -> None:
+        """Children waiting for a parent that did not complete can never start: fail them."""
+        waiting = (
+            conn.execute(
+                update(agents)
+                .where(
+                    agents.c.parent_id == parent_id,
+                    agents.c.after_parent.is_(True),
+                    agents.c.status == AgentStatus.PENDING.value,
+                )
+                .values(
+                    status=AgentStatus.FAILED.value,
+                    error_kind=ErrorKind.DEPENDENCY_FAILED.value,
+                    error=f"parent {parent_id} did not complete",
+                    finished_at=now,
+                )
+                .returning(agents.c.id)
+            )
+            .scalars()
+            .all()
+        )
+        for child in waiting:
+            self._event(conn, child, "agent.failed", {"error_kind": "dependency_failed"}, now)
+            self._fail_waiting_children(conn, child, now)
 
     def release(
         self,
@@ -542,6 +609,11 @@ def _agent_from_row(row: Row[Any]) -> AgentRecord:
         lease_owner=m["lease_owner"],
         lease_expires_at=m["lease_expires_at"],
         priority=m["priority"],
+        depth=m["depth"],
+        after_parent=bool(m["after_parent"]),
+        merge_refs=tuple(m["merge_refs"]) if m["merge_refs"] is not None else None,
+        workflow_run_id=m["workflow_run_id"],
+        node_key=m["node_key"],
         started_at=m["started_at"],
         finished_at=m["finished_at"],
         workspace=ws,

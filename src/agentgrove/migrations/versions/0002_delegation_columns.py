@@ -1,0 +1,34 @@
+"""delegation columns
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-24
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+
+    with op.batch_alter_table("agents", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("depth", sa.Integer(), server_default="0", nullable=False))
+        batch_op.add_column(
+            sa.Column("after_parent", sa.Boolean(), server_default=sa.false(), nullable=False)
+        )
+        batch_op.add_column(sa.Column("merge_refs", sa.JSON(), nullable=True))
+
+
+def downgrade() -> None:
+
+    with op.batch_alter_table("agents", schema=None) as batch_op:
+        batch_op.drop_column("merge_refs")
+        batch_op.drop_column("after_parent")
+        batch_op.drop_column("depth")
