@@ -72,7 +72,7 @@ class AgentDelegate:
                 f"fan-out limit: this {self.agent.role} already has {children} children "
                 f"(max_children {own.max_children})"
             )
-        ws = await self.commit(f"work in progress before spawning a {role}")
+        ws = await self.commit(f"{self.agent.role}: work in progress before spawning {role}")
         try:
             child = self.service.spawn(
                 role,

@@ -1,0 +1,147 @@
+"""The decisions a workflow run makes about its graph. Pure: plain data in, plain data out.
+
+A run knows each node by its :class:`NodeState`; a node with no state yet has not been created.
+An engine step is::
+
+    status = run_status(spec, states)           # stop when it is no longer "running"
+    for key in blocked_by_failure(spec, states):
+        states[key] = NodeState.DEPENDENCY_FAILED
+    for key in ready_nodes(spec, states):       # fail fast: skip this once anything failed
+        start(key)                              # -> PENDING
+
+Every function returns node keys in a deterministic order (spec order, or topological order
+with ties broken by spec order) and expects a spec that passed validation (no cycles, no unknown
+dependencies); :func:`topological_order` raises :class:`WorkflowError` on a cycle regardless.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+from collections.abc import Mapping
+from typing import Literal
+
+from agentgrove.workflows.spec import WorkflowError, WorkflowSpec
+
+RunStatus = Literal["running", "completed", "failed", "cancelled"]
+
+
+class NodeState(enum.StrEnum):
+    """Where one node of a run is. WAITING: created, its dependencies not all completed yet."""
+
+    WAITING = "waiting"
+    PENDING = "pending"
+    EXECUTING = "executing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    DEPENDENCY_FAILED = "dependency_failed"
+
+    @property
+    def active(self) -> bool:
+        """An agent is queued or running for this node."""
+        return self in (NodeState.PENDING, NodeState.EXECUTING)
+
+    @property
+    def unsuccessful(self) -> bool:
+        """The node is over and produced nothing its dependents can use."""
+        return self in (NodeState.FAILED, NodeState.CANCELLED, NodeState.DEPENDENCY_FAILED)
+
+
+def topological_order(spec: WorkflowSpec) -> list[str]:
+    """Every node key, each after all its dependencies; among nodes free to go next, the one
+    earliest in the spec comes first (so a spec already in order is returned unchanged)."""
+    index = {key: i for i, key in enumerate(spec.keys)}
+    remaining = {node.key: len(set(node.depends_on)) for node in spec.nodes}
+    dependents = _dependents(spec)
+    heap = [index[key] for key, count in remaining.items() if count == 0]
+    heapq.heapify(heap)
+    order: list[str] = []
+    while heap:
+        key = spec.nodes[heapq.heappop(heap)].key
+        order.append(key)
+        for child in dependents[key]:
+            remaining[child] -= 1
+            if remaining[child] == 0:
+                heapq.heappush(heap, index[child])
+    if len(order) != len(spec.nodes):
+        stuck = ", ".join(key for key in spec.keys if key not in order)
+        raise WorkflowError(
+            f"workflow {spec.name!r} has a dependency cycle among {stuck}; "
+            "validate it with load_workflow"
+        )
+    return order
+
+
+def ready_nodes(spec: WorkflowSpec, states: Mapping[str, NodeState]) -> list[str]:
+    """Nodes not created yet or WAITING whose dependencies are all COMPLETED, in spec order."""
+    return [
+        node.key
+        for node in spec.nodes
+        if states.get(node.key, NodeState.WAITING) == NodeState.WAITING
+        and all(states.get(dep) == NodeState.COMPLETED for dep in node.depends_on)
+    ]
+
+
+def blocked_by_failure(spec: WorkflowSpec, states: Mapping[str, NodeState]) -> list[str]:
+    """Nodes not created yet or WAITING that can never run: some dependency, direct or
+    transitive, is FAILED, CANCELLED or DEPENDENCY_FAILED. In spec order."""
+    doomed: set[str] = set()
+    for key in topological_order(spec):
+        state = states.get(key)
+        if (state is not None and state.unsuccessful) or any(
+            dep in doomed for dep in spec.node(key).depends_on
+        ):
+            doomed.add(key)
+    return [
+        key
+        for key in spec.keys
+        if key in doomed and states.get(key, NodeState.WAITING) == NodeState.WAITING
+    ]
+
+
+def run_status(spec: WorkflowSpec, states: Mapping[str, NodeState]) -> RunStatus:
+    """The run's status, from its nodes' states alone.
+
+    * ``completed`` — every node is COMPLETED.
+    * ``running`` — some node is PENDING or EXECUTING; or nothing has gone wrong (no node
+      FAILED, CANCELLED or DEPENDENCY_FAILED) and nodes remain to start.
+    * otherwise something went wrong and nothing is in flight, so the run is over (fail fast:
+      nodes not started stay unstarted): ``failed`` if any node FAILED, else ``cancelled`` if any
+      node was CANCELLED, else ``failed`` (only DEPENDENCY_FAILED nodes: a failure upstream).
+    """
+    found = [states.get(key) for key in spec.keys]
+    if all(state == NodeState.COMPLETED for state in found):
+        return "completed"
+    if any(state is not None and state.active for state in found):
+        return "running"
+    if not any(state is not None and state.unsuccessful for state in found):
+        return "running"
+    if NodeState.FAILED not in found and NodeState.CANCELLED in found:
+        return "cancelled"
+    return "failed"
+
+
+def downstream(spec: WorkflowSpec, key: str) -> list[str]:
+    """``key`` and every node that depends on it, directly or not, in topological order (what
+    ``rerun --from key`` reruns). :class:`WorkflowError` if ``key`` is not a node."""
+    spec.node(key)
+    dependents = _dependents(spec)
+    reached = {key}
+    frontier = [key]
+    while frontier:
+        for child in dependents[frontier.pop()]:
+            if child not in reached:
+                reached.add(child)
+                frontier.append(child)
+    return [k for k in topological_order(spec) if k in reached]
+
+
+def _dependents(spec: WorkflowSpec) -> dict[str, list[str]]:
+    """For each node, the nodes that list it in depends_on (each once, in spec order)."""
+    result: dict[str, list[str]] = {key: [] for key in spec.keys}
+    for node in spec.nodes:
+        for dep in dict.fromkeys(node.depends_on):
+            if dep in result:
+                result[dep].append(node.key)
+    return result
