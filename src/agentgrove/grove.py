@@ -14,18 +14,20 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import anyio
 
 from agentgrove.config import HOME_DIR, GroveConfig, load_config
 from agentgrove.errors import ConfigError, NotInitialised
-from agentgrove.models import AgentRecord, ErrorKind
+from agentgrove.models import AgentRecord, ErrorKind, RunRecord
 from agentgrove.runtime import MessageSink, RunResult, RunSpec, Runtime
 from agentgrove.service import AgentService, EventObserver
 from agentgrove.store import Store, _migrate
 from agentgrove.worker import Worker
+from agentgrove.workflows.engine import WorkflowEngine
+from agentgrove.workflows.spec import WorkflowSpec
 from agentgrove.workspaces import exclude_from_git
 
 
@@ -136,6 +138,39 @@ class Grove:
             self.service, self.config.worker, only=set(agent_ids), concurrency=len(set(agent_ids))
         )
         await worker.run()
+
+    # -- workflows -------------------------------------------------------------------------
+
+    @property
+    def workflows(self) -> WorkflowEngine:
+        return WorkflowEngine(self.service)
+
+    def start_workflow(
+        self,
+        source: str | Path | Mapping[str, object] | WorkflowSpec,
+        inputs: Mapping[str, str] | None = None,
+        *,
+        base: str | None = None,
+    ) -> RunRecord:
+        """Validate and start a workflow run for workers to execute (nothing written on bad
+        input)."""
+        return self.workflows.start(source, inputs, base=base)
+
+    async def execute_run_async(self, run_id: str) -> RunRecord:
+        """Run a workflow run's nodes in this process until the run is over."""
+        await Worker(self.service, self.config.worker, run_id=run_id).run()
+        return self.store.get_run(run_id)
+
+    def run_workflow(
+        self,
+        source: str | Path | Mapping[str, object] | WorkflowSpec,
+        inputs: Mapping[str, str] | None = None,
+        *,
+        base: str | None = None,
+    ) -> RunRecord:
+        """Start a workflow and execute it here; returns the finished run."""
+        run = self.start_workflow(source, inputs, base=base)
+        return anyio.run(self.execute_run_async, run.id)
 
     def get(self, agent_id: str) -> AgentRecord:
         return self.store.get_agent(self.store.resolve_id(agent_id))

@@ -133,3 +133,75 @@ class Event:
     agent_id: str | None
     kind: str
     data: dict[str, Any] = field(default_factory=dict)
+
+
+class RunStatus(enum.StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self is not RunStatus.RUNNING
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """One node of a run as the user sees it: its current agent, if it has one yet."""
+
+    key: str
+    role: str
+    depends_on: tuple[str, ...]
+    state: str  # a NodeState value; "waiting" when no agent exists yet
+    agent: AgentRecord | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        ws = self.agent.workspace if self.agent else None
+        return {
+            "key": self.key,
+            "role": self.role,
+            "depends_on": list(self.depends_on),
+            "state": self.state,
+            "agent_id": self.agent.id if self.agent else None,
+            "base_commit": ws.base_ref if ws else None,
+            "result_commit": ws.head_commit
+            if ws and self.agent and self.agent.status.finished
+            else None,
+            "branch": ws.branch if ws else None,
+            "tokens_in": self.agent.tokens_in if self.agent else 0,
+            "tokens_out": self.agent.tokens_out if self.agent else 0,
+            "cost_usd": self.agent.cost_usd if self.agent else 0.0,
+            "output": self.agent.output if self.agent else None,
+            "error": self.agent.error if self.agent else None,
+        }
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: str
+    name: str
+    status: RunStatus
+    inputs: dict[str, str]
+    plan: dict[str, Any]
+    created_at: datetime
+    base_ref: str | None = None
+    error: str | None = None
+    finished_at: datetime | None = None
+    nodes: tuple[NodeView, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status.value,
+            "inputs": self.inputs,
+            "base_commit": self.base_ref,
+            "error": self.error,
+            "created_at": self.created_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "tokens_in": sum(n.agent.tokens_in for n in self.nodes if n.agent),
+            "tokens_out": sum(n.agent.tokens_out for n in self.nodes if n.agent),
+            "cost_usd": sum(n.agent.cost_usd for n in self.nodes if n.agent),
+            "nodes": [n.to_json() for n in self.nodes],
+        }

@@ -31,7 +31,7 @@ from agentgrove.retry import decide
 from agentgrove.runtime import RunResult, RunSpec, Runtime
 from agentgrove.store import NewAgent, RunOutcome, Store
 from agentgrove.store._store import utcnow
-from agentgrove.workspaces import Workspaces
+from agentgrove.workspaces import MergeConflict, Workspaces
 
 EventObserver = Callable[[str, str, dict[str, Any]], None]
 """Called with (agent_id, event kind, data) for every event an attempt produces, in-process."""
@@ -164,7 +164,12 @@ class AgentService:
             return
         prompt, base = self._prompt_and_base(agent)
         try:
-            ws = await anyio.to_thread.run_sync(self.workspaces.create, agent.id, base)
+            ws = await anyio.to_thread.run_sync(
+                self.workspaces.create, agent.id, base, agent.merge_refs or ()
+            )
+        except MergeConflict as exc:
+            self._finish(agent, lease, _failure(ErrorKind.PERMANENT, str(exc)))
+            return
         except Exception as exc:  # git failing is an environment problem of this agent only
             self._finish(agent, lease, _failure(ErrorKind.INTERNAL, f"workspace: {exc}"))
             return

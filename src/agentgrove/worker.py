@@ -27,6 +27,7 @@ from anyio.abc import TaskGroup
 from agentgrove.config import WorkerSettings
 from agentgrove.models import AgentRecord, AgentStatus
 from agentgrove.service import AgentService, Lease
+from agentgrove.store._store import utcnow
 
 
 def new_owner_id() -> str:
@@ -50,9 +51,11 @@ class Worker:
         drain: bool = False,
         owner: str | None = None,
         only: set[str] | None = None,
+        run_id: str | None = None,
     ) -> None:
         """``drain``: return once nothing is pending or running. ``only``: claim just these ids
-        (``grove run``), returning when all of them have finished."""
+        (``grove run``) and their children, returning when all of them have finished.
+        ``run_id``: claim just that workflow run's agents, returning when the run is over."""
         self.service = service
         self.store = service.store
         self.settings = settings
@@ -60,6 +63,9 @@ class Worker:
         self.drain = drain
         self.owner = owner or new_owner_id()
         self.only = set(only) if only is not None else None
+        self.run_id = run_id
+        if run_id is not None and self.only is None:
+            self.only = set()
         self.stats = WorkerStats()
         self._stopping = anyio.Event()
         self._running: dict[str, anyio.CancelScope] = {}
@@ -76,6 +82,8 @@ class Worker:
         return list(self._running)
 
     async def run(self) -> WorkerStats:
+        # A crash may have happened anywhere; move every workflow run forward before claiming.
+        self.store.reconcile_runs(utcnow())
         async with anyio.create_task_group() as tg:
             await self._claim_loop(tg)
             if self._running:
@@ -109,6 +117,11 @@ class Worker:
         lease_s = self.settings.lease_s
         if self.only is None:
             return self.store.claim(self.owner, lease_s)
+        if self.run_id is not None:
+            node = self.store.claim(self.owner, lease_s, run_id=self.run_id)
+            if node is not None:
+                self.only.add(node.id)
+                return node
         for agent_id in sorted(self.only):
             claimed = self.store.claim(self.owner, lease_s, agent_id=agent_id)
             if claimed is not None:
@@ -121,6 +134,8 @@ class Worker:
 
     def _done(self) -> bool:
         if self._running:
+            return False
+        if self.run_id is not None and not self.store.get_run(self.run_id).status.finished:
             return False
         if self.only is not None:
             return all(self.store.get_agent(i).status.finished for i in self.only)

@@ -25,6 +25,14 @@ class GitError(GroveError):
     """A git command failed; the message carries git's own words."""
 
 
+class MergeConflict(GroveError):
+    """Merging a dependency's branch into a new worktree conflicted; ``paths`` name the files."""
+
+    def __init__(self, ref: str, paths: list[str]) -> None:
+        super().__init__(f"merging {ref[:12]} conflicts in: {', '.join(paths) or '(unknown)'}")
+        self.paths = paths
+
+
 def branch_name(agent_id: str) -> str:
     return f"{BRANCH_PREFIX}{agent_id}"
 
@@ -73,8 +81,14 @@ class Workspaces:
                 ) from None
             raise BadRef(f"--base {ref!r} does not name a commit in {self.repo}") from None
 
-    def create(self, agent_id: str, base: str | None) -> WorkspaceRecord:
-        """The agent's worktree, created on first call and reused on retries."""
+    def create(
+        self, agent_id: str, base: str | None, merge: tuple[str, ...] = ()
+    ) -> WorkspaceRecord:
+        """The agent's worktree, created on first call and reused on retries.
+
+        ``merge``: commits merged into a new worktree after it branches from ``base`` (several
+        dependencies). A conflict removes the worktree again and raises :class:`MergeConflict`.
+        """
         if self.repo is None:
             return WorkspaceRecord(
                 agent_id=agent_id,
@@ -98,6 +112,7 @@ class Workspaces:
                     run_git(
                         ["worktree", "add", "-b", branch, str(path), str(base_commit)], self.repo
                     )
+                    self._merge(path, branch, merge)
         head = run_git(["rev-parse", "HEAD"], path)
         return WorkspaceRecord(
             agent_id=agent_id,
@@ -107,6 +122,19 @@ class Workspaces:
             base_ref=base_commit,
             head_commit=head,
         )
+
+    def _merge(self, path: Path, branch: str, refs: tuple[str, ...]) -> None:
+        assert self.repo is not None
+        for ref in refs:
+            merge = [*_IDENTITY, "merge", "--no-edit", "--no-ff", "-m", f"grove: merge {ref}", ref]
+            try:
+                run_git(merge, path)
+            except GitError:
+                conflicted = run_git(["diff", "--name-only", "--diff-filter=U"], path, check=False)
+                run_git(["merge", "--abort"], path, check=False)
+                run_git(["worktree", "remove", "--force", str(path)], self.repo, check=False)
+                run_git(["branch", "-D", branch], self.repo, check=False)
+                raise MergeConflict(ref, conflicted.splitlines()) from None
 
     def commit(
         self, ws: WorkspaceRecord, message: str, trailers: dict[str, str]

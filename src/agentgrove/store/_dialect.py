@@ -72,11 +72,13 @@ def claimable(now: datetime) -> ColumnElement[bool]:
 
 def claim_subquery(
     engine: Engine,
-) -> Callable[[datetime, Collection[str] | None], Select[Any]]:
+) -> Callable[[datetime, Collection[str] | None, str | None], Select[Any]]:
     """A function of *now* (and optional parent ids) giving the SELECT of the next claimable id."""
     skip_locked = engine.dialect.name == "postgresql"
 
-    def next_claimable(now: datetime, parent_ids: Collection[str] | None = None) -> Select[Any]:
+    def next_claimable(
+        now: datetime, parent_ids: Collection[str] | None = None, run_id: str | None = None
+    ) -> Select[Any]:
         query = (
             select(agents.c.id)
             .where(claimable(now))
@@ -85,6 +87,8 @@ def claim_subquery(
         )
         if parent_ids is not None:
             query = query.where(agents.c.parent_id.in_(list(parent_ids)))
+        if run_id is not None:
+            query = query.where(agents.c.workflow_run_id == run_id)
         if skip_locked:
             query = query.with_for_update(skip_locked=True)
         return query

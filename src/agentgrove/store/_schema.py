@@ -80,6 +80,8 @@ agents = Table(
     Column("depth", Integer, nullable=False, default=0, server_default="0"),
     Column("after_parent", Boolean, nullable=False, default=False, server_default=false()),
     Column("merge_refs", JSON, nullable=True),
+    # A workflow node re-run from a checkpoint supersedes the rows it replaces.
+    Column("superseded", Boolean, nullable=False, default=False, server_default=false()),
     Column("created_at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime, nullable=True),
     Column("finished_at", UTCDateTime, nullable=True),
@@ -109,6 +111,8 @@ workflow_runs = Table(
     Column("inputs", JSON, nullable=False),
     Column("status", String(20), nullable=False),
     Column("budget_usd", Float, nullable=True),
+    Column("base_ref", String(64), nullable=True),
+    Column("error", Text, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime, nullable=True),
 )

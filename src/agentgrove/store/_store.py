@@ -37,6 +37,7 @@ from sqlalchemy.engine import Row
 from agentgrove.errors import BadInput, UnknownAgent
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind, Event, WorkspaceRecord
 from agentgrove.store import _dialect
+from agentgrove.store._runs import RunQueries
 from agentgrove.store._schema import agents, events, transcripts, workspaces
 
 _LIVE = (AgentStatus.PENDING.value, AgentStatus.EXECUTING.value)
@@ -86,7 +87,7 @@ class RunOutcome:
     session_id: str | None = None
 
 
-class Store:
+class Store(RunQueries):
     """The database of one grove. Thread-safe; cheap calls, short transactions."""
 
     def __init__(self, url: str) -> None:
@@ -234,6 +235,7 @@ class Store:
         *,
         agent_id: str | None = None,
         parent_ids: Collection[str] | None = None,
+        run_id: str | None = None,
         at: datetime | None = None,
     ) -> AgentRecord | None:
         """Atomically move the next claimable pending agent (or ``agent_id``, or the next child
@@ -250,7 +252,7 @@ class Store:
         if agent_id is not None:
             target = agent_id
         else:
-            target = self._claim_sql(now, parent_ids).scalar_subquery()
+            target = self._claim_sql(now, parent_ids, run_id).scalar_subquery()
         with self._write() as conn:
             claimed = conn.execute(
                 update(agents)
@@ -306,11 +308,15 @@ class Store:
                     lease_expires_at=None,
                     finished_at=now,
                 )
+                .returning(agents.c.workflow_run_id)
             )
-            if result.rowcount != 1:
+            finished = result.first()
+            if finished is None:
                 return False
             if outcome.status is not AgentStatus.COMPLETED:
                 self._fail_waiting_children(conn, agent_id, now)
+            if finished.workflow_run_id is not None:
+                self.continue_run(conn, finished.workflow_run_id, now)
             self._event(
                 conn,
                 agent_id,
@@ -402,10 +408,15 @@ class Store:
                     lease_expires_at=None,
                     finished_at=now,
                 )
+                .returning(agents.c.workflow_run_id)
             )
-            if result.rowcount != 1:
+            cancelled = result.first()
+            if cancelled is None:
                 return False
             self._event(conn, agent_id, "agent.cancelled", {}, now)
+            self._fail_waiting_children(conn, agent_id, now)
+            if cancelled.workflow_run_id is not None:
+                self.continue_run(conn, cancelled.workflow_run_id, now)
         return True
 
     def sweep_expired(self, *, at: datetime | None = None) -> list[str]:
@@ -414,7 +425,13 @@ class Store:
         swept: list[str] = []
         with self._write() as conn:
             expired = conn.execute(
-                select(agents.c.id, agents.c.attempt, agents.c.max_attempts, agents.c.lease_owner)
+                select(
+                    agents.c.id,
+                    agents.c.attempt,
+                    agents.c.max_attempts,
+                    agents.c.lease_owner,
+                    agents.c.workflow_run_id,
+                )
                 .where(agents.c.status == AgentStatus.EXECUTING.value)
                 .where(agents.c.lease_expires_at < now)
             ).all()
@@ -439,6 +456,10 @@ class Store:
                     swept.append(row.id)
                     kind = "agent.failed" if exhausted else "agent.lease_expired"
                     self._event(conn, row.id, kind, {"attempt": row.attempt}, now)
+                    if exhausted:
+                        self._fail_waiting_children(conn, row.id, now)
+                        if row.workflow_run_id is not None:
+                            self.continue_run(conn, row.workflow_run_id, now)
         return swept
 
     # -- workspaces ------------------------------------------------------------------------
@@ -546,10 +567,54 @@ class Store:
         kind: str,
         data: dict[str, Any],
         at: datetime | None,
+        run_id: str | None = None,
     ) -> None:
         conn.execute(
-            insert(events).values(at=at or utcnow(), agent_id=agent_id, kind=kind, data=data)
+            insert(events).values(
+                at=at or utcnow(), agent_id=agent_id, run_id=run_id, kind=kind, data=data
+            )
         )
+
+    def _insert_agent_row(self, conn: Connection, values: dict[str, Any]) -> str:
+        """Insert an agent row (workflow nodes); defaults for what ``values`` leaves out."""
+        agent_id = new_agent_id()
+        row: dict[str, Any] = {
+            "id": agent_id,
+            "attempt": 0,
+            "tokens_in": 0,
+            "tokens_out": 0,
+            "cost_usd": 0.0,
+            "duration_ms": 0,
+            "priority": 0,
+            "depth": 0,
+            "after_parent": False,
+            "superseded": False,
+        } | values
+        conn.execute(insert(agents).values(**row))
+        kind = "agent.spawned" if row["status"] == AgentStatus.PENDING.value else "agent.failed"
+        self._event(
+            conn,
+            agent_id,
+            kind,
+            {"role": row["role"], "node": row.get("node_key")},
+            row["created_at"],
+            row.get("workflow_run_id"),
+        )
+        return agent_id
+
+    def _node_agents(self, conn: Connection, run_id: str) -> dict[str, AgentRecord]:
+        """The current (not superseded) agent of each node of a run."""
+        rows = conn.execute(
+            _agent_select()
+            .where(agents.c.workflow_run_id == run_id, agents.c.superseded.is_(False))
+            .order_by(agents.c.created_at, agents.c.id)
+        )
+        found: dict[str, AgentRecord] = {}
+        for row in rows:
+            record = _agent_from_row(row)
+            if record.node_key is not None:
+                found[record.node_key] = record
+        return found
 
 
 def _fence(agent_id: str, owner: str | None, attempt: int) -> Any:

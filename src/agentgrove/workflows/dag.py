@@ -52,7 +52,7 @@ def topological_order(spec: WorkflowSpec) -> list[str]:
     """Every node key, each after all its dependencies; among nodes free to go next, the one
     earliest in the spec comes first (so a spec already in order is returned unchanged)."""
     index = {key: i for i, key in enumerate(spec.keys)}
-    remaining = {node.key: len(set(node.depends_on)) for node in spec.nodes}
+    remaining = {node.key: len(set(node.depends_on) & index.keys()) for node in spec.nodes}
     dependents = _dependents(spec)
     heap = [index[key] for key, count in remaining.items() if count == 0]
     heapq.heapify(heap)
@@ -78,26 +78,23 @@ def ready_nodes(spec: WorkflowSpec, states: Mapping[str, NodeState]) -> list[str
     return [
         node.key
         for node in spec.nodes
-        if states.get(node.key, NodeState.WAITING) == NodeState.WAITING
-        and all(states.get(dep) == NodeState.COMPLETED for dep in node.depends_on)
+        if _state(states, node.key) in _NOT_STARTED
+        and all(_state(states, dep) == NodeState.COMPLETED for dep in node.depends_on)
     ]
 
 
 def blocked_by_failure(spec: WorkflowSpec, states: Mapping[str, NodeState]) -> list[str]:
     """Nodes not created yet or WAITING that can never run: some dependency, direct or
     transitive, is FAILED, CANCELLED or DEPENDENCY_FAILED. In spec order."""
+    depends_on = {node.key: node.depends_on for node in spec.nodes}
     doomed: set[str] = set()
     for key in topological_order(spec):
-        state = states.get(key)
+        state = _state(states, key)
         if (state is not None and state.unsuccessful) or any(
-            dep in doomed for dep in spec.node(key).depends_on
+            dep in doomed for dep in depends_on[key]
         ):
             doomed.add(key)
-    return [
-        key
-        for key in spec.keys
-        if key in doomed and states.get(key, NodeState.WAITING) == NodeState.WAITING
-    ]
+    return [key for key in spec.keys if key in doomed and _state(states, key) in _NOT_STARTED]
 
 
 def run_status(spec: WorkflowSpec, states: Mapping[str, NodeState]) -> RunStatus:
@@ -110,7 +107,7 @@ def run_status(spec: WorkflowSpec, states: Mapping[str, NodeState]) -> RunStatus
       nodes not started stay unstarted): ``failed`` if any node FAILED, else ``cancelled`` if any
       node was CANCELLED, else ``failed`` (only DEPENDENCY_FAILED nodes: a failure upstream).
     """
-    found = [states.get(key) for key in spec.keys]
+    found = [_state(states, key) for key in spec.keys]
     if all(state == NodeState.COMPLETED for state in found):
         return "completed"
     if any(state is not None and state.active for state in found):
@@ -135,6 +132,15 @@ def downstream(spec: WorkflowSpec, key: str) -> list[str]:
                 reached.add(child)
                 frontier.append(child)
     return [k for k in topological_order(spec) if k in reached]
+
+
+_NOT_STARTED = (None, NodeState.WAITING)
+
+
+def _state(states: Mapping[str, NodeState], key: str) -> NodeState | None:
+    """``states[key]`` as a NodeState (callers may pass the plain strings), None if absent."""
+    value = states.get(key)
+    return None if value is None else NodeState(value)
 
 
 def _dependents(spec: WorkflowSpec) -> dict[str, list[str]]:

@@ -178,6 +178,8 @@ def load_workflow(
             origin = origin or str(path)
             try:
                 text = path.read_text(encoding="utf-8")
+            except FileNotFoundError as exc:
+                raise WorkflowError(f"no workflow file at {path}; check the path") from exc
             except (OSError, UnicodeDecodeError) as exc:
                 raise WorkflowError(f"cannot read workflow file {path}: {exc}") from exc
         else:
@@ -211,7 +213,7 @@ def resolve_inputs(spec: WorkflowSpec, given: Mapping[str, str]) -> dict[str, st
             f"missing required input{plural} {names} for workflow {spec.name!r}; pass {flags}"
         )
     return {
-        name: given[name] if name in given else (i.default if i.default is not None else "")
+        name: given.get(name, i.default if i.default is not None else "")
         for name, i in spec.inputs.items()
     }
 
@@ -252,7 +254,7 @@ class _Loader(yaml.SafeLoader):
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: set[object] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node)
         if isinstance(key, Hashable) and key != "<<":
             if key in seen:
                 raise yaml.constructor.ConstructorError(
@@ -267,7 +269,7 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 
 def _parse_yaml(text: str, origin: str) -> object:
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+        return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -280,9 +282,7 @@ def _parse_yaml(text: str, origin: str) -> object:
 # --- validation ----------------------------------------------------------------------------
 
 
-def _validate(
-    data: dict[str, Any], *, origin: str, roles: Collection[str] | None
-) -> WorkflowSpec:
+def _validate(data: dict[str, Any], *, origin: str, roles: Collection[str] | None) -> WorkflowSpec:
     try:
         spec = WorkflowSpec.model_validate(data)
     except ValidationError as exc:
@@ -412,12 +412,12 @@ def find_cycle(spec: WorkflowSpec) -> list[str] | None:
     deps = {node.key: [d for d in node.depends_on if d != node.key] for node in spec.nodes}
     order = {key: index for index, key in enumerate(deps)}
     done: set[str] = set()
-    for start in deps:
+    for start, start_deps in deps.items():
         if start in done:
             continue
         path = [start]
         on_path = {start}
-        pending = [iter(deps[start])]
+        pending = [iter(start_deps)]
         while pending:
             dep = next(pending[-1], None)
             if dep is None:
@@ -458,7 +458,7 @@ def _reference_problem(
     declared = ", ".join(spec.inputs) or "none"
     if ref.name == "inputs":
         if ref.attr is None:
-            return f"uses 'inputs' without naming an input; write inputs.NAME (declared: {declared})"
+            return f"uses 'inputs' without an input name; write inputs.NAME (declared: {declared})"
         return f"uses unknown input {str(ref)!r} (declared: {declared})"
     target = nodes_by_name.get(ref.name)
     if target == node.key:
@@ -469,8 +469,7 @@ def _reference_problem(
         return f"uses unknown field {str(ref)!r} (fields: {fields})"
     if target is not None:
         return (
-            f"uses {str(ref)!r} but does not depend on {target!r}; add {target!r} to its "
-            "depends_on"
+            f"uses {str(ref)!r} but does not depend on {target!r}; add {target!r} to its depends_on"
         )
     hyphenated = [key for key in spec.keys if key.startswith(f"{ref.name}-")]
     hint = (

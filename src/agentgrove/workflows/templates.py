@@ -8,9 +8,10 @@ A template sees two kinds of name:
   hyphen, so node ``run-tests`` is ``run_tests`` in a template (:func:`template_name`).
 
 Rendering is sandboxed (no access to Python internals), undefined names are errors, nothing is
-HTML-escaped, ``None`` renders as the empty string, and a trailing newline is kept. Filters such
-as ``join`` and statements such as ``{% if %}`` and ``{% for %}`` work; ``{% include %}``,
-``{% extends %}`` and ``{% import %}`` do not (there is nothing to load from).
+HTML-escaped, ``None`` renders as the empty string, and a trailing newline is kept. A line
+holding only a ``{% ... %}`` tag leaves nothing behind (``trim_blocks``, ``lstrip_blocks``).
+Filters such as ``join`` and statements such as ``{% if %}`` and ``{% for %}`` work;
+``{% include %}``, ``{% extends %}`` and ``{% import %}`` do not (there is nothing to load).
 
 Every error is a :class:`TaskTemplateError` (a :class:`~agentgrove.errors.BadInput`) on one line;
 its message does not name the workflow or node, which the caller prefixes.
@@ -73,6 +74,8 @@ _ENV = ImmutableSandboxedEnvironment(
     undefined=StrictUndefined,
     autoescape=False,
     keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
     finalize=_finalize,
 )
 

@@ -1,4 +1,4 @@
-"""delegation columns
+"""delegation and workflow columns
 
 Revision ID: 0002
 Revises: 0001
@@ -24,11 +24,21 @@ def upgrade() -> None:
             sa.Column("after_parent", sa.Boolean(), server_default=sa.false(), nullable=False)
         )
         batch_op.add_column(sa.Column("merge_refs", sa.JSON(), nullable=True))
+        batch_op.add_column(
+            sa.Column("superseded", sa.Boolean(), server_default=sa.false(), nullable=False)
+        )
+    with op.batch_alter_table("workflow_runs", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("base_ref", sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column("error", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
 
+    with op.batch_alter_table("workflow_runs", schema=None) as batch_op:
+        batch_op.drop_column("error")
+        batch_op.drop_column("base_ref")
     with op.batch_alter_table("agents", schema=None) as batch_op:
+        batch_op.drop_column("superseded")
         batch_op.drop_column("merge_refs")
         batch_op.drop_column("after_parent")
         batch_op.drop_column("depth")

@@ -1,0 +1,217 @@
+"""`grove workflow ...`: validate, run, ls, show, cancel, rerun, templates."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import anyio
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from agentgrove.cli._app import app, console, err_console, is_tty, open_grove, print_json
+from agentgrove.config import load_config
+from agentgrove.grove import Grove
+from agentgrove.models import RunRecord, RunStatus
+from agentgrove.workflows import builtin_templates, find_workflow, load_workflow
+from agentgrove.workflows.spec import parse_input_args
+
+workflow_app = typer.Typer(
+    help="Workflows: DAGs of agents described in YAML.", no_args_is_help=True
+)
+app.add_typer(workflow_app, name="workflow")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the run as JSON.")]
+_STYLE = {
+    "waiting": "dim",
+    "pending": "yellow",
+    "executing": "cyan",
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+    "dependency_failed": "red",
+}
+
+
+@workflow_app.command("validate")
+def validate(file: str) -> None:
+    """Check a workflow file (or built-in name) without running anything."""
+    spec = load_workflow(find_workflow(file), roles=list(load_config().roles))
+    print(f"{spec.name}: valid ({len(spec.nodes)} nodes, inputs: {', '.join(spec.inputs) or '-'})")
+
+
+@workflow_app.command("templates")
+def templates() -> None:
+    """List the built-in workflows."""
+    roles = list(load_config().roles)
+    table = Table("name", "nodes", "inputs", "description", box=None)
+    for name, path in builtin_templates().items():
+        spec = load_workflow(path, roles=roles)
+        table.add_row(
+            name, " → ".join(n.key for n in spec.nodes), ", ".join(spec.inputs), spec.description
+        )
+    console.print(table)
+
+
+@workflow_app.command("run")
+def run(
+    file: str,
+    input_pairs: Annotated[
+        list[str] | None, typer.Option("--input", "-i", help="An input as NAME=VALUE.")
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="Execute here with live progress until done.")] = False,
+    base: Annotated[str | None, typer.Option(help="Git ref the first nodes start from.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Start a workflow run (workers execute it; --wait runs it here). Prints the run id."""
+    inputs = parse_input_args(input_pairs or [])
+    with open_grove() as grove:
+        run_record = grove.start_workflow(find_workflow(file), inputs, base=base)
+        if not wait:
+            if json_out:
+                print_json(run_record.to_json())
+            else:
+                print(run_record.id)
+            return
+        if not json_out:
+            err_console.print(f"workflow run [bold]{run_record.id}[/] ({run_record.name})")
+        final = _execute_with_progress(
+            grove, run_record.id, live=is_tty() and not json_out, plain=not json_out
+        )
+    if json_out:
+        print_json(final.to_json())
+    else:
+        console.print(_run_table(final))
+    raise typer.Exit(0 if final.status is RunStatus.COMPLETED else 1)
+
+
+@workflow_app.command("ls")
+def list_runs(json_out: JsonOpt = False) -> None:
+    """List workflow runs."""
+    with open_grove() as grove:
+        runs = grove.store.list_runs()
+    if json_out:
+        print_json([r.to_json() for r in runs])
+        return
+    table = Table("id", "name", "status", "nodes", "cost", "created", box=None)
+    for r in runs:
+        done = sum(1 for n in r.nodes if n.state == "completed")
+        table.add_row(
+            r.id,
+            r.name,
+            f"[{_STYLE.get(r.status.value, '')}]{r.status.value}[/]",
+            f"{done}/{len(r.nodes)}",
+            f"${r.to_json()['cost_usd']:.4f}",
+            r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    console.print(table)
+
+
+@workflow_app.command("show")
+def show(run_id: str, json_out: JsonOpt = False) -> None:
+    """Show a run: each node's state, agent, base → result commit, tokens and cost."""
+    with open_grove() as grove:
+        record = grove.workflows.get(run_id)
+    if json_out:
+        print_json(record.to_json())
+    else:
+        console.print(_run_table(record))
+
+
+@workflow_app.command("cancel")
+def cancel(run_id: str) -> None:
+    """Cancel a run: its pending and executing agents are cancelled."""
+    with open_grove() as grove:
+        record = grove.workflows.get(run_id)
+        cancelled = grove.workflows.cancel(record.id)
+    print(f"{record.id} cancelled ({len(cancelled)} agents stopped)")
+
+
+@workflow_app.command("rerun")
+def rerun(
+    run_id: str,
+    from_node: Annotated[str, typer.Option("--from", help="The node to run again.")],
+    wait: Annotated[bool, typer.Option(help="Execute here until done.")] = False,
+) -> None:
+    """Run a node and everything downstream again, keeping upstream results."""
+    with open_grove() as grove:
+        record = grove.workflows.get(run_id)
+        again = grove.workflows.rerun(record.id, from_node)
+        print(f"{record.id}: running again {', '.join(again)}")
+        if wait:
+            final = _execute_with_progress(grove, record.id, live=is_tty(), plain=True)
+            console.print(_run_table(final))
+            raise typer.Exit(0 if final.status is RunStatus.COMPLETED else 1)
+
+
+def _execute_with_progress(grove: Grove, run_id: str, *, live: bool, plain: bool) -> RunRecord:
+    """Run the workflow's nodes here; a live table on a terminal, state changes as lines else."""
+    seen: dict[str, str] = {}
+
+    def report_changes(record: RunRecord) -> None:
+        for node in record.nodes:
+            if plain and seen.get(node.key) != node.state:
+                seen[node.key] = node.state
+                agent = f" {node.agent.id}" if node.agent else ""
+                err_console.print(f"  {node.key}: {node.state}{agent}", highlight=False)
+
+    async def main() -> RunRecord:
+        async with anyio.create_task_group() as tg:
+            done = anyio.Event()
+
+            async def execute() -> None:
+                await grove.execute_run_async(run_id)
+                done.set()
+
+            tg.start_soon(execute)
+            if live:
+                with Live(
+                    _run_table(grove.store.get_run(run_id)),
+                    console=err_console,
+                    refresh_per_second=4,
+                ) as view:
+                    while not done.is_set():
+                        with anyio.move_on_after(0.25):
+                            await done.wait()
+                        view.update(_run_table(grove.store.get_run(run_id)))
+            else:
+                while not done.is_set():
+                    if plain:
+                        report_changes(grove.store.get_run(run_id))
+                    with anyio.move_on_after(0.25):
+                        await done.wait()
+        final = grove.store.get_run(run_id)
+        if plain and not live:
+            report_changes(final)
+        return final
+
+    return anyio.run(main)
+
+
+def _run_table(record: RunRecord) -> Table:
+    table = Table(
+        "node",
+        "role",
+        "state",
+        "agent",
+        "base → result",
+        "tokens",
+        "cost",
+        title=f"{record.name} {record.id}: {record.status.value}",
+        box=None,
+    )
+    for node in record.nodes:
+        view = node.to_json()
+        commits = ""
+        if view["base_commit"]:
+            commits = f"{view['base_commit'][:8]} → {(view['result_commit'] or '…')[:8]}"
+        table.add_row(
+            node.key,
+            node.role,
+            f"[{_STYLE.get(node.state, '')}]{node.state}[/]",
+            view["agent_id"] or "-",
+            commits,
+            f"{view['tokens_in']}/{view['tokens_out']}",
+            f"${view['cost_usd']:.4f}",
+        )
+    return table
