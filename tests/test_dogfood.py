@@ -14,6 +14,7 @@ from agentgrove.testing import (
     ModelServer,
     Script,
     Turn,
+    bash,
     read_file,
     say,
     tool_use,
@@ -107,3 +108,92 @@ def test_dogfood_2_spec_writer_delegates_to_an_implementer(repo: Path) -> None:
     assert tree["tokens_out"] == parent["tokens_out"] + child["tokens_out"]
     assert tree["cost_usd"] == pytest.approx(parent["cost_usd"] + child["cost_usd"])
     assert child["cost_usd"] > 0 and parent["cost_usd"] > 0
+
+
+DESIGN_SUMMARY = "SPEC.md: greet.py prints Hello, <name>!"
+
+
+def _implement(request: ModelRequest) -> Turn:
+    if DESIGN_SUMMARY not in request.prompt:
+        return say("the design output is missing from my prompt")
+    return write_file("greet.py", "import sys\nprint(f'Hello, {sys.argv[1]}!')\n")
+
+
+def _verdict(request: ModelRequest) -> str:
+    out = request.tool_results[0]
+    return f"ran greet.py: {out.strip()} — {'PASS' if 'Hello, Grove!' in out else 'FAIL'}"
+
+
+def test_dogfood_3_design_implement_test_workflow(repo: Path) -> None:
+    verdict: list[str] = []
+
+    def report(request: ModelRequest) -> Turn:
+        verdict.append(_verdict(request))
+        return write_file("TEST_REPORT.md", verdict[0] + "\n")
+
+    script = (
+        Script()
+        .on(role="spec-writer", turns=[write_file("SPEC.md", SPEC), say(DESIGN_SUMMARY)])
+        .on(role="implementer", turns=[_implement, say("Implemented greet.py")])
+        .on(
+            role="tester",
+            turns=[
+                bash("python3 greet.py Grove"),
+                report,
+                lambda req: say(verdict[0]),
+            ],
+        )
+    )
+    assert run_cli("init", cwd=repo).returncode == 0
+    with ModelServer(script) as server:
+        result = run_cli(
+            "workflow",
+            "run",
+            "design-implement-test",
+            "--input",
+            "feature=a greeter",
+            "--wait",
+            "--json",
+            cwd=repo,
+            env=server.env(),
+        )
+        server.assert_done()
+    assert result.returncode == 0, result.stderr
+    run = json.loads(result.stdout)
+    nodes = {n["key"]: n for n in run["nodes"]}
+    assert run["status"] == "completed"
+    assert [n["state"] for n in run["nodes"]] == ["completed"] * 3
+    # Order: each node started only after its dependency finished.
+    agents = {
+        k: json.loads(run_cli("show", n["agent_id"], "--json", cwd=repo).stdout)
+        for k, n in nodes.items()
+    }
+    assert agents["design"]["finished_at"] <= agents["implement"]["started_at"]
+    assert agents["implement"]["finished_at"] <= agents["test"]["started_at"]
+    assert DESIGN_SUMMARY in agents["implement"]["task"]
+    assert nodes["test"]["output"] == "ran greet.py: Hello, Grove! — PASS"
+    logs = run_cli("logs", nodes["test"]["agent_id"], cwd=repo).stdout
+    assert "Bash" in logs and "python3 greet.py Grove" in logs
+    # The final branch holds all three nodes' commits.
+    log = subprocess.run(
+        ["git", "log", "--format=%s", nodes["test"]["branch"]],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    roles = [line.split(":")[0] for line in log]
+    assert roles[:3] == ["tester", "implementer", "spec-writer"] or roles[:2] == [
+        "implementer",
+        "spec-writer",
+    ]
+    assert nodes["test"]["base_commit"] == nodes["implement"]["result_commit"]
+    assert nodes["implement"]["base_commit"] == nodes["design"]["result_commit"]
+    tip = subprocess.run(
+        ["git", "ls-tree", "--name-only", nodes["test"]["branch"]],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert {"SPEC.md", "greet.py", "TEST_REPORT.md"} <= set(tip)
