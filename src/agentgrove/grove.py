@@ -12,9 +12,9 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio

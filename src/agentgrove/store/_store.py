@@ -37,6 +37,7 @@ from sqlalchemy.engine import Row
 from agentgrove.errors import BadInput, UnknownAgent
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind, Event, WorkspaceRecord
 from agentgrove.store import _dialect
+from agentgrove.store._faults import CrashPoint
 from agentgrove.store._runs import RunQueries
 from agentgrove.store._schema import agents, events, transcripts, workspaces
 
@@ -94,6 +95,7 @@ class Store(RunQueries):
         self.url = url
         self.engine: Engine = _dialect.create_engine(url)
         self._claim_sql = _dialect.claim_subquery(self.engine)
+        self._crash_point = CrashPoint()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -102,8 +104,10 @@ class Store(RunQueries):
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
+        self._crash_point.begin()
         with self.engine.begin() as conn:
             yield conn
+        self._crash_point.committed()
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -574,6 +578,7 @@ class Store(RunQueries):
                 at=at or utcnow(), agent_id=agent_id, run_id=run_id, kind=kind, data=data
             )
         )
+        self._crash_point.note(kind)
 
     def _insert_agent_row(self, conn: Connection, values: dict[str, Any]) -> str:
         """Insert an agent row (workflow nodes); defaults for what ``values`` leaves out."""
