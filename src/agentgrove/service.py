@@ -108,9 +108,12 @@ class AgentService:
         if budget_usd is not None and budget_usd <= 0:
             raise BadInput(f"--budget-usd must be above zero, got {budget_usd}")
         depth = 0
+        run_id = None
         if parent_id is not None:
             parent_id = self.store.resolve_id(parent_id)
-            depth = self.store.get_agent(parent_id).depth + 1
+            parent = self.store.get_agent(parent_id)
+            depth = parent.depth + 1
+            run_id = parent.workflow_run_id  # a node's helpers belong to its run (not nodes)
         elif after_parent:
             raise BadInput("after_parent needs a parent id")
         base_commit = self.workspaces.resolve_base(base)
@@ -126,6 +129,7 @@ class AgentService:
                 budget_usd=budget_usd,
                 depth=depth,
                 after_parent=after_parent,
+                workflow_run_id=run_id,
             )
         )
         self.wakeup.notify()

@@ -64,8 +64,6 @@ class Worker:
         self.owner = owner or new_owner_id()
         self.only = set(only) if only is not None else None
         self.run_id = run_id
-        if run_id is not None and self.only is None:
-            self.only = set()
         self.stats = WorkerStats()
         self._stopping = anyio.Event()
         self._running: dict[str, anyio.CancelScope] = {}
@@ -115,13 +113,11 @@ class Worker:
 
     def _claim(self) -> AgentRecord | None:
         lease_s = self.settings.lease_s
+        if self.run_id is not None:
+            # Nodes, and the children they delegate to, carry the run's id.
+            return self.store.claim(self.owner, lease_s, run_id=self.run_id)
         if self.only is None:
             return self.store.claim(self.owner, lease_s)
-        if self.run_id is not None:
-            node = self.store.claim(self.owner, lease_s, run_id=self.run_id)
-            if node is not None:
-                self.only.add(node.id)
-                return node
         for agent_id in sorted(self.only):
             claimed = self.store.claim(self.owner, lease_s, agent_id=agent_id)
             if claimed is not None:
@@ -135,8 +131,8 @@ class Worker:
     def _done(self) -> bool:
         if self._running:
             return False
-        if self.run_id is not None and not self.store.get_run(self.run_id).status.finished:
-            return False
+        if self.run_id is not None:
+            return self.store.run_status(self.run_id).finished
         if self.only is not None:
             return all(self.store.get_agent(i).status.finished for i in self.only)
         return self.drain and self.store.count_by_status().get(AgentStatus.PENDING, 0) == 0

@@ -57,9 +57,12 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+_parent = agents.alias("parent")  # built once: aliasing a wide table is costly
+
+
 def claimable(now: datetime) -> ColumnElement[bool]:
     """Pending agents past their backoff whose parent, if they wait for it, has completed."""
-    parent = agents.alias("parent")
+    parent = _parent
     parent_done = exists().where(
         parent.c.id == agents.c.parent_id, parent.c.status == AgentStatus.COMPLETED.value
     )

@@ -14,17 +14,16 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from agentgrove.errors import BadInput
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind, NodeView, RunRecord, RunStatus
-from agentgrove.store._schema import agents, workflow_runs
+from agentgrove.store._schema import agents, workflow_nodes, workflow_runs
 from agentgrove.workflows.dag import (
     NodeState,
     blocked_by_failure,
     downstream,
     ready_nodes,
-    run_status,
 )
 from agentgrove.workflows.spec import WorkflowSpec
 from agentgrove.workflows.templates import DepResult, TaskTemplateError, render_task
@@ -52,7 +51,9 @@ class RunQueries:
             at: datetime | None,
             run_id: str | None = None,
         ) -> None: ...
-        def _node_agents(self, conn: Connection, run_id: str) -> dict[str, AgentRecord]: ...
+        def _node_agents(
+            self, conn: Connection, run_id: str, keys: list[str] | None = None
+        ) -> dict[str, AgentRecord]: ...
         def _insert_agent_row(self, conn: Connection, values: dict[str, Any]) -> str: ...
 
     def create_run(
@@ -77,40 +78,175 @@ class RunQueries:
                     created_at=now,
                 )
             )
+            conn.execute(
+                insert(workflow_nodes),
+                [
+                    {"run_id": run_id, "key": node.key, "deps_remaining": len(node.depends_on)}
+                    for node in spec.nodes
+                ],
+            )
             self._event(conn, None, "workflow.started", {"name": spec.name}, now, run_id)
             self.continue_run(conn, run_id, now)
 
+    def _spec(self, run_id: str, stored: Mapping[str, Any]) -> WorkflowSpec:
+        """The run's workflow, parsed once per process (a run's spec never changes)."""
+        cache: dict[str, tuple[WorkflowSpec, dict[str, list[str]]]] = self.__dict__.setdefault(
+            "_run_specs", {}
+        )
+        if run_id not in cache:
+            spec = WorkflowSpec.from_json(stored["workflow"])
+            dependents: dict[str, list[str]] = {k: [] for k in spec.keys}
+            for node in spec.nodes:
+                for dep in node.depends_on:
+                    dependents[dep].append(node.key)
+            cache[run_id] = (spec, dependents)
+            self.__dict__.setdefault("_run_plans", {})[run_id] = stored["nodes"]
+        return cache[run_id][0]
+
+    def _dependents(self, run_id: str) -> dict[str, list[str]]:
+        cache: dict[str, tuple[WorkflowSpec, dict[str, list[str]]]] = self.__dict__["_run_specs"]
+        return cache[run_id][1]
+
+    def _lock_run(self, conn: Connection, run_id: str) -> Any:
+        """The run's row (all but its spec: see :meth:`_spec`), locked for this transaction:
+        continuations of one run never interleave (Postgres row lock; SQLite transactions are
+        serial anyway)."""
+        return conn.execute(_LOCK_RUN, {"id": run_id}).first()
+
+    def _run_spec(self, conn: Connection, run_id: str) -> Mapping[str, Any]:
+        """The stored plan, read only when this process has not parsed the run yet."""
+        cache = self.__dict__.get("_run_specs", {})
+        if run_id in cache:
+            return {"nodes": self.__dict__["_run_plans"][run_id]}
+        stored: Mapping[str, Any] = conn.execute(
+            select(workflow_runs.c.spec).where(workflow_runs.c.id == run_id)
+        ).scalar_one()
+        return stored
+
     def continue_run(self, conn: Connection, run_id: str, now: datetime) -> None:
-        """Start what became ready, fail what can never run, and settle the run's status."""
-        row = conn.execute(select(workflow_runs).where(workflow_runs.c.id == run_id)).first()
+        """Full step over every node (run start, rerun, start-up reconcile): start what is
+        ready, fail what can never run, recount the nodes and settle the run's status."""
+        row = self._lock_run(conn, run_id)
         if row is None or row.status != RunStatus.RUNNING.value:
             return
-        spec = WorkflowSpec.from_json(row.spec["workflow"])
+        spec = self._spec(run_id, self._run_spec(conn, run_id))
         nodes = self._node_agents(conn, run_id)
         states = {key: node_state(agent) for key, agent in nodes.items()}
         for key in blocked_by_failure(spec, states):
-            self._insert_node(conn, row, spec, key, nodes, now, blocked=True)
-            states[key] = NodeState.DEPENDENCY_FAILED
-        if not any(
-            s.unsuccessful for s in states.values()
-        ):  # fail fast: nothing new after a failure
+            states[key] = self._insert_node(conn, row, spec, key, nodes, now, blocked=True)
+        if not any(s.unsuccessful for s in states.values()):  # fail fast after a failure
             for key in ready_nodes(spec, states):
                 states[key] = self._insert_node(conn, row, spec, key, nodes, now, blocked=False)
-        status = run_status(spec, states)
-        if status != RunStatus.RUNNING.value:
-            failed = [k for k, s in states.items() if s in (NodeState.FAILED, NodeState.CANCELLED)]
+        counts = {
+            "nodes_total": len(spec.nodes),
+            "nodes_completed": sum(s == NodeState.COMPLETED for s in states.values()),
+            "nodes_active": sum(s.active for s in states.values()),
+            "nodes_failed": sum(s == NodeState.FAILED for s in states.values()),
+            "nodes_cancelled": sum(s == NodeState.CANCELLED for s in states.values()),
+        }
+        conn.execute(update(workflow_runs).where(workflow_runs.c.id == run_id).values(**counts))
+        remaining = {
+            node.key: sum(states.get(d) != NodeState.COMPLETED for d in node.depends_on)
+            for node in spec.nodes
+        }
+        for key, count in remaining.items():
             conn.execute(
-                update(workflow_runs)
-                .where(
-                    workflow_runs.c.id == run_id, workflow_runs.c.status == RunStatus.RUNNING.value
-                )
-                .values(
-                    status=status,
-                    finished_at=now,
-                    error=f"node {', '.join(failed)} {states[failed[0]].value}" if failed else None,
-                )
+                update(workflow_nodes)
+                .where(workflow_nodes.c.run_id == run_id, workflow_nodes.c.key == key)
+                .values(deps_remaining=count)
             )
-            self._event(conn, None, f"workflow.{status}", {}, now, run_id)
+        self._settle(conn, run_id, counts, now)
+
+    def node_finished(
+        self, conn: Connection, run_id: str, key: str, state: NodeState, now: datetime
+    ) -> None:
+        """Incremental step after node ``key`` reached ``state`` (completed, failed or
+        cancelled), in the same transaction: only its dependents are looked at, and the
+        counters say how the run stands, so each step costs the same however large the run."""
+        row = self._lock_run(conn, run_id)
+        if row is None or row.status != RunStatus.RUNNING.value:
+            return
+        spec = self._spec(run_id, self._run_spec(conn, run_id))
+        delta = {"nodes_active": -1, "nodes_completed": 0, "nodes_failed": 0, "nodes_cancelled": 0}
+        if state == NodeState.COMPLETED:
+            delta["nodes_completed"] = 1
+            dependents = self._dependents(run_id)[key]
+            ready: list[str] = []
+            if dependents:
+                ready = [
+                    r.key
+                    for r in conn.execute(
+                        update(workflow_nodes)
+                        .where(
+                            workflow_nodes.c.run_id == run_id,
+                            workflow_nodes.c.key.in_(dependents),
+                        )
+                        .values(deps_remaining=workflow_nodes.c.deps_remaining - 1)
+                        .returning(workflow_nodes.c.key, workflow_nodes.c.deps_remaining)
+                    )
+                    if r.deps_remaining == 0
+                ]
+            if row.nodes_failed == 0 and row.nodes_cancelled == 0:  # fail fast
+                for dependent in sorted(ready, key=spec.keys.index):
+                    nodes = self._node_agents(conn, run_id, keys=[dependent])
+                    if dependent in nodes:
+                        continue
+                    started = self._insert_node(
+                        conn, row, spec, dependent, nodes, now, blocked=False
+                    )
+                    delta["nodes_active"] += started.active
+                    delta["nodes_failed"] += started == NodeState.FAILED
+        else:
+            delta["nodes_failed" if state == NodeState.FAILED else "nodes_cancelled"] = 1
+            below = downstream(spec, key)[1:]
+            existing = self._node_agents(conn, run_id, keys=below)
+            for doomed in below:
+                if doomed not in existing:
+                    self._insert_node(conn, row, spec, doomed, existing, now, blocked=True)
+        counts = {name: getattr(row, name) + change for name, change in delta.items()} | {
+            "nodes_total": row.nodes_total
+        }
+        conn.execute(
+            update(workflow_runs)
+            .where(workflow_runs.c.id == run_id)
+            .values({name: counts[name] for name in delta})
+        )
+        self._settle(conn, run_id, counts, now)
+
+    def _settle(
+        self, conn: Connection, run_id: str, counts: Mapping[str, int], now: datetime
+    ) -> None:
+        """End the run when its counters say it is over (see :func:`dag.run_status`)."""
+        if counts["nodes_completed"] == counts["nodes_total"]:
+            status = RunStatus.COMPLETED
+        elif counts["nodes_active"] > 0 or not (
+            counts["nodes_failed"] or counts["nodes_cancelled"]
+        ):
+            return
+        else:
+            status = RunStatus.FAILED if counts["nodes_failed"] else RunStatus.CANCELLED
+        error = None
+        if status is not RunStatus.COMPLETED:
+            bad = [
+                f"{a.node_key} {a.status.value}"
+                for a in self._node_agents(conn, run_id).values()
+                if a.status in (AgentStatus.FAILED, AgentStatus.CANCELLED)
+                and a.error_kind is not ErrorKind.DEPENDENCY_FAILED
+            ]
+            error = "node " + ", ".join(bad) if bad else None
+        conn.execute(
+            update(workflow_runs)
+            .where(workflow_runs.c.id == run_id, workflow_runs.c.status == RunStatus.RUNNING.value)
+            .values(status=status.value, finished_at=now, error=error)
+        )
+        self._event(conn, None, f"workflow.{status.value}", {}, now, run_id)
+
+    def run_status(self, run_id: str) -> RunStatus:
+        with self._read() as conn:
+            status = conn.execute(
+                select(workflow_runs.c.status).where(workflow_runs.c.id == run_id)
+            ).scalar_one()
+        return RunStatus(status)
 
     def _insert_node(
         self,
@@ -124,8 +260,10 @@ class RunQueries:
         blocked: bool,
     ) -> NodeState:
         node = spec.node(key)
-        plan = run.spec["nodes"][key]
+        plan = self.__dict__["_run_plans"][run.id][key]
         deps = [nodes[d] for d in node.depends_on if d in nodes]
+        if not blocked and len(deps) != len(node.depends_on):
+            deps = list(self._node_agents(conn, run.id, keys=list(node.depends_on)).values())
         heads = [d.workspace.head_commit for d in deps if d.workspace and d.workspace.head_commit]
         values: dict[str, Any] = {
             "workflow_run_id": run.id,
@@ -293,6 +431,13 @@ class RunQueries:
             self._event(conn, None, "workflow.rerun", {"from": key, "nodes": again}, now, run_id)
             self.continue_run(conn, run_id, now)
         return again
+
+
+_LOCK_RUN = (
+    select(*[c for c in workflow_runs.c if c.name != "spec"])
+    .where(workflow_runs.c.id == bindparam("id"))
+    .with_for_update()
+)
 
 
 def _run_from_row(row: Any, nodes: Mapping[str, AgentRecord]) -> RunRecord:

@@ -86,6 +86,7 @@ agents = Table(
     Column("started_at", UTCDateTime, nullable=True),
     Column("finished_at", UTCDateTime, nullable=True),
     Index("ix_agents_claim", "status", "priority", "created_at"),
+    Index("ix_agents_run_node", "workflow_run_id", "node_key"),
 )
 
 workspaces = Table(
@@ -113,8 +114,26 @@ workflow_runs = Table(
     Column("budget_usd", Float, nullable=True),
     Column("base_ref", String(64), nullable=True),
     Column("error", Text, nullable=True),
+    # Node counters, kept in the transactions that change nodes, so that moving a run forward
+    # costs the same at 10 nodes and at 10,000.
+    Column("nodes_total", Integer, nullable=False, default=0, server_default="0"),
+    Column("nodes_completed", Integer, nullable=False, default=0, server_default="0"),
+    Column("nodes_active", Integer, nullable=False, default=0, server_default="0"),
+    Column("nodes_failed", Integer, nullable=False, default=0, server_default="0"),
+    Column("nodes_cancelled", Integer, nullable=False, default=0, server_default="0"),
     Column("created_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime, nullable=True),
+)
+
+workflow_nodes = Table(
+    "workflow_nodes",
+    metadata,
+    # How many of each node's dependencies have not completed yet: a completion decrements its
+    # dependents' counters, and a counter reaching zero makes that node ready, so readiness costs
+    # O(dependents) per completion even for a node with thousands of dependencies.
+    Column("run_id", String(32), ForeignKey("workflow_runs.id"), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("deps_remaining", Integer, nullable=False),
 )
 
 events = Table(

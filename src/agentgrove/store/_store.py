@@ -25,10 +25,9 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
-    exists,
+    bindparam,
     func,
     insert,
-    literal,
     select,
     update,
 )
@@ -40,6 +39,7 @@ from agentgrove.store import _dialect
 from agentgrove.store._faults import CrashPoint
 from agentgrove.store._runs import RunQueries
 from agentgrove.store._schema import agents, events, transcripts, workspaces
+from agentgrove.workflows.dag import NodeState
 
 _LIVE = (AgentStatus.PENDING.value, AgentStatus.EXECUTING.value)
 
@@ -312,15 +312,21 @@ class Store(RunQueries):
                     lease_expires_at=None,
                     finished_at=now,
                 )
-                .returning(agents.c.workflow_run_id)
+                .returning(agents.c.workflow_run_id, agents.c.node_key)
             )
             finished = result.first()
             if finished is None:
                 return False
             if outcome.status is not AgentStatus.COMPLETED:
                 self._fail_waiting_children(conn, agent_id, now)
-            if finished.workflow_run_id is not None:
-                self.continue_run(conn, finished.workflow_run_id, now)
+            if finished.node_key is not None:
+                self.node_finished(
+                    conn,
+                    finished.workflow_run_id,
+                    finished.node_key,
+                    NodeState(outcome.status.value),
+                    now,
+                )
             self._event(
                 conn,
                 agent_id,
@@ -412,15 +418,17 @@ class Store(RunQueries):
                     lease_expires_at=None,
                     finished_at=now,
                 )
-                .returning(agents.c.workflow_run_id)
+                .returning(agents.c.workflow_run_id, agents.c.node_key)
             )
             cancelled = result.first()
             if cancelled is None:
                 return False
             self._event(conn, agent_id, "agent.cancelled", {}, now)
             self._fail_waiting_children(conn, agent_id, now)
-            if cancelled.workflow_run_id is not None:
-                self.continue_run(conn, cancelled.workflow_run_id, now)
+            if cancelled.node_key is not None:
+                self.node_finished(
+                    conn, cancelled.workflow_run_id, cancelled.node_key, NodeState.CANCELLED, now
+                )
         return True
 
     def sweep_expired(self, *, at: datetime | None = None) -> list[str]:
@@ -435,6 +443,7 @@ class Store(RunQueries):
                     agents.c.max_attempts,
                     agents.c.lease_owner,
                     agents.c.workflow_run_id,
+                    agents.c.node_key,
                 )
                 .where(agents.c.status == AgentStatus.EXECUTING.value)
                 .where(agents.c.lease_expires_at < now)
@@ -462,8 +471,10 @@ class Store(RunQueries):
                     self._event(conn, row.id, kind, {"attempt": row.attempt}, now)
                     if exhausted:
                         self._fail_waiting_children(conn, row.id, now)
-                        if row.workflow_run_id is not None:
-                            self.continue_run(conn, row.workflow_run_id, now)
+                        if row.node_key is not None:
+                            self.node_finished(
+                                conn, row.workflow_run_id, row.node_key, NodeState.FAILED, now
+                            )
         return swept
 
     # -- workspaces ------------------------------------------------------------------------
@@ -528,22 +539,24 @@ class Store(RunQueries):
     ) -> bool:
         """Append one SDK message to the transcript (and an optional event), fenced by the lease."""
         now = utcnow()
-        fenced = select(
-            literal(agent_id),
-            literal(attempt),
-            literal(seq),
-            literal(now, agents.c.created_at.type),
-            literal(kind),
-            literal(message, transcripts.c.message.type),
-        ).where(exists().where(_fence(agent_id, owner, attempt)))
         with self._write() as conn:
-            result = conn.execute(
-                insert(transcripts).from_select(
-                    ["agent_id", "attempt", "seq", "at", "kind", "message"], fenced
-                )
+            # The row lock (Postgres) keeps the lease from changing hands before the insert.
+            holder = conn.execute(
+                _LEASE_CHECK, {"id": agent_id, "owner": owner, "attempt": attempt}
             )
-            if result.rowcount != 1:
+            if holder.first() is None:
                 return False
+            conn.execute(
+                _INSERT_TRANSCRIPT,
+                {
+                    "agent_id": agent_id,
+                    "attempt": attempt,
+                    "seq": seq,
+                    "at": now,
+                    "kind": kind,
+                    "message": message,
+                },
+            )
             if event is not None:
                 self._event(conn, agent_id, event[0], event[1], now)
         return True
@@ -574,9 +587,14 @@ class Store(RunQueries):
         run_id: str | None = None,
     ) -> None:
         conn.execute(
-            insert(events).values(
-                at=at or utcnow(), agent_id=agent_id, run_id=run_id, kind=kind, data=data
-            )
+            _INSERT_EVENT,
+            {
+                "at": at or utcnow(),
+                "agent_id": agent_id,
+                "run_id": run_id,
+                "kind": kind,
+                "data": data,
+            },
         )
         self._crash_point.note(kind)
 
@@ -595,7 +613,7 @@ class Store(RunQueries):
             "after_parent": False,
             "superseded": False,
         } | values
-        conn.execute(insert(agents).values(**row))
+        conn.execute(_INSERT_AGENT, row)
         kind = "agent.spawned" if row["status"] == AgentStatus.PENDING.value else "agent.failed"
         self._event(
             conn,
@@ -607,13 +625,22 @@ class Store(RunQueries):
         )
         return agent_id
 
-    def _node_agents(self, conn: Connection, run_id: str) -> dict[str, AgentRecord]:
-        """The current (not superseded) agent of each node of a run."""
-        rows = conn.execute(
+    def _node_agents(
+        self, conn: Connection, run_id: str, keys: list[str] | None = None
+    ) -> dict[str, AgentRecord]:
+        """The current (not superseded) agent of each node of a run (or of ``keys``)."""
+        query = (
             _agent_select()
-            .where(agents.c.workflow_run_id == run_id, agents.c.superseded.is_(False))
+            .where(
+                agents.c.workflow_run_id == run_id,
+                agents.c.superseded.is_(False),
+                agents.c.node_key.is_not(None),
+            )
             .order_by(agents.c.created_at, agents.c.id)
         )
+        if keys is not None:
+            query = query.where(agents.c.node_key.in_(keys))
+        rows = conn.execute(query)
         found: dict[str, AgentRecord] = {}
         for row in rows:
             record = _agent_from_row(row)
@@ -631,10 +658,30 @@ def _fence(agent_id: str, owner: str | None, attempt: int) -> Any:
     )
 
 
-def _agent_select() -> Any:
-    return select(agents, *[c.label(f"ws_{c.name}") for c in workspaces.c]).outerjoin(
-        workspaces, workspaces.c.agent_id == agents.c.id
+# Statements built once and executed with parameters: building SQLAlchemy expressions per call
+# costs more CPU than SQLite spends running them.
+_INSERT_EVENT = insert(events)
+_INSERT_TRANSCRIPT = insert(transcripts)
+_INSERT_AGENT = insert(agents)
+_LEASE_CHECK = (
+    select(agents.c.id)
+    .where(
+        agents.c.id == bindparam("id"),
+        agents.c.status == AgentStatus.EXECUTING.value,
+        agents.c.lease_owner == bindparam("owner"),
+        agents.c.attempt == bindparam("attempt"),
     )
+    .with_for_update()
+)
+
+_AGENT_SELECT = select(agents, *[c.label(f"ws_{c.name}") for c in workspaces.c]).outerjoin(
+    workspaces, workspaces.c.agent_id == agents.c.id
+)
+
+
+def _agent_select() -> Any:
+    """Agents with their workspace columns (``ws_*``); built once, refined per query."""
+    return _AGENT_SELECT
 
 
 def _workspace_from_row(row: Row[Any], prefix: str = "") -> WorkspaceRecord:
