@@ -98,6 +98,35 @@ class AgentService:
         starts from the parent's head commit with the parent's output in its prompt (and fails
         ``dependency_failed`` if the parent does not complete).
         """
+        new = self.prepare(
+            role,
+            task,
+            parent_id=parent_id,
+            model=model,
+            base=base,
+            budget_usd=budget_usd,
+            after_parent=after_parent,
+        )
+        return self.insert(new)
+
+    def insert(self, new: NewAgent) -> AgentRecord:
+        """Insert an agent :meth:`prepare` validated; wakes an in-process worker."""
+        record = self.store.insert_agent(new)
+        self.wakeup.notify()
+        return record
+
+    def prepare(
+        self,
+        role: str,
+        task: str,
+        *,
+        parent_id: str | None = None,
+        model: str | None = None,
+        base: str | None = None,
+        budget_usd: float | None = None,
+        after_parent: bool = False,
+    ) -> NewAgent:
+        """Validate a spawn request completely, writing nothing (see :meth:`spawn`)."""
         spec = self.config.roles.get(role)
         if spec is None:
             raise UnknownRole(role, list(self.config.roles))
@@ -117,23 +146,19 @@ class AgentService:
         elif after_parent:
             raise BadInput("after_parent needs a parent id")
         base_commit = self.workspaces.resolve_base(base)
-        record = self.store.insert_agent(
-            NewAgent(
-                role=role,
-                task=task.strip(),
-                model=model or spec.model,
-                parent_id=parent_id,
-                base_ref=base_commit,
-                max_attempts=spec.max_attempts,
-                timeout_s=spec.timeout_s,
-                budget_usd=budget_usd,
-                depth=depth,
-                after_parent=after_parent,
-                workflow_run_id=run_id,
-            )
+        return NewAgent(
+            role=role,
+            task=task.strip(),
+            model=model or spec.model,
+            parent_id=parent_id,
+            base_ref=base_commit,
+            max_attempts=spec.max_attempts,
+            timeout_s=spec.timeout_s,
+            budget_usd=budget_usd,
+            depth=depth,
+            after_parent=after_parent,
+            workflow_run_id=run_id,
         )
-        self.wakeup.notify()
-        return record
 
     def cancel(self, agent_id: str) -> bool:
         return self.store.cancel(self.store.resolve_id(agent_id))
@@ -287,6 +312,7 @@ class AgentService:
                 refund_attempt=False,
                 reason=result.error or "retry",
                 not_before=utcnow() + timedelta(seconds=decision.delay_s),
+                spent=_outcome(result),
             )
             self._emit(
                 agent.id, "agent.retry", {"delay_s": decision.delay_s, "error": result.error}
@@ -295,17 +321,7 @@ class AgentService:
         self._finish(agent, lease, result)
 
     def _finish(self, agent: AgentRecord, lease: Lease, result: RunResult) -> None:
-        outcome = RunOutcome(
-            status=AgentStatus.COMPLETED if result.success else AgentStatus.FAILED,
-            output=result.output,
-            error=result.error,
-            error_kind=None if result.success else (result.error_kind or ErrorKind.INTERNAL),
-            tokens_in=result.tokens_in,
-            tokens_out=result.tokens_out,
-            cost_usd=result.cost_usd,
-            duration_ms=result.duration_ms,
-            session_id=result.session_id,
-        )
+        outcome = _outcome(result)
         if self.store.finish(agent.id, lease.owner, lease.attempt, outcome):
             self._emit(agent.id, f"agent.{outcome.status.value}", {"error": result.error})
 
@@ -316,6 +332,20 @@ class AgentService:
     def _emit(self, agent_id: str, kind: str, data: dict[str, Any]) -> None:
         if self.observer is not None:
             self.observer(agent_id, kind, data)
+
+
+def _outcome(result: RunResult) -> RunOutcome:
+    return RunOutcome(
+        status=AgentStatus.COMPLETED if result.success else AgentStatus.FAILED,
+        output=result.output,
+        error=result.error,
+        error_kind=None if result.success else (result.error_kind or ErrorKind.INTERNAL),
+        tokens_in=result.tokens_in,
+        tokens_out=result.tokens_out,
+        cost_usd=result.cost_usd,
+        duration_ms=result.duration_ms,
+        session_id=result.session_id,
+    )
 
 
 def _failure(kind: ErrorKind, message: str) -> RunResult:

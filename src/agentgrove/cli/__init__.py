@@ -18,7 +18,8 @@ _ = (_agents, _setup, _workflows)  # the command modules register themselves on 
 def main() -> None:
     """Entry point: runs the app, turning any GroveError into one line and exit code 2."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, typer returns a command's exit code instead of exiting.
+        code = app(standalone_mode=False)
     except GroveError as exc:
         print(f"grove: error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -27,10 +28,12 @@ def main() -> None:
     except typer.Abort:
         print("grove: aborted", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2)
+    except Exception as exc:
+        # Usage errors (missing argument, unknown option...). typer bundles its own click, so
+        # they are recognised by shape rather than by class.
+        show, exit_code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int):
+            show()
+            sys.exit(exit_code)
         raise
+    sys.exit(code if isinstance(code, int) else 0)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import anyio
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from agentgrove.cli._app import app, console, err_console, is_tty, open_grove, print_json
@@ -60,12 +61,11 @@ def run(
     from agentgrove.runtime._endpoint import check_endpoint
 
     with open_grove(observer=_progress_printer()) as grove:
-        if role not in grove.config.roles:
-            grove.spawn(role, task)  # raises the one-line UnknownRole error
-        check_endpoint()  # before anything is written
-        agent = grove.spawn(role, task, model=model, base=base)
+        new = grove.service.prepare(role, task, model=model, base=base)  # all input checks
+        check_endpoint()  # the model answers and takes the key: only now write anything
+        agent = grove.service.insert(new)
         if not json_out:
-            err_console.print(f"[bold]{agent.id}[/] {agent.role} on {agent.model}")
+            err_console.print(f"[bold]{agent.id}[/] {escape(agent.role)} on {escape(agent.model)}")
         if is_tty() and not json_out:
             with console.status(f"running {agent.role} {agent.id}…"):
                 anyio.run(grove.execute_async, [agent.id])
@@ -100,7 +100,7 @@ def list_agents(
             f"{a.tokens_in}/{a.tokens_out}",
             f"${a.cost_usd:.4f}",
             f"{a.duration_ms / 1000:.1f}s",
-            a.task if len(a.task) < 50 else a.task[:49] + "…",
+            escape(a.task if len(a.task) < 50 else a.task[:49] + "…"),
         )
     console.print(table)
 
@@ -119,18 +119,18 @@ def show(agent_id: str, json_out: JsonOpt = False) -> None:
         return
     rows: list[tuple[str, Any]] = [
         ("id", agent.id),
-        ("role", agent.role),
+        ("role", escape(agent.role)),
         ("status", f"[{_STYLE[agent.status]}]{agent.status.value}[/]"),
         ("parent", agent.parent_id or "-"),
-        ("model", agent.model),
+        ("model", escape(agent.model)),
         ("attempt", f"{agent.attempt} of {agent.max_attempts}"),
         ("tokens", f"{agent.tokens_in} in / {agent.tokens_out} out"),
         ("cost", f"${agent.cost_usd:.6f}"),
         ("duration", f"{agent.duration_ms} ms"),
-        ("task", agent.task),
+        ("task", escape(agent.task)),
     ]
     if agent.error:
-        rows.append(("error", f"[red]{agent.error_kind}: {agent.error}[/]"))
+        rows.append(("error", f"[red]{agent.error_kind}: {escape(agent.error)}[/]"))
     if children:
         rows.append(("children", ", ".join(f"{c.id} ({c.status.value})" for c in children)))
         rows.append(
@@ -142,12 +142,15 @@ def show(agent_id: str, json_out: JsonOpt = False) -> None:
         )
     if agent.workspace:
         ws = agent.workspace
-        rows += [("worktree", f"{ws.worktree_path} ({ws.state})"), ("branch", ws.branch or "-")]
-        rows += [("head", ws.head_commit or "-")]
+        rows += [
+            ("worktree", escape(f"{ws.worktree_path} ({ws.state})")),
+            ("branch", escape(ws.branch or "-")),
+            ("head", ws.head_commit or "-"),
+        ]
         if ws.diffstat:
-            rows.append(("changes", ws.diffstat))
+            rows.append(("changes", escape(ws.diffstat)))
     if agent.output:
-        rows.append(("output", agent.output))
+        rows.append(("output", escape(agent.output)))
     table = Table(show_header=False, box=None)
     for key, value in rows:
         table.add_row(f"[bold]{key}[/]", str(value))
@@ -181,7 +184,7 @@ def logs(
                         )
                     )
                 else:
-                    console.print(_format_event(event), highlight=False)
+                    console.print(_format_event(event), highlight=False, markup=False)
                 last = event.id
             # The final transition and its event commit together, so an empty batch read after
             # the agent finished means nothing more will come.
@@ -280,15 +283,15 @@ def _format_event(event: Event) -> str:
 def _progress_printer() -> Any:
     def observe(agent_id: str, kind: str, data: dict[str, Any]) -> None:
         if kind == "agent.tool_use":
-            err_console.print(
-                f"  [cyan]{agent_id[:8]}[/] {data.get('tool')} {data.get('input')}", highlight=False
-            )
+            detail = escape(f"{data.get('tool')} {data.get('input')}")
+            err_console.print(f"  [cyan]{agent_id[:8]}[/] {detail}", highlight=False)
         elif kind == "agent.tool_result" and data.get("is_error"):
-            err_console.print(
-                f"  [red]{agent_id[:8]} tool error[/] {data.get('content')}", highlight=False
-            )
+            detail = escape(str(data.get("content")))
+            err_console.print(f"  [red]{agent_id[:8]} tool error[/] {detail}", highlight=False)
         elif kind in ("agent.warning", "agent.retry", "agent.released"):
-            err_console.print(f"  [yellow]{agent_id[:8]} {kind}[/] {data}", highlight=False)
+            err_console.print(
+                f"  [yellow]{agent_id[:8]} {kind}[/] {escape(str(data))}", highlight=False
+            )
 
     return observe
 
@@ -296,16 +299,17 @@ def _progress_printer() -> Any:
 def _print_summary(agent: AgentRecord) -> None:
     style = _STYLE[agent.status]
     console.print(
-        f"[{style}]{agent.status.value}[/] {agent.id} {agent.role}: "
+        f"[{style}]{agent.status.value}[/] {agent.id} {escape(agent.role)}: "
         f"{agent.tokens_in} in / {agent.tokens_out} out tokens, ${agent.cost_usd:.4f}, "
         f"{agent.duration_ms / 1000:.1f}s"
     )
     if agent.workspace and agent.workspace.branch:
         files = ", ".join(agent.workspace.files_changed) or "no files changed"
         console.print(
-            f"branch {agent.workspace.branch} @ {(agent.workspace.head_commit or '')[:10]}: {files}"
+            f"branch {agent.workspace.branch} @ {(agent.workspace.head_commit or '')[:10]}: "
+            f"{escape(files)}"
         )
     if agent.error:
-        console.print(f"[red]{agent.error_kind}: {agent.error}[/]")
+        console.print(f"[red]{agent.error_kind}: {escape(agent.error)}[/]")
     elif agent.output:
-        console.print(agent.output)
+        console.print(agent.output, markup=False)

@@ -228,7 +228,9 @@ def _result(message: ResultMessage, assistant_error: str | None, started: float)
         assistant_error=assistant_error,
     )
     reason = "; ".join(message.errors or []) or message.result or message.subtype
-    return RunResult(success=False, error=f"{message.subtype}: {reason}", error_kind=kind, **common)
+    # The CLI labels a run that ended on an API error "success"; that label would mislead.
+    error = reason if message.subtype in ("success", reason) else f"{message.subtype}: {reason}"
+    return RunResult(success=False, error=error, error_kind=kind, **common)
 
 
 def _jsonable(message: object) -> dict[str, Any]:

@@ -377,6 +377,7 @@ class Store(RunQueries):
         refund_attempt: bool,
         reason: str,
         not_before: datetime | None = None,
+        spent: RunOutcome | None = None,
     ) -> bool:
         """executing -> pending (shutdown, retry). ``refund_attempt`` undoes the claim's count;
         ``not_before`` keeps it unclaimed until then (retry backoff)."""
@@ -390,6 +391,7 @@ class Store(RunQueries):
                     lease_expires_at=None,
                     attempt=agents.c.attempt - (1 if refund_attempt else 0),
                     not_before=not_before,
+                    **_usage_values(spent),
                 )
             )
             if result.rowcount != 1:
@@ -647,6 +649,21 @@ class Store(RunQueries):
             if record.node_key is not None:
                 found[record.node_key] = record
         return found
+
+
+def _usage_values(spent: RunOutcome | None) -> dict[str, Any]:
+    """Column updates adding an attempt's usage (a retried attempt's tokens still cost)."""
+    if spent is None:
+        return {}
+    values: dict[str, Any] = {
+        "tokens_in": agents.c.tokens_in + spent.tokens_in,
+        "tokens_out": agents.c.tokens_out + spent.tokens_out,
+        "cost_usd": agents.c.cost_usd + spent.cost_usd,
+        "duration_ms": agents.c.duration_ms + spent.duration_ms,
+    }
+    if spent.session_id is not None:
+        values["session_id"] = spent.session_id
+    return values
 
 
 def _fence(agent_id: str, owner: str | None, attempt: int) -> Any:

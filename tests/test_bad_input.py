@@ -1,0 +1,326 @@
+"""Bad input through the real ``grove`` CLI: exit code 2, ONE line on stderr naming the problem,
+and nothing written (database rows, worktrees, branches and the grove home are unchanged).
+
+Every call points ANTHROPIC_BASE_URL at a loopback port that refuses connections unless a case
+needs a model endpoint that answers, so no test can reach the network.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentgrove.grove import Grove
+from agentgrove.testing import ModelServer, Script
+from tests.conftest import run_cli
+
+MISSING_ID = "zzzz0000"  # not hex: no agent id can start with it
+
+# --- endpoints ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def refusing_port() -> Iterator[str]:
+    """A loopback URL whose port is bound but not listening: connections are refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+class _Refuse401(BaseHTTPRequestHandler):
+    """Answers 401 with an Anthropic error body to every request (the scripted ModelServer
+    answers GET /v1/models with 404, which the preflight counts as usable)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _refuse(self) -> None:
+        self.server.seen.append(f"{self.command} {self.path}")  # type: ignore[attr-defined]
+        length = int(self.headers.get("content-length") or 0)
+        if length:
+            self.rfile.read(length)
+        body = json.dumps(
+            {
+                "type": "error",
+                "error": {"type": "authentication_error", "message": "invalid x-api-key"},
+            }
+        ).encode()
+        self.send_response(401)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_HEAD = _refuse
+
+
+@contextmanager
+def auth_refusing_server() -> Iterator[tuple[str, list[str]]]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Refuse401)
+    httpd.daemon_threads = True
+    seen: list[str] = []
+    httpd.seen = seen  # type: ignore[attr-defined]
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", seen
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+# --- what "nothing was written" means ---------------------------------------------------------
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def snapshot(repo: Path) -> dict[str, Any]:
+    """Every row of every table, the worktrees, the branches and the files of the grove home."""
+    home = repo / ".grove"
+    tables: dict[str, list[str]] = {}
+    db = home / "grove.db"
+    if db.exists():
+        with closing(sqlite3.connect(db)) as conn:
+            names = [
+                r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")
+            ]
+            for name in sorted(names):
+                rows = conn.execute(f'select * from "{name}"').fetchall()
+                tables[name] = sorted(repr(r) for r in rows)
+    files = (
+        sorted(
+            str(p.relative_to(home))
+            for p in home.rglob("*")
+            if not p.name.endswith(("-wal", "-shm"))
+        )
+        if home.exists()
+        else None
+    )
+    return {
+        "tables": tables,
+        "worktrees": _git(repo, "worktree", "list", "--porcelain"),
+        "branches": _git(repo, "branch", "--list", "--all", "--verbose"),
+        "refs": _git(repo, "for-each-ref"),
+        "home": files,
+    }
+
+
+def assert_refused(proc: subprocess.CompletedProcess[str], expected: str) -> None:
+    """Exit 2, nothing on stdout, and exactly one ``grove: error:`` line naming the problem."""
+    detail = f"exit {proc.returncode}\nstdout: {proc.stdout!r}\nstderr: {proc.stderr!r}"
+    assert proc.returncode == 2, detail
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, detail
+    assert lines[0].startswith("grove: error: "), detail
+    assert expected in lines[0], detail
+    assert proc.stdout == "", detail
+
+
+# --- an initialised grove with one pending agent -------------------------------------------------
+
+
+@dataclass
+class Setup:
+    repo: Path
+    agent_id: str
+
+
+@pytest.fixture
+def setup(repo: Path) -> Setup:
+    with Grove.init(repo) as g:
+        agent = g.spawn("file-writer", "write a.txt")
+    return Setup(repo, agent.id)
+
+
+@dataclass(frozen=True)
+class Case:
+    args: tuple[str, ...]
+    expect: str
+    endpoint: str = "refused"  # refused | scripted (answers, but must get no message) | 401
+    toml: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+BAD_TOML = "[roles.file-writer\nmax_turns = 3\n"
+UNKNOWN_KEY_TOML = "[workers]\nconcurrency = 2\n"
+UNKNOWN_ROLE_KEY_TOML = "[roles.tester]\nmaxturns = 3\n"
+WRONG_TYPE_TOML = '[roles.file-writer]\nmax_turns = "x"\n'
+
+CASES: dict[str, Case] = {
+    "spawn-unknown-role": Case(("spawn", "nope", "do it"), "unknown role 'nope'"),
+    "run-unknown-role": Case(("run", "nope", "do it"), "unknown role 'nope'", "scripted"),
+    "spawn-empty-task": Case(("spawn", "file-writer", ""), "the task is empty"),
+    "spawn-blank-task": Case(("spawn", "file-writer", " \t\n "), "the task is empty"),
+    "run-empty-task": Case(("run", "file-writer", ""), "the task is empty", "scripted"),
+    "run-blank-task": Case(("run", "file-writer", "   "), "the task is empty", "scripted"),
+    "show-unknown-id": Case(("show", MISSING_ID), f"unknown agent id {MISSING_ID!r}"),
+    "show-json-unknown-id": Case(("show", "--json", MISSING_ID), "unknown agent id"),
+    "logs-unknown-id": Case(("logs", MISSING_ID), f"unknown agent id {MISSING_ID!r}"),
+    "logs-follow-unknown-id": Case(("logs", "-f", MISSING_ID), "unknown agent id"),
+    "wait-unknown-id": Case(("wait", MISSING_ID), f"unknown agent id {MISSING_ID!r}"),
+    "wait-one-unknown-id": Case(("wait", "{id}", MISSING_ID), "unknown agent id"),
+    "cancel-unknown-id": Case(("cancel", MISSING_ID), f"unknown agent id {MISSING_ID!r}"),
+    "diff-unknown-id": Case(("diff", MISSING_ID), f"unknown agent id {MISSING_ID!r}"),
+    "show-empty-id": Case(("show", ""), "unknown agent id ''"),
+    "show-short-id": Case(("show", "{id:.3}"), "too short"),
+    "cancel-short-id": Case(("cancel", "{id:.3}"), "too short"),
+    "spawn-parent-short-id": Case(
+        ("spawn", "file-writer", "x", "--parent", "{id:.2}"), "too short"
+    ),
+    "spawn-parent-unknown": Case(
+        ("spawn", "file-writer", "x", "--parent", MISSING_ID), f"unknown agent id {MISSING_ID!r}"
+    ),
+    "spawn-base-no-commit": Case(
+        ("spawn", "file-writer", "x", "--base", "no-such-ref"),
+        "--base 'no-such-ref' does not name a commit",
+    ),
+    "spawn-base-a-tree": Case(
+        ("spawn", "file-writer", "x", "--base", "HEAD^{{tree}}"), "does not name a commit"
+    ),
+    "run-base-no-commit": Case(
+        ("run", "file-writer", "x", "--base", "no-such-ref"),
+        "--base 'no-such-ref' does not name a commit",
+        "scripted",
+    ),
+    "spawn-empty-model": Case(("spawn", "file-writer", "x", "--model", ""), "--model is empty"),
+    "ls-bogus-status": Case(("ls", "--status", "bogus"), "unknown status 'bogus'"),
+    "diff-not-run-yet": Case(("diff", "{id}"), "has no git workspace"),
+    "toml-syntax-ls": Case(("ls",), "not valid TOML", toml=BAD_TOML),
+    "toml-syntax-spawn": Case(("spawn", "file-writer", "x"), "not valid TOML", toml=BAD_TOML),
+    "toml-unknown-key": Case(("ls",), "workers: Extra inputs", toml=UNKNOWN_KEY_TOML),
+    "toml-unknown-role-key": Case(
+        ("spawn", "tester", "x"), "roles.tester.maxturns", toml=UNKNOWN_ROLE_KEY_TOML
+    ),
+    "toml-wrong-type": Case(
+        ("spawn", "file-writer", "x"), "roles.file-writer.max_turns", toml=WRONG_TYPE_TOML
+    ),
+    "toml-wrong-type-run": Case(
+        ("run", "file-writer", "x"), "max_turns", "scripted", toml=WRONG_TYPE_TOML
+    ),
+    "run-model-unreachable": Case(("run", "file-writer", "x"), "is unreachable"),
+    "run-auth-refused": Case(("run", "file-writer", "x"), "refused the API key (HTTP 401)", "401"),
+    "run-no-api-key": Case(
+        ("run", "file-writer", "x"), "ANTHROPIC_API_KEY is not set", env={"ANTHROPIC_API_KEY": ""}
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
+def test_bad_input_is_refused_and_writes_nothing(setup: Setup, case: Case) -> None:
+    repo = setup.repo
+    if case.toml is not None:
+        (repo / "grove.toml").write_text(case.toml)
+    args = [a.format(id=setup.agent_id) for a in case.args]
+    before = snapshot(repo)
+    assert before["tables"]["agents"], "the fixture's agent should be there"
+
+    with _endpoint(case.endpoint) as (url, contacted):
+        proc = run_cli(*args, cwd=repo, env={"ANTHROPIC_BASE_URL": url, **case.env}, timeout=60)
+        assert_refused(proc, case.expect)
+        assert snapshot(repo) == before
+        if case.endpoint == "scripted":
+            assert contacted() == []  # refused before any message reached the model
+        if case.endpoint == "401":
+            assert contacted() == ["GET /v1/models"]
+
+
+@contextmanager
+def _endpoint(kind: str) -> Iterator[tuple[str, Any]]:
+    """(base URL, function returning what the endpoint received)."""
+    if kind == "scripted":
+        with ModelServer(Script()) as server:
+            yield server.url, lambda: server.requests
+    elif kind == "401":
+        with auth_refusing_server() as (url, seen):
+            yield url, lambda: list(seen)
+    else:
+        with refusing_port() as url:
+            yield url, lambda: []
+
+
+# --- not initialised ---------------------------------------------------------------------------
+
+NOT_INITIALISED = [
+    ("ls",),
+    ("ls", "--json"),
+    ("show", "abcd1234"),
+    ("spawn", "file-writer", "x"),
+    ("run", "file-writer", "x"),
+    ("logs", "abcd1234"),
+    ("wait", "abcd1234"),
+    ("cancel", "abcd1234"),
+    ("diff", "abcd1234"),
+    ("gc",),
+    ("worker", "--drain"),
+]
+
+
+@pytest.mark.parametrize("args", NOT_INITIALISED, ids=[" ".join(a) for a in NOT_INITIALISED])
+def test_not_initialised_creates_nothing(repo: Path, args: tuple[str, ...]) -> None:
+    with refusing_port() as url:
+        proc = run_cli(*args, cwd=repo, env={"ANTHROPIC_BASE_URL": url}, timeout=60)
+
+    assert_refused(proc, "run `grove init`")
+    assert f"no grove home at {repo / '.grove'}" in proc.stderr
+    assert not (repo / ".grove").exists()
+    assert _git(repo, "status", "--porcelain", "--untracked-files=all") == ""
+    assert _git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+def test_not_initialised_in_a_subdirectory_names_the_repository_root(repo: Path) -> None:
+    sub = repo / "src" / "pkg"
+    sub.mkdir(parents=True)
+    proc = run_cli("ls", cwd=sub)
+    assert_refused(proc, f"no grove home at {repo / '.grove'}")
+    assert not (repo / ".grove").exists()
+    assert not (sub / ".grove").exists()
+
+
+def test_init_with_invalid_config_creates_nothing(repo: Path) -> None:
+    (repo / "grove.toml").write_text(WRONG_TYPE_TOML)
+    proc = run_cli("init", cwd=repo)
+    assert_refused(proc, "max_turns")
+    assert not (repo / ".grove").exists()
+    assert ".grove" not in (repo / ".git" / "info" / "exclude").read_text()
+
+
+def test_run_reports_bad_task_before_checking_the_endpoint(setup: Setup) -> None:
+    with refusing_port() as url:
+        proc = run_cli("run", "file-writer", "  ", cwd=setup.repo, env={"ANTHROPIC_BASE_URL": url})
+    assert_refused(proc, "the task is empty")
+
+
+USAGE_ERRORS = [
+    ("spawn",),
+    ("spawn", "file-writer"),
+    ("nosuchcommand",),
+    ("ls", "--bogus"),
+    ("wait", "abcd1234", "--timeout", "soon"),
+]
+
+
+@pytest.mark.parametrize("args", USAGE_ERRORS, ids=[" ".join(a) for a in USAGE_ERRORS])
+def test_usage_errors_exit_2_without_traceback(setup: Setup, args: tuple[str, ...]) -> None:
+    before = snapshot(setup.repo)
+    proc = run_cli(*args, cwd=setup.repo)
+    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 2
+    assert snapshot(setup.repo) == before
