@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 from pathlib import Path
 
 import anyio
@@ -205,3 +206,28 @@ def test_not_a_git_repository_runs_unisolated_with_a_warning(
     assert agent.workspace is not None and agent.workspace.state == "unisolated"
     assert agent.status is AgentStatus.COMPLETED
     assert "agent.warning" in kinds
+
+
+def test_spawn_from_another_thread_wakes_the_worker(repo: Path) -> None:
+    ran = threading.Event()
+
+    def behave(spec: RunSpec) -> RunResult:
+        ran.set()
+        return RunResult(success=True)
+
+    with Grove.init(repo, runtime=ScriptedRuntime(behave)) as grove:
+        _fast(grove, poll_s=60.0)  # only the wake-up can start the agent before the deadline
+
+        async def main() -> None:
+            worker = Worker(grove.service, grove.config.worker, concurrency=1)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker.run)
+                await anyio.sleep(0)
+                # Spawn and wait from a plain thread, so nothing else wakes the worker's loop.
+                started = await anyio.to_thread.run_sync(
+                    lambda: grove.spawn("tester", "from a thread") and ran.wait(10)
+                )
+                worker.request_stop()
+            assert started, "the worker did not wake up for a spawn from another thread"
+
+        anyio.run(main)

@@ -14,7 +14,10 @@ Contracts:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -44,16 +47,31 @@ class Lease:
 
 
 class Wakeup:
-    """Tells an in-process worker that work arrived, so it claims without waiting for a poll."""
+    """Tells an in-process worker that work arrived, so it claims without waiting for a poll.
+
+    ``notify`` may be called from any thread: off the worker's loop it is handed to the loop
+    with ``call_soon_threadsafe`` (an anyio Event is not thread-safe).
+    """
 
     def __init__(self) -> None:
         self._event: anyio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: int | None = None
 
     def notify(self) -> None:
-        if self._event is not None:
-            self._event.set()
+        event, loop = self._event, self._loop
+        if event is None:
+            return
+        if loop is not None and threading.get_ident() != self._thread:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
+                loop.call_soon_threadsafe(event.set)
+            return
+        event.set()
 
     async def wait(self, timeout_s: float) -> None:
+        with contextlib.suppress(RuntimeError):
+            self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
         self._event = anyio.Event()
         with anyio.move_on_after(timeout_s):
             await self._event.wait()
@@ -290,7 +308,8 @@ class AgentService:
         except Exception as exc:
             self._warn(agent.id, f"commit failed: {exc}")
             return ws
-        self.store.save_workspace(committed)
+        if committed != ws:  # an unisolated workspace comes back unchanged: nothing to record
+            self.store.save_workspace(committed)
         return committed
 
     def _settle(self, agent: AgentRecord, lease: Lease, result: RunResult) -> None:

@@ -8,12 +8,21 @@ LOCKED`` so concurrent claimers pass over each other's rows instead of queueing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy
-from sqlalchemy import ColumnElement, Engine, Select, and_, event, exists, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    and_,
+    bindparam,
+    event,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.pool import NullPool
 
 from agentgrove.models import AgentStatus
@@ -60,11 +69,10 @@ def _sqlite_engine(url: str) -> Engine:
 _parent = agents.alias("parent")  # built once: aliasing a wide table is costly
 
 
-def claimable(now: datetime) -> ColumnElement[bool]:
+def claimable(now: Any) -> ColumnElement[bool]:
     """Pending agents past their backoff whose parent, if they wait for it, has completed."""
-    parent = _parent
     parent_done = exists().where(
-        parent.c.id == agents.c.parent_id, parent.c.status == AgentStatus.COMPLETED.value
+        _parent.c.id == agents.c.parent_id, _parent.c.status == AgentStatus.COMPLETED.value
     )
     return and_(
         agents.c.status == AgentStatus.PENDING.value,
@@ -73,27 +81,41 @@ def claimable(now: datetime) -> ColumnElement[bool]:
     )
 
 
-def claim_subquery(
-    engine: Engine,
-) -> Callable[[datetime, Collection[str] | None, str | None], Select[Any]]:
-    """A function of *now* (and optional parent ids) giving the SELECT of the next claimable id."""
+def claim_statements(engine: Engine) -> dict[str, Any]:
+    """The claim as one guarded ``UPDATE ... RETURNING`` per way of choosing the agent, built
+    once and run with parameters ``p_now``, ``p_owner``, ``p_expires`` and, by kind, ``p_id``,
+    ``p_parents`` (a list) or ``p_run``. Kinds: ``next``, ``id``, ``parents``, ``run``."""
+    now = bindparam("p_now", type_=agents.c.created_at.type)
     skip_locked = engine.dialect.name == "postgresql"
 
-    def next_claimable(
-        now: datetime, parent_ids: Collection[str] | None = None, run_id: str | None = None
-    ) -> Select[Any]:
+    def next_of(*conditions: ColumnElement[bool]) -> Any:
         query = (
             select(agents.c.id)
-            .where(claimable(now))
-            .order_by(agents.c.priority.desc(), agents.c.created_at, agents.c.id)
+            .where(claimable(now), *conditions)
+            .order_by(agents.c.priority, agents.c.created_at, agents.c.id)
             .limit(1)
         )
-        if parent_ids is not None:
-            query = query.where(agents.c.parent_id.in_(list(parent_ids)))
-        if run_id is not None:
-            query = query.where(agents.c.workflow_run_id == run_id)
         if skip_locked:
+            # Concurrent claimers pass over each other's rows instead of queueing on them.
             query = query.with_for_update(skip_locked=True)
-        return query
+        return query.scalar_subquery()
 
-    return next_claimable
+    targets: dict[str, Any] = {
+        "next": next_of(),
+        "id": bindparam("p_id"),
+        "parents": next_of(agents.c.parent_id.in_(bindparam("p_parents", expanding=True))),
+        "run": next_of(agents.c.workflow_run_id == bindparam("p_run")),
+    }
+    return {
+        kind: update(agents)
+        .where(agents.c.id == target, claimable(now))
+        .values(
+            status=AgentStatus.EXECUTING.value,
+            lease_owner=bindparam("p_owner"),
+            lease_expires_at=bindparam("p_expires", type_=agents.c.created_at.type),
+            attempt=agents.c.attempt + 1,
+            started_at=func.coalesce(agents.c.started_at, now),
+        )
+        .returning(agents.c.id, agents.c.attempt)
+        for kind, target in targets.items()
+    }

@@ -85,7 +85,9 @@ agents = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime, nullable=True),
     Column("finished_at", UTCDateTime, nullable=True),
-    Index("ix_agents_claim", "status", "priority", "created_at"),
+    # Serves the claim's ORDER BY exactly (priority: lower runs first, like nice values), so a
+    # claim reads one index entry however long the queue is.
+    Index("ix_agents_claim", "status", "priority", "created_at", "id"),
     Index("ix_agents_run_node", "workflow_run_id", "node_key"),
 )
 

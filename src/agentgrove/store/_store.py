@@ -94,7 +94,7 @@ class Store(RunQueries):
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: Engine = _dialect.create_engine(url)
-        self._claim_sql = _dialect.claim_subquery(self.engine)
+        self._claim_statements = _dialect.claim_statements(self.engine)
         self._crash_point = CrashPoint()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -248,30 +248,27 @@ class Store(RunQueries):
         Claimable: pending, past its ``not_before``, and — when ``after_parent`` — with its
         parent completed.
 
-        Order: highest priority, then oldest. ``attempt`` is incremented. Returns ``None`` when
-        nothing is claimable. Safe against any number of concurrent claimers (processes included).
+        Order: lowest ``priority`` value first, then oldest. ``attempt`` is incremented.
+        Returns ``None`` when nothing is claimable. Safe against any number of concurrent
+        claimers, processes included.
         """
         now = at or utcnow()
-        target: Any
+        params: dict[str, Any]
         if agent_id is not None:
-            target = agent_id
+            statement, params = self._claim_statements["id"], {"p_id": agent_id}
+        elif parent_ids is not None:
+            statement, params = self._claim_statements["parents"], {"p_parents": list(parent_ids)}
+        elif run_id is not None:
+            statement, params = self._claim_statements["run"], {"p_run": run_id}
         else:
-            target = self._claim_sql(now, parent_ids, run_id).scalar_subquery()
+            statement, params = self._claim_statements["next"], {}
+        params |= {
+            "p_now": now,
+            "p_owner": owner,
+            "p_expires": now + timedelta(seconds=lease_s),
+        }
         with self._write() as conn:
-            claimed = conn.execute(
-                update(agents)
-                .where(agents.c.id == target)
-                .where(agents.c.status == AgentStatus.PENDING.value)
-                .where(_dialect.claimable(now))
-                .values(
-                    status=AgentStatus.EXECUTING.value,
-                    lease_owner=owner,
-                    lease_expires_at=now + timedelta(seconds=lease_s),
-                    attempt=agents.c.attempt + 1,
-                    started_at=func.coalesce(agents.c.started_at, now),
-                )
-                .returning(agents.c.id, agents.c.attempt)
-            ).first()
+            claimed = conn.execute(statement, params).first()
             if claimed is None:
                 return None
             self._event(

@@ -36,6 +36,10 @@ def upgrade() -> None:
             sa.Column("superseded", sa.Boolean(), server_default=sa.false(), nullable=False)
         )
         batch_op.create_index("ix_agents_run_node", ["workflow_run_id", "node_key"], unique=False)
+        batch_op.drop_index("ix_agents_claim")
+        batch_op.create_index(
+            "ix_agents_claim", ["status", "priority", "created_at", "id"], unique=False
+        )
     with op.batch_alter_table("workflow_runs", schema=None) as batch_op:
         batch_op.add_column(sa.Column("base_ref", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("error", sa.Text(), nullable=True))
@@ -55,6 +59,8 @@ def downgrade() -> None:
         batch_op.drop_column("base_ref")
     with op.batch_alter_table("agents", schema=None) as batch_op:
         batch_op.drop_index("ix_agents_run_node")
+        batch_op.drop_index("ix_agents_claim")
+        batch_op.create_index("ix_agents_claim", ["status", "priority", "created_at"], unique=False)
         batch_op.drop_column("superseded")
         batch_op.drop_column("merge_refs")
         batch_op.drop_column("after_parent")
