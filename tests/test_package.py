@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import agentgrove
 import agentgrove.testing
@@ -50,3 +54,18 @@ def test_grove_help_lists_every_command(tmp_path: Path) -> None:
         "dev",
     ):
         assert re.search(rf"\b{command}\b", result.stdout), command
+
+
+@pytest.mark.e2e
+def test_the_readme_python_example_runs(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "python_api.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"run \w+: completed", result.stdout)
+    assert result.stdout.count("completed") >= 4
