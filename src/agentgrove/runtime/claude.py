@@ -36,6 +36,7 @@ from claude_agent_sdk import (
 )
 
 from agentgrove.models import ErrorKind
+from agentgrove.processes import AGENT_ENV, kill_agent_processes
 from agentgrove.runtime._base import MessageSink, RunResult, RunSpec
 from agentgrove.runtime._classify import classify
 from agentgrove.runtime._endpoint import CLI_ENV_DEFAULTS
@@ -99,6 +100,10 @@ class ClaudeRuntime:
                 error_kind=ErrorKind.MODEL_ERROR,
                 duration_ms=_ms_since(started),
             )
+        finally:
+            # Whatever the ending (result, timeout, cancellation), nothing the agent started
+            # may outlive its run: the CLI, its Bash commands, servers left in the background.
+            kill_agent_processes(spec.agent_id)
         return RunResult(
             success=False,
             error="the CLI ended without a result message",
@@ -139,7 +144,7 @@ class ClaudeRuntime:
             max_budget_usd=spec.max_budget_usd,
             cwd=str(worktree),
             resume=spec.resume_session_id,
-            env={**self._env, **spec.env},
+            env={**self._env, **spec.env, AGENT_ENV: spec.agent_id},
             settings=json.dumps(settings) if settings else None,
             setting_sources=[],
             stderr=keep_stderr,

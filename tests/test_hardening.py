@@ -1,0 +1,48 @@
+"""Production hardening: timeouts kill the whole process tree, cancellation, clean-up."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agentgrove.processes import agent_processes
+from agentgrove.testing import ModelServer, Script, bash, say
+from tests.conftest import run_cli
+
+
+@pytest.mark.e2e
+def test_timeout_kills_the_cli_and_everything_it_started(repo: Path) -> None:
+    # Without the bubblewrap sandbox (which would kill its children itself) grove alone is tested.
+    (repo / "grove.toml").write_text('[roles.tester]\ntimeout_s = 6\n[runtime]\nsandbox = "off"\n')
+    script = Script().on(
+        role="tester",
+        # A background server left running, then a foreground command that outlives the
+        # deadline: both must be gone when the agent has failed.
+        turns=[bash("(sleep 600 &) ; sleep 600"), say("never reached")],
+        optional=True,
+    )
+    assert run_cli("init", cwd=repo).returncode == 0
+    with ModelServer(script) as server:
+        result = run_cli("run", "tester", "wait forever", "--json", cwd=repo, env=server.env())
+    agent = json.loads(result.stdout)
+    assert result.returncode == 1
+    assert agent["status"] == "failed" and agent["error_kind"] == "timeout"
+    assert agent_processes(agent["id"]) == {}
+    assert Path(agent["workspace"]["path"]).is_dir(), "the worktree is kept for inspection"
+
+
+@pytest.mark.e2e
+def test_a_completed_agent_leaves_no_background_process(repo: Path) -> None:
+    (repo / "grove.toml").write_text('[runtime]\nsandbox = "off"\n')
+    script = Script().on(
+        role="tester", turns=[bash("(sleep 600 &) ; echo started"), say("left a server running")]
+    )
+    assert run_cli("init", cwd=repo).returncode == 0
+    with ModelServer(script) as server:
+        result = run_cli("run", "tester", "start a server", "--json", cwd=repo, env=server.env())
+        server.assert_done()
+    agent = json.loads(result.stdout)
+    assert result.returncode == 0 and agent["status"] == "completed"
+    assert agent_processes(agent["id"]) == {}
