@@ -46,11 +46,16 @@ class WorkerSettings(BaseModel):
 
 class RuntimeSettings(BaseModel):
     """How agents are run. ``sandbox``: use the CLI's bubblewrap sandbox for Bash
-    (``auto``: when bwrap is installed, else warn; ``required``: refuse without it; ``off``)."""
+    (``auto``: when bwrap is installed, else warn; ``required``: refuse without it; ``off``).
+    ``kind``: ``claude`` (the real SDK and CLI) or ``scripted`` — an in-process stand-in that
+    completes each agent after ``scripted_delay_s`` without any model, for exercising
+    orchestration (fault tests, benchmarks, dry runs of workflows)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     sandbox: Literal["auto", "required", "off"] = "auto"
+    kind: Literal["claude", "scripted"] = "claude"
+    scripted_delay_s: float = Field(default=0.0, ge=0)
 
 
 class _RoleOverride(BaseModel):

@@ -22,7 +22,8 @@ import anyio
 from agentgrove.config import HOME_DIR, GroveConfig, load_config
 from agentgrove.errors import ConfigError, NotInitialised
 from agentgrove.models import AgentRecord, ErrorKind, RunRecord
-from agentgrove.runtime import MessageSink, RunResult, RunSpec, Runtime
+from agentgrove.runtime import MessageSink, RunResult, RunSpec, Runtime, ScriptedRuntime
+from agentgrove.runtime._scripted import delayed_echo
 from agentgrove.service import AgentService, EventObserver
 from agentgrove.store import Store, _migrate
 from agentgrove.worker import Worker
@@ -224,7 +225,10 @@ class _DeferredRuntime:
 
 
 def default_runtime(config: GroveConfig) -> Runtime:
-    """ClaudeRuntime with the sandbox decided by ``[runtime] sandbox`` (see DESIGN.md)."""
+    """The runtime ``[runtime]`` asks for: ClaudeRuntime with the sandbox decided by
+    ``sandbox`` (see DESIGN.md), or the scripted stand-in."""
+    if config.runtime.kind == "scripted":
+        return ScriptedRuntime(delayed_echo(config.runtime.scripted_delay_s))
     from agentgrove.runtime.claude import ClaudeRuntime, sandbox_available
 
     mode = config.runtime.sandbox

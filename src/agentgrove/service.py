@@ -178,8 +178,13 @@ class AgentService:
             workflow_run_id=run_id,
         )
 
-    def cancel(self, agent_id: str) -> bool:
-        return self.store.cancel(self.store.resolve_id(agent_id))
+    def cancel(self, agent_id: str, *, tree: bool = False) -> list[str]:
+        """Cancel a pending or executing agent (and, with ``tree``, all its descendants,
+        deepest first); the ids actually cancelled. A running agent's worker stops it at its
+        next heartbeat; cancelled agents are never retried."""
+        root = self.store.resolve_id(agent_id)
+        targets = [a.id for a in reversed(self.store.tree(root))] if tree else [root]
+        return [a for a in targets if self.store.cancel(a)]
 
     # -- executing -------------------------------------------------------------------------
 
@@ -220,7 +225,7 @@ class AgentService:
         except Exception as exc:  # git failing is an environment problem of this agent only
             self._finish(agent, lease, _failure(ErrorKind.INTERNAL, f"workspace: {exc}"))
             return
-        self.store.save_workspace(ws)
+        self.store.save_workspace(ws, lease=(lease.owner, lease.attempt))
         if ws.repo_path is None:
             self._warn(
                 agent.id, "not a git repository: running unisolated, in the directory itself"
@@ -228,7 +233,7 @@ class AgentService:
         current = [ws]
 
         async def commit_progress(message: str) -> WorkspaceRecord:
-            current[0] = await self._commit_work(current[0], message, agent)
+            current[0] = await self._commit_work(current[0], message, agent, lease)
             return current[0]
 
         resume = agent.session_id if agent.attempt > 1 and agent.workspace is not None else None
@@ -266,7 +271,7 @@ class AgentService:
                 self.observer(agent.id, event[0], event[1])
 
         result = await self.runtime.run(spec, sink)
-        await self._commit(agent, current[0], result)
+        await self._commit(agent, current[0], result, lease)
         self._settle(agent, lease, result)
 
     def _prompt_and_base(self, agent: AgentRecord) -> tuple[str, str | None]:
@@ -282,16 +287,23 @@ class AgentService:
         return prompt, head or agent.base_ref
 
     async def _commit_work(
-        self, ws: WorkspaceRecord, message: str, agent: AgentRecord
+        self, ws: WorkspaceRecord, message: str, agent: AgentRecord, lease: Lease
     ) -> WorkspaceRecord:
         trailers = {"Grove-Agent": agent.id, "Grove-Role": agent.role}
         committed = await anyio.to_thread.run_sync(self.workspaces.commit, ws, message, trailers)
-        self.store.save_workspace(committed)
+        self.store.save_workspace(committed, lease=(lease.owner, lease.attempt))
         return committed
 
     async def _commit(
-        self, agent: AgentRecord, ws: WorkspaceRecord, result: RunResult
+        self, agent: AgentRecord, ws: WorkspaceRecord, result: RunResult, lease: Lease
     ) -> WorkspaceRecord:
+        """Commit the run's work on the agent's branch, if the lease is still ours: a worker
+        that was presumed dead must not add commits behind the back of the one that took over.
+        """
+        if not self.store.heartbeat(
+            agent.id, lease.owner, lease.attempt, self.config.worker.lease_s
+        ):
+            return ws
         trailers = {
             "Grove-Agent": agent.id,
             "Grove-Role": agent.role,
@@ -309,7 +321,7 @@ class AgentService:
             self._warn(agent.id, f"commit failed: {exc}")
             return ws
         if committed != ws:  # an unisolated workspace comes back unchanged: nothing to record
-            self.store.save_workspace(committed)
+            self.store.save_workspace(committed, lease=(lease.owner, lease.attempt))
         return committed
 
     def _settle(self, agent: AgentRecord, lease: Lease, result: RunResult) -> None:

@@ -53,8 +53,9 @@ class Worker:
         only: set[str] | None = None,
         run_id: str | None = None,
     ) -> None:
-        """``drain``: return once nothing is pending or running. ``only``: claim just these ids
-        (``grove run``) and their children, returning when all of them have finished.
+        """``drain``: return once no agent is pending or executing (by any worker).
+        ``only``: claim just these ids (``grove run``) and their children, returning when all
+        of them have finished.
         ``run_id``: claim just that workflow run's agents, returning when the run is over."""
         self.service = service
         self.store = service.store
@@ -135,7 +136,12 @@ class Worker:
             return self.store.run_status(self.run_id).finished
         if self.only is not None:
             return all(self.store.get_agent(i).status.finished for i in self.only)
-        return self.drain and self.store.count_by_status().get(AgentStatus.PENDING, 0) == 0
+        if not self.drain:
+            return False
+        # Drained when nothing is queued or running anywhere: an agent still executing under
+        # another worker may come back (its lease expiring) and must not be left behind.
+        counts = self.store.count_by_status()
+        return counts.get(AgentStatus.PENDING, 0) + counts.get(AgentStatus.EXECUTING, 0) == 0
 
     async def _run_one(self, agent: AgentRecord, scope: anyio.CancelScope) -> None:
         lease = Lease(self.owner, agent.attempt)

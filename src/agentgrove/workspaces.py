@@ -8,9 +8,13 @@ Outside a git repository an agent runs in the directory itself, unisolated.
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import subprocess
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -49,16 +53,40 @@ class Workspaces:
     """Creates, commits and removes agent worktrees of one repository.
 
     ``repo`` is ``None`` outside git: then :meth:`create` hands out ``cwd`` itself, unisolated.
-    Worktree creation and removal are serialised within the process (git's own lock files
-    would otherwise make concurrent ``worktree add`` calls fail at random).
+    Worktree creation and removal are serialised across threads and processes (a lock file
+    beside the worktrees): concurrent ``git worktree add`` calls in one repository otherwise fail
+    at random, reading each other's half-written administrative files, and a ``worktree prune``
+    could remove a worktree another process is adding.
     """
 
-    _lock = threading.Lock()
+    _thread_lock = threading.Lock()
 
     def __init__(self, repo: Path | None, worktrees_dir: Path, cwd: Path) -> None:
         self.repo = repo
         self.worktrees_dir = worktrees_dir
         self.cwd = cwd
+
+    @contextmanager
+    def _locked(self, timeout_s: float = 60.0) -> Iterator[None]:
+        """The worktree lock; :class:`GitError` after ``timeout_s`` rather than hanging behind
+        a process that holds it and is stopped (a dead one releases it with its descriptor)."""
+        self.worktrees_dir.mkdir(parents=True, exist_ok=True)
+        with self._thread_lock, (self.worktrees_dir / ".lock").open("a") as handle:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise GitError(
+                            f"another process has held {handle.name} for {timeout_s:g} s"
+                        ) from None
+                    time.sleep(0.01)  # flock offers no timed wait; this is a lock, not a test
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     @property
     def isolated(self) -> bool:
@@ -101,7 +129,7 @@ class Workspaces:
         path = self.worktrees_dir / agent_id
         branch = branch_name(agent_id)
         base_commit = base or self.resolve_base(None)
-        with self._lock:
+        with self._locked():
             if not (path / ".git").exists():
                 self.worktrees_dir.mkdir(parents=True, exist_ok=True)
                 run_git(["worktree", "prune"], self.repo)
@@ -168,7 +196,7 @@ class Workspaces:
         """Remove the worktree directory; the branch and its commits stay."""
         if ws.repo_path is None:
             return ws
-        with self._lock:
+        with self._locked():
             path = Path(ws.worktree_path)
             if path.exists():
                 run_git(

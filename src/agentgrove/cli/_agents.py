@@ -217,12 +217,17 @@ def wait(
 
 
 @app.command()
-def cancel(agent_id: str) -> None:
-    """Cancel a pending or executing agent."""
+def cancel(
+    agent_id: str,
+    tree: Annotated[bool, typer.Option(help="Also cancel all its descendants.")] = False,
+) -> None:
+    """Cancel a pending or executing agent (a running one stops within one heartbeat)."""
     with open_grove() as grove:
         full = grove.store.resolve_id(agent_id)
-        if grove.service.cancel(full):
-            print(f"{full} cancelled")
+        cancelled = grove.service.cancel(full, tree=tree)
+        if full in cancelled:
+            others = len(cancelled) - 1
+            print(f"{full} cancelled" + (f" (and {others} descendants)" if others else ""))
         else:
             status = grove.store.get_agent(full).status.value
             print(f"{full} already {status}; nothing to cancel")

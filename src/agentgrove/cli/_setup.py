@@ -54,7 +54,9 @@ def roles() -> None:
 @app.command()
 def worker(
     concurrency: Annotated[int | None, typer.Option(help="Agents run at once.")] = None,
-    drain: Annotated[bool, typer.Option(help="Exit when nothing is pending or running.")] = False,
+    drain: Annotated[
+        bool, typer.Option(help="Exit once no agent is pending or executing anywhere.")
+    ] = False,
     grace: Annotated[
         float | None, typer.Option(help="Seconds in-flight agents get on shutdown.")
     ] = None,

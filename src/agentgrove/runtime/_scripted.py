@@ -18,16 +18,26 @@ Behaviour = Callable[[RunSpec], RunResult | Awaitable[RunResult]]
 
 
 def echo(spec: RunSpec) -> RunResult:
-    """Default behaviour: succeed at once, echoing the task, with small usage figures."""
+    """Default behaviour: succeed at once, echoing the task and attempt, with small usage."""
     return RunResult(
         success=True,
-        output=f"done: {spec.prompt[:200]}",
+        output=f"done (attempt {spec.attempt}): {spec.prompt[:200]}",
         tokens_in=10,
         tokens_out=5,
         cost_usd=0.0001,
         duration_ms=1,
         session_id=f"scripted-{spec.agent_id}-{spec.attempt}",
     )
+
+
+def delayed_echo(delay_s: float) -> Behaviour:
+    """:func:`echo` after ``delay_s`` seconds (a stand-in for a model that takes time)."""
+
+    async def behave(spec: RunSpec) -> RunResult:
+        await anyio.sleep(delay_s)
+        return echo(spec)
+
+    return behave if delay_s > 0 else echo
 
 
 class ScriptedRuntime:

@@ -478,8 +478,12 @@ class Store(RunQueries):
 
     # -- workspaces ------------------------------------------------------------------------
 
-    def save_workspace(self, ws: WorkspaceRecord) -> None:
-        """Insert or replace the workspace row of ``ws.agent_id``."""
+    def save_workspace(self, ws: WorkspaceRecord, *, lease: tuple[str, int] | None = None) -> bool:
+        """Insert or replace the workspace row of ``ws.agent_id``.
+
+        A worker passes its ``lease`` (owner, attempt): the write is fenced like every other
+        write of a worker, and ``False`` means the lease is no longer its own.
+        """
         values = {
             "repo_path": ws.repo_path,
             "worktree_path": ws.worktree_path,
@@ -491,11 +495,18 @@ class Store(RunQueries):
             "state": ws.state,
         }
         with self._write() as conn:
+            if lease is not None:
+                holder = conn.execute(
+                    _LEASE_CHECK, {"id": ws.agent_id, "owner": lease[0], "attempt": lease[1]}
+                )
+                if holder.first() is None:
+                    return False
             updated = conn.execute(
                 update(workspaces).where(workspaces.c.agent_id == ws.agent_id).values(**values)
             )
             if updated.rowcount == 0:
                 conn.execute(insert(workspaces).values(agent_id=ws.agent_id, **values))
+        return True
 
     def list_workspaces(
         self, *, state: str | None = None

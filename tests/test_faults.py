@@ -1,0 +1,217 @@
+"""Fault tests with real worker processes, on SQLite and on PostgreSQL.
+
+Workers run ``[runtime] kind = "scripted"`` (each agent completes after a delay, no model), so
+these tests exercise exactly the orchestration: claims, leases, heartbeats, sweeps, fencing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agentgrove.grove import Grove
+from agentgrove.models import AgentStatus, ErrorKind
+from agentgrove.retry import MAX_DELAY_S, backoff_s, decide
+from tests.conftest import GROVE, run_cli
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The database every process of the test uses (PostgreSQL: a schema of its own)."""
+    if request.param == "sqlite":
+        yield "sqlite"
+        return
+    schema = f"f_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    monkeypatch.setenv("GROVE_DB_URL", f"{PG_URL}?options=-csearch_path%3D{schema}")
+    yield "postgres"
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    admin.dispose()
+
+
+def _configure(repo: Path, delay_s: float, lease_s: float = 2.0) -> None:
+    (repo / "grove.toml").write_text(
+        f"""
+[runtime]
+kind = "scripted"
+scripted_delay_s = {delay_s}
+
+[worker]
+lease_s = {lease_s}
+heartbeat_s = 0.3
+poll_s = 0.1
+grace_s = 0
+"""
+    )
+
+
+def _worker(repo: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*GROVE, "worker", *args],
+        cwd=repo,
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _until(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached before the deadline")
+        time.sleep(0.05)
+
+
+def _kinds(grove: Grove, agent_id: str) -> Counter[str]:
+    return Counter(e.kind for e in grove.store.events(agent_id=agent_id))
+
+
+@pytest.mark.e2e
+def test_t1_eight_workers_race_over_many_agents(repo: Path, database: str) -> None:
+    _configure(repo, delay_s=0)
+    count = 400 if database == "postgres" else 600
+    with Grove.init(repo) as grove:
+        ids = [grove.spawn("tester", f"task {i}").id for i in range(count)]
+        workers = [_worker(repo, "--drain", "--concurrency", "4") for _ in range(8)]
+        for w in workers:
+            _, err = w.communicate(timeout=600)
+            assert w.returncode == 0, err
+        agents = {a.id: a for a in grove.store.list_agents()}
+        events = Counter((e.agent_id, e.kind) for e in grove.store.events(limit=100 * count))
+    statuses = Counter((a.status.value, a.error) for a in agents.values())
+    assert statuses == Counter({("completed", None): count})
+    assert all(agents[i].attempt == 1 for i in ids)
+    assert all(events[(i, "agent.claimed")] == 1 for i in ids)
+    assert all(events[(i, "agent.completed")] == 1 for i in ids)
+
+
+@pytest.mark.e2e
+def test_t2_kill_9_mid_run_is_reclaimed_and_completes_once(repo: Path, database: str) -> None:
+    _configure(repo, delay_s=3)
+    with Grove.init(repo) as grove:
+        agent = grove.spawn("tester", "survive a crash")
+        first = _worker(repo)
+        _until(lambda: len(grove.store.transcript(agent.id)) > 0)  # mid-run
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=30)
+        second = _worker(repo, "--drain")
+        _, err = second.communicate(timeout=120)
+        final = grove.store.get_agent(agent.id)
+        kinds = _kinds(grove, agent.id)
+    assert second.returncode == 0, err
+    assert final.status is AgentStatus.COMPLETED and final.attempt == 2
+    assert "attempt 2" in (final.output or "")
+    assert kinds["agent.lease_expired"] == 1 and kinds["agent.completed"] == 1
+
+
+@pytest.mark.e2e
+def test_t3_a_worker_presumed_dead_changes_nothing_when_it_wakes(repo: Path, database: str) -> None:
+    _configure(repo, delay_s=3)
+    with Grove.init(repo) as grove:
+        agent = grove.spawn("tester", "outlive a stopped worker")
+        sleeper = _worker(repo)
+        # Stop it mid-run (while "the model" works), where a worker spends its time.
+        _until(lambda: len(grove.store.transcript(agent.id)) > 0)
+        sleeper.send_signal(signal.SIGSTOP)
+        try:
+            rescuer = _worker(repo, "--drain")
+            _, err = rescuer.communicate(timeout=120)
+            assert rescuer.returncode == 0, err
+            after_rescue = grove.store.get_agent(agent.id)
+            transcript_rows = len(grove.store.transcript(agent.id))
+        finally:
+            sleeper.send_signal(signal.SIGCONT)
+        # The stale worker wakes past its lease: its run ends, its heartbeat fails, SIGTERM makes
+        # it release the agent. Each of those writes is fenced by (owner, attempt 1).
+        sleeper.send_signal(signal.SIGTERM)
+        sleeper.communicate(timeout=60)
+        final = grove.store.get_agent(agent.id)
+        kinds = _kinds(grove, agent.id)
+        rows_after = len(grove.store.transcript(agent.id))
+    assert after_rescue.status is AgentStatus.COMPLETED and after_rescue.attempt == 2
+    assert final == after_rescue
+    assert "attempt 2" in (final.output or "")
+    assert kinds["agent.completed"] == 1
+    assert rows_after == transcript_rows
+
+
+@pytest.mark.e2e
+def test_t9_cancel_while_heartbeating_stops_the_run_and_is_not_retried(
+    repo: Path, database: str
+) -> None:
+    _configure(repo, delay_s=30)
+    with Grove.init(repo) as grove:
+        parent = grove.spawn("tester", "long")
+        child = grove.spawn("tester", "after it", parent_id=parent.id)
+        worker = _worker(repo, "--drain")
+        _until(lambda: grove.store.get_agent(parent.id).status is AgentStatus.EXECUTING)
+        cancelled_at = time.monotonic()
+        result = run_cli("cancel", parent.id, "--tree", cwd=repo)
+        assert result.returncode == 0, result.stderr
+        _, err = worker.communicate(timeout=60)
+        stopped_within = time.monotonic() - cancelled_at
+        final, final_child = grove.store.get_agent(parent.id), grove.store.get_agent(child.id)
+        kinds = _kinds(grove, parent.id)
+    assert worker.returncode == 0, err
+    assert final.status is AgentStatus.CANCELLED and final.error_kind is ErrorKind.CANCELLED
+    assert final_child.status is AgentStatus.CANCELLED
+    assert kinds["agent.claimed"] == 1, "a cancelled agent is never retried"
+    assert stopped_within < 30, "the run was stopped, not waited for"
+
+
+@pytest.mark.e2e
+def test_t9_deadline_fails_the_agent_with_timeout(repo: Path) -> None:
+    _configure(repo, delay_s=30)
+    with (repo / "grove.toml").open("a") as f:
+        f.write("\n[roles.tester]\ntimeout_s = 1\nmax_attempts = 1\n")
+    with Grove.init(repo) as grove:
+        agent = grove.spawn("tester", "too slow")
+        worker = _worker(repo, "--drain")
+        _, err = worker.communicate(timeout=60)
+        final = grove.store.get_agent(agent.id)
+    assert worker.returncode == 0, err
+    assert final.status is AgentStatus.FAILED and final.error_kind is ErrorKind.TIMEOUT
+
+
+@given(
+    attempts=st.lists(st.integers(min_value=1, max_value=40), min_size=2, max_size=10),
+    jitter=st.floats(min_value=0, max_value=1),
+    retry_after=st.one_of(st.none(), st.floats(min_value=0, max_value=1000)),
+)
+def test_t11_retry_schedule_is_non_decreasing_capped_and_honours_retry_after(
+    attempts: list[int], jitter: float, retry_after: float | None
+) -> None:
+    delays = [backoff_s(n, jitter=jitter) for n in sorted(attempts)]
+    assert delays == sorted(delays)
+    assert all(0 < d <= MAX_DELAY_S for d in delays)
+    for n in attempts:
+        assert backoff_s(n, jitter=jitter, retry_after_s=retry_after) >= (retry_after or 0)
+
+
+@given(max_attempts=st.integers(min_value=1, max_value=10), attempt=st.integers(1, 12))
+def test_t11_retries_stop_at_max_attempts_and_only_for_transient_errors(
+    max_attempts: int, attempt: int
+) -> None:
+    transient = decide(ErrorKind.MODEL_ERROR, attempt, max_attempts)
+    assert transient.retry == (attempt < max_attempts)
+    for kind in ErrorKind:
+        if kind is not ErrorKind.MODEL_ERROR:
+            assert not decide(kind, attempt, max_attempts).retry
