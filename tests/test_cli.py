@@ -373,7 +373,9 @@ def test_gc_removes_finished_worktrees_but_keeps_branches(inited: Path) -> None:
     assert worktree.is_dir()
     pending = ok(grove("spawn", "file-writer", "later", cwd=inited)).stdout.strip()
 
-    assert ok(grove("gc", cwd=inited)).stdout.strip() == "removed 1 worktree"
+    assert ok(grove("gc", cwd=inited)).stdout.splitlines()[0] == (
+        "removed 1 worktree(s) of finished agents"
+    )
 
     assert not worktree.exists()
     assert str(worktree) not in git(inited, "worktree", "list", "--porcelain")
@@ -381,7 +383,9 @@ def test_gc_removes_finished_worktrees_but_keeps_branches(inited: Path) -> None:
     assert git(inited, "show", f"grove/{agent_id}:hello.txt") == "hi"
     assert show(inited, agent_id)["workspace"]["state"] == "removed"
     assert show(inited, pending)["status"] == "pending"
-    assert ok(grove("gc", cwd=inited)).stdout.strip() == "removed 0 worktrees"
+    assert ok(grove("gc", cwd=inited)).stdout.splitlines()[0] == (
+        "removed 0 worktree(s) of finished agents"
+    )
 
 
 def _reported_usage(repo: Path, agent_id: str) -> tuple[int, int, float]:

@@ -46,3 +46,41 @@ def test_a_completed_agent_leaves_no_background_process(repo: Path) -> None:
     agent = json.loads(result.stdout)
     assert result.returncode == 0 and agent["status"] == "completed"
     assert agent_processes(agent["id"]) == {}
+
+
+def test_gc_removes_orphans_stale_branches_and_leftover_processes(repo: Path) -> None:
+    import subprocess
+    import sys
+
+    from agentgrove.grove import Grove
+    from agentgrove.runtime import ScriptedRuntime
+    from agentgrove.workspaces import run_git
+
+    with Grove.init(repo, runtime=ScriptedRuntime()) as grove:
+        done = grove.run("tester", "finish")
+        grove.run("tester", "finish too")
+        # Leftovers of a crash: a worktree and branch of an agent the database never recorded,
+        # and a process of a finished agent still running.
+        run_git(
+            ["worktree", "add", "-b", "grove/ghost", str(grove.config.worktrees_dir / "ghost")],
+            repo,
+        )
+        run_git(["branch", "grove/deleted-agent"], repo)
+        straggler = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(600)"],
+            env={"GROVE_AGENT_ID": done.id, "PATH": "/usr/bin:/bin"},
+        )
+    try:
+        result = run_cli("gc", cwd=repo)
+        assert result.returncode == 0, result.stderr
+        assert straggler.wait(timeout=10) == -9
+    finally:
+        straggler.kill()
+        straggler.wait()
+    out = result.stdout
+    assert "removed 2 worktree(s) of finished agents" in out
+    assert "removed 1 orphaned worktree(s): ghost" in out
+    assert "grove/deleted-agent" in out and "grove/ghost" in out
+    assert f"killed 1 leftover process(es): {straggler.pid} ({done.id})" in out
+    branches = run_git(["branch", "--list", "grove/*"], repo)
+    assert done.id in branches and "ghost" not in branches and "deleted-agent" not in branches

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import anyio
 from anyio.abc import TaskGroup
 
+from agentgrove.cleanup import collect
 from agentgrove.config import WorkerSettings
 from agentgrove.models import AgentRecord, AgentStatus
 from agentgrove.service import AgentService, Lease
@@ -81,7 +82,12 @@ class Worker:
         return list(self._running)
 
     async def run(self) -> WorkerStats:
-        # A crash may have happened anywhere; move every workflow run forward before claiming.
+        # A crash may have happened anywhere: clear what it left (processes, orphaned worktrees)
+        # and move every workflow run forward before claiming.
+        leftovers = collect(self.store, self.service.workspaces, finished_worktrees=False)
+        for line in leftovers.lines()[1:]:
+            if line.split()[1] != "0":
+                print(f"grove worker: start-up clean-up: {line}", file=sys.stderr)
         self.store.reconcile_runs(utcnow())
         async with anyio.create_task_group() as tg:
             await self._claim_loop(tg)

@@ -192,6 +192,14 @@ class Workspaces:
             return ""
         return run_git(["diff", f"{ws.base_ref}..{ws.branch}"], Path(ws.repo_path))
 
+    def remove_path(self, path: Path) -> None:
+        """Remove a worktree directory no record owns (see :mod:`agentgrove.cleanup`)."""
+        assert self.repo is not None
+        with self._locked():
+            run_git(["worktree", "remove", "--force", str(path)], self.repo, check=False)
+            shutil.rmtree(path, ignore_errors=True)
+            run_git(["worktree", "prune"], self.repo)
+
     def remove(self, ws: WorkspaceRecord) -> WorkspaceRecord:
         """Remove the worktree directory; the branch and its commits stay."""
         if ws.repo_path is None:
@@ -228,6 +236,10 @@ def init_repo(path: Path, files: dict[str, str]) -> str:
     run_git(["add", "-A"], path)
     run_git([*_IDENTITY, "commit", "--quiet", "-m", "initial commit"], path)
     return run_git(["rev-parse", "HEAD"], path)
+
+
+def delete_branch(repo: Path, branch: str) -> None:
+    run_git(["branch", "-D", branch], repo)
 
 
 def list_branches(repo: Path, pattern: str = f"{BRANCH_PREFIX}*") -> list[str]:

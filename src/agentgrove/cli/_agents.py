@@ -251,14 +251,14 @@ def diff(
 
 @app.command()
 def gc() -> None:
-    """Remove the worktrees of finished agents (their branches stay)."""
+    """Remove finished agents' worktrees (their branches stay), orphaned worktrees, branches
+    of agents that no longer exist, and processes left by agents that are not running."""
+    from agentgrove.cleanup import collect
+
     with open_grove() as grove:
-        removed = 0
-        for ws, status in grove.store.list_workspaces(state="active"):
-            if status.finished:
-                grove.store.save_workspace(grove.service.workspaces.remove(ws))
-                removed += 1
-    print(f"removed {removed} worktree{'s' if removed != 1 else ''}")
+        report = collect(grove.store, grove.service.workspaces, finished_worktrees=True)
+    for line in report.lines():
+        print(line)
 
 
 def _parse_status(value: str | None) -> AgentStatus | None:
