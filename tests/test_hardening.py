@@ -84,3 +84,30 @@ def test_gc_removes_orphans_stale_branches_and_leftover_processes(repo: Path) ->
     assert f"killed 1 leftover process(es): {straggler.pid} ({done.id})" in out
     branches = run_git(["branch", "--list", "grove/*"], repo)
     assert done.id in branches and "ghost" not in branches and "deleted-agent" not in branches
+
+
+@pytest.mark.e2e
+def test_a_planted_api_key_never_reaches_the_database_or_logs(repo: Path) -> None:
+    key = "sk-ant-planted-0123456789abcdef"
+    script = Script().on(
+        role="tester",
+        turns=[
+            bash("env | grep -c ANTHROPIC || true; echo the key is $ANTHROPIC_API_KEY"),
+            say(f"I found the key {key} in my environment"),
+        ],
+    )
+    assert run_cli("init", cwd=repo).returncode == 0
+    with ModelServer(script) as server:
+        env = {**server.env(), "ANTHROPIC_API_KEY": key}
+        result = run_cli("run", "tester", "look around", "--json", cwd=repo, env=env)
+        server.assert_done()
+    assert result.returncode == 0, result.stderr
+    agent = json.loads(result.stdout)
+    assert "[redacted:ANTHROPIC_API_KEY]" in agent["output"]
+    logs = (
+        run_cli("logs", agent["id"], cwd=repo).stdout
+        + run_cli("show", agent["id"], cwd=repo).stdout
+    )
+    stored = b"".join(p.read_bytes() for p in (repo / ".grove").glob("grove.db*"))
+    for place in (result.stdout, result.stderr, logs, stored.decode(errors="replace")):
+        assert key not in place

@@ -14,6 +14,7 @@ from agentgrove.models import ErrorKind
 from agentgrove.roles import BUILTIN_ROLES
 from agentgrove.runtime import RunResult, RunSpec, Runtime, ScriptedRuntime
 from agentgrove.runtime._classify import classify
+from agentgrove.runtime._policy import bash_refusal
 from agentgrove.runtime.claude import ClaudeRuntime, _can_use_tool, sandbox_available
 from agentgrove.testing import (
     Fault,
@@ -199,3 +200,46 @@ def test_sandboxed_bash_cannot_write_outside_the_worktree(tmp_path: Path) -> Non
     assert result.success
     assert not outside.exists()
     assert (worktree / "inside.txt").read_text() == "inside\n"
+
+
+@pytest.mark.parametrize(
+    "command, allowed",
+    [
+        ("git diff HEAD~1", True),
+        ("grep -rn TODO src | head -5", True),
+        ("cat SPEC.md", True),
+        ("find . -name '*.py'", True),
+        ("rm -rf src", False),
+        ("echo x > file.txt", False),
+        ("cat a; rm b", False),
+        ("git commit -am oops", False),
+        ("find . -delete", False),
+        ("ls $(rm -rf /)", False),
+        ('python3 -c \'open("x","w")\'', False),
+        ("grep x y | tee out.txt", False),
+    ],
+)
+def test_read_only_bash_policy(command: str, allowed: bool) -> None:
+    assert (bash_refusal("read-only", command) is None) is allowed
+    assert bash_refusal("full", command) is None
+    assert bash_refusal("none", command) is not None
+
+
+def test_reviewer_role_cannot_write_with_bash(tmp_path: Path) -> None:
+    reviewer = BUILTIN_ROLES["reviewer"]
+    decision = _can_use_tool(
+        tmp_path, list(reviewer.tools), "Bash", {"command": "echo hacked > app.py"}, reviewer.bash
+    )
+    assert decision.behavior == "deny"
+    assert (
+        _can_use_tool(
+            tmp_path, list(reviewer.tools), "Bash", {"command": "git diff"}, reviewer.bash
+        ).behavior
+        == "allow"
+    )
+    assert (
+        _can_use_tool(
+            tmp_path, list(reviewer.tools), "Write", {"file_path": "a"}, reviewer.bash
+        ).behavior
+        == "deny"
+    )

@@ -70,6 +70,7 @@ class _RoleOverride(BaseModel):
     timeout_s: float | None = None
     max_attempts: int | None = None
     max_children: int | None = None
+    bash: Literal["full", "read-only", "none"] | None = None
     max_depth: int | None = None
 
 

@@ -6,6 +6,8 @@ The built-in roles below can be overridden field by field, and new roles added, 
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 SONNET = "claude-sonnet-4-5"
@@ -29,6 +31,8 @@ class Role(BaseModel):
     max_budget_usd: float = Field(default=2.0, gt=0)
     timeout_s: float = Field(default=1800.0, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=20)
+    bash: Literal["full", "read-only", "none"] = "full"
+    """What the role may run with Bash (see :mod:`agentgrove.runtime._policy`)."""
     max_children: int = Field(default=8, ge=0, le=1000)
     """Fan-out: how many children one agent of this role may spawn."""
     max_depth: int = Field(default=3, ge=0, le=50)
@@ -36,7 +40,7 @@ class Role(BaseModel):
 
 
 def _role(
-    name: str, description: str, model: str, prompt: str, tools: list[str], **kw: float
+    name: str, description: str, model: str, prompt: str, tools: list[str], **kw: float | str
 ) -> Role:
     return Role(
         name=name,
@@ -108,6 +112,7 @@ BUILTIN_ROLES: dict[str, Role] = {
             max_turns=20,
             max_budget_usd=1.0,
             timeout_s=900,
+            bash="read-only",
         ),
         _role(
             "file-writer",

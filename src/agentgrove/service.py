@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from agentgrove.errors import BadInput, UnknownRole
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind, WorkspaceRecord
 from agentgrove.retry import decide
 from agentgrove.runtime import RunResult, RunSpec, Runtime
+from agentgrove.secrets import Redactor
 from agentgrove.store import NewAgent, RunOutcome, Store
 from agentgrove.store._store import utcnow
 from agentgrove.workspaces import MergeConflict, Workspaces
@@ -96,6 +98,8 @@ class AgentService:
         )
         self.wakeup = wakeup or Wakeup()
         self.observer = observer
+        # Secrets in the environment never reach the database (transcripts, events, results).
+        self.redact = Redactor.from_environ(os.environ)
 
     # -- spawning --------------------------------------------------------------------------
 
@@ -263,6 +267,7 @@ class AgentService:
             kind: str, message: dict[str, Any], event: tuple[str, dict[str, Any]] | None
         ) -> None:
             nonlocal seq
+            message, event = self.redact(message), self.redact(event)
             self.store.record_message(
                 agent.id, lease.owner, lease.attempt, seq, kind, message, event
             )
@@ -271,6 +276,7 @@ class AgentService:
                 self.observer(agent.id, event[0], event[1])
 
         result = await self.runtime.run(spec, sink)
+        result = replace(result, output=self.redact(result.output), error=self.redact(result.error))
         await self._commit(agent, current[0], result, lease)
         self._settle(agent, lease, result)
 

@@ -41,6 +41,7 @@ from agentgrove.runtime._base import MessageSink, RunResult, RunSpec
 from agentgrove.runtime._classify import classify
 from agentgrove.runtime._endpoint import CLI_ENV_DEFAULTS
 from agentgrove.runtime._orchestrator_tools import SERVER_NAME, TOOL_NAMES, orchestrator_server
+from agentgrove.runtime._policy import BashPolicy, bash_refusal
 
 _PATH_TOOLS = {"Write": "file_path", "Edit": "file_path", "NotebookEdit": "notebook_path"}
 _STDERR_KEEP = 20
@@ -118,7 +119,7 @@ class ClaudeRuntime:
         async def can_use_tool(
             name: str, tool_input: dict[str, Any], _ctx: ToolPermissionContext
         ) -> PermissionResultAllow | PermissionResultDeny:
-            return _can_use_tool(worktree, tools, name, tool_input)
+            return _can_use_tool(worktree, tools, name, tool_input, spec.role.bash)
 
         def keep_stderr(line: str) -> None:
             stderr_tail.append(line.rstrip())
@@ -152,11 +153,20 @@ class ClaudeRuntime:
 
 
 def _can_use_tool(
-    worktree: Path, tools: list[str], name: str, tool_input: dict[str, Any]
+    worktree: Path,
+    tools: list[str],
+    name: str,
+    tool_input: dict[str, Any],
+    bash: BashPolicy = "full",
 ) -> PermissionResultAllow | PermissionResultDeny:
-    """Allow the role's tools; confine path-taking tools to the worktree."""
+    """Allow the role's tools; confine path-taking tools to the worktree; apply the role's
+    Bash policy."""
     if name not in tools:
         return PermissionResultDeny(message=f"tool {name} is not available to this role")
+    if name == "Bash":
+        refusal = bash_refusal(bash, str(tool_input.get("command", "")))
+        if refusal is not None:
+            return PermissionResultDeny(message=refusal)
     key = _PATH_TOOLS.get(name)
     if key is not None:
         raw = str(tool_input.get(key, ""))

@@ -1,0 +1,79 @@
+"""Per-role Bash policy, decided before the CLI runs a command. Pure.
+
+``full``: any command (confined by the sandbox when it is on). ``read-only``: one command from
+a list of readers, with no redirection, command substitution or chaining that could reach a
+writer (a reviewer may look, not touch). ``none``: no Bash at all.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Literal
+
+BashPolicy = Literal["full", "read-only", "none"]
+
+READERS = frozenset(
+    {
+        "ls",
+        "cat",
+        "head",
+        "tail",
+        "wc",
+        "grep",
+        "rg",
+        "find",
+        "tree",
+        "pwd",
+        "stat",
+        "file",
+        "diff",
+        "git",
+        "echo",
+        "sort",
+        "uniq",
+        "cut",
+        "du",
+    }
+)
+_GIT_READERS = frozenset(
+    {
+        "log",
+        "show",
+        "diff",
+        "status",
+        "blame",
+        "branch",
+        "ls-files",
+        "grep",
+        "rev-parse",
+        "describe",
+        "shortlog",
+    }
+)
+_FIND_WRITERS = frozenset({"-delete", "-exec", "-execdir", "-ok", "-okdir", "-fprint", "-fls"})
+_SHELL_SYNTAX = re.compile(r"[;&`<>]|\$\(|\|\||\n")
+
+
+def bash_refusal(policy: BashPolicy, command: str) -> str | None:
+    """Why ``command`` is refused under ``policy``, or ``None`` when it may run."""
+    if policy == "full":
+        return None
+    if policy == "none":
+        return "this role may not run commands"
+    if _SHELL_SYNTAX.search(command):
+        return "read-only role: no redirection, chaining or command substitution"
+    for part in command.split("|"):
+        try:
+            words = shlex.split(part)
+        except ValueError:
+            return "read-only role: the command does not parse"
+        if not words:
+            return "read-only role: empty command"
+        if words[0] not in READERS:
+            return f"read-only role: {words[0]!r} is not a read-only command"
+        if words[0] == "git" and (len(words) < 2 or words[1] not in _GIT_READERS):
+            return "read-only role: only git commands that read (log, show, diff, status...)"
+        if words[0] == "find" and _FIND_WRITERS.intersection(words):
+            return "read-only role: find may not delete or execute"
+    return None
