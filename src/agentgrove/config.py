@@ -10,7 +10,7 @@ the same root overrides and adds roles and worker settings. Invalid configuratio
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,6 +58,17 @@ class RuntimeSettings(BaseModel):
     scripted_delay_s: float = Field(default=0.0, ge=0)
 
 
+class BudgetSettings(BaseModel):
+    """``daily_usd``: hard limit on spend per UTC day, across every agent of this grove.
+    ``on_exhausted``: an agent that does not fit in a budget ``wait``s (shown in ``grove ls``)
+    or ``fail``s with ``budget_exceeded``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    daily_usd: float | None = Field(default=None, gt=0)
+    on_exhausted: Literal["wait", "fail"] = "wait"
+
+
 class _RoleOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -80,6 +91,7 @@ class _ConfigFile(BaseModel):
     roles: dict[str, _RoleOverride] = Field(default_factory=dict)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    budget: BudgetSettings = Field(default_factory=BudgetSettings)
 
 
 @dataclass(frozen=True)
@@ -93,6 +105,7 @@ class GroveConfig:
     roles: dict[str, Role]
     worker: WorkerSettings
     runtime: RuntimeSettings
+    budget: BudgetSettings = field(default_factory=BudgetSettings)
 
     @property
     def worktrees_dir(self) -> Path:
@@ -130,6 +143,7 @@ def load_config(start: Path | None = None) -> GroveConfig:
         roles=_merge_roles(file.roles),
         worker=file.worker,
         runtime=file.runtime,
+        budget=file.budget,
     )
 
 

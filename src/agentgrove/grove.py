@@ -56,7 +56,7 @@ class Grove:
         config.home.mkdir(parents=True, exist_ok=True)
         if config.is_git and config.home.is_relative_to(config.root):
             exclude_from_git(config.root, f"/{config.home.relative_to(config.root)}/")
-        store = Store(config.db_url)
+        store = _store_for(config)
         _migrate.upgrade(store.engine)
         return cls(config, store, **kwargs)  # type: ignore[arg-type]
 
@@ -72,7 +72,7 @@ class Grove:
         config = load_config(Path(path) if path else None)
         if config.uses_default_db and not (config.home / "grove.db").exists():
             raise NotInitialised(str(config.home))
-        store = Store(config.db_url)
+        store = _store_for(config)
         if not _migrate.is_current(store.engine):
             store.close()
             raise NotInitialised(f"{config.home} (database schema missing or outdated)")
@@ -152,10 +152,11 @@ class Grove:
         inputs: Mapping[str, str] | None = None,
         *,
         base: str | None = None,
+        budget_usd: float | None = None,
     ) -> RunRecord:
         """Validate and start a workflow run for workers to execute (nothing written on bad
-        input)."""
-        return self.workflows.start(source, inputs, base=base)
+        input). ``budget_usd``: hard limit on the run's spend."""
+        return self.workflows.start(source, inputs, base=base, budget_usd=budget_usd)
 
     async def execute_run_async(self, run_id: str) -> RunRecord:
         """Run a workflow run's nodes in this process until the run is over."""
@@ -222,6 +223,14 @@ class _DeferredRuntime:
             except ConfigError as exc:
                 return RunResult(success=False, error=str(exc), error_kind=ErrorKind.PERMANENT)
         return await self._runtime.run(spec, sink)
+
+
+def _store_for(config: GroveConfig) -> Store:
+    return Store(
+        config.db_url,
+        daily_limit_usd=config.budget.daily_usd,
+        fail_when_exhausted=config.budget.on_exhausted == "fail",
+    )
 
 
 def default_runtime(config: GroveConfig) -> Runtime:

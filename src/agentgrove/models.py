@@ -89,6 +89,9 @@ class AgentRecord:
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
     priority: int = 0
+    max_budget_usd: float | None = None
+    reserved_usd: float = 0.0
+    wait_reason: str | None = None
     depth: int = 0
     after_parent: bool = False
     merge_refs: tuple[str, ...] | None = None
@@ -116,6 +119,9 @@ class AgentRecord:
             "cost_usd": self.cost_usd,
             "duration_ms": self.duration_ms,
             "session_id": self.session_id,
+            "budget_usd": self.budget_usd,
+            "reserved_usd": self.reserved_usd,
+            "wait_reason": self.wait_reason,
             "depth": self.depth,
             "workflow_run_id": self.workflow_run_id,
             "node_key": self.node_key,

@@ -177,6 +177,7 @@ class AgentService:
             max_attempts=spec.max_attempts,
             timeout_s=spec.timeout_s,
             budget_usd=budget_usd,
+            max_budget_usd=spec.max_budget_usd,
             depth=depth,
             after_parent=after_parent,
             workflow_run_id=run_id,
@@ -248,7 +249,8 @@ class AgentService:
             model=agent.model,
             cwd=Path(ws.worktree_path),
             max_turns=role.max_turns,
-            max_budget_usd=min(role.max_budget_usd, agent.budget_usd or role.max_budget_usd),
+            # The reservation taken at claim time is the attempt's hard cap.
+            max_budget_usd=agent.reserved_usd or role.max_budget_usd,
             timeout_s=agent.timeout_s or role.timeout_s,
             attempt=lease.attempt,
             resume_session_id=resume,

@@ -38,11 +38,16 @@ def spawn(
     ] = None,
     model: Annotated[str | None, typer.Option(help="Model instead of the role's.")] = None,
     base: Annotated[str | None, typer.Option(help="Git ref to branch from (default HEAD).")] = None,
+    budget_usd: Annotated[
+        float | None, typer.Option(help="Hard limit on this agent and all its descendants.")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Create a pending agent for a worker to run; prints its id."""
     with open_grove() as grove:
-        agent = grove.spawn(role, task, parent_id=parent, model=model, base=base)
+        agent = grove.spawn(
+            role, task, parent_id=parent, model=model, base=base, budget_usd=budget_usd
+        )
     if json_out:
         print_json(agent.to_json())
     else:
@@ -55,13 +60,16 @@ def run(
     task: str,
     model: Annotated[str | None, typer.Option(help="Model instead of the role's.")] = None,
     base: Annotated[str | None, typer.Option(help="Git ref to branch from (default HEAD).")] = None,
+    budget_usd: Annotated[
+        float | None, typer.Option(help="Hard limit on this agent and all its descendants.")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Spawn an agent and run it here with live progress. Exit 0 completed, 1 failed."""
     from agentgrove.runtime._endpoint import check_endpoint
 
     with open_grove(observer=_progress_printer()) as grove:
-        new = grove.service.prepare(role, task, model=model, base=base)  # all input checks
+        new = grove.service.prepare(role, task, model=model, base=base, budget_usd=budget_usd)
         check_endpoint()  # the model answers and takes the key: only now write anything
         agent = grove.service.insert(new)
         if not json_out:
@@ -96,7 +104,8 @@ def list_agents(
         table.add_row(
             a.id,
             a.role,
-            f"[{_STYLE[a.status]}]{a.status.value}[/]",
+            f"[{_STYLE[a.status]}]{a.status.value}[/]"
+            + (f" [dim]({escape(a.wait_reason)})[/]" if a.wait_reason else ""),
             f"{a.tokens_in}/{a.tokens_out}",
             f"${a.cost_usd:.4f}",
             f"{a.duration_ms / 1000:.1f}s",
@@ -259,6 +268,36 @@ def gc() -> None:
         report = collect(grove.store, grove.service.workspaces, finished_worktrees=True)
     for line in report.lines():
         print(line)
+
+
+@app.command()
+def budget(json_out: JsonOpt = False) -> None:
+    """Each budget scope (daily, agent trees, workflow runs): limit, reserved and spent."""
+    from agentgrove.store._store import utcnow
+
+    with open_grove() as grove:
+        rows = grove.store.budget_report(utcnow())
+    if json_out:
+        print_json(
+            [
+                {"scope": n, "limit_usd": lim, "reserved_usd": r, "spent_usd": sp}
+                for n, lim, r, sp in rows
+            ]
+        )
+        return
+    if not rows:
+        print("no budgets set: [budget] daily_usd in grove.toml, --budget-usd on spawn/run")
+        return
+    table = Table("scope", "limit", "reserved", "spent", "left", box=None)
+    for name, limit, reserved, spent in rows:
+        table.add_row(
+            name,
+            f"${limit:.4f}",
+            f"${reserved:.4f}",
+            f"${spent:.4f}",
+            f"${max(0.0, limit - reserved - spent):.4f}",
+        )
+    console.print(table)
 
 
 def _parse_status(value: str | None) -> AgentStatus | None:

@@ -61,12 +61,15 @@ def run(
     ] = None,
     wait: Annotated[bool, typer.Option(help="Execute here with live progress until done.")] = False,
     base: Annotated[str | None, typer.Option(help="Git ref the first nodes start from.")] = None,
+    budget_usd: Annotated[float | None, typer.Option(help="Hard limit on the run's spend.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Start a workflow run (workers execute it; --wait runs it here). Prints the run id."""
     inputs = parse_input_args(input_pairs or [])
     with open_grove() as grove:
-        run_record = grove.start_workflow(find_workflow(file), inputs, base=base)
+        run_record = grove.start_workflow(
+            find_workflow(file), inputs, base=base, budget_usd=budget_usd
+        )
         if not wait:
             if json_out:
                 print_json(run_record.to_json())

@@ -64,6 +64,7 @@ class RunQueries:
         inputs: Mapping[str, str],
         base_ref: str | None,
         now: datetime,
+        budget_usd: float | None = None,
     ) -> None:
         """Insert the run and its first ready nodes, in one transaction."""
         with self._write() as conn:
@@ -75,6 +76,7 @@ class RunQueries:
                     inputs=dict(inputs),
                     status=RunStatus.RUNNING.value,
                     base_ref=base_ref,
+                    budget_usd=budget_usd,
                     created_at=now,
                 )
             )
@@ -272,6 +274,7 @@ class RunQueries:
             "model": plan["model"],
             "max_attempts": plan["max_attempts"],
             "timeout_s": plan["timeout_s"],
+            "max_budget_usd": plan.get("max_budget_usd"),
             "base_ref": heads[0] if heads else run.base_ref,
             "merge_refs": heads[1:] or None,
             "created_at": now,

@@ -82,6 +82,11 @@ agents = Table(
     Column("merge_refs", JSON, nullable=True),
     # A workflow node re-run from a checkpoint supersedes the rows it replaces.
     Column("superseded", Boolean, nullable=False, default=False, server_default=false()),
+    # Budgets: the most this agent may spend per attempt (its role's cap), what its current
+    # attempt reserved at claim time, and why a pending agent is held back.
+    Column("max_budget_usd", Float, nullable=True),
+    Column("reserved_usd", Float, nullable=False, default=0.0, server_default="0"),
+    Column("wait_reason", Text, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime, nullable=True),
     Column("finished_at", UTCDateTime, nullable=True),

@@ -36,6 +36,7 @@ from sqlalchemy.engine import Row
 from agentgrove.errors import BadInput, UnknownAgent
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind, Event, WorkspaceRecord
 from agentgrove.store import _dialect
+from agentgrove.store._budgets import BudgetQueries
 from agentgrove.store._faults import CrashPoint
 from agentgrove.store._runs import RunQueries
 from agentgrove.store._schema import agents, events, transcripts, workspaces
@@ -65,6 +66,7 @@ class NewAgent:
     timeout_s: float | None = None
     budget_usd: float | None = None
     priority: int = 0
+    max_budget_usd: float | None = None
     depth: int = 0
     after_parent: bool = False
     merge_refs: tuple[str, ...] | None = None
@@ -88,11 +90,21 @@ class RunOutcome:
     session_id: str | None = None
 
 
-class Store(RunQueries):
+class Store(RunQueries, BudgetQueries):
     """The database of one grove. Thread-safe; cheap calls, short transactions."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        daily_limit_usd: float | None = None,
+        fail_when_exhausted: bool = False,
+    ) -> None:
+        """``daily_limit_usd``: the global limit per UTC day; ``fail_when_exhausted``: an agent
+        that does not fit in a budget fails ``budget_exceeded`` instead of waiting."""
         self.url = url
+        self.daily_limit_usd = daily_limit_usd
+        self.fail_when_exhausted = fail_when_exhausted
         self.engine: Engine = _dialect.create_engine(url)
         self._claim_statements = _dialect.claim_statements(self.engine)
         self._crash_point = CrashPoint()
@@ -144,6 +156,7 @@ class Store(RunQueries):
                     cost_usd=0.0,
                     duration_ms=0,
                     priority=new.priority,
+                    max_budget_usd=new.max_budget_usd,
                     depth=new.depth,
                     after_parent=new.after_parent,
                     merge_refs=list(new.merge_refs) if new.merge_refs is not None else None,
@@ -271,6 +284,10 @@ class Store(RunQueries):
             claimed = conn.execute(statement, params).first()
             if claimed is None:
                 return None
+            reservation = self.reserve(conn, claimed.id, claimed.attempt, now)
+            if not reservation.granted:
+                self._budget_refused(conn, claimed.id, now)
+                return None
             self._event(
                 conn, claimed.id, "agent.claimed", {"owner": owner, "attempt": claimed.attempt}, now
             )
@@ -305,6 +322,7 @@ class Store(RunQueries):
                     cost_usd=agents.c.cost_usd + outcome.cost_usd,
                     duration_ms=agents.c.duration_ms + outcome.duration_ms,
                     session_id=outcome.session_id,
+                    reserved_usd=0.0,
                     lease_owner=None,
                     lease_expires_at=None,
                     finished_at=now,
@@ -339,6 +357,20 @@ class Store(RunQueries):
                 now,
             )
         return True
+
+    def _budget_refused(self, conn: Connection, agent_id: str, now: datetime) -> None:
+        """After a refused reservation: a failed workflow node moves its run on."""
+        row = conn.execute(
+            select(agents.c.status, agents.c.workflow_run_id, agents.c.node_key).where(
+                agents.c.id == agent_id
+            )
+        ).one()
+        if row.status == AgentStatus.FAILED.value:
+            self._fail_waiting_children(conn, agent_id, now)
+            if row.node_key is not None:
+                self.node_finished(conn, row.workflow_run_id, row.node_key, NodeState.FAILED, now)
+        else:
+            self._event(conn, agent_id, "agent.waiting_for_budget", {}, now)
 
     def _fail_waiting_children(self, conn: Connection, parent_id: str, now: datetime) -> None:
         """Children waiting for a parent that did not complete can never start: fail them."""
@@ -388,6 +420,7 @@ class Store(RunQueries):
                     lease_expires_at=None,
                     attempt=agents.c.attempt - (1 if refund_attempt else 0),
                     not_before=not_before,
+                    reserved_usd=0.0,
                     **_usage_values(spent),
                 )
             )
@@ -416,6 +449,10 @@ class Store(RunQueries):
                     lease_owner=None,
                     lease_expires_at=None,
                     finished_at=now,
+                    # A running attempt's real cost will never be reported (its writes are
+                    # fenced out from now on): count its whole reservation as spent.
+                    cost_usd=agents.c.cost_usd + agents.c.reserved_usd,
+                    reserved_usd=0.0,
                 )
                 .returning(agents.c.workflow_run_id, agents.c.node_key)
             )
@@ -449,7 +486,13 @@ class Store(RunQueries):
             ).all()
             for row in expired:
                 exhausted = row.attempt >= row.max_attempts
-                values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+                # The lost attempt's cost is unknown: count its reservation as spent.
+                values: dict[str, Any] = {
+                    "lease_owner": None,
+                    "lease_expires_at": None,
+                    "cost_usd": agents.c.cost_usd + agents.c.reserved_usd,
+                    "reserved_usd": 0.0,
+                }
                 if exhausted:
                     values |= {
                         "status": AgentStatus.FAILED.value,
@@ -751,6 +794,9 @@ def _agent_from_row(row: Row[Any]) -> AgentRecord:
         lease_owner=m["lease_owner"],
         lease_expires_at=m["lease_expires_at"],
         priority=m["priority"],
+        max_budget_usd=m["max_budget_usd"],
+        reserved_usd=m["reserved_usd"],
+        wait_reason=m["wait_reason"],
         depth=m["depth"],
         after_parent=bool(m["after_parent"]),
         merge_refs=tuple(m["merge_refs"]) if m["merge_refs"] is not None else None,

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from agentgrove.errors import UnknownRole
+from agentgrove.errors import BadInput, UnknownRole
 from agentgrove.models import RunRecord
 from agentgrove.service import AgentService
 from agentgrove.store._store import utcnow
@@ -46,15 +46,18 @@ class WorkflowEngine:
         inputs: Mapping[str, str] | None = None,
         *,
         base: str | None = None,
+        budget_usd: float | None = None,
     ) -> RunRecord:
         """Validate, then create the run with its first nodes pending. Nothing is written on
-        bad input."""
+        bad input. ``budget_usd``: hard limit on the run's spend."""
+        if budget_usd is not None and budget_usd <= 0:
+            raise BadInput(f"--budget-usd must be above zero, got {budget_usd}")
         spec = self.load(source)
         values = resolve_inputs(spec, inputs or {})
         plan = self._plan(spec)
         base_commit = self.service.workspaces.resolve_base(base)
         run_id = uuid.uuid4().hex[:12]
-        self.store.create_run(run_id, spec, plan, values, base_commit, utcnow())
+        self.store.create_run(run_id, spec, plan, values, base_commit, utcnow(), budget_usd)
         self.service.wakeup.notify()
         return self.store.get_run(run_id)
 
@@ -70,6 +73,7 @@ class WorkflowEngine:
                 "model": node.model or role.model,
                 "timeout_s": node.timeout_s or role.timeout_s,
                 "max_attempts": node.max_attempts or role.max_attempts,
+                "max_budget_usd": role.max_budget_usd,
             }
         return plan
 

@@ -1,0 +1,55 @@
+"""Budget decisions. Pure: limits and figures in, a grant or a refusal out.
+
+A scope (the day, an agent tree, a workflow run) has a hard ``limit``; ``committed`` is what its
+agents have spent plus what running agents have reserved. An agent being claimed is granted
+``min(its own cap, what every scope it belongs to has left)``; that grant is the SDK's
+``max_budget_usd`` for the attempt and is reserved until the attempt settles to its real cost.
+Reservations are taken in the claim's transaction, serialised per database, so concurrent claims
+can never commit more than a limit between them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+MIN_GRANT_USD = 0.01
+"""Below this an attempt could not do one model turn: treat the scope as exhausted."""
+
+
+@dataclass(frozen=True)
+class Scope:
+    name: str  # "daily", "tree 1a2b...", "run 3c4d..."
+    limit_usd: float
+    committed_usd: float
+
+    @property
+    def left_usd(self) -> float:
+        return max(0.0, self.limit_usd - self.committed_usd)
+
+
+@dataclass(frozen=True)
+class Grant:
+    amount_usd: float
+    refusal: str | None = None  # set when nothing can be granted
+
+    @property
+    def granted(self) -> bool:
+        return self.refusal is None
+
+
+def grant(cap_usd: float, scopes: list[Scope]) -> Grant:
+    """What an agent with per-attempt ``cap_usd`` may reserve under ``scopes``."""
+    amount = cap_usd
+    for scope in scopes:
+        amount = min(amount, scope.left_usd)
+    if amount < MIN_GRANT_USD:
+        tight = min(scopes, key=lambda s: s.left_usd)
+        return Grant(
+            0.0,
+            f"waiting for budget: {tight.name} limit ${tight.limit_usd:.2f} "
+            f"(${tight.committed_usd:.2f} spent or reserved)",
+        )
+    # Round down to a micro-dollar: rounding up could grant more than is left.
+    # (the 1e-6 micro-dollar slack absorbs float noise such as 1.0 - 0.8 = 0.19999...96)
+    return Grant(math.floor(amount * 1_000_000 + 1e-6) / 1_000_000)

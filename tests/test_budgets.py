@@ -1,0 +1,132 @@
+"""Budgets: reservations at claim time keep spend under every limit, whatever the concurrency."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anyio
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agentgrove.budgets import MIN_GRANT_USD, Scope, grant
+from agentgrove.grove import Grove
+from agentgrove.models import AgentStatus, ErrorKind
+from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
+from agentgrove.worker import Worker
+from tests.conftest import run_cli
+
+
+async def spend_everything(spec: RunSpec) -> RunResult:
+    """A greedy agent: spends exactly the cap it was given (the SDK's max_budget_usd)."""
+    await anyio.sleep(0.05)  # overlap with the other agents
+    return RunResult(success=True, output="spent", cost_usd=spec.max_budget_usd)
+
+
+def _drain(grove: Grove, concurrency: int) -> None:
+    anyio.run(Worker(grove.service, grove.config.worker, drain=True, concurrency=concurrency).run)
+
+
+@given(
+    cap=st.floats(min_value=0.01, max_value=10),
+    scopes=st.lists(
+        st.tuples(st.floats(min_value=0.01, max_value=10), st.floats(min_value=0, max_value=12)),
+        max_size=3,
+    ),
+)
+def test_a_grant_never_exceeds_the_cap_or_any_scope(
+    cap: float, scopes: list[tuple[float, float]]
+) -> None:
+    limits = [Scope(f"s{i}", lim, used) for i, (lim, used) in enumerate(scopes)]
+    decision = grant(cap, limits)
+    if decision.granted:
+        assert MIN_GRANT_USD <= decision.amount_usd <= cap + 1e-9
+        assert all(decision.amount_usd <= s.left_usd + 1e-6 for s in limits)
+    else:
+        assert decision.amount_usd == 0 and "waiting for budget" in (decision.refusal or "")
+
+
+def test_daily_limit_holds_under_concurrency_and_excess_agents_fail(repo: Path) -> None:
+    (repo / "grove.toml").write_text(
+        '[budget]\ndaily_usd = 1.0\non_exhausted = "fail"\n[roles.tester]\nmax_budget_usd = 0.4\n'
+    )
+    with Grove.init(repo, runtime=ScriptedRuntime(spend_everything)) as grove:
+        ids = [grove.spawn("tester", f"spend {i}").id for i in range(6)]
+        _drain(grove, concurrency=6)
+        agents = [grove.get(i) for i in ids]
+    spent = sum(a.cost_usd for a in agents)
+    assert spent == pytest.approx(1.0)
+    assert sorted(round(a.cost_usd, 6) for a in agents if a.cost_usd) == [0.2, 0.4, 0.4]
+    refused = [a for a in agents if a.status is AgentStatus.FAILED]
+    assert len(refused) == 3
+    assert all(a.error_kind is ErrorKind.BUDGET_EXCEEDED for a in refused)
+    assert all(a.reserved_usd == 0 for a in agents)
+
+
+def test_tree_budget_covers_children_and_waiting_is_shown(repo: Path) -> None:
+    (repo / "grove.toml").write_text("[roles.tester]\nmax_budget_usd = 0.3\n")
+
+    async def parent_and_children(spec: RunSpec) -> RunResult:
+        if spec.agent_id == root_id[0]:
+            assert spec.delegate is not None
+            for i in range(3):
+                await spec.delegate.spawn_agent("tester", f"child {i}")
+        return RunResult(success=True, output="spent", cost_usd=spec.max_budget_usd)
+
+    root_id: list[str] = []
+    with Grove.init(repo, runtime=ScriptedRuntime(parent_and_children)) as grove:
+        root = grove.spawn("tester", "root", budget_usd=0.5)
+        root_id.append(root.id)
+        grove.config = grove.service.config = type(grove.config)(
+            **{
+                **grove.config.__dict__,
+                "worker": grove.config.worker.model_copy(update={"poll_s": 0.05}),
+            }
+        )
+
+        async def until_settled() -> None:
+            worker = Worker(grove.service, grove.config.worker, concurrency=4)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker.run)
+                with anyio.fail_after(30):
+                    while True:
+                        tree = grove.store.tree(root.id)
+                        if len(tree) == 4 and all(a.status.finished or a.wait_reason for a in tree):
+                            break
+                        await anyio.sleep(0.02)
+                worker.request_stop()
+
+        anyio.run(until_settled)
+        tree = grove.store.tree(root.id)
+        listing = run_cli("ls", cwd=repo, env={"COLUMNS": "250"}).stdout
+        report = json.loads(run_cli("budget", "--json", cwd=repo).stdout)
+    spent = sum(a.cost_usd for a in tree)
+    assert spent == pytest.approx(0.5)
+    waiting = [a for a in tree if a.status is AgentStatus.PENDING]
+    assert waiting and all("waiting for budget: tree" in (a.wait_reason or "") for a in waiting)
+    assert "waiting for budget" in listing
+    [scope] = report
+    assert scope["scope"] == f"tree {root.id}" and scope["limit_usd"] == 0.5
+    assert scope["spent_usd"] == pytest.approx(0.5) and scope["reserved_usd"] == 0
+
+
+def test_run_budget_fails_nodes_that_do_not_fit(repo: Path) -> None:
+    (repo / "grove.toml").write_text(
+        '[budget]\non_exhausted = "fail"\n[roles.tester]\nmax_budget_usd = 0.3\n'
+    )
+    chain = {
+        "name": "c",
+        "nodes": [
+            {"key": "a", "role": "tester", "task": "a"},
+            {"key": "b", "role": "tester", "task": "b", "depends_on": ["a"]},
+            {"key": "c", "role": "tester", "task": "c", "depends_on": ["b"]},
+        ],
+    }
+    with Grove.init(repo, runtime=ScriptedRuntime(spend_everything)) as grove:
+        run = grove.start_workflow(chain, budget_usd=0.5)
+        final = anyio.run(grove.execute_run_async, run.id)
+    states = [n.state for n in final.nodes]
+    assert final.status.value == "failed"
+    assert states == ["completed", "completed", "failed"]
+    assert sum(n.agent.cost_usd for n in final.nodes if n.agent) == pytest.approx(0.5)
