@@ -123,11 +123,10 @@ class BudgetQueries:
         cap = conn.execute(
             select(agents.c.max_budget_usd).where(agents.c.id == agent_id)
         ).scalar_one()
-        decision = grant(
-            cap if cap is not None else float("inf"), self.scopes_for(conn, agent_id, now)
-        )
-        if decision.amount_usd == float("inf"):
+        scopes = self.scopes_for(conn, agent_id, now)
+        if cap is None and not scopes:
             return Grant(0.0)  # no cap and no limit: nothing to reserve
+        decision = grant(cap if cap is not None else min(s.left_usd for s in scopes), scopes)
         if decision.granted:
             conn.execute(
                 update(agents)
