@@ -50,7 +50,6 @@ class AgentDelegate:
     service: AgentService
     agent: AgentRecord
     lease: Lease
-    workspace: Callable[[], WorkspaceRecord]
     commit: Callable[[str], Awaitable[WorkspaceRecord]]
     slots: Slots
 

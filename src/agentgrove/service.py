@@ -258,7 +258,6 @@ class AgentService:
                 service=self,
                 agent=agent,
                 lease=lease,
-                workspace=lambda: current[0],
                 commit=commit_progress,
                 slots=slots,
             ),

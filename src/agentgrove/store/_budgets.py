@@ -2,39 +2,25 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, func, select, text, update
 
 from agentgrove.budgets import Grant, Scope, grant
 from agentgrove.models import AgentStatus, ErrorKind
+from agentgrove.store._core import StoreCore
 from agentgrove.store._schema import agents, workflow_runs
 
 BUDGET_RETRY_S = 5.0
 """A pending agent held back for budget is looked at again after this long."""
 
 
-class BudgetQueries:
+class BudgetQueries(StoreCore):
     """Mixed into :class:`agentgrove.store.Store`."""
 
     daily_limit_usd: float | None = None
     fail_when_exhausted: bool = False
-
-    if TYPE_CHECKING:
-
-        def _read(self) -> AbstractContextManager[Connection]: ...
-
-        def _event(
-            self,
-            conn: Connection,
-            agent_id: str | None,
-            kind: str,
-            data: dict[str, Any],
-            at: datetime | None,
-            run_id: str | None = None,
-        ) -> None: ...
 
     def scopes_for(self, conn: Connection, agent_id: str, now: datetime) -> list[Scope]:
         """Every limited scope the agent belongs to, with what each has committed."""

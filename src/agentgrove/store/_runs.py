@@ -10,14 +10,14 @@ on start-up as a safety net. Decisions come from the pure :mod:`agentgrove.workf
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from agentgrove.errors import BadInput
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind, NodeView, RunRecord, RunStatus
+from agentgrove.store._core import StoreCore
 from agentgrove.store._schema import agents, workflow_nodes, workflow_runs
 from agentgrove.workflows.dag import (
     NodeState,
@@ -35,26 +35,8 @@ def node_state(agent: AgentRecord) -> NodeState:
     return NodeState(agent.status.value)
 
 
-class RunQueries:
+class RunQueries(StoreCore):
     """Mixed into :class:`agentgrove.store.Store` (which provides the helpers used here)."""
-
-    if TYPE_CHECKING:  # provided by Store
-
-        def _write(self) -> AbstractContextManager[Connection]: ...
-        def _read(self) -> AbstractContextManager[Connection]: ...
-        def _event(
-            self,
-            conn: Connection,
-            agent_id: str | None,
-            kind: str,
-            data: dict[str, Any],
-            at: datetime | None,
-            run_id: str | None = None,
-        ) -> None: ...
-        def _node_agents(
-            self, conn: Connection, run_id: str, keys: list[str] | None = None
-        ) -> dict[str, AgentRecord]: ...
-        def _insert_agent_row(self, conn: Connection, values: dict[str, Any]) -> str: ...
 
     def create_run(
         self,

@@ -1,0 +1,33 @@
+"""What the store's query mixins (:mod:`._runs`, :mod:`._budgets`) may call on the Store they
+are mixed into, declared once for the type checker. :class:`agentgrove.store.Store` defines them.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection
+
+from agentgrove.models import AgentRecord
+
+
+class StoreCore:
+    if TYPE_CHECKING:
+
+        def _write(self) -> AbstractContextManager[Connection]: ...
+        def _read(self) -> AbstractContextManager[Connection]: ...
+        def _event(
+            self,
+            conn: Connection,
+            agent_id: str | None,
+            kind: str,
+            data: dict[str, Any],
+            at: datetime | None,
+            run_id: str | None = None,
+        ) -> None: ...
+        def _node_agents(
+            self, conn: Connection, run_id: str, keys: list[str] | None = None
+        ) -> dict[str, AgentRecord]: ...
+        def _insert_agent_row(self, conn: Connection, values: dict[str, Any]) -> str: ...
