@@ -40,6 +40,7 @@ from agentgrove.store._budgets import BudgetQueries
 from agentgrove.store._faults import CrashPoint
 from agentgrove.store._runs import RunQueries
 from agentgrove.store._schema import agents, events, transcripts, workspaces
+from agentgrove.store._stats import StatsQueries
 from agentgrove.workflows.dag import NodeState
 
 _LIVE = (AgentStatus.PENDING.value, AgentStatus.EXECUTING.value)
@@ -90,7 +91,7 @@ class RunOutcome:
     session_id: str | None = None
 
 
-class Store(RunQueries, BudgetQueries):
+class Store(RunQueries, BudgetQueries, StatsQueries):
     """The database of one grove. Thread-safe; cheap calls, short transactions."""
 
     def __init__(

@@ -1,0 +1,158 @@
+"""Aggregate, read-only queries for metrics: agents by status, queue depth, usage and latency
+histograms by role and model.
+
+Every figure is computed by the database with ``GROUP BY`` in one short read transaction, so
+what travels to Python is one row per (role, model) however many agents there are; histogram
+buckets are ``SUM(CASE WHEN value <= bound ...)`` columns in the same statement rather than a
+fetch of every agent's value, because a scrape must stay cheap at 100,000 agents and the number of
+bounds is small and fixed. Superseded workflow rows count like any other: their tokens and cost
+were really spent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Float, case, cast, func, select
+
+from agentgrove.models import AgentStatus
+from agentgrove.store._core import StoreCore
+from agentgrove.store._dialect import claimable
+from agentgrove.store._schema import agents
+
+CLAIM_LATENCY_BUCKETS_S: tuple[float, ...] = (
+    0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+)  # fmt: skip
+"""Upper bounds (seconds) of the claim-latency histogram: waiting in the queue."""
+
+RUN_DURATION_BUCKETS_S: tuple[float, ...] = (
+    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+)  # fmt: skip
+"""Upper bounds (seconds) of the run-duration histogram: agent runs last seconds to an hour."""
+
+_FINISHED = tuple(s.value for s in AgentStatus if s.finished)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens and cost of every agent of one (role, model), all attempts included."""
+
+    role: str
+    model: str
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """One (role, model)'s observations: ``buckets[i]`` counts values ``<= bounds[i]``
+    (cumulative, as Prometheus wants them); ``count`` includes values above the last bound."""
+
+    role: str
+    model: str
+    bounds: tuple[float, ...]
+    buckets: tuple[int, ...]
+    count: int
+    sum: float
+
+
+class StatsQueries(StoreCore):
+    """Mixed into :class:`agentgrove.store.Store`. Read-only; each method is one transaction."""
+
+    def agent_counts(self) -> dict[AgentStatus, int]:
+        """How many agents have each status; every status is present (zero when none)."""
+        counts = dict.fromkeys(AgentStatus, 0)
+        with self._read() as conn:
+            for status, n in conn.execute(
+                select(agents.c.status, func.count()).group_by(agents.c.status)
+            ).all():
+                counts[AgentStatus(status)] = int(n)
+        return counts
+
+    def queue_depth(self, now: datetime) -> int:
+        """Pending agents a worker could claim at ``now`` (not those in backoff or waiting
+        for their parent)."""
+        with self._read() as conn:
+            n = conn.execute(select(func.count()).select_from(agents).where(claimable(now)))
+            return int(n.scalar_one())
+
+    def usage_by_role_model(self) -> list[Usage]:
+        """Tokens in/out and cost summed per (role, model), sorted by role then model."""
+        query = (
+            select(
+                agents.c.role,
+                agents.c.model,
+                func.coalesce(func.sum(agents.c.tokens_in), 0),
+                func.coalesce(func.sum(agents.c.tokens_out), 0),
+                func.coalesce(func.sum(agents.c.cost_usd), 0.0),
+            )
+            .group_by(agents.c.role, agents.c.model)
+            .order_by(agents.c.role, agents.c.model)
+        )
+        with self._read() as conn:
+            return [
+                Usage(role, model, int(t_in), int(t_out), float(cost))
+                for role, model, t_in, t_out, cost in conn.execute(query).all()
+            ]
+
+    def claim_latency_histograms(
+        self, bounds: Sequence[float] = CLAIM_LATENCY_BUCKETS_S
+    ) -> list[Histogram]:
+        """Seconds from ``created_at`` to ``started_at`` (the first claim) of every agent that
+        was ever claimed, per (role, model). An agent spawned with ``--parent`` waits for its
+        parent, and that wait counts: it is time the agent spent queued."""
+        with self._read() as conn:
+            seconds = _seconds_between(conn, agents.c.created_at, agents.c.started_at)
+            return _histograms(conn, seconds, agents.c.started_at.is_not(None), tuple(bounds))
+
+    def run_duration_histograms(
+        self, bounds: Sequence[float] = RUN_DURATION_BUCKETS_S
+    ) -> list[Histogram]:
+        """``duration_ms`` (as seconds) of every finished agent that ran, per (role, model)."""
+        seconds = cast(agents.c.duration_ms, Float) / 1000.0
+        ran = agents.c.status.in_(_FINISHED) & agents.c.started_at.is_not(None)
+        with self._read() as conn:
+            return _histograms(conn, seconds, ran, tuple(bounds))
+
+
+def _seconds_between(conn: Connection, start: Any, end: Any) -> ColumnElement[Any]:
+    if conn.dialect.name == "postgresql":
+        return func.extract("epoch", end - start)
+    # SQLite stores the UTC datetimes as ISO text, which julianday() reads (to the millisecond).
+    return (func.julianday(end) - func.julianday(start)) * 86400.0
+
+
+def _histograms(
+    conn: Connection,
+    value: ColumnElement[Any],
+    where: ColumnElement[bool],
+    bounds: tuple[float, ...],
+) -> list[Histogram]:
+    columns = [func.sum(case((value <= bound, 1), else_=0)) for bound in bounds]
+    query = (
+        select(
+            agents.c.role,
+            agents.c.model,
+            func.count(),
+            func.coalesce(func.sum(value), 0.0),
+            *columns,
+        )
+        .where(where)
+        .group_by(agents.c.role, agents.c.model)
+        .order_by(agents.c.role, agents.c.model)
+    )
+    return [
+        Histogram(
+            role=row[0],
+            model=row[1],
+            bounds=bounds,
+            buckets=tuple(int(n or 0) for n in row[4:]),
+            count=int(row[2]),
+            sum=float(row[3]),
+        )
+        for row in conn.execute(query).all()
+    ]
