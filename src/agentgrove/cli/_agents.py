@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Annotated, Any
 
-import anyio
 import typer
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from agentgrove.cli._app import app, console, err_console, is_tty, open_grove, print_json
+from agentgrove.cli._live import LiveProgress, agent_source, totals_line
 from agentgrove.errors import BadInput
 from agentgrove.models import AgentRecord, AgentStatus, Event
+from agentgrove.store import Store
 
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print the stable JSON object (docs/json.md).")
@@ -68,22 +71,28 @@ def run(
     """Spawn an agent and run it here with live progress. Exit 0 completed, 1 failed."""
     from agentgrove.runtime._endpoint import check_endpoint
 
-    with open_grove(observer=_progress_printer()) as grove:
+    with open_grove() as grove:
         new = grove.service.prepare(role, task, model=model, base=base, budget_usd=budget_usd)
-        check_endpoint()  # the model answers and takes the key: only now write anything
+        if grove.config.runtime.kind != "scripted":  # the scripted stand-in needs no model
+            check_endpoint()  # the model answers and takes the key: only now write anything
         agent = grove.service.insert(new)
         if not json_out:
             err_console.print(f"[bold]{agent.id}[/] {escape(agent.role)} on {escape(agent.model)}")
-        if is_tty() and not json_out:
-            with console.status(f"running {agent.role} {agent.id}…"):
-                anyio.run(grove.execute_async, [agent.id])
-        else:
-            anyio.run(grove.execute_async, [agent.id])
+        # Tool calls still go to stderr as plain lines under --json: stdout stays one object.
+        progress = LiveProgress(
+            agent_source(grove.store, agent.id),
+            console=err_console,
+            mode="live" if is_tty() and not json_out else "plain",
+        )
+        grove.service.observer = progress.observe
+        finished = progress.run(lambda: grove.execute_async([agent.id]))
         final = grove.store.get_agent(agent.id)
     if json_out:
         print_json(final.to_json())
     else:
         _print_summary(final)
+        if len(finished.agents) > 1:
+            console.print(totals_line(finished.agents), highlight=False)
     raise typer.Exit(0 if final.status is AgentStatus.COMPLETED else 1)
 
 
@@ -174,33 +183,40 @@ def logs(
     ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Print an agent's events (tool calls, texts, transitions)."""
+    """Print an agent's events (tool calls, results, texts, transitions); with -f, stream them
+    as they happen until the agent finishes (Ctrl-C stops following)."""
     with open_grove() as grove:
         full_id = grove.store.resolve_id(agent_id)
-        last = 0
-        while True:
-            batch = grove.store.events(agent_id=full_id, after_id=last)
-            for event in batch:
-                if json_out:
-                    print(
-                        json.dumps(
-                            {
-                                "id": event.id,
-                                "at": event.at.isoformat(),
-                                "kind": event.kind,
-                                "data": event.data,
-                            }
-                        )
-                    )
-                else:
-                    console.print(_format_event(event), highlight=False, markup=False)
-                last = event.id
-            # The final transition and its event commit together, so an empty batch read after
-            # the agent finished means nothing more will come.
-            if not follow or (not batch and grove.store.get_agent(full_id).status.finished):
-                break
-            if not batch:
-                time.sleep(0.2)
+        try:
+            _print_events(grove.store, full_id, follow=follow, json_out=json_out)
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+
+
+def _print_events(store: Store, agent_id: str, *, follow: bool, json_out: bool) -> None:
+    last = 0
+    while True:
+        batch = store.events(agent_id=agent_id, after_id=last)
+        for event in batch:
+            if json_out:
+                record = {
+                    "id": event.id,
+                    "at": event.at.isoformat(),
+                    "kind": event.kind,
+                    "data": event.data,
+                }
+                sys.stdout.write(json.dumps(record) + "\n")
+            else:
+                console.print(_format_event(event), soft_wrap=True, highlight=False)
+            last = event.id
+        # Piped output is block-buffered: flush so a reader sees each event as it happens.
+        sys.stdout.flush()
+        # The final transition and its event commit together, so an empty batch read after
+        # the agent finished means nothing more will come.
+        if not follow or (not batch and store.get_agent(agent_id).status.finished):
+            return
+        if not batch:
+            time.sleep(0.1)
 
 
 @app.command()
@@ -310,8 +326,7 @@ def _parse_status(value: str | None) -> AgentStatus | None:
         raise BadInput(f"unknown status {value!r}: use one of {known}") from None
 
 
-def _format_event(event: Event) -> str:
-    stamp = event.at.strftime("%H:%M:%S")
+def _format_event(event: Event) -> Text:
     data = event.data
     if event.kind == "agent.tool_use":
         detail = f"{data.get('tool')} {data.get('input')}"
@@ -321,23 +336,22 @@ def _format_event(event: Event) -> str:
         detail = str(data.get("text"))
     else:
         detail = " ".join(f"{k}={v}" for k, v in data.items() if v is not None)
-    return f"{stamp} {event.kind:<18} {detail}"
+    style = _EVENT_STYLE.get(event.kind, "")
+    if event.kind == "agent.tool_result" and data.get("is_error"):
+        style = "red"
+    return Text.assemble(
+        (event.at.strftime("%H:%M:%S"), "dim"), " ", (f"{event.kind:<18}", style), " ", detail
+    )
 
 
-def _progress_printer() -> Any:
-    def observe(agent_id: str, kind: str, data: dict[str, Any]) -> None:
-        if kind == "agent.tool_use":
-            detail = escape(f"{data.get('tool')} {data.get('input')}")
-            err_console.print(f"  [cyan]{agent_id[:8]}[/] {detail}", highlight=False)
-        elif kind == "agent.tool_result" and data.get("is_error"):
-            detail = escape(str(data.get("content")))
-            err_console.print(f"  [red]{agent_id[:8]} tool error[/] {detail}", highlight=False)
-        elif kind in ("agent.warning", "agent.retry", "agent.released"):
-            err_console.print(
-                f"  [yellow]{agent_id[:8]} {kind}[/] {escape(str(data))}", highlight=False
-            )
-
-    return observe
+_EVENT_STYLE = {
+    "agent.tool_use": "cyan",
+    "agent.completed": "green",
+    "agent.failed": "red",
+    "agent.cancelled": "magenta",
+    "agent.warning": "yellow",
+    "agent.retry": "yellow",
+}
 
 
 def _print_summary(agent: AgentRecord) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import anyio
 import typer
-from rich.live import Live
 from rich.table import Table
 
 from agentgrove.cli._app import app, console, err_console, is_tty, open_grove, print_json
+from agentgrove.cli._live import LiveProgress, Mode, run_source
 from agentgrove.config import load_config
 from agentgrove.grove import Grove
 from agentgrove.models import RunRecord, RunStatus
@@ -78,9 +77,7 @@ def run(
             return
         if not json_out:
             err_console.print(f"workflow run [bold]{run_record.id}[/] ({run_record.name})")
-        final = _execute_with_progress(
-            grove, run_record.id, live=is_tty() and not json_out, plain=not json_out
-        )
+        final = _execute_with_progress(grove, run_record.id, mode=_mode(json_out=json_out))
     if json_out:
         print_json(final.to_json())
     else:
@@ -142,53 +139,23 @@ def rerun(
         again = grove.workflows.rerun(record.id, from_node)
         print(f"{record.id}: running again {', '.join(again)}")
         if wait:
-            final = _execute_with_progress(grove, record.id, live=is_tty(), plain=True)
+            final = _execute_with_progress(grove, record.id, mode=_mode())
             console.print(_run_table(final))
             raise typer.Exit(0 if final.status is RunStatus.COMPLETED else 1)
 
 
-def _execute_with_progress(grove: Grove, run_id: str, *, live: bool, plain: bool) -> RunRecord:
-    """Run the workflow's nodes here; a live table on a terminal, state changes as lines else."""
-    seen: dict[str, str] = {}
+def _execute_with_progress(grove: Grove, run_id: str, *, mode: Mode) -> RunRecord:
+    """Run the workflow's nodes here, showing their progress (see :class:`LiveProgress`)."""
+    progress = LiveProgress(run_source(grove.store, run_id), console=err_console, mode=mode)
+    grove.service.observer = progress.observe
+    progress.run(lambda: grove.execute_run_async(run_id))
+    return grove.store.get_run(run_id)
 
-    def report_changes(record: RunRecord) -> None:
-        for node in record.nodes:
-            if plain and seen.get(node.key) != node.state:
-                seen[node.key] = node.state
-                agent = f" {node.agent.id}" if node.agent else ""
-                err_console.print(f"  {node.key}: {node.state}{agent}", highlight=False)
 
-    async def main() -> RunRecord:
-        async with anyio.create_task_group() as tg:
-            done = anyio.Event()
-
-            async def execute() -> None:
-                await grove.execute_run_async(run_id)
-                done.set()
-
-            tg.start_soon(execute)
-            if live:
-                with Live(
-                    _run_table(grove.store.get_run(run_id)),
-                    console=err_console,
-                    refresh_per_second=4,
-                ) as view:
-                    while not done.is_set():
-                        with anyio.move_on_after(0.25):
-                            await done.wait()
-                        view.update(_run_table(grove.store.get_run(run_id)))
-            else:
-                while not done.is_set():
-                    if plain:
-                        report_changes(grove.store.get_run(run_id))
-                    with anyio.move_on_after(0.25):
-                        await done.wait()
-        final = grove.store.get_run(run_id)
-        if plain and not live:
-            report_changes(final)
-        return final
-
-    return anyio.run(main)
+def _mode(*, json_out: bool = False) -> Mode:
+    if json_out:
+        return "quiet"
+    return "live" if is_tty() else "plain"
 
 
 def _run_table(record: RunRecord) -> Table:
