@@ -1,0 +1,205 @@
+"""`grove up`: database, worker, dashboard and shell in one process, stopped in reverse order.
+
+Start-up: ``Grove.init`` (creates and migrates the database; idempotent), then on one event
+loop the worker (whose ``run`` cleans up after a crash and reconciles workflow runs before its
+first claim), the dashboard, and the shell. Shutdown — SIGINT/SIGTERM, or leaving the shell —
+goes the other way: the shell closes, the dashboard stops, then the worker drains (in-flight
+agents get ``grace_s``, then return to pending without losing an attempt). Each step is
+printed; a clean shutdown exits 0 with no agent of this worker left executing.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+import anyio
+import typer
+from anyio.abc import TaskStatus
+
+from agentgrove.cli._app import app, err_console
+from agentgrove.errors import BadInput
+from agentgrove.grove import Grove
+from agentgrove.worker import Worker
+
+DEFAULT_PORT = 8420
+
+
+@app.command()
+def up(
+    concurrency: Annotated[int | None, typer.Option(help="Agents run at once.")] = None,
+    host: Annotated[str, typer.Option(help="Dashboard address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Dashboard port.")] = DEFAULT_PORT,
+    token: Annotated[
+        str | None, typer.Option(help="Token the dashboard asks for (see the README).")
+    ] = None,
+    no_dashboard: Annotated[bool, typer.Option("--no-dashboard", help="No web UI.")] = False,
+    no_shell: Annotated[
+        bool, typer.Option("--no-shell", help="Headless, for services and tests.")
+    ] = False,
+) -> None:
+    """Start everything: database, worker, dashboard, shell. Ctrl-D or SIGTERM stops it."""
+    if concurrency is not None and concurrency < 1:
+        raise BadInput(f"--concurrency {concurrency}: give at least 1")
+    if not no_shell and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise BadInput("grove up: no terminal for the shell: add --no-shell to run headless")
+    if not no_dashboard:
+        _check_port_free(host, port)
+    grove = Grove.init()
+    with grove:
+        say(f"database ready: {_safe_url(grove.config.db_url)}")
+        anyio.run(
+            _serve,
+            grove,
+            Worker(grove.service, grove.config.worker, concurrency=concurrency),
+            None if no_dashboard else (host, port, token),
+            not no_shell,
+        )
+    say("stopped")
+
+
+async def _serve(
+    grove: Grove, worker: Worker, dashboard: tuple[str, int, str | None] | None, shell: bool
+) -> None:
+    stopping = anyio.Event()
+    prompt = None
+    if shell:
+        from agentgrove.shell import build_shell
+
+        prompt = build_shell(
+            app,
+            grove.store,
+            list(grove.config.roles),
+            home=grove.config.home,
+            # A spawn from the shell went through another Grove: wake our worker at once.
+            after_command=lambda _outcome: grove.service.wakeup.notify(),
+        )
+
+    def stop(reason: str) -> None:
+        if not stopping.is_set():
+            say(f"{reason}: shutting down")
+            stopping.set()
+
+    from agentgrove.shell import watch_signals
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(watch_signals, prompt, stop)
+        worker_done = anyio.Event()
+
+        async def run_worker() -> None:
+            try:
+                stats = await worker.run()
+                say(
+                    f"worker stopped ({stats.finished} run, "
+                    f"{stats.released_on_shutdown} returned to pending)"
+                )
+            finally:
+                worker_done.set()
+
+        say(
+            f"worker {worker.owner}: concurrency {worker.concurrency} "
+            "(reconciling workflow runs first)"
+        )
+        tg.start_soon(run_worker)
+
+        dashboard_scope = anyio.CancelScope()
+        dashboard_done = anyio.Event()
+        if dashboard is not None:
+            await tg.start(_run_dashboard, grove, dashboard, dashboard_scope, dashboard_done)
+        else:
+            dashboard_done.set()
+
+        shell_scope = anyio.CancelScope()
+        shell_done = anyio.Event()
+        if prompt is not None:
+
+            async def run_shell() -> None:
+                try:
+                    with shell_scope:
+                        await prompt.run()
+                    stop("shell closed")
+                finally:
+                    shell_done.set()
+
+            tg.start_soon(run_shell)
+        else:
+            shell_done.set()
+
+        await stopping.wait()
+        if prompt is not None:
+            prompt.interrupt()  # a command still running in the shell's thread
+            shell_scope.cancel()
+            await shell_done.wait()
+            say("shell closed")
+        if dashboard is not None:
+            dashboard_scope.cancel()
+            await dashboard_done.wait()
+            say("dashboard stopped")
+        say(
+            f"worker: no new claims; {len(worker.in_flight)} in flight get "
+            f"{worker.settings.grace_s:g}s to finish"
+        )
+        worker.request_stop()
+        await worker_done.wait()
+        tg.cancel_scope.cancel()  # the signal watcher
+
+
+async def _run_dashboard(
+    grove: Grove,
+    where: tuple[str, int, str | None],
+    scope: anyio.CancelScope,
+    done: anyio.Event,
+    *,
+    task_status: TaskStatus[None],
+) -> None:
+    """Serve the dashboard until ``scope`` is cancelled; started once it accepts requests."""
+    host, port, token = where
+    serve = _dashboard_server()
+    ready = anyio.Event()
+    try:
+        with scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: serve(grove, host=host, port=port, token=token, ready=ready))
+                await ready.wait()
+                say(f"dashboard on http://{host}:{port}/")
+                task_status.started()
+    finally:
+        done.set()
+
+
+def _dashboard_server() -> Callable[..., Coroutine[Any, Any, None]]:
+    import importlib
+
+    module = importlib.import_module("agentgrove.dashboard")
+    serve: Callable[..., Coroutine[Any, Any, None]] = module.serve_dashboard
+    return serve
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse before anything starts, rather than failing once the worker already runs."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise BadInput(f"--host {host}: cannot resolve it ({exc})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise BadInput(
+                f"cannot serve the dashboard on {host}:{port} ({exc.strerror}): "
+                "choose another --port, or --no-dashboard"
+            ) from None
+
+
+def _safe_url(url: str) -> str:
+    """The database URL without its password, for printing."""
+    return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
+
+
+def say(message: str) -> None:
+    err_console.print(f"grove up: {message}", highlight=False, markup=False)
