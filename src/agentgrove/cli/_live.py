@@ -250,6 +250,13 @@ class LiveProgress:
             self._tools[agent_id] = _short(f"{data.get('tool')} {data.get('input')}", 80)
         if self._mode != "quiet":
             line = _event_line(agent_id, kind, data, tool_calls=self._mode == "plain")
+            if (
+                line is not None
+                and self._mode == "plain"
+                and self._seen.get(agent_id) != "executing"
+            ):
+                # Its claim may not have been printed yet: keep transitions and calls in order.
+                self._print_transitions(self._source())
             if line is not None:
                 # Under Live, printing to its console puts the line above the view.
                 self._console.print(line, soft_wrap=True)
