@@ -69,6 +69,15 @@ class BudgetSettings(BaseModel):
     on_exhausted: Literal["wait", "fail"] = "wait"
 
 
+class TelemetrySettings(BaseModel):
+    """``otel``: record one OpenTelemetry span per finished agent attempt with the globally
+    configured tracer provider (install ``agentgrove[otel]`` and set up your exporter)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    otel: bool = False
+
+
 class _RoleOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -92,6 +101,7 @@ class _ConfigFile(BaseModel):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,7 @@ class GroveConfig:
     worker: WorkerSettings
     runtime: RuntimeSettings
     budget: BudgetSettings = field(default_factory=BudgetSettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
 
     @property
     def worktrees_dir(self) -> Path:
@@ -144,6 +155,7 @@ def load_config(start: Path | None = None) -> GroveConfig:
         worker=file.worker,
         runtime=file.runtime,
         budget=file.budget,
+        telemetry=file.telemetry,
     )
 
 

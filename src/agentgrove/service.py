@@ -97,6 +97,10 @@ class AgentService:
             config.root if config.is_git else None, config.worktrees_dir, config.root
         )
         self.wakeup = wakeup or Wakeup()
+        if config.telemetry.otel:  # imported only when enabled: OpenTelemetry is optional
+            from agentgrove.telemetry import with_agent_spans
+
+            observer = with_agent_spans(store, observer)
         self.observer = observer
         # Secrets in the environment never reach the database (transcripts, events, results).
         self.redact = Redactor.from_environ(os.environ)

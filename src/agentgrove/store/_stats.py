@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, Connection, Float, case, cast, func, selec
 from agentgrove.models import AgentStatus
 from agentgrove.store._core import StoreCore
 from agentgrove.store._dialect import claimable
-from agentgrove.store._schema import agents
+from agentgrove.store._schema import agents, events
 
 CLAIM_LATENCY_BUCKETS_S: tuple[float, ...] = (
     0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
@@ -34,6 +34,11 @@ RUN_DURATION_BUCKETS_S: tuple[float, ...] = (
 """Upper bounds (seconds) of the run-duration histogram: agent runs last seconds to an hour."""
 
 _FINISHED = tuple(s.value for s in AgentStatus if s.finished)
+_ENDINGS = ("agent.completed", "agent.failed", "agent.released")
+"""Events that end an attempt in the worker running it; each carries the attempt number."""
+_ATTEMPT_EVENTS_SCANNED = 20
+"""How far back :meth:`StatsQueries.last_attempt` looks: an ending and its claim are adjacent
+among these kinds unless a retry was claimed in between, which adds one or two more."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,28 @@ class Histogram:
     buckets: tuple[int, ...]
     count: int
     sum: float
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One ended attempt of an agent, as the database recorded it. ``outcome``: ``completed``,
+    ``failed`` or ``released`` (back to pending: retried, or interrupted by shutdown); usage is
+    this attempt's alone (``None`` for an interrupted attempt, whose usage is unknown)."""
+
+    agent_id: str
+    attempt: int
+    role: str
+    model: str
+    run_id: str | None
+    node_key: str | None
+    outcome: str
+    error_kind: str | None
+    error: str | None
+    tokens_in: int | None
+    tokens_out: int | None
+    cost_usd: float | None
+    started_at: datetime
+    ended_at: datetime
 
 
 class StatsQueries(StoreCore):
@@ -117,6 +144,57 @@ class StatsQueries(StoreCore):
         ran = agents.c.status.in_(_FINISHED) & agents.c.started_at.is_not(None)
         with self._read() as conn:
             return _histograms(conn, seconds, ran, tuple(bounds))
+
+    def last_attempt(self, agent_id: str) -> Attempt | None:
+        """The agent's most recently ended attempt: from its ``agent.claimed`` event to the
+        ``agent.completed`` / ``agent.failed`` / ``agent.released`` event of the same attempt
+        number. ``None`` when no attempt has ended (or its claim is not recorded)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(events.c.at, events.c.kind, events.c.data)
+                .where(
+                    events.c.agent_id == agent_id,
+                    events.c.kind.in_((*_ENDINGS, "agent.claimed")),
+                )
+                .order_by(events.c.id.desc())
+                .limit(_ATTEMPT_EVENTS_SCANNED)
+            ).all()
+            agent = conn.execute(
+                select(
+                    agents.c.role, agents.c.model, agents.c.workflow_run_id, agents.c.node_key
+                ).where(agents.c.id == agent_id)
+            ).first()
+        end = next((r for r in rows if r.kind in _ENDINGS), None)
+        if end is None or agent is None:
+            return None
+        number = end.data.get("attempt")
+        claim = next(
+            (
+                r
+                for r in rows
+                if r.kind == "agent.claimed" and r.data.get("attempt") == number and r.at <= end.at
+            ),
+            None,
+        )
+        if claim is None:
+            return None
+        data: dict[str, Any] = end.data
+        return Attempt(
+            agent_id=agent_id,
+            attempt=int(number),
+            role=agent.role,
+            model=agent.model,
+            run_id=agent.workflow_run_id,
+            node_key=agent.node_key,
+            outcome=end.kind.removeprefix("agent."),
+            error_kind=data.get("error_kind"),
+            error=data.get("error") or data.get("reason"),
+            tokens_in=data.get("tokens_in"),
+            tokens_out=data.get("tokens_out"),
+            cost_usd=data.get("cost_usd"),
+            started_at=claim.at,
+            ended_at=end.at,
+        )
 
 
 def _seconds_between(conn: Connection, start: Any, end: Any) -> ColumnElement[Any]:

@@ -428,7 +428,11 @@ class Store(RunQueries, BudgetQueries, StatsQueries):
             if result.rowcount != 1:
                 return False
             self._event(
-                conn, agent_id, "agent.released", {"attempt": attempt, "reason": reason}, None
+                conn,
+                agent_id,
+                "agent.released",
+                {"attempt": attempt, "reason": reason, **_usage_data(spent)},
+                None,
             )
         return True
 
@@ -701,6 +705,19 @@ class Store(RunQueries, BudgetQueries, StatsQueries):
             if record.node_key is not None:
                 found[record.node_key] = record
         return found
+
+
+def _usage_data(spent: RunOutcome | None) -> dict[str, Any]:
+    """A retried attempt's error kind and usage, for its ``agent.released`` event (telemetry
+    reads them back: the agent's columns only hold the sums)."""
+    if spent is None:
+        return {}
+    return {
+        "error_kind": spent.error_kind.value if spent.error_kind else None,
+        "tokens_in": spent.tokens_in,
+        "tokens_out": spent.tokens_out,
+        "cost_usd": spent.cost_usd,
+    }
 
 
 def _usage_values(spent: RunOutcome | None) -> dict[str, Any]:
