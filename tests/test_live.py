@@ -27,6 +27,15 @@ from agentgrove.grove import Grove
 from agentgrove.models import AgentStatus, ErrorKind
 from agentgrove.runtime import MessageSink, RunResult, RunSpec, ScriptedRuntime
 from agentgrove.store._store import utcnow
+from agentgrove.testing import (
+    ModelRequest,
+    ModelServer,
+    Script,
+    Turn,
+    file_writer_script,
+    say,
+    write_file,
+)
 from tests.conftest import GROVE, run_cli
 
 ANSI = re.compile(r"\x1b\[")
@@ -216,10 +225,28 @@ def test_workflow_run_wait_without_a_terminal_prints_plain_lines(repo: Path) -> 
     assert re.search(r"build\s+implementer\s+completed", result.stdout)
 
 
-def _run_in_pty(args: list[str], cwd: Path, timeout_s: float = 120) -> tuple[int, str]:
-    """Run the CLI with a pseudo-terminal as stdin, stdout and stderr; returns (rc, output)."""
+def _visible(output: str) -> str:
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output)
+
+
+def _run_in_pty(
+    args: list[str],
+    cwd: Path,
+    *,
+    env: dict[str, str] | None = None,
+    on_output: Callable[[str], None] = lambda _out: None,
+    timeout_s: float = 120,
+) -> tuple[int, str]:
+    """Run the CLI with a pseudo-terminal as stdin, stdout and stderr; returns (rc, output).
+    ``on_output`` sees the output so far after each read."""
     master, slave = pty.openpty()
-    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
+    env = {
+        **os.environ,
+        **(env or {}),
+        "TERM": "xterm-256color",
+        "COLUMNS": "120",
+        "LINES": "40",
+    }
     env.pop("NO_COLOR", None)
     proc = subprocess.Popen(
         [*GROVE, *args], cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave
@@ -236,6 +263,7 @@ def _run_in_pty(args: list[str], cwd: Path, timeout_s: float = 120) -> tuple[int
             if not data:
                 break
             chunks.append(data)
+            on_output(b"".join(chunks).decode(errors="replace"))
         rc = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
     finally:
         os.close(master)
@@ -251,7 +279,7 @@ def test_run_on_a_terminal_shows_the_live_tree_and_the_summary(repo: Path) -> No
     rc, out = _run_in_pty(["run", "implementer", "live please"], repo)
     assert rc == 0, out
     assert ANSI.search(out)
-    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out)
+    plain = _visible(out)
     agent_id = re.search(r"([0-9a-f]{12}) implementer on", plain)
     assert agent_id, plain
     short = agent_id.group(1)[:8]
@@ -268,11 +296,56 @@ def test_workflow_run_wait_on_a_terminal_shows_the_live_tree(repo: Path) -> None
     rc, out = _run_in_pty(["workflow", "run", "chain.yaml", "--wait"], repo)
     assert rc == 0, out
     assert ANSI.search(out)
-    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out)
+    plain = _visible(out)
     assert re.search(r"\S{8} design \(planner\) executing", plain)
     assert "build (implementer) waiting" in plain
     assert re.search(r"\S{8} build \(implementer\) completed", plain)
     assert "2 agents (2 completed)  20 in / 10 out tokens  $0.0002" in plain
+
+
+@pytest.mark.e2e
+def test_run_with_the_real_sdk_prints_tool_calls_between_transitions(repo: Path) -> None:
+    assert run_cli("init", cwd=repo).returncode == 0
+    with ModelServer(file_writer_script("hello.txt", "hi\n")) as server:
+        result = run_cli("run", "file-writer", "Create hello.txt", cwd=repo, env=server.env())
+        server.assert_done()
+    assert result.returncode == 0, result.stderr
+    assert not ANSI.search(result.stdout + result.stderr)
+    short = result.stderr.split()[0][:8]
+    lines = result.stderr.splitlines()
+    executing = lines.index(f"  {short} file-writer: executing")
+    [write] = [i for i, line in enumerate(lines) if line.startswith(f"  {short} Write ")]
+    assert "hello.txt" in lines[write]
+    [completed] = [i for i, line in enumerate(lines) if ": completed (" in line]
+    assert executing < write < completed
+
+
+@pytest.mark.e2e
+def test_live_tree_shows_the_tool_call_of_an_agent_held_mid_run(repo: Path) -> None:
+    """The real SDK and CLI under a terminal: the second model turn is held back until the
+    live tree has shown the agent executing with its Write call."""
+    release = threading.Event()
+
+    def after_the_write(_request: ModelRequest) -> Turn:
+        release.wait(timeout=90)
+        return say("Created hello.txt")
+
+    def watch(output: str) -> None:
+        if re.search(r"file-writer executing .*▸ Write .*hello\.txt", _visible(output)):
+            release.set()
+
+    script = Script().on(
+        role="file-writer", turns=[write_file("hello.txt", "hi\n"), after_the_write]
+    )
+    assert run_cli("init", cwd=repo).returncode == 0
+    with ModelServer(script) as server:
+        rc, out = _run_in_pty(
+            ["run", "file-writer", "Create hello.txt"], repo, env=server.env(), on_output=watch
+        )
+        server.assert_done()
+    assert release.is_set(), _visible(out)
+    assert rc == 0, _visible(out)
+    assert "Created hello.txt" in _visible(out)
 
 
 # -- grove logs -f -------------------------------------------------------------------------
