@@ -129,6 +129,9 @@ class Dispatcher:
                 where = f"{args[0]} --help" if args[0] in self._command_names() else "help"
                 return self._fail(exit_code, f"error: {message()} (`{where}` shows the usage)")
             return self._fail(1, f"internal error: {type(exc).__name__}: {exc}")
+        if code == 130:
+            # typer turns a KeyboardInterrupt inside a command into exit code 130.
+            return self._fail(130, "interrupted")
         return Outcome(code if isinstance(code, int) else 0)
 
     def _command_names(self) -> set[str]:
