@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentgrove.errors import ConfigError
@@ -56,6 +56,37 @@ class RuntimeSettings(BaseModel):
     sandbox: Literal["auto", "required", "off"] = "auto"
     kind: Literal["claude", "scripted"] = "claude"
     scripted_delay_s: float = Field(default=0.0, ge=0)
+    env_allow: list[str] = Field(default_factory=list)
+    """More inherited environment variables (``fnmatch`` patterns) the CLI may see, beside
+    the built-in allow-list (PATH, HOME, locale, proxies, ``ANTHROPIC_*``, ``CLAUDE_*``...)."""
+
+
+class AdmissionSettings(BaseModel):
+    """What may start, beyond each worker's ``concurrency``. Counts are across every worker
+    sharing the database; a parent waiting for its children does not hold a slot.
+
+    ``max_running``: agents executing at once, in all. ``per_role`` / ``per_model``: the same,
+    by role name / model name. ``rpm_per_model``: agent starts per minute, by model (each
+    worker paces its own starts; a 429 from the API halves the pace of that model and holds
+    its starts back for the Retry-After, then the pace recovers by one per start).
+    ``min_available_mb``: no agent starts while the machine has less memory available (each
+    CLI process takes about 220 MB)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_running: int | None = Field(default=None, ge=1)
+    per_role: dict[str, int] = Field(default_factory=dict)
+    per_model: dict[str, int] = Field(default_factory=dict)
+    rpm_per_model: dict[str, int] = Field(default_factory=dict)
+    min_available_mb: int = Field(default=512, ge=0)
+
+    @field_validator("per_role", "per_model", "rpm_per_model")
+    @classmethod
+    def _positive(cls, value: dict[str, int]) -> dict[str, int]:
+        for name, limit in value.items():
+            if limit < 1:
+                raise ValueError(f"{name} = {limit}: a limit must be 1 or more")
+        return value
 
 
 class BudgetSettings(BaseModel):
@@ -102,6 +133,7 @@ class _ConfigFile(BaseModel):
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
 
 
 @dataclass(frozen=True)
@@ -117,6 +149,7 @@ class GroveConfig:
     runtime: RuntimeSettings
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
 
     @property
     def worktrees_dir(self) -> Path:
@@ -156,6 +189,7 @@ def load_config(start: Path | None = None) -> GroveConfig:
         runtime=file.runtime,
         budget=file.budget,
         telemetry=file.telemetry,
+        admission=file.admission,
     )
 
 

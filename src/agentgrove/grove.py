@@ -253,7 +253,7 @@ def default_runtime(config: GroveConfig) -> Runtime:
             "(apt-get install bubblewrap socat)",
             file=sys.stderr,
         )
-    return ClaudeRuntime(sandbox=mode != "off" and available)
+    return ClaudeRuntime(sandbox=mode != "off" and available, env_allow=config.runtime.env_allow)
 
 
 __all__ = ["HOME_DIR", "Grove", "TreeTotals", "default_runtime"]

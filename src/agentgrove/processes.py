@@ -48,3 +48,14 @@ def kill_agent_processes(agent_id: str) -> list[int]:
         except ProcessLookupError:
             continue
     return killed
+
+
+def available_memory_mb() -> int | None:
+    """``MemAvailable`` from ``/proc/meminfo`` in MB (``None`` where it cannot be read)."""
+    try:
+        for line in (_PROC / "meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

@@ -18,7 +18,9 @@ import asyncio
 import contextlib
 import os
 import random
+import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -27,6 +29,7 @@ from typing import Any
 
 import anyio
 
+from agentgrove.admission import ModelPacer
 from agentgrove.config import GroveConfig
 from agentgrove.delegation import AgentDelegate, NoSlots, Slots
 from agentgrove.errors import BadInput, UnknownRole
@@ -102,6 +105,8 @@ class AgentService:
 
             observer = with_agent_spans(store, observer)
         self.observer = observer
+        # Paces agent starts per model and backs off on 429s (see agentgrove.admission).
+        self.pacer = ModelPacer(config.admission.rpm_per_model)
         # Secrets in the environment never reach the database (transcripts, events, results).
         self.redact = Redactor.from_environ(os.environ)
 
@@ -277,6 +282,10 @@ class AgentService:
                 agent.id, lease.owner, lease.attempt, seq, kind, message, event
             )
             seq += 1
+            if event is not None and _rate_limited(event):
+                delay_ms = event[1].get("delay_ms")
+                retry_after = delay_ms / 1000 if isinstance(delay_ms, int | float) else None
+                self.pacer.rate_limited(agent.model, time.monotonic(), retry_after)
             if event is not None and self.observer is not None:
                 self.observer(agent.id, event[0], event[1])
 
@@ -311,8 +320,11 @@ class AgentService:
         """Commit the run's work on the agent's branch, if the lease is still ours: a worker
         that was presumed dead must not add commits behind the back of the one that took over.
         """
-        if not self.store.heartbeat(
-            agent.id, lease.owner, lease.attempt, self.config.worker.lease_s
+        if not self._fenced(
+            agent.id,
+            lambda: self.store.heartbeat(
+                agent.id, lease.owner, lease.attempt, self.config.worker.lease_s
+            ),
         ):
             return ws
         trailers = {
@@ -339,11 +351,14 @@ class AgentService:
         if result.success:
             self._finish(agent, lease, result)
             return
+        if result.rate_limited:
+            self.pacer.rate_limited(agent.model, time.monotonic(), result.retry_after_s)
         decision = decide(
             result.error_kind,
             lease.attempt,
             agent.max_attempts,
             jitter=random.random(),
+            retry_after_s=result.retry_after_s,
             base_s=self.config.worker.retry_base_s,
         )
         if decision.retry:
@@ -364,8 +379,28 @@ class AgentService:
 
     def _finish(self, agent: AgentRecord, lease: Lease, result: RunResult) -> None:
         outcome = _outcome(result)
-        if self.store.finish(agent.id, lease.owner, lease.attempt, outcome):
+        if self._fenced(
+            agent.id, lambda: self.store.finish(agent.id, lease.owner, lease.attempt, outcome)
+        ):
             self._emit(agent.id, f"agent.{outcome.status.value}", {"error": result.error})
+
+    def _fenced(self, agent_id: str, write: Callable[[], bool], tries: int = 3) -> bool:
+        """Make a write fenced by the lease, again after a transient database error: such a
+        write is idempotent (made twice, the second matches nothing or changes nothing), so a
+        dropped connection costs neither the attempt's result nor a second run. ``False``: the
+        lease is no longer ours (or the write committed unheard, which is the same to us)."""
+        for _ in range(tries - 1):
+            try:
+                return write()
+            except Exception as exc:
+                if not self.store.transient(exc):
+                    raise
+                cause = getattr(exc, "orig", None) or exc
+                print(
+                    f"grove: agent {agent_id}: database error, writing again: {cause}",
+                    file=sys.stderr,
+                )
+        return write()
 
     def _warn(self, agent_id: str, message: str) -> None:
         self.store.append_event(agent_id, "agent.warning", {"message": message})
@@ -388,6 +423,11 @@ def _outcome(result: RunResult) -> RunOutcome:
         duration_ms=result.duration_ms,
         session_id=result.session_id,
     )
+
+
+def _rate_limited(event: tuple[str, dict[str, Any]]) -> bool:
+    """The CLI is retrying a 429: the model's pace must slow down now, not after the run."""
+    return event[0] == "agent.api_retry" and event[1].get("status") == 429
 
 
 def _failure(kind: ErrorKind, message: str) -> RunResult:

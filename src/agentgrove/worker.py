@@ -18,15 +18,25 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
 from anyio.abc import TaskGroup
 
+from agentgrove.admission import (
+    Refusal,
+    Running,
+    concurrency_refusal,
+    limits_concurrency,
+    memory_refusal,
+)
 from agentgrove.cleanup import collect
 from agentgrove.config import WorkerSettings
 from agentgrove.models import AgentRecord, AgentStatus
+from agentgrove.processes import available_memory_mb
 from agentgrove.service import AgentService, Lease
 from agentgrove.store._store import utcnow
 
@@ -53,11 +63,13 @@ class Worker:
         owner: str | None = None,
         only: set[str] | None = None,
         run_id: str | None = None,
+        memory_probe: Callable[[], int | None] = available_memory_mb,
     ) -> None:
         """``drain``: return once no agent is pending or executing (by any worker).
         ``only``: claim just these ids (``grove run``) and their children, returning when all
         of them have finished.
-        ``run_id``: claim just that workflow run's agents, returning when the run is over."""
+        ``run_id``: claim just that workflow run's agents, returning when the run is over.
+        ``memory_probe``: available memory in MB (``[admission] min_available_mb``)."""
         self.service = service
         self.store = service.store
         self.settings = settings
@@ -67,6 +79,9 @@ class Worker:
         self.only = set(only) if only is not None else None
         self.run_id = run_id
         self.stats = WorkerStats()
+        self.admission = service.config.admission
+        self._memory_probe = memory_probe
+        self._memory_wait: str | None = None
         self._stopping = anyio.Event()
         self._running: dict[str, anyio.CancelScope] = {}
         self._parked: set[str] = set()
@@ -98,39 +113,76 @@ class Worker:
     async def _claim_loop(self, tg: TaskGroup) -> None:
         next_sweep = 0.0
         while not self._stopping.is_set():
-            now = anyio.current_time()
-            if now >= next_sweep:
-                self.store.sweep_expired()
-                next_sweep = now + max(self.settings.lease_s / 4, self.settings.poll_s)
-            if len(self._running) - len(self._parked) < self.concurrency:
-                agent = self._claim()
-                if agent is not None:
-                    self.stats.claimed += 1
-                    scope = anyio.CancelScope()
-                    self._running[agent.id] = scope
-                    tg.start_soon(self._run_one, agent, scope)
-                    continue
-                if self._done():
+            try:
+                now = anyio.current_time()
+                if now >= next_sweep:
+                    self.store.sweep_expired()
+                    next_sweep = now + max(self.settings.lease_s / 4, self.settings.poll_s)
+                if await self._claim_once(tg):
                     return
+            except Exception as exc:
+                # A dropped connection or a briefly unavailable database must not take the
+                # worker down: what did not commit is tried again; a claim that committed
+                # unheard is a lease nobody renews, which a sweep returns to pending.
+                if not self.store.transient(exc):
+                    raise
+                _log_database_error("claiming", exc)
                 await self.service.wakeup.wait(self.settings.poll_s)
-            else:
-                self._slot_freed = anyio.Event()
-                with anyio.move_on_after(self.settings.poll_s):
-                    await self._slot_freed.wait()
+
+    async def _claim_once(self, tg: TaskGroup) -> bool:
+        """Claim and start one agent, or wait for a slot or for work; ``True`` when done."""
+        if len(self._running) - len(self._parked) < self.concurrency:
+            if not self._memory_allows_start():
+                await self.service.wakeup.wait(self.settings.poll_s)
+                return False
+            agent = self._claim()
+            if agent is not None:
+                self.stats.claimed += 1
+                scope = anyio.CancelScope()
+                self._running[agent.id] = scope
+                tg.start_soon(self._run_one, agent, scope)
+                return False
+            if self._done():
+                return True
+            await self.service.wakeup.wait(self.settings.poll_s)
+        else:
+            self._slot_freed = anyio.Event()
+            with anyio.move_on_after(self.settings.poll_s):
+                await self._slot_freed.wait()
+        return False
+
+    def _memory_allows_start(self) -> bool:
+        """No start while memory is short; said once per episode, on stderr."""
+        refusal = memory_refusal(self.admission, self._memory_probe())
+        if refusal is not None and self._memory_wait is None:
+            print(f"grove worker: {refusal}", file=sys.stderr)
+        self._memory_wait = refusal
+        return refusal is None
+
+    def _gate(self, role: str, model: str, running: Callable[[], Running]) -> Refusal | None:
+        """Admission of one claimed agent (called inside the claim's transaction)."""
+        if limits_concurrency(self.admission):
+            refusal = concurrency_refusal(self.admission, role, model, running())
+            if refusal is not None:
+                return refusal
+        delay = self.service.pacer.start_delay(model, time.monotonic())
+        if delay > 0:
+            return Refusal(f"waiting for model {model}'s pace (rate limited)", delay)
+        return None
 
     def _claim(self) -> AgentRecord | None:
-        lease_s = self.settings.lease_s
+        lease_s, gate = self.settings.lease_s, self._gate
         if self.run_id is not None:
             # Nodes, and the children they delegate to, carry the run's id.
-            return self.store.claim(self.owner, lease_s, run_id=self.run_id)
+            return self.store.claim(self.owner, lease_s, run_id=self.run_id, gate=gate)
         if self.only is None:
-            return self.store.claim(self.owner, lease_s)
+            return self.store.claim(self.owner, lease_s, gate=gate)
         for agent_id in sorted(self.only):
-            claimed = self.store.claim(self.owner, lease_s, agent_id=agent_id)
+            claimed = self.store.claim(self.owner, lease_s, agent_id=agent_id, gate=gate)
             if claimed is not None:
                 return claimed
         # Children the tracked agents spawn are run here too, and tracked in turn.
-        child = self.store.claim(self.owner, lease_s, parent_ids=self.only)
+        child = self.store.claim(self.owner, lease_s, parent_ids=self.only, gate=gate)
         if child is not None:
             self.only.add(child.id)
         return child
@@ -180,9 +232,18 @@ class Worker:
     async def _heartbeat(self, agent_id: str, lease: Lease, scope: anyio.CancelScope) -> None:
         while True:
             await anyio.sleep(self.settings.heartbeat_s)
-            if not self.store.heartbeat(
-                agent_id, lease.owner, lease.attempt, self.settings.lease_s
-            ):
+            try:
+                renewed = self.store.heartbeat(
+                    agent_id, lease.owner, lease.attempt, self.settings.lease_s
+                )
+            except Exception as exc:
+                if not self.store.transient(exc):
+                    raise
+                # The lease runs until it expires: the next beat tries again, and should the
+                # lease expire meanwhile, the fence keeps this run's writes out.
+                _log_database_error(f"renewing the lease of {agent_id}", exc)
+                continue
+            if not renewed:
                 # Cancelled, or our lease was taken over: stop the run; the fence keeps
                 # anything it might still try to write out of the database.
                 scope.cancel()
@@ -213,3 +274,8 @@ class _WorkerSlots:
 
     def unpark(self) -> None:
         self._worker._unpark(self._agent_id)
+
+
+def _log_database_error(doing: str, exc: BaseException) -> None:
+    cause = getattr(exc, "orig", None) or exc
+    print(f"grove worker: database error while {doing} (carrying on): {cause}", file=sys.stderr)

@@ -82,6 +82,10 @@ class RunResult:
     session_id: str | None = None
     error: str | None = None
     error_kind: ErrorKind | None = None
+    retry_after_s: float | None = None
+    """How long the model API asked to be left alone (its Retry-After, as the CLI applied it)."""
+    rate_limited: bool = False
+    """The model API answered 429 during the run (whether or not the CLI's retries got past it)."""
 
 
 class MessageSink(Protocol):

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,6 +40,13 @@ from agentgrove.processes import AGENT_ENV, kill_agent_processes
 from agentgrove.runtime._base import MessageSink, RunResult, RunSpec
 from agentgrove.runtime._classify import classify
 from agentgrove.runtime._endpoint import CLI_ENV_DEFAULTS
+from agentgrove.runtime._environment import (
+    DEFAULT_ALLOW,
+    DROP_ENV,
+    dropped_names,
+    real_cli,
+    wrapper_for,
+)
 from agentgrove.runtime._orchestrator_tools import SERVER_NAME, TOOL_NAMES, orchestrator_server
 from agentgrove.runtime._policy import BashPolicy, bash_refusal
 
@@ -55,27 +62,42 @@ def sandbox_available() -> bool:
 
 
 class ClaudeRuntime:
-    """Runs agents with the real Claude Code CLI. ``env`` is added to the CLI's environment."""
+    """Runs agents with the real Claude Code CLI.
 
-    def __init__(self, *, env: Mapping[str, str] | None = None, sandbox: bool = False) -> None:
+    The CLI's environment is ``env`` plus only those inherited variables that match
+    :data:`~agentgrove.runtime._environment.DEFAULT_ALLOW` or ``env_allow`` (see
+    :mod:`agentgrove.runtime._environment`)."""
+
+    def __init__(
+        self,
+        *,
+        env: Mapping[str, str] | None = None,
+        sandbox: bool = False,
+        env_allow: Iterable[str] = (),
+    ) -> None:
         self._env = {**CLI_ENV_DEFAULTS, **(env or {})}
         self._sandbox = sandbox
+        self._allow = (*DEFAULT_ALLOW, *env_allow)
+        self._cli_path: Path | None = None
 
     async def run(self, spec: RunSpec, sink: MessageSink) -> RunResult:
         started = time.monotonic()
         stderr_tail: list[str] = []
         options = self._options(spec, stderr_tail)
         last_error: str | None = None
+        pressure = _ApiPressure()
         try:
             with anyio.fail_after(spec.timeout_s):
                 async with ClaudeSDKClient(options=options) as client:
                     await client.query(_prompt_stream(spec.prompt))
                     async for message in client.receive_response():
                         _report(message, sink)
+                        pressure.observe(message)
                         if isinstance(message, AssistantMessage) and message.error:
                             last_error = message.error
+                            pressure.rate_limited |= message.error == "rate_limit"
                         if isinstance(message, ResultMessage):
-                            return _result(message, last_error, started)
+                            return pressure.apply(_result(message, last_error, started))
                         refused = _permanent_retry(message)
                         if refused is not None:
                             # The CLI retries even 401/400 up to ten times with backoff;
@@ -130,6 +152,10 @@ class ClaudeRuntime:
             mcp_servers[SERVER_NAME] = orchestrator_server(spec.delegate)
             tools += TOOL_NAMES
         settings: dict[str, Any] = {}
+        env = {**self._env, **spec.env, AGENT_ENV: spec.agent_id}
+        env[DROP_ENV] = " ".join(dropped_names(os.environ, self._allow, env))
+        if self._cli_path is None:
+            self._cli_path = wrapper_for(real_cli())
         if self._sandbox:
             settings["sandbox"] = {"enabled": True, "allowUnsandboxedCommands": False}
         return ClaudeAgentOptions(
@@ -145,7 +171,8 @@ class ClaudeRuntime:
             max_budget_usd=spec.max_budget_usd,
             cwd=str(worktree),
             resume=spec.resume_session_id,
-            env={**self._env, **spec.env, AGENT_ENV: spec.agent_id},
+            env=env,
+            cli_path=self._cli_path,
             settings=json.dumps(settings) if settings else None,
             setting_sources=[],
             stderr=keep_stderr,
@@ -201,12 +228,46 @@ def _report(message: object, sink: MessageSink) -> None:
                     "agent.tool_result",
                     {"is_error": bool(block.is_error), "content": _short(block.content)},
                 )
+    elif isinstance(message, SystemMessage) and message.subtype == "api_retry":
+        event = (
+            "agent.api_retry",
+            {
+                "status": message.data.get("error_status"),
+                "error": message.data.get("error"),
+                "delay_ms": message.data.get("retry_delay_ms"),
+                "attempt": message.data.get("attempt"),
+            },
+        )
     elif isinstance(message, ResultMessage):
         event = (
             "agent.result",
             {"subtype": message.subtype, "is_error": message.is_error, "turns": message.num_turns},
         )
     sink(kind, payload, event)
+
+
+class _ApiPressure:
+    """What the CLI's own retries said about the API during a run: whether it was rate
+    limited, and the delay it last waited (which honours the API's Retry-After)."""
+
+    def __init__(self) -> None:
+        self.rate_limited = False
+        self.retry_after_s: float | None = None
+
+    def observe(self, message: object) -> None:
+        if isinstance(message, SystemMessage) and message.subtype == "api_retry":
+            delay_ms = message.data.get("retry_delay_ms")
+            if isinstance(delay_ms, int | float):
+                self.retry_after_s = delay_ms / 1000
+            if message.data.get("error_status") == 429:
+                self.rate_limited = True
+
+    def apply(self, result: RunResult) -> RunResult:
+        if not self.rate_limited and self.retry_after_s is None:
+            return result
+        return dataclasses.replace(
+            result, rate_limited=self.rate_limited, retry_after_s=self.retry_after_s
+        )
 
 
 def _permanent_retry(message: object) -> str | None:

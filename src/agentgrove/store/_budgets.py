@@ -141,6 +141,8 @@ class BudgetQueries(StoreCore):
                 .values(
                     status=AgentStatus.PENDING.value,
                     attempt=attempt - 1,
+                    # Never started before this claim: it has not started now either.
+                    started_at=agents.c.started_at if attempt > 1 else None,
                     lease_owner=None,
                     lease_expires_at=None,
                     wait_reason=decision.refusal,

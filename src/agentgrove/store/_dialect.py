@@ -119,6 +119,6 @@ def claim_statements(engine: Engine) -> dict[str, Any]:
             attempt=agents.c.attempt + 1,
             started_at=func.coalesce(agents.c.started_at, now),
         )
-        .returning(agents.c.id, agents.c.attempt)
+        .returning(agents.c.id, agents.c.attempt, agents.c.role, agents.c.model)
         for kind, target in targets.items()
     }

@@ -32,18 +32,22 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Row
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from agentgrove.errors import BadInput, UnknownAgent
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind, Event, WorkspaceRecord
 from agentgrove.store import _dialect
+from agentgrove.store._admission import AdmissionQueries, Gate
 from agentgrove.store._budgets import BudgetQueries
-from agentgrove.store._faults import CrashPoint
+from agentgrove.store._faults import HEARTBEAT, CrashPoint
 from agentgrove.store._runs import RunQueries
 from agentgrove.store._schema import agents, events, transcripts, workspaces
 from agentgrove.store._stats import StatsQueries
+from agentgrove.store._views import ViewQueries
 from agentgrove.workflows.dag import NodeState
 
 _LIVE = (AgentStatus.PENDING.value, AgentStatus.EXECUTING.value)
+_ADMISSION_TRIES = 16  # agents a single claim may pass over for admission before giving up
 
 
 def utcnow() -> datetime:
@@ -91,7 +95,7 @@ class RunOutcome:
     session_id: str | None = None
 
 
-class Store(RunQueries, BudgetQueries, StatsQueries):
+class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueries):
     """The database of one grove. Thread-safe; cheap calls, short transactions."""
 
     def __init__(
@@ -120,6 +124,7 @@ class Store(RunQueries, BudgetQueries, StatsQueries):
         self._crash_point.begin()
         with self.engine.begin() as conn:
             yield conn
+            self._crash_point.before_commit()
         self._crash_point.committed()
 
     @contextmanager
@@ -254,6 +259,7 @@ class Store(RunQueries, BudgetQueries, StatsQueries):
         agent_id: str | None = None,
         parent_ids: Collection[str] | None = None,
         run_id: str | None = None,
+        gate: Gate | None = None,
         at: datetime | None = None,
     ) -> AgentRecord | None:
         """Atomically move the next claimable pending agent (or ``agent_id``, or the next child
@@ -264,7 +270,8 @@ class Store(RunQueries, BudgetQueries, StatsQueries):
 
         Order: lowest ``priority`` value first, then oldest. ``attempt`` is incremented.
         Returns ``None`` when nothing is claimable. Safe against any number of concurrent
-        claimers, processes included.
+        claimers, processes included. ``gate`` (admission limits) may refuse a claimed agent
+        inside the same transaction: it goes back to pending with the reason shown.
         """
         now = at or utcnow()
         params: dict[str, Any]
@@ -281,18 +288,38 @@ class Store(RunQueries, BudgetQueries, StatsQueries):
             "p_owner": owner,
             "p_expires": now + timedelta(seconds=lease_s),
         }
-        with self._write() as conn:
-            claimed = conn.execute(statement, params).first()
-            if claimed is None:
-                return None
-            reservation = self.reserve(conn, claimed.id, claimed.attempt, now)
-            if not reservation.granted:
-                self._budget_refused(conn, claimed.id, now)
-                return None
-            self._event(
-                conn, claimed.id, "agent.claimed", {"owner": owner, "attempt": claimed.attempt}, now
-            )
-        return self.get_agent(claimed.id)
+        # An agent the gate refuses goes back to wait; the next claimable one is tried.
+        for _ in range(_ADMISSION_TRIES):
+            with self._write() as conn:
+                claimed = conn.execute(statement, params).first()
+                if claimed is None:
+                    return None
+                if gate is not None and not self._admit(
+                    conn, claimed.id, claimed.attempt, claimed.role, claimed.model, gate, now
+                ):
+                    continue
+                reservation = self.reserve(conn, claimed.id, claimed.attempt, now)
+                if not reservation.granted:
+                    self._budget_refused(conn, claimed.id, now)
+                    return None
+                self._event(
+                    conn,
+                    claimed.id,
+                    "agent.claimed",
+                    {"owner": owner, "attempt": claimed.attempt},
+                    now,
+                )
+            return self.get_agent(claimed.id)
+        return None
+
+    @staticmethod
+    def transient(exc: BaseException) -> bool:
+        """Whether ``exc`` is a database error worth carrying on after: the connection dropped
+        or the database was briefly unavailable. The transaction may have committed or not; a
+        write fenced by the lease may simply be made again."""
+        return isinstance(exc, OperationalError | InterfaceError) or (
+            isinstance(exc, DBAPIError) and exc.connection_invalidated
+        )
 
     def heartbeat(self, agent_id: str, owner: str, attempt: int, lease_s: float) -> bool:
         """Extend the lease. ``False`` means the lease is no longer ours (cancelled, swept)."""
@@ -303,6 +330,7 @@ class Store(RunQueries, BudgetQueries, StatsQueries):
                 .where(_fence(agent_id, owner, attempt))
                 .values(lease_expires_at=now + timedelta(seconds=lease_s))
             )
+            self._crash_point.mark(HEARTBEAT)
         return result.rowcount == 1
 
     def finish(self, agent_id: str, owner: str, attempt: int, outcome: RunOutcome) -> bool:

@@ -1,0 +1,279 @@
+"""Admission: concurrency limits by role, model and in all (across workers), per-model pace that
+backs off on 429s, and the memory threshold."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agentgrove.admission import (
+    ModelPacer,
+    Running,
+    concurrency_refusal,
+    limits_concurrency,
+    memory_refusal,
+)
+from agentgrove.config import AdmissionSettings
+from agentgrove.errors import ConfigError
+from agentgrove.grove import Grove
+from agentgrove.models import AgentStatus
+from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
+from agentgrove.runtime._scripted import echo
+from agentgrove.worker import Worker
+from tests.conftest import GROVE, run_cli
+from tests.test_faults import database  # noqa: F401  (fixture: SQLite and PostgreSQL)
+
+# -- the pure decisions --------------------------------------------------------------------
+
+
+def test_concurrency_refusal_names_the_limit_that_is_full() -> None:
+    settings = AdmissionSettings(max_running=5, per_role={"implementer": 2}, per_model={"m": 3})
+    assert limits_concurrency(settings) and not limits_concurrency(AdmissionSettings())
+    assert concurrency_refusal(settings, "implementer", "m", Running(1, 1, 1)) is None
+    by_role = concurrency_refusal(settings, "implementer", "m", Running(2, 2, 2))
+    assert by_role is not None and "role implementer" in by_role.reason
+    assert "limit 2" in by_role.reason
+    by_model = concurrency_refusal(settings, "tester", "m", Running(3, 0, 3))
+    assert by_model is not None and "model m" in by_model.reason
+    in_all = concurrency_refusal(settings, "tester", "other", Running(5, 0, 0))
+    assert in_all is not None and "5 agents running, limit 5" in in_all.reason
+    assert concurrency_refusal(settings, "tester", "other", Running(4, 0, 0)) is None
+
+
+def test_memory_refusal() -> None:
+    settings = AdmissionSettings(min_available_mb=500)
+    assert memory_refusal(settings, 499) is not None
+    assert memory_refusal(settings, 500) is None
+    assert memory_refusal(settings, None) is None  # unknown never blocks
+
+
+def test_pacer_admits_its_rate_then_spaces_starts() -> None:
+    pacer = ModelPacer({"m": 6})
+    assert [pacer.start_delay("m", 0.0) for _ in range(6)] == [0.0] * 6
+    assert pacer.start_delay("m", 0.0) == pytest.approx(10.0)  # one token per 10 s at 6/min
+    assert pacer.start_delay("m", 10.0) == 0.0
+    assert pacer.start_delay("unpaced", 0.0) == 0.0 and pacer.pace("unpaced") is None
+
+
+def test_pacer_halves_on_429_holds_for_retry_after_and_recovers() -> None:
+    pacer = ModelPacer({"m": 8})
+    pacer.rate_limited("m", 0.0, 30.0)
+    assert pacer.pace("m") == 4.0
+    pacer.rate_limited("m", 5.0, 30.0)  # the same episode: not halved again
+    assert pacer.pace("m") == 4.0
+    assert pacer.start_delay("m", 20.0) == pytest.approx(15.0)  # held until 35 s
+    first = pacer.start_delay("m", 35.0)
+    assert first > 0  # the bucket was emptied: it refills at the halved pace
+    started = 35.0 + first
+    assert pacer.start_delay("m", started) == 0.0
+    assert pacer.pace("m") == 5.0  # one more per minute with each start
+    later = started
+    for _ in range(10):
+        later += 60.0
+        assert pacer.start_delay("m", later) == 0.0
+    assert pacer.pace("m") == 8.0  # back to the configured pace, never above
+
+
+def test_a_429_slows_even_an_unpaced_model() -> None:
+    pacer = ModelPacer()
+    pacer.rate_limited("m", 0.0, 12.0)
+    assert pacer.start_delay("m", 1.0) == pytest.approx(11.0)
+
+
+@given(
+    rpm=st.integers(min_value=1, max_value=120),
+    times=st.lists(st.floats(min_value=0, max_value=600), min_size=1, max_size=200),
+)
+def test_pacer_never_starts_more_than_its_rate_allows(rpm: int, times: list[float]) -> None:
+    pacer = ModelPacer({"m": rpm})
+    admitted = [t for t in sorted(times) if pacer.start_delay("m", t) == 0.0]
+    # Token bucket: at most `rpm` at once, then `rpm` per minute.
+    for start in admitted:
+        window = [t for t in admitted if start <= t < start + 60.0]
+        assert len(window) <= 2 * rpm
+
+
+def test_bad_admission_settings_are_one_line(repo: Path) -> None:
+    (repo / "grove.toml").write_text("[admission]\nper_role = {implementer = 0}\n")
+    with pytest.raises(ConfigError, match=r"admission\.per_role.*a limit must be 1 or more"):
+        Grove.init(repo)
+
+
+# -- the worker and the store ----------------------------------------------------------------
+
+
+def _configure(grove: Grove, **admission: object) -> None:
+    config = grove.config
+    settings = config.admission.model_copy(update=admission)
+    worker = config.worker.model_copy(update={"poll_s": 0.05})
+    grove.config = grove.service.config = type(config)(
+        **{**config.__dict__, "admission": settings, "worker": worker}
+    )
+
+
+class _Overlap:
+    """A runtime behaviour that records how many agents of each role run at once, and holds
+    each run until enough have been seen to prove a limit works or fails."""
+
+    def __init__(self, hold_s: float = 0.3) -> None:
+        self.now: Counter[str] = Counter()
+        self.most: Counter[str] = Counter()
+        self.most_total = 0
+        self.hold_s = hold_s
+
+    async def __call__(self, spec: RunSpec) -> RunResult:
+        self.now[spec.role.name] += 1
+        self.most[spec.role.name] = max(self.most[spec.role.name], self.now[spec.role.name])
+        self.most_total = max(self.most_total, sum(self.now.values()))
+        try:
+            # A run lasts long enough for the worker to try to start everything else.
+            await anyio.sleep(self.hold_s)
+            return echo(spec)
+        finally:
+            self.now[spec.role.name] -= 1
+
+
+def test_role_limit_holds_and_other_roles_pass_the_waiting_ones(repo: Path) -> None:
+    overlap = _Overlap()
+    with Grove.init(repo, runtime=ScriptedRuntime(overlap)) as grove:
+        _configure(grove, per_role={"implementer": 1})
+        ids = [grove.spawn("implementer", f"build {i}").id for i in range(3)]
+        ids += [grove.spawn("tester", f"test {i}").id for i in range(2)]
+        anyio.run(Worker(grove.service, grove.config.worker, concurrency=4, drain=True).run)
+        agents = [grove.store.get_agent(i) for i in ids]
+        waits = [e for e in grove.store.events() if e.kind == "agent.waiting"]
+    assert all(a.status is AgentStatus.COMPLETED for a in agents)
+    assert all(a.attempt == 1 for a in agents), "a refused claim does not count an attempt"
+    assert overlap.most["implementer"] == 1
+    assert overlap.most_total >= 2, "testers ran beside the implementer"
+    assert waits and "role implementer running, limit 1" in waits[0].data["reason"]
+    assert all(a.wait_reason is None for a in agents)
+
+
+def test_model_limit_and_total_limit(repo: Path) -> None:
+    overlap = _Overlap()
+    with Grove.init(repo, runtime=ScriptedRuntime(overlap)) as grove:
+        _configure(grove, max_running=2)
+        for i in range(5):
+            grove.spawn("tester", f"test {i}", model="m-a" if i % 2 else "m-b")
+        anyio.run(Worker(grove.service, grove.config.worker, concurrency=5, drain=True).run)
+        assert overlap.most_total == 2
+        overlap.most_total = 0
+        _configure(grove, max_running=None, per_model={"m-a": 1})
+        for i in range(4):
+            grove.spawn("implementer", f"build {i}", model="m-a")
+        anyio.run(Worker(grove.service, grove.config.worker, concurrency=4, drain=True).run)
+        counts = grove.store.count_by_status()
+    assert overlap.most["implementer"] == 1
+    assert counts == {AgentStatus.COMPLETED: 9}
+
+
+def test_a_waiting_parent_does_not_hold_its_roles_slot(repo: Path) -> None:
+    async def delegate(spec: RunSpec) -> RunResult:
+        if "parent" in spec.prompt:
+            assert spec.delegate is not None
+            child = await spec.delegate.spawn_agent("implementer", "child work")
+            [done] = await spec.delegate.wait_agents([child], 60)
+            return RunResult(success=True, output=f"child said {done['output']}")
+        return echo(spec)
+
+    with Grove.init(repo, runtime=ScriptedRuntime(delegate)) as grove:
+        _configure(grove, per_role={"implementer": 1})
+        parent = grove.run("implementer", "parent work")
+    assert parent.status is AgentStatus.COMPLETED
+    assert parent.output is not None and "child said done" in parent.output
+
+
+def test_no_agent_starts_while_memory_is_short(repo: Path) -> None:
+    available = {"mb": 100}
+    probes: list[int] = []
+
+    def probe() -> int:
+        probes.append(available["mb"])
+        return available["mb"]
+
+    async def scenario(grove: Grove, agent_id: str) -> AgentStatus:
+        worker = Worker(grove.service, grove.config.worker, only={agent_id}, memory_probe=probe)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            with anyio.fail_after(30):
+                while len(probes) < 5:  # the worker looked several times and waited
+                    await anyio.sleep(0.01)
+            assert grove.store.get_agent(agent_id).status is AgentStatus.PENDING
+            available["mb"] = 10_000
+        return grove.store.get_agent(agent_id).status
+
+    with Grove.init(repo, runtime=ScriptedRuntime()) as grove:
+        _configure(grove, min_available_mb=500)
+        agent = grove.spawn("tester", "needs memory")
+        final = anyio.run(scenario, grove, agent.id)
+    assert final is AgentStatus.COMPLETED
+
+
+def _until(condition: Callable[[], bool], timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached before the deadline")
+        time.sleep(0.05)
+
+
+@pytest.mark.usefixtures("database")
+def test_role_limit_holds_across_worker_processes(repo: Path) -> None:
+    (repo / "grove.toml").write_text(
+        """
+[runtime]
+kind = "scripted"
+scripted_delay_s = 0.4
+
+[worker]
+concurrency = 3
+poll_s = 0.05
+heartbeat_s = 0.3
+lease_s = 5
+
+[admission]
+per_role = {implementer = 1}
+"""
+    )
+    assert run_cli("init", cwd=repo).returncode == 0
+    with Grove.open(repo) as grove:
+        ids = [grove.spawn("implementer", f"build {i}").id for i in range(4)]
+    workers = [
+        subprocess.Popen(
+            [*GROVE, "worker", "--drain"],
+            cwd=repo,
+            env=dict(os.environ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for w in workers:
+            _, err = w.communicate(timeout=120)
+            assert w.returncode == 0, err
+    finally:
+        for w in workers:
+            w.kill()
+    with Grove.open(repo) as grove:
+        agents = [grove.store.get_agent(i) for i in ids]
+    assert all(a.status is AgentStatus.COMPLETED and a.attempt == 1 for a in agents)
+    spans = sorted((a.started_at, a.finished_at) for a in agents)
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert end is not None and start is not None
+        # Each transaction takes its timestamp just before waiting for the write lock, so a
+        # claim right after a finish may read a few ms earlier; a real overlap is a whole run
+        # (0.4 s).
+        assert (start - end).total_seconds() > -0.2, "two implementers overlapped"
