@@ -103,7 +103,7 @@ def test_tree_of_a_workflow_run_shows_waiting_nodes_then_the_finished_run(repo: 
         assert f"chain {run.id}: running" in before
         assert re.search(r"\S{8} design \(planner\) pending", before)
         assert "build (implementer) waiting" in before
-        assert "1 agents (1 pending)" in before
+        assert "1 agent (1 pending)" in before
 
         anyio.run(grove.execute_run_async, run.id)
         after = _render(progress_view(read(), now=utcnow()))
@@ -285,7 +285,7 @@ def test_run_on_a_terminal_shows_the_live_tree_and_the_summary(repo: Path) -> No
     short = agent_id.group(1)[:8]
     assert re.search(rf"{short} implementer executing", plain), "a frame while it runs"
     assert re.search(rf"{short} implementer completed .*10 in / 5 out  \$0\.0001", plain)
-    assert "1 agents (1 completed)" in plain
+    assert "1 agent (1 completed)" in plain
     assert f"completed {agent_id.group(1)} implementer: 10 in / 5 out tokens" in plain
 
 

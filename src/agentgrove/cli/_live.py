@@ -106,7 +106,7 @@ def totals_line(agents: Sequence[AgentRecord]) -> Text:
     counts = Counter(a.status.value for a in agents)
     states = ", ".join(f"{n} {s}" for s, n in counts.items())
     return Text(
-        f"{len(agents)} agents ({states or 'none'})  "
+        f"{len(agents)} agent{'' if len(agents) == 1 else 's'} ({states or 'none'})  "
         f"{sum(a.tokens_in for a in agents):,} in / {sum(a.tokens_out for a in agents):,} out "
         f"tokens  ${sum(a.cost_usd for a in agents):.4f}",
         style="bold",
@@ -298,7 +298,10 @@ class LiveProgress:
             yield lambda _snap: None
 
     def _view(self, snapshot: Snapshot) -> RenderableType:
-        return progress_view(snapshot, now=utcnow(), recent_tools=self._tools)
+        # Lines past the terminal's height could not be redrawn in place: leave room for the
+        # title, the footer and a line printed above the view.
+        fit = max(8, self._console.height - 4)
+        return progress_view(snapshot, now=utcnow(), recent_tools=self._tools, max_lines=fit)
 
     def _print_transitions(self, snapshot: Snapshot) -> None:
         now = utcnow()
