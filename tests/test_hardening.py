@@ -111,3 +111,88 @@ def test_a_planted_api_key_never_reaches_the_database_or_logs(repo: Path) -> Non
     stored = b"".join(p.read_bytes() for p in (repo / ".grove").glob("grove.db*"))
     for place in (result.stdout, result.stderr, logs, stored.decode(errors="replace")):
         assert key not in place
+
+
+@pytest.mark.e2e
+def test_the_cli_sees_only_allow_listed_environment(repo: Path) -> None:
+    (repo / "grove.toml").write_text('[runtime]\nenv_allow = ["MY_TOOL_*"]\n')
+    script = Script().on(
+        role="tester", turns=[bash("env | sort > seen-env.txt; echo saved"), say("saved")]
+    )
+    assert run_cli("init", cwd=repo).returncode == 0
+    with ModelServer(script) as server:
+        env = {
+            **server.env(),
+            "DATABASE_PASSWORD": "hunter2-not-for-agents",
+            "AWS_SECRET_ACCESS_KEY": "aws-not-for-agents",
+            "MY_TOOL_HOME": "/opt/my-tool",
+        }
+        result = run_cli("run", "tester", "save env", "--json", cwd=repo, env=env)
+        server.assert_done()
+    assert result.returncode == 0, result.stderr
+    agent = json.loads(result.stdout)
+    seen = (Path(agent["workspace"]["path"]) / "seen-env.txt").read_text()
+    names = {line.split("=", 1)[0] for line in seen.splitlines() if "=" in line}
+    assert "DATABASE_PASSWORD" not in names and "AWS_SECRET_ACCESS_KEY" not in names
+    assert "hunter2" not in seen and "aws-not-for-agents" not in seen
+    assert "GROVE_CLI_DROP" not in names, "the wrapper's own variable is gone too"
+    assert {"PATH", "HOME", "MY_TOOL_HOME", "GROVE_AGENT_ID"} <= names
+
+
+@pytest.mark.e2e
+def test_rate_limit_honours_retry_after_slows_the_model_and_the_retry_resumes(
+    repo: Path,
+) -> None:
+    from datetime import datetime
+
+    import anyio
+
+    from agentgrove.grove import Grove
+    from agentgrove.models import AgentStatus
+    from agentgrove.runtime.claude import ClaudeRuntime
+    from agentgrove.testing import Fault, ModelRequest, TurnSpec, write_file
+
+    retry_after_s = 3.0
+    seen: list[ModelRequest] = []
+    limited = {"left": 2}  # the first try and the CLI's one retry of the second turn
+
+    def model(request: ModelRequest) -> TurnSpec:
+        seen.append(request)
+        if request.turn_index == 0:
+            return write_file("first.txt", "from attempt 1\n")
+        if limited["left"] > 0:
+            limited["left"] -= 1
+            return Fault.status(429, retry_after=retry_after_s)
+        return say("finished after the rate limit")
+
+    with ModelServer(Script(model)) as server:
+        runtime = ClaudeRuntime(env={**server.env(), "CLAUDE_CODE_MAX_RETRIES": "1"})
+        with Grove.init(repo, runtime=runtime) as grove:
+            worker = grove.config.worker.model_copy(update={"retry_base_s": 0.0, "poll_s": 0.1})
+            grove.config = grove.service.config = type(grove.config)(
+                **{**grove.config.__dict__, "worker": worker}
+            )
+            agent = grove.spawn("file-writer", "write first.txt")
+            anyio.run(grove.execute_async, [agent.id])
+            final = grove.store.get_agent(agent.id)
+            events = grove.store.events(agent_id=agent.id)
+            pace = grove.service.pacer.pace(final.model)
+    assert final.status is AgentStatus.COMPLETED, final.error
+    assert final.attempt == 2
+    kinds = [e.kind for e in events]
+    assert any(e.kind == "agent.api_retry" and e.data["status"] == 429 for e in events)
+    [released] = [e for e in events if e.kind == "agent.released"]
+    not_before = datetime.fromisoformat(released.data["not_before"])
+    # Grove's own backoff (base 0 here) waits at least the Retry-After the API asked for.
+    assert (not_before - released.at).total_seconds() >= retry_after_s - 0.5
+    claims = [e for e in events if e.kind == "agent.claimed"]
+    assert len(claims) == 2 and kinds.count("agent.completed") == 1
+    assert claims[1].at >= not_before
+    assert pace is not None and pace < 60, "the model's start pace slowed down after the 429"
+    # The retry resumed the Claude session: its first request carries attempt 1's Write call
+    # (a fresh session would start at turn 0 and write first.txt again).
+    after = [r for r in seen if r.turn_index >= 1]
+    assert after and all(r.turn_index >= 1 for r in seen[seen.index(after[0]) :])
+    assert sum(1 for r in seen if r.turn_index == 0) == 1
+    assert final.workspace is not None
+    assert (Path(final.workspace.worktree_path) / "first.txt").read_text() == "from attempt 1\n"

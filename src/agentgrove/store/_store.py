@@ -459,7 +459,12 @@ class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueri
                 conn,
                 agent_id,
                 "agent.released",
-                {"attempt": attempt, "reason": reason, **_usage_data(spent)},
+                {
+                    "attempt": attempt,
+                    "reason": reason,
+                    "not_before": None if not_before is None else not_before.isoformat(),
+                    **_usage_data(spent),
+                },
                 None,
             )
         return True
