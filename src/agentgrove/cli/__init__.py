@@ -6,13 +6,13 @@ import sys
 
 import typer
 
-from agentgrove.cli import _agents, _setup, _shell, _up, _workflows
+from agentgrove.cli import _agents, _dashboard, _setup, _shell, _up, _workflows
 from agentgrove.cli._app import app
 from agentgrove.errors import GroveError
 
 __all__ = ["app", "main"]
 
-_ = (_agents, _setup, _shell, _up, _workflows)  # each command module registers itself
+_ = (_agents, _dashboard, _setup, _shell, _up, _workflows)  # each command module registers itself
 
 
 def main() -> None:

@@ -1,0 +1,58 @@
+"""`grove dashboard`: the web dashboard, until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+from typing import Annotated
+
+import anyio
+import typer
+
+from agentgrove.cli._app import app, err_console, open_grove
+from agentgrove.dashboard import serve_dashboard
+from agentgrove.dashboard._server import check_binding
+
+
+@app.command("dashboard")
+def dashboard(
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; anything but loopback needs --token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8420,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="GROVE_DASHBOARD_TOKEN",
+            help="Enables the cancel and retry buttons (send it as 'Authorization: Bearer').",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Serve the web dashboard: agents, transcripts, workflow runs live, budgets, cost."""
+    check_binding(host, token)  # before opening anything
+    with open_grove() as grove:
+        ready = anyio.Event()
+
+        async def main() -> None:
+            async with anyio.create_task_group() as tg:
+
+                async def stop_on_signal() -> None:
+                    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                        async for _ in signals:
+                            tg.cancel_scope.cancel()
+                            return
+
+                async def announce() -> None:
+                    await ready.wait()
+                    mode = "cancel/retry enabled" if token else "read-only"
+                    err_console.print(
+                        f"grove dashboard: http://{host}:{port}/ ({mode}); Ctrl-C stops it",
+                        highlight=False,
+                    )
+
+                tg.start_soon(stop_on_signal)
+                tg.start_soon(announce)
+                await serve_dashboard(grove, host=host, port=port, token=token, ready=ready)
+                tg.cancel_scope.cancel()
+
+        anyio.run(main)
