@@ -13,15 +13,14 @@ from __future__ import annotations
 import re
 import socket
 import sys
-from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 import typer
 from anyio.abc import TaskStatus
 
 from agentgrove.cli._app import app, err_console
-from agentgrove.errors import BadInput
+from agentgrove.errors import BadInput, GroveError
 from agentgrove.grove import Grove
 from agentgrove.worker import Worker
 
@@ -34,7 +33,12 @@ def up(
     host: Annotated[str, typer.Option(help="Dashboard address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Dashboard port.")] = DEFAULT_PORT,
     token: Annotated[
-        str | None, typer.Option(help="Token the dashboard asks for (see the README).")
+        str | None,
+        typer.Option(
+            envvar="GROVE_DASHBOARD_TOKEN",
+            help="Enables the dashboard's cancel and retry buttons (see grove dashboard).",
+            show_default=False,
+        ),
     ] = None,
     no_dashboard: Annotated[bool, typer.Option("--no-dashboard", help="No web UI.")] = False,
     no_shell: Annotated[
@@ -47,17 +51,27 @@ def up(
     if not no_shell and not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise BadInput("grove up: no terminal for the shell: add --no-shell to run headless")
     if not no_dashboard:
+        from agentgrove.dashboard._server import check_binding
+
+        check_binding(host, token)
         _check_port_free(host, port)
     grove = Grove.init()
     with grove:
         say(f"database ready: {_safe_url(grove.config.db_url)}")
-        anyio.run(
-            _serve,
-            grove,
-            Worker(grove.service, grove.config.worker, concurrency=concurrency),
-            None if no_dashboard else (host, port, token),
-            not no_shell,
-        )
+        try:
+            anyio.run(
+                _serve,
+                grove,
+                Worker(grove.service, grove.config.worker, concurrency=concurrency),
+                None if no_dashboard else (host, port, token),
+                not no_shell,
+            )
+        except ExceptionGroup as group:
+            # A task failed on purpose (say the port was taken in the meantime): one line.
+            refused, _ = group.split(GroveError)
+            if refused is None:
+                raise
+            raise _first(refused) from None
     say("stopped")
 
 
@@ -120,7 +134,7 @@ async def _serve(
                 try:
                     with shell_scope:
                         await prompt.run()
-                    stop("shell closed")
+                    stop("left the shell")
                 finally:
                     shell_done.set()
 
@@ -156,26 +170,30 @@ async def _run_dashboard(
     task_status: TaskStatus[None],
 ) -> None:
     """Serve the dashboard until ``scope`` is cancelled; started once it accepts requests."""
+    from agentgrove.dashboard import serve_dashboard
+
     host, port, token = where
-    serve = _dashboard_server()
     ready = anyio.Event()
+
+    async def serve() -> None:
+        await serve_dashboard(grove, host=host, port=port, token=token, ready=ready)
+        raise GroveError(f"the dashboard on {host}:{port} stopped by itself; or use --no-dashboard")
+
     try:
         with scope:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(lambda: serve(grove, host=host, port=port, token=token, ready=ready))
+                tg.start_soon(serve)
                 await ready.wait()
-                say(f"dashboard on http://{host}:{port}/")
+                mode = "cancel/retry enabled" if token else "read-only"
+                say(f"dashboard on http://{host}:{port}/ ({mode})")
                 task_status.started()
     finally:
         done.set()
 
 
-def _dashboard_server() -> Callable[..., Coroutine[Any, Any, None]]:
-    import importlib
-
-    module = importlib.import_module("agentgrove.dashboard")
-    serve: Callable[..., Coroutine[Any, Any, None]] = module.serve_dashboard
-    return serve
+def _first(group: BaseExceptionGroup[GroveError]) -> GroveError:
+    first = group.exceptions[0]
+    return first if isinstance(first, GroveError) else _first(first)
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -202,4 +220,4 @@ def _safe_url(url: str) -> str:
 
 
 def say(message: str) -> None:
-    err_console.print(f"grove up: {message}", highlight=False, markup=False)
+    err_console.print(f"grove up: {message}", highlight=False, markup=False, soft_wrap=True)

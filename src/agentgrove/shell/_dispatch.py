@@ -26,8 +26,9 @@ import typer
 from agentgrove.errors import GroveError
 
 EXIT_WORDS = frozenset({"exit", "quit"})
-NOT_IN_SHELL = frozenset({"shell", "up"})
-"""Commands that start their own prompt or services: refused inside the shell."""
+NOT_IN_SHELL = frozenset({"shell", "up", "worker", "dashboard"})
+"""Commands that start their own prompt or long-running services (which want the main
+thread's signals): refused inside the shell, which runs commands in a worker thread."""
 
 SHELL_HELP = (
     "Shell: type a grove command without `grove` (spawn, run, ls, show, logs, cancel, "
