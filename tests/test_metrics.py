@@ -33,9 +33,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from agentgrove.config import load_config
+from agentgrove.dashboard import create_app
 from agentgrove.errors import ConfigError
 from agentgrove.grove import Grove
-from agentgrove.metrics import render, router
+from agentgrove.metrics import render
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind
 from agentgrove.roles import BUILTIN_ROLES
 from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
@@ -113,15 +114,9 @@ class _Server:
         self.sock.close()
 
 
-def _app(grove: Grove) -> FastAPI:
-    app = FastAPI()
-    app.state.grove = grove
-    app.include_router(router)
-    return app
-
-
 def _scrape(grove: Grove) -> tuple[str, dict[str, list[Sample]]]:
-    server = _Server(_app(grove))
+    """GET /metrics of the dashboard's application, served by uvicorn."""
+    server = _Server(create_app(grove))
     try:
         response = httpx.get(f"{server.url}/metrics", timeout=20)
     finally:
