@@ -118,6 +118,7 @@ def claim_statements(engine: Engine) -> dict[str, Any]:
             lease_expires_at=bindparam("p_expires", type_=agents.c.created_at.type),
             attempt=agents.c.attempt + 1,
             started_at=func.coalesce(agents.c.started_at, now),
+            wait_reason=None,  # a refusal of this claim (budget, admission) sets it again
         )
         .returning(agents.c.id, agents.c.attempt, agents.c.role, agents.c.model)
         for kind, target in targets.items()
