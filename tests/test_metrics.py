@@ -41,6 +41,7 @@ from agentgrove.models import AgentRecord, AgentStatus, ErrorKind
 from agentgrove.roles import BUILTIN_ROLES
 from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
 from agentgrove.store._stats import CLAIM_LATENCY_BUCKETS_S, RUN_DURATION_BUCKETS_S
+from agentgrove.worker import Worker
 
 SONNET = BUILTIN_ROLES["implementer"].model
 HAIKU = BUILTIN_ROLES["file-writer"].model
@@ -350,6 +351,46 @@ def test_one_span_per_attempt_with_real_times_and_attributes(
 
 def _ns(at: datetime) -> int:
     return (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) * 1000
+
+
+def test_an_attempt_interrupted_by_shutdown_is_a_released_span(
+    repo: Path, spans: InMemorySpanExporter
+) -> None:
+    (repo / "grove.toml").write_text("[telemetry]\notel = true\n")
+    started: list[anyio.Event] = []
+
+    async def hang(spec: RunSpec) -> RunResult:
+        started[0].set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    with Grove.init(repo, runtime=ScriptedRuntime(hang)) as grove:
+        _fast(grove, grace_s=0.0, heartbeat_s=0.05)
+        agent = grove.spawn("tester", "hang")
+
+        async def main() -> None:
+            started.append(anyio.Event())
+            worker = Worker(grove.service, grove.config.worker, concurrency=1)
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(worker.run)
+                    await started[0].wait()
+                    worker.request_stop()  # no grace: the run is interrupted
+
+        anyio.run(main)
+        assert grove.store.get_agent(agent.id).status is AgentStatus.PENDING
+
+    (span,) = spans.get_finished_spans()
+    assert span.attributes is not None
+    assert dict(span.attributes) == {
+        "grove.agent.id": agent.id,
+        "grove.agent.role": "tester",
+        "grove.agent.model": SONNET,
+        "grove.agent.status": "released",
+        "grove.agent.attempt": 1,
+    }  # an interrupted attempt's usage is unknown: no token or cost attributes
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "interrupted"
 
 
 def test_workflow_nodes_carry_run_id_and_node(repo: Path, spans: InMemorySpanExporter) -> None:
