@@ -55,13 +55,13 @@ def complete(line: str) -> list[str]:
 
 def test_command_names_complete_and_the_shell_refuses_to_nest() -> None:
     assert complete("sp") == ["spawn"]
-    assert complete("w") == ["wait", "worker", "workflow"]
+    assert complete("w") == ["wait", "workflow"]  # not worker: it wants the main thread
     assert complete("workflow s") == ["show"]
     starts = complete("")
     assert {"spawn", "ls", "show", "logs", "cancel", "budget", "help", "exit", "quit"} <= set(
         starts
     )
-    assert "shell" not in starts and "up" not in starts
+    assert not {"shell", "up", "worker", "dashboard"} & set(starts)
 
 
 def test_roles_complete_where_a_role_goes() -> None:
@@ -233,7 +233,8 @@ class Tmux:
 
     def start(self, command: list[str], cwd: Path) -> None:
         """Run ``command``; when it ends the pane says ``exited N`` and stays open."""
-        shell_line = f"{shlex.join(command)}; echo exited $?; exec cat"
+        # The trap keeps sh alive when Ctrl-C interrupts a command of the shell under test.
+        shell_line = f"trap : INT; {shlex.join(command)}; echo exited $?; exec cat"
         self._tmux(
             "new-session", "-d", "-x", "200", "-y", "50", "-c", str(cwd), "sh", "-c", shell_line
         )
@@ -351,3 +352,21 @@ def test_tmux_bad_command_history_status_line_and_ctrl_d(tmux: Tmux, shell_repo:
     tmux.wait_for("exited 0")
     history = (shell_repo / ".grove" / "shell_history").read_text()
     assert "frobnicate --now" in history
+
+
+def test_tmux_ctrl_c_interrupts_a_command_and_the_shell_goes_on(
+    tmux: Tmux, shell_repo: Path
+) -> None:
+    with Grove.open(shell_repo) as grove:
+        agent_id = grove.spawn("planner", "never runs: no worker").id
+    start_shell(tmux, shell_repo)
+    tmux.type(f"logs -f {agent_id}")  # follows a pending agent: would never end by itself
+    tmux.send("Enter")
+    tmux.wait_for("agent.spawned")
+    tmux.send("C-c")
+    tmux.wait_for(lambda s: "grove: interrupted" in s and prompt_is_back(s))
+    tmux.type("ls")
+    tmux.send("Enter")
+    tmux.wait_for(lambda s: re.search(rf"{agent_id}\s+planner\s+pending", s) is not None)
+    tmux.send("C-d")
+    tmux.wait_for("exited 0")
