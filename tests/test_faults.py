@@ -21,8 +21,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agentgrove.grove import Grove
-from agentgrove.models import AgentStatus, ErrorKind
+from agentgrove.models import AgentStatus, ErrorKind, RunStatus
 from agentgrove.retry import MAX_DELAY_S, backoff_s, decide
+from agentgrove.store._faults import DB_FAULT_ENV, KILL_AFTER_ENV
 from tests.conftest import GROVE, run_cli
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -61,11 +62,13 @@ grace_s = 0
     )
 
 
-def _worker(repo: Path, *args: str) -> subprocess.Popen[str]:
+def _worker(
+    repo: Path, *args: str, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*GROVE, "worker", *args],
         cwd=repo,
-        env=dict(os.environ),
+        env={**os.environ, **(extra_env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -215,3 +218,115 @@ def test_t11_retries_stop_at_max_attempts_and_only_for_transient_errors(
     for kind in ErrorKind:
         if kind is not ErrorKind.MODEL_ERROR:
             assert not decide(kind, attempt, max_attempts).retry
+
+
+# --- T6: the database fails just before / just after a commit point ---------------------------
+
+TWO_NODES = {
+    "name": "two-nodes",
+    "nodes": [
+        {"key": "first", "role": "tester", "task": "go first"},
+        {
+            "key": "then",
+            "role": "tester",
+            "task": "after {{ first.output }}",
+            "depends_on": ["first"],
+        },
+    ],
+}
+
+# (point, N): which transaction at that point fails. Not the first claim / heartbeat /
+# completion, so the fault lands in the middle of a batch with other agents in flight.
+T6_POINTS = {"claim": 2, "heartbeat": 2, "complete": 2, "enqueue": 1}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("point", list(T6_POINTS))
+def test_t6_a_database_error_at_a_commit_point_loses_nothing_and_doubles_nothing(
+    repo: Path, database: str, point: str, when: str
+) -> None:
+    # Long enough runs for several heartbeats each (heartbeat_s = 0.3).
+    _configure(repo, delay_s=1.0 if point == "heartbeat" else 0.2)
+    with Grove.init(repo) as grove:
+        run_id = None
+        if point == "enqueue":
+            run_id = grove.start_workflow(TWO_NODES).id
+        else:
+            for i in range(4):
+                grove.spawn("tester", f"task {i}")
+        fault = f"{point}:{when}:{T6_POINTS[point]}"
+        worker = _worker(repo, "--drain", extra_env={DB_FAULT_ENV: fault})
+        _, err = worker.communicate(timeout=180)
+        agents = grove.store.list_agents()
+        completions = Counter(
+            e.agent_id for e in grove.store.events(limit=10_000) if e.kind == "agent.completed"
+        )
+        run = grove.store.get_run(run_id) if run_id is not None else None
+    # The worker survived the error, said so, and finished everything itself.
+    assert worker.returncode == 0, err
+    assert f"grove fault: connection lost {when} {point}" in err, err
+    assert "crashed inside grove" not in err, err
+    assert Counter(a.status for a in agents) == {AgentStatus.COMPLETED: len(agents)}
+    assert completions == Counter({a.id: 1 for a in agents}), "each agent completed once"
+    # Nothing ran twice, but for a claim that committed unheard: a lease nobody renews, which
+    # the sweep returns to pending, so that agent runs (once) on attempt 2. A failed heartbeat
+    # or completion is written again, so its run is kept.
+    reruns = 1 if (point, when) == ("claim", "after") else 0
+    assert sorted(a.attempt for a in agents) == [1] * (len(agents) - reruns) + [2] * reruns
+    if run is not None:
+        assert run.status is RunStatus.COMPLETED
+        assert sorted(a.node_key or "" for a in agents) == ["first", "then"], "no dependent twice"
+    else:
+        assert len(agents) == 4
+
+
+# --- T8: kill -9 right after a parent's completion commits --------------------------------------
+
+
+@pytest.mark.e2e
+def test_t8_kill_9_after_the_parent_completes_runs_the_child_once_from_its_branch(
+    repo: Path, database: str
+) -> None:
+    _configure(repo, delay_s=0.2)
+    with Grove.init(repo) as grove:
+        parent = grove.spawn("tester", "the parent")
+        spawned = run_cli("spawn", "tester", "the child", "--parent", parent.id, cwd=repo)
+        assert spawned.returncode == 0, spawned.stderr
+        (child,) = grove.store.list_agents(parent_id=parent.id)
+
+        crashed = _worker(repo, "--drain", extra_env={KILL_AFTER_ENV: "agent.completed"})
+        _, err = crashed.communicate(timeout=120)
+        assert crashed.returncode == -signal.SIGKILL, err
+        mid_parent, mid_child = grove.store.get_agent(parent.id), grove.store.get_agent(child.id)
+
+        again = _worker(repo, "--drain")
+        _, err = again.communicate(timeout=120)
+        assert again.returncode == 0, err
+        final_parent, final_child = (
+            grove.store.get_agent(parent.id),
+            grove.store.get_agent(child.id),
+        )
+        child_kinds = _kinds(grove, child.id)
+        parent_kinds = _kinds(grove, parent.id)
+    # The kill came right after the parent's completion: the child had not started.
+    assert mid_parent.status is AgentStatus.COMPLETED
+    assert mid_child.status is AgentStatus.PENDING and mid_child.attempt == 0
+    # The new worker ran the child exactly once, on its first attempt; the parent never again.
+    assert final_parent == mid_parent
+    assert parent_kinds["agent.claimed"] == 1 and parent_kinds["agent.completed"] == 1
+    assert final_child.status is AgentStatus.COMPLETED and final_child.attempt == 1
+    assert child_kinds["agent.claimed"] == 1 and child_kinds["agent.completed"] == 1
+    assert "attempt 1" in (final_child.output or "")
+    # ... from the parent's branch: its worktree started at the parent's head commit.
+    assert final_parent.workspace is not None and final_child.workspace is not None
+    parent_head = final_parent.workspace.head_commit
+    assert parent_head is not None
+    assert final_child.workspace.base_ref == parent_head
+    assert final_parent.workspace.branch == f"grove/{parent.id}"
+    on_branch = subprocess.run(
+        ["git", "merge-base", "--is-ancestor", parent_head, final_child.workspace.branch],
+        cwd=repo,
+        check=False,
+    )
+    assert on_branch.returncode == 0, "the child's branch holds the parent's commit"
