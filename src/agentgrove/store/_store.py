@@ -33,7 +33,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from agentgrove.errors import BadInput, UnknownAgent
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind, Event, WorkspaceRecord
@@ -312,15 +311,6 @@ class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueri
                 )
             return self.get_agent(claimed.id)
         return None
-
-    @staticmethod
-    def transient(exc: BaseException) -> bool:
-        """Whether ``exc`` is a database error worth carrying on after: the connection dropped
-        or the database was briefly unavailable. The transaction may have committed or not; a
-        write fenced by the lease may simply be made again."""
-        return isinstance(exc, OperationalError | InterfaceError) or (
-            isinstance(exc, DBAPIError) and exc.connection_invalidated
-        )
 
     @staticmethod
     def transient(exc: BaseException) -> bool:
