@@ -22,7 +22,14 @@ import anyio
 import pytest
 from rich.console import Console
 
-from agentgrove.cli._live import LiveProgress, Snapshot, agent_source, progress_view, run_source
+from agentgrove.cli._live import (
+    LiveProgress,
+    Snapshot,
+    agent_line,
+    agent_source,
+    progress_view,
+    run_source,
+)
 from agentgrove.grove import Grove
 from agentgrove.models import AgentStatus, ErrorKind
 from agentgrove.runtime import MessageSink, RunResult, RunSpec, ScriptedRuntime
@@ -114,17 +121,23 @@ def test_tree_of_a_workflow_run_shows_waiting_nodes_then_the_finished_run(repo: 
     assert after.splitlines()[-1] == "2 agents (2 completed)  107 in / 23 out tokens  $0.0230"
 
 
-def test_a_long_run_hides_completed_subtrees_but_totals_count_every_agent(grove: Grove) -> None:
-    agents = [grove.spawn("implementer", f"task {i}") for i in range(6)]
-    anyio.run(grove.execute_async, [a.id for a in agents])
+def test_a_long_run_hides_completed_then_unstarted_agents_but_totals_count_all(
+    grove: Grove,
+) -> None:
+    agents = [grove.spawn("implementer", f"task {i}") for i in range(8)]
+    anyio.run(grove.execute_async, [a.id for a in agents[:4]])
     records = [grove.store.get_agent(a.id) for a in agents]
-    running = replace(records[-1], status=AgentStatus.EXECUTING, finished_at=None)
-    snapshot = Snapshot(title="many", agents=(*records[:-1], running))
-    text = _render(progress_view(snapshot, now=utcnow(), max_lines=3))
-    assert "… 4 completed agents not shown" in text
-    assert records[4].id[:8] in text and running.id[:8] in text
-    assert records[0].id[:8] not in text
-    assert "6 agents (5 completed, 1 executing)  60 in / 30 out tokens  $0.0006" in text
+    running = replace(records[3], status=AgentStatus.EXECUTING, finished_at=None)
+    snapshot = Snapshot(title="many", agents=(*records[:3], running, *records[4:]))
+    now = utcnow()
+    text = _render(progress_view(snapshot, now=now, max_lines=4))
+    assert text.splitlines()[1:] == [
+        "├── … 3 completed agents not shown",
+        "├── " + _render(agent_line(running, now)).strip(),
+        "├── " + _render(agent_line(records[4], now)).strip(),
+        "└── … 3 more pending",
+        "8 agents (3 completed, 1 executing, 4 pending)  40 in / 20 out tokens  $0.0004",
+    ]
 
 
 def test_elapsed_runs_to_now_while_executing(grove: Grove) -> None:
