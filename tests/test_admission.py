@@ -17,9 +17,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agentgrove.admission import (
+    Exclusions,
     ModelPacer,
-    Running,
-    concurrency_refusal,
+    RunningCounts,
+    exclusions,
     limits_concurrency,
     memory_refusal,
 )
@@ -36,18 +37,21 @@ from tests.test_faults import database  # noqa: F401  (fixture: SQLite and Postg
 # -- the pure decisions --------------------------------------------------------------------
 
 
-def test_concurrency_refusal_names_the_limit_that_is_full() -> None:
+def test_exclusions_pass_over_what_is_full() -> None:
     settings = AdmissionSettings(max_running=5, per_role={"implementer": 2}, per_model={"m": 3})
     assert limits_concurrency(settings) and not limits_concurrency(AdmissionSettings())
-    assert concurrency_refusal(settings, "implementer", "m", Running(1, 1, 1)) is None
-    by_role = concurrency_refusal(settings, "implementer", "m", Running(2, 2, 2))
-    assert by_role is not None and "role implementer" in by_role.reason
-    assert "limit 2" in by_role.reason
-    by_model = concurrency_refusal(settings, "tester", "m", Running(3, 0, 3))
-    assert by_model is not None and "model m" in by_model.reason
-    in_all = concurrency_refusal(settings, "tester", "other", Running(5, 0, 0))
-    assert in_all is not None and "5 agents running, limit 5" in in_all.reason
-    assert concurrency_refusal(settings, "tester", "other", Running(4, 0, 0)) is None
+
+    def counts(total: int, roles: dict[str, int], models: dict[str, int]) -> RunningCounts:
+        return RunningCounts(total, roles, models)
+
+    assert exclusions(settings, counts(2, {"implementer": 1}, {"m": 1})) == Exclusions()
+    full_role = exclusions(settings, counts(2, {"implementer": 2}, {"m": 2}))
+    assert full_role == Exclusions(roles=frozenset({"implementer"}))
+    full_model = exclusions(settings, counts(3, {"tester": 3}, {"m": 3}), paced_out={"p"})
+    assert full_model == Exclusions(models=frozenset({"m", "p"}))
+    in_all = exclusions(settings, counts(5, {}, {}))
+    assert in_all.full == "5 agents running, limit 5"
+    assert exclusions(settings, None, paced_out={"p"}) == Exclusions(models=frozenset({"p"}))
 
 
 def test_memory_refusal() -> None:
@@ -57,12 +61,21 @@ def test_memory_refusal() -> None:
     assert memory_refusal(settings, None) is None  # unknown never blocks
 
 
+def _start(pacer: ModelPacer, model: str, now: float) -> float:
+    """What a claim does: start when the pacer allows (counting the start), else wait."""
+    delay = pacer.delay(model, now)
+    if delay == 0.0:
+        pacer.take(model, now)
+    return delay
+
+
 def test_pacer_admits_its_rate_then_spaces_starts() -> None:
     pacer = ModelPacer({"m": 6})
-    assert [pacer.start_delay("m", 0.0) for _ in range(6)] == [0.0] * 6
-    assert pacer.start_delay("m", 0.0) == pytest.approx(10.0)  # one token per 10 s at 6/min
-    assert pacer.start_delay("m", 10.0) == 0.0
-    assert pacer.start_delay("unpaced", 0.0) == 0.0 and pacer.pace("unpaced") is None
+    assert [_start(pacer, "m", 0.0) for _ in range(6)] == [0.0] * 6
+    assert _start(pacer, "m", 0.0) == pytest.approx(10.0)  # one token per 10 s at 6/min
+    assert pacer.paced_out(0.0) == {"m"}
+    assert _start(pacer, "m", 10.0) == 0.0
+    assert _start(pacer, "unpaced", 0.0) == 0.0 and pacer.pace("unpaced") is None
 
 
 def test_pacer_halves_on_429_holds_for_retry_after_and_recovers() -> None:
@@ -71,23 +84,24 @@ def test_pacer_halves_on_429_holds_for_retry_after_and_recovers() -> None:
     assert pacer.pace("m") == 4.0
     pacer.rate_limited("m", 5.0, 30.0)  # the same episode: not halved again
     assert pacer.pace("m") == 4.0
-    assert pacer.start_delay("m", 20.0) == pytest.approx(15.0)  # held until 35 s
-    first = pacer.start_delay("m", 35.0)
-    assert first > 0  # the bucket was emptied: it refills at the halved pace
+    assert _start(pacer, "m", 20.0) == pytest.approx(15.0)  # held until 35 s
+    first = _start(pacer, "m", 35.0)
+    assert first == pytest.approx(15.0)  # the bucket refills at the halved pace after the hold
     started = 35.0 + first
-    assert pacer.start_delay("m", started) == 0.0
+    assert _start(pacer, "m", started) == 0.0
     assert pacer.pace("m") == 5.0  # one more per minute with each start
     later = started
     for _ in range(10):
         later += 60.0
-        assert pacer.start_delay("m", later) == 0.0
+        assert _start(pacer, "m", later) == 0.0
     assert pacer.pace("m") == 8.0  # back to the configured pace, never above
 
 
 def test_a_429_slows_even_an_unpaced_model() -> None:
     pacer = ModelPacer()
     pacer.rate_limited("m", 0.0, 12.0)
-    assert pacer.start_delay("m", 1.0) == pytest.approx(11.0)
+    assert _start(pacer, "m", 1.0) == pytest.approx(11.0)
+    assert pacer.paced_out(1.0) == {"m"}
 
 
 @given(
@@ -96,7 +110,7 @@ def test_a_429_slows_even_an_unpaced_model() -> None:
 )
 def test_pacer_never_starts_more_than_its_rate_allows(rpm: int, times: list[float]) -> None:
     pacer = ModelPacer({"m": rpm})
-    admitted = [t for t in sorted(times) if pacer.start_delay("m", t) == 0.0]
+    admitted = [t for t in sorted(times) if _start(pacer, "m", t) == 0.0]
     # Token bucket: at most `rpm` at once, then `rpm` per minute.
     for start in admitted:
         window = [t for t in admitted if start <= t < start + 60.0]
@@ -151,13 +165,12 @@ def test_role_limit_holds_and_other_roles_pass_the_waiting_ones(repo: Path) -> N
         ids += [grove.spawn("tester", f"test {i}").id for i in range(2)]
         anyio.run(Worker(grove.service, grove.config.worker, concurrency=4, drain=True).run)
         agents = [grove.store.get_agent(i) for i in ids]
-        waits = [e for e in grove.store.events() if e.kind == "agent.waiting"]
+        claims = [e for e in grove.store.events() if e.kind == "agent.claimed"]
     assert all(a.status is AgentStatus.COMPLETED for a in agents)
-    assert all(a.attempt == 1 for a in agents), "a refused claim does not count an attempt"
+    assert all(a.attempt == 1 for a in agents)
+    assert len(claims) == 5, "full roles are passed over, never claimed and put back"
     assert overlap.most["implementer"] == 1
     assert overlap.most_total >= 2, "testers ran beside the implementer"
-    assert waits and "role implementer running, limit 1" in waits[0].data["reason"]
-    assert all(a.wait_reason is None for a in agents)
 
 
 def test_model_limit_and_total_limit(repo: Path) -> None:

@@ -1,48 +1,47 @@
-"""May this agent start now? Pure decisions over plain numbers; no database, clock or I/O.
+"""May an agent start now? Pure decisions over plain numbers; no database, clock or I/O.
 
 Three gates stand between a claimable agent and its start, beside the worker's own
 ``concurrency`` and the budgets:
 
-* **concurrency** (:func:`concurrency_refusal`): agents executing across every worker, in all,
-  by role and by model (``[admission]`` in grove.toml). The store counts, inside the claim's
-  transaction, so the limits hold whatever the number of workers;
+* **concurrency**: agents executing across every worker, in all, by role and by model
+  (``[admission]`` in grove.toml). The store counts inside the claim's transaction, and the
+  claim passes over the roles and models that are full (:func:`exclusions`), so the limits are
+  exact whatever the number of workers and nothing is claimed only to be put back;
 * **pace** (:class:`ModelPacer`): agent starts per minute by model, a token bucket per worker
-  process that halves on a 429 and holds starts back for the API's Retry-After;
+  process that halves on a 429 and holds starts back for the API's Retry-After; a model out
+  of pace is passed over like a full one;
 * **memory** (:func:`memory_refusal`): no start while available memory is below a threshold.
 
-A refused agent is not failed: it goes back to pending with the reason shown and a short
-delay (:data:`RECHECK_S`), and the worker claims the next one.
+:class:`AdmissionGate` puts the three together for one worker.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from agentgrove.config import AdmissionSettings
-
-RECHECK_S = 1.0
-"""How soon an agent refused a concurrency slot is looked at again."""
 
 CLI_PROCESS_MB = 220
 """About what one Claude CLI process takes (DESIGN.md)."""
 
 
 @dataclass(frozen=True)
-class Running:
-    """Agents executing now (a waiting parent excluded): in all, of a role, of a model."""
+class RunningCounts:
+    """Agents executing now (parents waiting for their children left out)."""
 
     total: int
-    role: int
-    model: int
+    by_role: Mapping[str, int]
+    by_model: Mapping[str, int]
 
 
 @dataclass(frozen=True)
-class Refusal:
-    """Why an agent may not start yet, and when to look again."""
+class Exclusions:
+    """What a claim must pass over; ``full`` names why nothing may start at all."""
 
-    reason: str
-    retry_s: float
+    roles: frozenset[str] = frozenset()
+    models: frozenset[str] = frozenset()
+    full: str | None = None
 
 
 def limits_concurrency(settings: AdmissionSettings) -> bool:
@@ -50,20 +49,20 @@ def limits_concurrency(settings: AdmissionSettings) -> bool:
     return bool(settings.max_running or settings.per_role or settings.per_model)
 
 
-def concurrency_refusal(
-    settings: AdmissionSettings, role: str, model: str, running: Running
-) -> Refusal | None:
-    """Refuse when starting one more agent of ``role`` on ``model`` would pass a limit;
-    ``running`` does not count the agent being decided on."""
-    checks = [
-        (settings.max_running, running.total, "agents running"),
-        (settings.per_role.get(role), running.role, f"role {role} running"),
-        (settings.per_model.get(model), running.model, f"model {model} running"),
-    ]
-    for limit, count, what in checks:
-        if limit is not None and count >= limit:
-            return Refusal(f"waiting for a slot: {count} {what}, limit {limit}", RECHECK_S)
-    return None
+def exclusions(
+    settings: AdmissionSettings, running: RunningCounts | None, paced_out: Iterable[str] = ()
+) -> Exclusions:
+    """The roles and models at their limit given ``running`` (``None``: not counted, no
+    concurrency limit applies), plus the models out of pace."""
+    models = set(paced_out)
+    roles: set[str] = set()
+    if running is not None:
+        limit = settings.max_running
+        if limit is not None and running.total >= limit:
+            return Exclusions(full=f"{running.total} agents running, limit {limit}")
+        roles = {r for r, n in settings.per_role.items() if running.by_role.get(r, 0) >= n}
+        models |= {m for m, n in settings.per_model.items() if running.by_model.get(m, 0) >= n}
+    return Exclusions(frozenset(roles), frozenset(models))
 
 
 def memory_refusal(settings: AdmissionSettings, available_mb: int | None) -> str | None:
@@ -102,23 +101,32 @@ class ModelPacer:
     rpm_per_model: Mapping[str, int] = field(default_factory=dict)
     _buckets: dict[str, _Bucket] = field(default_factory=dict, init=False)
 
-    def start_delay(self, model: str, now: float) -> float:
-        """0 when an agent on ``model`` may start now (and the start is counted), else the
-        seconds until it may."""
+    def delay(self, model: str, now: float) -> float:
+        """0 when an agent on ``model`` may start now, else the seconds until it may."""
         bucket = self._bucket(model, now)
         if bucket is None:
             return 0.0
         if now < bucket.held_until:
             return bucket.held_until - now
         self._refill(bucket, now)
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            if bucket.ceiling is None or bucket.rpm < bucket.ceiling:
-                bucket.rpm += 1.0
-                if bucket.ceiling is not None:
-                    bucket.rpm = min(bucket.rpm, bucket.ceiling)
-            return 0.0
-        return (1.0 - bucket.tokens) * 60.0 / bucket.rpm
+        return 0.0 if bucket.tokens >= 1.0 else (1.0 - bucket.tokens) * 60.0 / bucket.rpm
+
+    def take(self, model: str, now: float) -> None:
+        """Count a start on ``model`` (admitted by :meth:`delay`): one token, and one more
+        start per minute of pace, up to the configured figure."""
+        bucket = self._bucket(model, now)
+        if bucket is None:
+            return
+        self._refill(bucket, now)
+        bucket.tokens = max(0.0, bucket.tokens - 1.0)
+        if bucket.ceiling is None or bucket.rpm < bucket.ceiling:
+            bucket.rpm += 1.0
+            if bucket.ceiling is not None:
+                bucket.rpm = min(bucket.rpm, bucket.ceiling)
+
+    def paced_out(self, now: float) -> set[str]:
+        """The models that may not start an agent now."""
+        return {model for model in self._buckets if self.delay(model, now) > 0}
 
     def rate_limited(self, model: str, now: float, retry_after_s: float | None) -> None:
         """The API rate-limited ``model``: slow down and hold back (see class doc)."""
@@ -151,3 +159,21 @@ class ModelPacer:
         capacity = max(1.0, bucket.rpm)
         bucket.tokens = min(capacity, bucket.tokens + elapsed * bucket.rpm / 60.0)
         bucket.updated = now
+
+
+@dataclass
+class AdmissionGate:
+    """One worker's admission: the store calls :meth:`exclusions` inside each claim's
+    transaction (``running`` counts on demand, only when a concurrency limit is set) and
+    :meth:`started` when the claim went through."""
+
+    settings: AdmissionSettings
+    pacer: ModelPacer
+    clock: Callable[[], float]
+
+    def exclusions(self, running: Callable[[], RunningCounts]) -> Exclusions:
+        counted = running() if limits_concurrency(self.settings) else None
+        return exclusions(self.settings, counted, self.pacer.paced_out(self.clock()))
+
+    def started(self, model: str) -> None:
+        self.pacer.take(model, self.clock())

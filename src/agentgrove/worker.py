@@ -26,13 +26,7 @@ from dataclasses import dataclass
 import anyio
 from anyio.abc import TaskGroup
 
-from agentgrove.admission import (
-    Refusal,
-    Running,
-    concurrency_refusal,
-    limits_concurrency,
-    memory_refusal,
-)
+from agentgrove.admission import AdmissionGate, memory_refusal
 from agentgrove.cleanup import collect
 from agentgrove.config import WorkerSettings
 from agentgrove.models import AgentRecord, AgentStatus
@@ -80,6 +74,7 @@ class Worker:
         self.run_id = run_id
         self.stats = WorkerStats()
         self.admission = service.config.admission
+        self._gate = AdmissionGate(self.admission, service.pacer, time.monotonic)
         self._memory_probe = memory_probe
         self._memory_wait: str | None = None
         self._stopping = anyio.Event()
@@ -158,17 +153,6 @@ class Worker:
             print(f"grove worker: {refusal}", file=sys.stderr)
         self._memory_wait = refusal
         return refusal is None
-
-    def _gate(self, role: str, model: str, running: Callable[[], Running]) -> Refusal | None:
-        """Admission of one claimed agent (called inside the claim's transaction)."""
-        if limits_concurrency(self.admission):
-            refusal = concurrency_refusal(self.admission, role, model, running())
-            if refusal is not None:
-                return refusal
-        delay = self.service.pacer.start_delay(model, time.monotonic())
-        if delay > 0:
-            return Refusal(f"waiting for model {model}'s pace (rate limited)", delay)
-        return None
 
     def _claim(self) -> AgentRecord | None:
         lease_s, gate = self.settings.lease_s, self._gate

@@ -84,17 +84,25 @@ def claimable(now: Any) -> ColumnElement[bool]:
     )
 
 
-def claim_statements(engine: Engine) -> dict[str, Any]:
+def claim_statements(engine: Engine, *, gated: bool = False) -> dict[str, Any]:
     """The claim as one guarded ``UPDATE ... RETURNING`` per way of choosing the agent, built
     once and run with parameters ``p_now``, ``p_owner``, ``p_expires`` and, by kind, ``p_id``,
-    ``p_parents`` (a list) or ``p_run``. Kinds: ``next``, ``id``, ``parents``, ``run``."""
+    ``p_parents`` (a list) or ``p_run``. Kinds: ``next``, ``id``, ``parents``, ``run``.
+    ``gated``: also pass over the roles in ``p_skip_roles`` and the models in
+    ``p_skip_models`` (non-empty lists: admission)."""
     now = bindparam("p_now", type_=agents.c.created_at.type)
     skip_locked = engine.dialect.name == "postgresql"
+    gate: list[ColumnElement[bool]] = []
+    if gated:
+        gate = [
+            agents.c.role.not_in(bindparam("p_skip_roles", expanding=True)),
+            agents.c.model.not_in(bindparam("p_skip_models", expanding=True)),
+        ]
 
     def next_of(*conditions: ColumnElement[bool]) -> Any:
         query = (
             select(agents.c.id)
-            .where(claimable(now), *conditions)
+            .where(claimable(now), *gate, *conditions)
             .order_by(agents.c.priority, agents.c.created_at, agents.c.id)
             .limit(1)
         )
@@ -111,7 +119,7 @@ def claim_statements(engine: Engine) -> dict[str, Any]:
     }
     return {
         kind: update(agents)
-        .where(agents.c.id == target, claimable(now))
+        .where(agents.c.id == target, claimable(now), *gate)
         .values(
             status=AgentStatus.EXECUTING.value,
             lease_owner=bindparam("p_owner"),

@@ -31,10 +31,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Row
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.engine import Row, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 
-from agentgrove.errors import BadInput, UnknownAgent
+from agentgrove.errors import BadInput, ConfigError, UnknownAgent
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind, Event, WorkspaceRecord
 from agentgrove.store import _dialect
 from agentgrove.store._admission import AdmissionQueries, Gate
@@ -47,7 +47,6 @@ from agentgrove.store._views import ViewQueries
 from agentgrove.workflows.dag import NodeState
 
 _LIVE = (AgentStatus.PENDING.value, AgentStatus.EXECUTING.value)
-_ADMISSION_TRIES = 16  # agents a single claim may pass over for admission before giving up
 
 
 def utcnow() -> datetime:
@@ -110,8 +109,12 @@ class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueri
         self.url = url
         self.daily_limit_usd = daily_limit_usd
         self.fail_when_exhausted = fail_when_exhausted
-        self.engine: Engine = _dialect.create_engine(url)
+        try:
+            self.engine: Engine = _dialect.create_engine(url)
+        except (ArgumentError, ImportError) as exc:  # ImportError: a driver grove lacks
+            raise ConfigError(_unusable_url(url, exc)) from exc
         self._claim_statements = _dialect.claim_statements(self.engine)
+        self._gated_claim_statements = _dialect.claim_statements(self.engine, gated=True)
         self._crash_point = CrashPoint()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -270,47 +273,46 @@ class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueri
 
         Order: lowest ``priority`` value first, then oldest. ``attempt`` is incremented.
         Returns ``None`` when nothing is claimable. Safe against any number of concurrent
-        claimers, processes included. ``gate`` (admission limits) may refuse a claimed agent
-        inside the same transaction: it goes back to pending with the reason shown.
+        claimers, processes included. With a ``gate`` (admission), agents of roles and models
+        it excludes are passed over, and ``None`` comes back when nothing may start at all.
         """
         now = at or utcnow()
         params: dict[str, Any]
         if agent_id is not None:
-            statement, params = self._claim_statements["id"], {"p_id": agent_id}
+            kind, params = "id", {"p_id": agent_id}
         elif parent_ids is not None:
-            statement, params = self._claim_statements["parents"], {"p_parents": list(parent_ids)}
+            kind, params = "parents", {"p_parents": list(parent_ids)}
         elif run_id is not None:
-            statement, params = self._claim_statements["run"], {"p_run": run_id}
+            kind, params = "run", {"p_run": run_id}
         else:
-            statement, params = self._claim_statements["next"], {}
+            kind, params = "next", {}
+        statement = self._claim_statements[kind]
         params |= {
             "p_now": now,
             "p_owner": owner,
             "p_expires": now + timedelta(seconds=lease_s),
         }
-        # An agent the gate refuses goes back to wait; the next claimable one is tried.
-        for _ in range(_ADMISSION_TRIES):
-            with self._write() as conn:
-                claimed = conn.execute(statement, params).first()
-                if claimed is None:
+        with self._write() as conn:
+            if gate is not None:
+                # Roles and models at their limit are passed over, counted in this same
+                # (serialised) transaction, so the limits are exact across workers.
+                admitted = self._admissible(conn, gate, kind, params)
+                if admitted is None:
                     return None
-                if gate is not None and not self._admit(
-                    conn, claimed.id, claimed.attempt, claimed.role, claimed.model, gate, now
-                ):
-                    continue
-                reservation = self.reserve(conn, claimed.id, claimed.attempt, now)
-                if not reservation.granted:
-                    self._budget_refused(conn, claimed.id, now)
-                    return None
-                self._event(
-                    conn,
-                    claimed.id,
-                    "agent.claimed",
-                    {"owner": owner, "attempt": claimed.attempt},
-                    now,
-                )
-            return self.get_agent(claimed.id)
-        return None
+                statement, params = admitted
+            claimed = conn.execute(statement, params).first()
+            if claimed is None:
+                return None
+            reservation = self.reserve(conn, claimed.id, claimed.attempt, now)
+            if not reservation.granted:
+                self._budget_refused(conn, claimed.id, now)
+                return None
+            self._event(
+                conn, claimed.id, "agent.claimed", {"owner": owner, "attempt": claimed.attempt}, now
+            )
+            if gate is not None:
+                gate.started(claimed.model)
+        return self.get_agent(claimed.id)
 
     @staticmethod
     def transient(exc: BaseException) -> bool:
@@ -751,6 +753,19 @@ def _usage_data(spent: RunOutcome | None) -> dict[str, Any]:
         "tokens_out": spent.tokens_out,
         "cost_usd": spent.cost_usd,
     }
+
+
+def _unusable_url(url: str, exc: Exception) -> str:
+    """One line for a database URL that cannot be used, its password hidden."""
+    try:
+        shown = repr(make_url(url).render_as_string(hide_password=True))
+    except ArgumentError:
+        shown = "(not a URL)"  # not echoed: it may hold a password
+    reason = " ".join(str(exc).split())
+    return (
+        f"database URL {shown} cannot be used: {reason}; set GROVE_DB_URL to "
+        "sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+    )
 
 
 def _usage_values(spent: RunOutcome | None) -> dict[str, Any]:
