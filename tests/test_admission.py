@@ -4,6 +4,7 @@ backs off on 429s, and the memory threshold."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import time
@@ -290,3 +291,21 @@ per_role = {implementer = 1}
         # claim right after a finish may read a few ms earlier; a real overlap is a whole run
         # (0.4 s).
         assert (start - end).total_seconds() > -0.2, "two implementers overlapped"
+
+
+def test_ls_says_which_limit_holds_a_pending_agent_back(repo: Path) -> None:
+    (repo / "grove.toml").write_text("[admission]\nper_role = {implementer = 1}\n")
+    assert run_cli("init", cwd=repo).returncode == 0
+    with Grove.open(repo) as grove:
+        first = grove.spawn("implementer", "one")
+        second = grove.spawn("implementer", "two")
+        tester = grove.spawn("tester", "three")
+        claimed = grove.store.claim("someone", 60, agent_id=first.id)
+        assert claimed is not None
+    listed = run_cli("ls", "--json", cwd=repo)
+    assert listed.returncode == 0, listed.stderr
+    reasons = {a["id"]: a["wait_reason"] for a in json.loads(listed.stdout)}
+    assert reasons[second.id] == "waiting for a slot: role implementer at its limit of 1"
+    assert reasons[first.id] is None and reasons[tester.id] is None
+    table = run_cli("ls", cwd=repo, env={"COLUMNS": "200"})  # the reason is long
+    assert "role implementer at its limit of 1" in table.stdout

@@ -12,7 +12,7 @@ import socket
 import sqlite3
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,8 +21,17 @@ from typing import Any
 
 import pytest
 
+from agentgrove.errors import (
+    BadInput,
+    BadRef,
+    ConfigError,
+    NotInitialised,
+    UnknownAgent,
+    UnknownRole,
+)
 from agentgrove.grove import Grove
 from agentgrove.testing import ModelServer, Script
+from agentgrove.workflows.spec import WorkflowError
 from tests.conftest import run_cli
 
 MISSING_ID = "zzzz0000"  # not hex: no agent id can start with it
@@ -324,3 +333,356 @@ def test_usage_errors_exit_2_without_traceback(setup: Setup, args: tuple[str, ..
     assert "Traceback" not in proc.stderr
     assert proc.returncode == 2
     assert snapshot(setup.repo) == before
+
+
+# --- the Python API ----------------------------------------------------------------------------
+#
+# The same promise through ``agentgrove.Grove``: the exception's type, ONE line naming what is
+# wrong and what to do, and nothing written (every row of every table, the worktrees, the
+# branches and the grove home, as :func:`snapshot` sees them).
+
+Call = Callable[[Grove, "ApiSetup"], object]
+
+
+@dataclass
+class ApiSetup:
+    repo: Path
+    agent_id: str
+    run_id: str  # nodes "a" (pending) and "b" (waiting for "a")
+    outside: Path  # a directory with no grove
+
+
+@pytest.fixture
+def api_setup(setup: Setup, tmp_path: Path) -> ApiSetup:
+    with Grove.open(setup.repo) as g:
+        run = g.start_workflow(
+            {"name": "pair", "nodes": [_node("a"), _node("b", depends_on=["a"])]}
+        )
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    return ApiSetup(setup.repo, setup.agent_id, run.id, outside)
+
+
+def _node(key: str = "a", **fields: object) -> dict[str, object]:
+    return {"key": key, "role": "tester", "task": "do it", **fields}
+
+
+def _workflow(*nodes: dict[str, object], **fields: object) -> dict[str, object]:
+    return {"name": "w", "nodes": list(nodes) or [_node()], **fields}
+
+
+def _start(*nodes: dict[str, object], **fields: object) -> Call:
+    return lambda g, s: g.start_workflow(_workflow(*nodes, **fields))
+
+
+@dataclass(frozen=True)
+class ApiCase:
+    call: Call
+    error: type[Exception]
+    problem: str  # names what is wrong
+    advice: str  # says what to do
+    toml: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _open_repo(g: Grove, s: ApiSetup) -> object:
+    return Grove.open(s.repo)
+
+
+API_CASES: dict[str, ApiCase] = {
+    # opening
+    "open-uninitialised": ApiCase(
+        lambda g, s: Grove.open(s.outside), NotInitialised, "no grove home at", "run `grove init`"
+    ),
+    "open-toml-wrong-type": ApiCase(
+        _open_repo, ConfigError, "roles.file-writer.max_turns", "fix the file", WRONG_TYPE_TOML
+    ),
+    "open-toml-syntax": ApiCase(
+        _open_repo, ConfigError, "not valid TOML", "fix the file", BAD_TOML
+    ),
+    "open-toml-unknown-key": ApiCase(
+        _open_repo, ConfigError, "workers: Extra inputs", "fix the file", UNKNOWN_KEY_TOML
+    ),
+    "init-toml-wrong-type": ApiCase(
+        lambda g, s: Grove.init(s.repo), ConfigError, "max_turns", "fix the file", WRONG_TYPE_TOML
+    ),
+    "open-db-url-not-a-url": ApiCase(
+        _open_repo,
+        ConfigError,
+        "database URL (not a URL) cannot be used",
+        "set GROVE_DB_URL to",
+        env={"GROVE_DB_URL": "not-a-url"},
+    ),
+    "open-db-url-no-driver": ApiCase(
+        _open_repo,
+        ConfigError,
+        "'mysql://me:***@db.invalid/grove' cannot be used: No module named",
+        "set GROVE_DB_URL to",
+        env={"GROVE_DB_URL": "mysql://me:hunter2@db.invalid/grove"},
+    ),
+    # agents
+    "spawn-unknown-role": ApiCase(
+        lambda g, s: g.spawn("nope", "x"), UnknownRole, "unknown role 'nope'", "add one in"
+    ),
+    "spawn-empty-task": ApiCase(
+        lambda g, s: g.spawn("tester", ""), BadInput, "the task is empty", "say what the agent"
+    ),
+    "spawn-blank-task": ApiCase(
+        lambda g, s: g.spawn("tester", " \n\t"), BadInput, "the task is empty", "say what"
+    ),
+    "spawn-blank-model": ApiCase(
+        lambda g, s: g.spawn("tester", "x", model=" "), BadInput, "is empty", "give a model name"
+    ),
+    "spawn-zero-budget": ApiCase(
+        lambda g, s: g.spawn("tester", "x", budget_usd=0), BadInput, "got 0", "above zero"
+    ),
+    "spawn-negative-budget": ApiCase(
+        lambda g, s: g.spawn("tester", "x", budget_usd=-1.5), BadInput, "got -1.5", "above zero"
+    ),
+    "spawn-unknown-parent": ApiCase(
+        lambda g, s: g.spawn("tester", "x", parent_id=MISSING_ID),
+        UnknownAgent,
+        f"unknown agent id {MISSING_ID!r}",
+        "`grove ls` lists",
+    ),
+    "spawn-short-parent": ApiCase(
+        lambda g, s: g.spawn("tester", "x", parent_id=s.agent_id[:2]),
+        BadInput,
+        "is too short",
+        "give at least 4 characters",
+    ),
+    "spawn-base-no-commit": ApiCase(
+        lambda g, s: g.spawn("tester", "x", base="no-such-ref"),
+        BadRef,
+        "'no-such-ref' does not name a commit",
+        "give a branch, tag or commit",
+    ),
+    "spawn-base-a-tree": ApiCase(
+        lambda g, s: g.spawn("tester", "x", base="HEAD^{tree}"),
+        BadRef,
+        "does not name a commit",
+        "give a branch, tag or commit",
+    ),
+    "get-unknown-id": ApiCase(
+        lambda g, s: g.get(MISSING_ID), UnknownAgent, "unknown agent id", "`grove ls` lists"
+    ),
+    "get-short-id": ApiCase(
+        lambda g, s: g.get(s.agent_id[:3]), BadInput, "is too short", "at least 4 characters"
+    ),
+    "wait-unknown-id": ApiCase(
+        lambda g, s: g.wait([s.agent_id, MISSING_ID]), UnknownAgent, MISSING_ID, "`grove ls`"
+    ),
+    "tree-totals-unknown-id": ApiCase(
+        lambda g, s: g.tree_totals(MISSING_ID), UnknownAgent, MISSING_ID, "`grove ls`"
+    ),
+    "cancel-unknown-id": ApiCase(
+        lambda g, s: g.service.cancel(MISSING_ID), UnknownAgent, MISSING_ID, "`grove ls`"
+    ),
+    # workflows: the definition
+    "workflow-no-nodes": ApiCase(
+        lambda g, s: g.start_workflow({"name": "w", "nodes": []}),
+        WorkflowError,
+        "the workflow has no nodes",
+        "add at least one under 'nodes'",
+    ),
+    "workflow-nodes-missing": ApiCase(
+        lambda g, s: g.start_workflow({"name": "w"}), WorkflowError, "nodes:", "field required"
+    ),
+    "workflow-empty-name": ApiCase(
+        lambda g, s: g.start_workflow({"name": "", "nodes": [_node()]}),
+        WorkflowError,
+        "name:",
+        "at least 1 character",
+    ),
+    "workflow-unknown-role": ApiCase(
+        _start(_node(role="nope")),
+        WorkflowError,
+        "node 'a': unknown role 'nope'",
+        "define it in grove.toml under [roles.nope]",
+    ),
+    "workflow-unknown-dependency": ApiCase(
+        _start(_node(depends_on=["b"])),
+        WorkflowError,
+        "node 'a' depends on unknown node 'b'",
+        "(nodes: a)",
+    ),
+    "workflow-cycle": ApiCase(
+        _start(_node("a", depends_on=["b"]), _node("b", depends_on=["a"])),
+        WorkflowError,
+        "cycle: a -> b -> a",
+        "remove one of these dependencies",
+    ),
+    "workflow-depends-on-itself": ApiCase(
+        _start(_node(depends_on=["a"])),
+        WorkflowError,
+        "node 'a' depends on itself",
+        "remove it from depends_on",
+    ),
+    "workflow-duplicate-key": ApiCase(
+        _start(_node("a"), _node("a")),
+        WorkflowError,
+        "duplicate node key 'a'",
+        "give each node its own key",
+    ),
+    "workflow-bad-key": ApiCase(
+        _start(_node("Bad Key")),
+        WorkflowError,
+        "node key 'Bad Key' is invalid",
+        "use lowercase letters",
+    ),
+    "workflow-reserved-key": ApiCase(
+        _start(_node("inputs")), WorkflowError, "'inputs' is reserved", "rename the node"
+    ),
+    "workflow-template-syntax": ApiCase(
+        _start(_node(task="{{ oops")),
+        WorkflowError,
+        "node 'a' task: template syntax error on line 1",
+        "expected 'end of print statement'",
+    ),
+    "workflow-template-unknown-name": ApiCase(
+        _start(_node(task="{{ ghost.output }}")),
+        WorkflowError,
+        "uses unknown name 'ghost'",
+        "templates use inputs.NAME",
+    ),
+    "workflow-template-not-a-dependency": ApiCase(
+        _start(_node("a"), _node("b", task="{{ a.output }}")),
+        WorkflowError,
+        "node 'b' template uses 'a.output' but does not depend on 'a'",
+        "add 'a' to its depends_on",
+    ),
+    "workflow-template-unknown-input": ApiCase(
+        _start(_node(task="{{ inputs.nope }}")),
+        WorkflowError,
+        "unknown input 'inputs.nope'",
+        "(declared: none)",
+    ),
+    "workflow-unknown-field": ApiCase(
+        _start(_node(colour="red")),
+        WorkflowError,
+        "nodes[0].colour (node 'a'): unknown field",
+        "use one of key, role, task",
+    ),
+    "workflow-empty-task": ApiCase(
+        _start(_node(task="")), WorkflowError, "nodes[0].task", "at least 1 character"
+    ),
+    "workflow-zero-attempts": ApiCase(
+        _start(_node(max_attempts=0)),
+        WorkflowError,
+        "nodes[0].max_attempts",
+        "greater than or equal to 1",
+    ),
+    "workflow-negative-timeout": ApiCase(
+        _start(_node(timeout_s=-1)), WorkflowError, "nodes[0].timeout_s", "greater than 0"
+    ),
+    "workflow-input-required-with-default": ApiCase(
+        _start(inputs={"f": {"required": True, "default": "x"}}),
+        WorkflowError,
+        "inputs.f: an input with a default cannot be required",
+        "drop one of the two",
+    ),
+    "workflow-no-such-file": ApiCase(
+        lambda g, s: g.start_workflow(s.repo / "missing.yaml"),
+        WorkflowError,
+        "missing.yaml': it is not a file",
+        "the built-in workflows are",
+    ),
+    "workflow-yaml-syntax": ApiCase(
+        lambda g, s: g.start_workflow("name: w\nnodes: [\n"),
+        WorkflowError,
+        "not valid YAML at line 3",
+        "fix the file",
+    ),
+    "workflow-yaml-duplicate-key": ApiCase(
+        lambda g, s: g.start_workflow("name: w\nname: v\nnodes: []\n"),
+        WorkflowError,
+        "duplicate key 'name'",
+        "fix the file",
+    ),
+    "workflow-yaml-a-list": ApiCase(
+        lambda g, s: g.start_workflow("- a\n- b\n"),
+        WorkflowError,
+        "got list",
+        "expected a mapping with 'name' and 'nodes'",
+    ),
+    # workflows: starting one
+    "workflow-missing-input": ApiCase(
+        _start(_node(task="{{ inputs.f }}"), inputs=["f"]),
+        BadInput,
+        "missing required input 'f'",
+        "f=VALUE",
+    ),
+    "workflow-unknown-input": ApiCase(
+        lambda g, s: g.start_workflow(_workflow(), {"x": "1"}),
+        BadInput,
+        "unknown input 'x'",
+        "takes no inputs",
+    ),
+    "workflow-zero-budget": ApiCase(
+        lambda g, s: g.start_workflow(_workflow(), budget_usd=0),
+        BadInput,
+        "got 0",
+        "above zero",
+    ),
+    "workflow-base-no-commit": ApiCase(
+        lambda g, s: g.start_workflow(_workflow(), base="no-such-ref"),
+        BadRef,
+        "'no-such-ref' does not name a commit",
+        "give a branch, tag or commit",
+    ),
+    # workflow runs
+    "run-unknown-id": ApiCase(
+        lambda g, s: g.workflows.get(MISSING_ID),
+        BadInput,
+        f"unknown workflow run {MISSING_ID!r}",
+        "`grove workflow ls` lists them",
+    ),
+    "run-cancel-unknown-id": ApiCase(
+        lambda g, s: g.workflows.cancel(MISSING_ID), BadInput, "unknown workflow run", "ls"
+    ),
+    "rerun-unknown-node": ApiCase(
+        lambda g, s: g.workflows.rerun(s.run_id, "zz"),
+        BadInput,
+        "has no node 'zz'",
+        "its nodes are a, b",
+    ),
+    "rerun-live-node": ApiCase(
+        lambda g, s: g.workflows.rerun(s.run_id, "a"),
+        BadInput,
+        "node 'a' is still pending",
+        "wait or cancel first",
+    ),
+    "rerun-dependency-not-completed": ApiCase(
+        lambda g, s: g.workflows.rerun(s.run_id, "b"),
+        BadInput,
+        "cannot rerun 'b': its dependency 'a' has not completed",
+        "rerun from 'a' instead",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(API_CASES.values()), ids=list(API_CASES))
+def test_python_api_refuses_bad_input_and_writes_nothing(
+    api_setup: ApiSetup, case: ApiCase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = api_setup
+    with Grove.open(s.repo) as g:
+        # After opening: a case that opens a grove itself meets the bad grove.toml or variable.
+        if case.toml is not None:
+            (s.repo / "grove.toml").write_text(case.toml)
+        for name, value in case.env.items():
+            monkeypatch.setenv(name, value)
+        before = snapshot(s.repo)
+        assert before["tables"]["agents"] and before["tables"]["workflow_runs"]
+        with pytest.raises(BadInput) as raised:
+            case.call(g, s)
+
+    exc = raised.value
+    message = str(exc)
+    assert type(exc) is case.error, f"{type(exc).__name__}: {message}"
+    assert "\n" not in message and message.strip() == message, message
+    assert case.problem in message, message
+    assert case.advice in message, message
+    assert "hunter2" not in message, "a password in a URL is never shown"
+    assert snapshot(s.repo) == before
+    assert list(s.outside.iterdir()) == []

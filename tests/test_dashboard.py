@@ -271,6 +271,8 @@ def test_stream_pushes_a_new_event_and_the_server_stops_on_cancel(
         "node_state": None,
         "tokens": 0,
         "cost_usd": 0.0,
+        "output": "cancelled by request",
+        "failed": True,
     }
     with pytest.raises(httpx.ConnectError):  # nothing listens any more
         httpx.get(f"http://127.0.0.1:{port}/healthz")

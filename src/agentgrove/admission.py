@@ -65,6 +65,21 @@ def exclusions(
     return Exclusions(frozenset(roles), frozenset(models))
 
 
+def slot_reason(
+    settings: AdmissionSettings, running: RunningCounts, role: str, model: str
+) -> str | None:
+    """Why a pending agent of ``role`` on ``model`` cannot start now for want of a slot (for
+    display: ``grove ls``), or ``None``."""
+    excluded = exclusions(settings, running)
+    if excluded.full is not None:
+        return f"waiting for a slot: {excluded.full}"
+    if role in excluded.roles:
+        return f"waiting for a slot: role {role} at its limit of {settings.per_role[role]}"
+    if model in excluded.models:
+        return f"waiting for a slot: model {model} at its limit of {settings.per_model[model]}"
+    return None
+
+
 def memory_refusal(settings: AdmissionSettings, available_mb: int | None) -> str | None:
     """Refuse every start while less than ``min_available_mb`` is available (unknown
     availability never refuses)."""

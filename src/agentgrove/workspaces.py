@@ -107,7 +107,10 @@ class Workspaces:
                     f"repository {self.repo} has no commits yet: commit something first "
                     "(agents branch off a commit) or pass --base REF"
                 ) from None
-            raise BadRef(f"--base {ref!r} does not name a commit in {self.repo}") from None
+            raise BadRef(
+                f"--base {ref!r} does not name a commit in {self.repo}; "
+                "give a branch, tag or commit (`git log --oneline` lists commits)"
+            ) from None
 
     def create(
         self, agent_id: str, base: str | None, merge: tuple[str, ...] = ()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
@@ -12,9 +13,11 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from agentgrove.admission import limits_concurrency, slot_reason
 from agentgrove.cli._app import app, console, err_console, is_tty, open_grove, print_json
 from agentgrove.cli._live import LiveProgress, agent_source, totals_line
 from agentgrove.errors import BadInput
+from agentgrove.grove import Grove
 from agentgrove.models import AgentRecord, AgentStatus, Event
 from agentgrove.store import Store
 
@@ -105,6 +108,7 @@ def list_agents(
     wanted = _parse_status(status)
     with open_grove() as grove:
         agents = grove.store.list_agents(status=wanted)
+        agents = _with_slot_reasons(grove, agents)
     if json_out:
         print_json([a.to_json() for a in agents])
         return
@@ -314,6 +318,22 @@ def budget(json_out: JsonOpt = False) -> None:
             f"${max(0.0, limit - reserved - spent):.4f}",
         )
     console.print(table)
+
+
+def _with_slot_reasons(grove: Grove, agents: list[AgentRecord]) -> list[AgentRecord]:
+    """Pending agents that admission holds back say so (``[admission]`` limits)."""
+    settings = grove.config.admission
+    waiting = {a.id for a in agents if a.status is AgentStatus.PENDING and not a.wait_reason}
+    if not waiting or not limits_concurrency(settings):
+        return agents
+    running = grove.store.running_counts()
+    shown = []
+    for agent in agents:
+        reason = None
+        if agent.id in waiting:
+            reason = slot_reason(settings, running, agent.role, agent.model)
+        shown.append(replace(agent, wait_reason=reason) if reason else agent)
+    return shown
 
 
 def _parse_status(value: str | None) -> AgentStatus | None:

@@ -98,7 +98,16 @@ def payloads(store: Store, batch: list[FeedEvent]) -> list[dict[str, Any]]:
                     "node_state": node_state(agent).value if agent.node_key else None,
                     "tokens": agent.tokens_in + agent.tokens_out,
                     "cost_usd": agent.cost_usd,
+                    "output": _short(agent.error or agent.output),
+                    "failed": agent.error is not None,
                 },
             }
         )
     return out
+
+
+def _short(text: str | None, limit: int = 160) -> str | None:
+    if text is None:
+        return None
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

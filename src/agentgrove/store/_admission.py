@@ -50,9 +50,14 @@ class AdmissionQueries(StoreCore):
             "p_skip_models": sorted(excluded.models) or [_NOTHING],
         }
 
+    def running_counts(self) -> RunningCounts:
+        """Agents executing now, as admission counts them (a read: for display)."""
+        with self._read() as conn:
+            return _count_running(conn, lock=False)
 
-def _count_running(conn: Connection) -> RunningCounts:
-    if conn.dialect.name == "postgresql":
+
+def _count_running(conn: Connection, *, lock: bool = True) -> RunningCounts:
+    if lock and conn.dialect.name == "postgresql":
         # Two claims must not both see the last free slot.
         conn.execute(text(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY})"))
     # A parent waiting for children it delegated to gives its slot back (as in the worker),

@@ -401,7 +401,8 @@ class RunQueries(StoreCore):
             ]
             if missing:
                 raise BadInput(
-                    f"cannot rerun {key!r}: its dependency {missing[0]!r} has not completed"
+                    f"cannot rerun {key!r}: its dependency {missing[0]!r} has not completed; "
+                    f"rerun from {missing[0]!r} instead"
                 )
             conn.execute(
                 update(agents)

@@ -13,14 +13,51 @@
 
   function setStatus(el, status) {
     el.dataset.status = status;
-    var text = el.classList.contains("js-status") ? el : el.querySelector(".js-state");
+    var text = el.querySelector(".js-state") || (el.children.length === 0 ? el : null);
     if (text) { text.textContent = status; }
+  }
+
+  // Same format as the server's money filter.
+  function money(value) {
+    if (!value) { return "$0"; }
+    return value < 1 ? "$" + value.toFixed(4) : "$" + value.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  }
+
+  function updateRow(row, agent) {
+    row.dataset.tokens = agent.tokens;
+    row.dataset.cost = agent.cost_usd;
+    var cell = row.querySelector(".js-agent");
+    if (cell && !cell.querySelector("a[href='/agents/" + agent.id + "']")) {
+      cell.textContent = "";
+      var link = document.createElement("a");
+      link.className = "mono";
+      link.href = "/agents/" + agent.id;
+      link.textContent = agent.id;
+      cell.appendChild(link);
+    }
+    var tokens = row.querySelector(".js-tokens");
+    if (tokens) { tokens.textContent = agent.tokens.toLocaleString("en-US"); }
+    var cost = row.querySelector(".js-cost");
+    if (cost) { cost.textContent = money(agent.cost_usd); }
+    var output = row.querySelector(".js-output");
+    if (output && agent.output) {
+      output.textContent = agent.output;
+      output.classList.toggle("bad", agent.failed);
+    }
+    var rows = all("tr.node-row");
+    var sumTokens = rows.reduce(function (n, r) { return n + Number(r.dataset.tokens || 0); }, 0);
+    var sumCost = rows.reduce(function (n, r) { return n + Number(r.dataset.cost || 0); }, 0);
+    var runTokens = document.getElementById("run-tokens");
+    if (runTokens) { runTokens.textContent = sumTokens.toLocaleString("en-US"); }
+    var runCost = document.getElementById("run-cost");
+    if (runCost) { runCost.textContent = money(sumCost); }
   }
 
   function applyAgent(agent, runId) {
     all(attr("data-agent-id", agent.id)).forEach(function (el) { setStatus(el, agent.status); });
     if (agent.node_key && runId) {
       all(attr("data-node", runId + "/" + agent.node_key)).forEach(function (el) {
+        if (el.classList.contains("node-row")) { updateRow(el, agent); return; }
         setStatus(el, agent.node_state);
         if (el.dataset.agent !== agent.id) {
           el.dataset.agent = agent.id;
