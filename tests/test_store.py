@@ -16,9 +16,9 @@ from alembic.runtime.migration import MigrationContext
 from agentgrove.errors import BadInput, UnknownAgent
 from agentgrove.models import AgentStatus, ErrorKind
 from agentgrove.store import NewAgent, RunOutcome, Store
+from agentgrove.store._core import utcnow
 from agentgrove.store._migrate import is_current, upgrade
 from agentgrove.store._schema import metadata
-from agentgrove.store._store import utcnow
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

@@ -38,7 +38,7 @@ from agentgrove.retry import decide
 from agentgrove.runtime import RunResult, RunSpec, Runtime
 from agentgrove.secrets import Redactor
 from agentgrove.store import NewAgent, RunOutcome, Store
-from agentgrove.store._store import utcnow
+from agentgrove.store._core import utcnow
 from agentgrove.workspaces import MergeConflict, Workspaces
 
 EventObserver = Callable[[str, str, dict[str, Any]], None]

@@ -32,7 +32,7 @@ from agentgrove.config import WorkerSettings
 from agentgrove.models import AgentRecord, AgentStatus
 from agentgrove.processes import available_memory_mb
 from agentgrove.service import AgentService, Lease
-from agentgrove.store._store import utcnow
+from agentgrove.store._core import utcnow
 
 
 def new_owner_id() -> str:

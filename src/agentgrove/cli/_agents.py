@@ -293,7 +293,7 @@ def gc() -> None:
 @app.command()
 def budget(json_out: JsonOpt = False) -> None:
     """Each budget scope (daily, agent trees, workflow runs): limit, reserved and spent."""
-    from agentgrove.store._store import utcnow
+    from agentgrove.store._core import utcnow
 
     with open_grove() as grove:
         rows = grove.store.budget_report(utcnow())

@@ -14,7 +14,7 @@ from agentgrove.dashboard._transcript import entries
 from agentgrove.errors import BadInput, GroveError
 from agentgrove.grove import Grove
 from agentgrove.models import AgentRecord, AgentStatus, NodeView
-from agentgrove.store._store import utcnow
+from agentgrove.store._core import utcnow
 
 router = APIRouter()
 

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from agentgrove.models import AgentStatus
 from agentgrove.store import Store
-from agentgrove.store._store import utcnow
+from agentgrove.store._core import utcnow
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,30 @@
-"""What the store's query mixins (:mod:`._runs`, :mod:`._budgets`) may call on the Store they
-are mixed into, declared once for the type checker. :class:`agentgrove.store.Store` defines them.
+"""What the store's query mixins (:mod:`._runs`, :mod:`._budgets`, :mod:`._log`, ...) may call
+on the Store they are mixed into, declared once for the type checker
+(:class:`agentgrove.store.Store` defines them); and :func:`utcnow`, the clock the store and its
+callers stamp times with.
 """
 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
 from agentgrove.models import AgentRecord
 
+if TYPE_CHECKING:
+    from agentgrove.store._faults import CrashPoint
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
 
 class StoreCore:
     if TYPE_CHECKING:
+        _crash_point: CrashPoint
 
         def _write(self) -> AbstractContextManager[Connection]: ...
         def _read(self) -> AbstractContextManager[Connection]: ...

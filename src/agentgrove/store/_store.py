@@ -18,39 +18,29 @@ import uuid
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    Engine,
-    and_,
-    bindparam,
-    func,
-    insert,
-    select,
-    update,
-)
-from sqlalchemy.engine import Row, make_url
+from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 
 from agentgrove.errors import BadInput, ConfigError, UnknownAgent
-from agentgrove.models import AgentRecord, AgentStatus, ErrorKind, Event, WorkspaceRecord
+from agentgrove.models import AgentRecord, AgentStatus, ErrorKind
 from agentgrove.store import _dialect
 from agentgrove.store._admission import AdmissionQueries, Gate
 from agentgrove.store._budgets import BudgetQueries
+from agentgrove.store._core import utcnow
 from agentgrove.store._faults import HEARTBEAT, CrashPoint
+from agentgrove.store._log import LogQueries
+from agentgrove.store._rows import _agent_from_row, _agent_select
 from agentgrove.store._runs import RunQueries
-from agentgrove.store._schema import agents, events, transcripts, workspaces
+from agentgrove.store._schema import agents
 from agentgrove.store._stats import StatsQueries
 from agentgrove.store._views import ViewQueries
 from agentgrove.workflows.dag import NodeState
 
 _LIVE = (AgentStatus.PENDING.value, AgentStatus.EXECUTING.value)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def new_agent_id() -> str:
@@ -94,7 +84,7 @@ class RunOutcome:
     session_id: str | None = None
 
 
-class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueries):
+class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueries, LogQueries):
     """The database of one grove. Thread-safe; cheap calls, short transactions."""
 
     def __init__(
@@ -559,137 +549,7 @@ class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueri
                             )
         return swept
 
-    # -- workspaces ------------------------------------------------------------------------
-
-    def save_workspace(self, ws: WorkspaceRecord, *, lease: tuple[str, int] | None = None) -> bool:
-        """Insert or replace the workspace row of ``ws.agent_id``.
-
-        A worker passes its ``lease`` (owner, attempt): the write is fenced like every other
-        write of a worker, and ``False`` means the lease is no longer its own.
-        """
-        values = {
-            "repo_path": ws.repo_path,
-            "worktree_path": ws.worktree_path,
-            "branch": ws.branch,
-            "base_ref": ws.base_ref,
-            "head_commit": ws.head_commit,
-            "diffstat": ws.diffstat,
-            "files_changed": list(ws.files_changed),
-            "state": ws.state,
-        }
-        with self._write() as conn:
-            if lease is not None:
-                holder = conn.execute(
-                    _LEASE_CHECK, {"id": ws.agent_id, "owner": lease[0], "attempt": lease[1]}
-                )
-                if holder.first() is None:
-                    return False
-            updated = conn.execute(
-                update(workspaces).where(workspaces.c.agent_id == ws.agent_id).values(**values)
-            )
-            if updated.rowcount == 0:
-                conn.execute(insert(workspaces).values(agent_id=ws.agent_id, **values))
-        return True
-
-    def list_workspaces(
-        self, *, state: str | None = None
-    ) -> list[tuple[WorkspaceRecord, AgentStatus]]:
-        query = select(workspaces, agents.c.status).join(
-            agents, agents.c.id == workspaces.c.agent_id
-        )
-        if state is not None:
-            query = query.where(workspaces.c.state == state)
-        with self._read() as conn:
-            return [(_workspace_from_row(r), AgentStatus(r.status)) for r in conn.execute(query)]
-
-    # -- events and transcripts ------------------------------------------------------------
-
-    def append_event(self, agent_id: str | None, kind: str, data: dict[str, Any]) -> None:
-        with self._write() as conn:
-            self._event(conn, agent_id, kind, data, None)
-
-    def events(
-        self, *, agent_id: str | None = None, after_id: int = 0, limit: int = 1000
-    ) -> list[Event]:
-        query = select(events).where(events.c.id > after_id).order_by(events.c.id).limit(limit)
-        if agent_id is not None:
-            query = query.where(events.c.agent_id == agent_id)
-        with self._read() as conn:
-            return [
-                Event(id=r.id, at=r.at, agent_id=r.agent_id, kind=r.kind, data=r.data)
-                for r in conn.execute(query)
-            ]
-
-    def record_message(
-        self,
-        agent_id: str,
-        owner: str,
-        attempt: int,
-        seq: int,
-        kind: str,
-        message: dict[str, Any],
-        event: tuple[str, dict[str, Any]] | None = None,
-    ) -> bool:
-        """Append one SDK message to the transcript (and an optional event), fenced by the lease."""
-        now = utcnow()
-        with self._write() as conn:
-            # The row lock (Postgres) keeps the lease from changing hands before the insert.
-            holder = conn.execute(
-                _LEASE_CHECK, {"id": agent_id, "owner": owner, "attempt": attempt}
-            )
-            if holder.first() is None:
-                return False
-            conn.execute(
-                _INSERT_TRANSCRIPT,
-                {
-                    "agent_id": agent_id,
-                    "attempt": attempt,
-                    "seq": seq,
-                    "at": now,
-                    "kind": kind,
-                    "message": message,
-                },
-            )
-            if event is not None:
-                self._event(conn, agent_id, event[0], event[1], now)
-        return True
-
-    def transcript(self, agent_id: str) -> list[dict[str, Any]]:
-        with self._read() as conn:
-            rows = conn.execute(
-                select(
-                    transcripts.c.attempt,
-                    transcripts.c.seq,
-                    transcripts.c.kind,
-                    transcripts.c.message,
-                )
-                .where(transcripts.c.agent_id == agent_id)
-                .order_by(transcripts.c.id)
-            ).all()
-        return [
-            {"attempt": r.attempt, "seq": r.seq, "kind": r.kind, "message": r.message} for r in rows
-        ]
-
-    def _event(
-        self,
-        conn: Connection,
-        agent_id: str | None,
-        kind: str,
-        data: dict[str, Any],
-        at: datetime | None,
-        run_id: str | None = None,
-    ) -> None:
-        conn.execute(
-            _INSERT_EVENT,
-            {
-                "at": at or utcnow(),
-                "agent_id": agent_id,
-                "run_id": run_id,
-                "kind": kind,
-                "data": data,
-            },
-        )
-        self._crash_point.note(kind)
+    # -- workflow nodes --------------------------------------------------------------------
 
     def _insert_agent_row(self, conn: Connection, values: dict[str, Any]) -> str:
         """Insert an agent row (workflow nodes); defaults for what ``values`` leaves out."""
@@ -794,81 +654,4 @@ def _fence(agent_id: str, owner: str | None, attempt: int) -> Any:
 
 # Statements built once and executed with parameters: building SQLAlchemy expressions per call
 # costs more CPU than SQLite spends running them.
-_INSERT_EVENT = insert(events)
-_INSERT_TRANSCRIPT = insert(transcripts)
 _INSERT_AGENT = insert(agents)
-_LEASE_CHECK = (
-    select(agents.c.id)
-    .where(
-        agents.c.id == bindparam("id"),
-        agents.c.status == AgentStatus.EXECUTING.value,
-        agents.c.lease_owner == bindparam("owner"),
-        agents.c.attempt == bindparam("attempt"),
-    )
-    .with_for_update()
-)
-
-_AGENT_SELECT = select(agents, *[c.label(f"ws_{c.name}") for c in workspaces.c]).outerjoin(
-    workspaces, workspaces.c.agent_id == agents.c.id
-)
-
-
-def _agent_select() -> Any:
-    """Agents with their workspace columns (``ws_*``); built once, refined per query."""
-    return _AGENT_SELECT
-
-
-def _workspace_from_row(row: Row[Any], prefix: str = "") -> WorkspaceRecord:
-    m = row._mapping
-    return WorkspaceRecord(
-        agent_id=m[f"{prefix}agent_id"],
-        repo_path=m[f"{prefix}repo_path"],
-        worktree_path=m[f"{prefix}worktree_path"],
-        branch=m[f"{prefix}branch"],
-        base_ref=m[f"{prefix}base_ref"],
-        head_commit=m[f"{prefix}head_commit"],
-        diffstat=m[f"{prefix}diffstat"],
-        files_changed=tuple(m[f"{prefix}files_changed"] or ()),
-        state=m[f"{prefix}state"],
-    )
-
-
-def _agent_from_row(row: Row[Any]) -> AgentRecord:
-    m = row._mapping
-    ws = _workspace_from_row(row, "ws_") if m["ws_agent_id"] is not None else None
-    return AgentRecord(
-        id=m["id"],
-        role=m["role"],
-        task=m["task"],
-        model=m["model"],
-        status=AgentStatus(m["status"]),
-        created_at=m["created_at"],
-        parent_id=m["parent_id"],
-        base_ref=m["base_ref"],
-        error_kind=ErrorKind(m["error_kind"]) if m["error_kind"] else None,
-        error=m["error"],
-        output=m["output"],
-        attempt=m["attempt"],
-        max_attempts=m["max_attempts"],
-        timeout_s=m["timeout_s"],
-        budget_usd=m["budget_usd"],
-        tokens_in=m["tokens_in"],
-        tokens_out=m["tokens_out"],
-        cost_usd=m["cost_usd"],
-        duration_ms=m["duration_ms"],
-        session_id=m["session_id"],
-        lease_owner=m["lease_owner"],
-        lease_expires_at=m["lease_expires_at"],
-        priority=m["priority"],
-        max_budget_usd=m["max_budget_usd"],
-        reserved_usd=m["reserved_usd"],
-        wait_reason=m["wait_reason"],
-        depth=m["depth"],
-        after_parent=bool(m["after_parent"]),
-        merge_refs=tuple(m["merge_refs"]) if m["merge_refs"] is not None else None,
-        workflow_run_id=m["workflow_run_id"],
-        node_key=m["node_key"],
-        started_at=m["started_at"],
-        finished_at=m["finished_at"],
-        workspace=ws,
-    )

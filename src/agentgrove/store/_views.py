@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from agentgrove.models import AgentRecord, AgentStatus, Event, RunStatus
 from agentgrove.store._core import StoreCore
+from agentgrove.store._rows import _agent_from_row, _agent_select
 from agentgrove.store._schema import agents, events, workflow_runs
 
 
@@ -63,9 +64,6 @@ class ViewQueries(StoreCore):
         limit: int = 500,
     ) -> list[AgentRecord]:
         """Agents matching every given filter, newest first, at most ``limit``."""
-        # Imported here: _store imports this module to build the Store class.
-        from agentgrove.store._store import _agent_from_row, _agent_select
-
         query = _agent_select().order_by(agents.c.created_at.desc(), agents.c.id.desc())
         if status is not None:
             query = query.where(agents.c.status == status.value)

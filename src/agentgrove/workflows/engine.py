@@ -22,7 +22,7 @@ from typing import Any
 from agentgrove.errors import BadInput, UnknownRole
 from agentgrove.models import RunRecord
 from agentgrove.service import AgentService
-from agentgrove.store._store import utcnow
+from agentgrove.store._core import utcnow
 from agentgrove.workflows import find_workflow
 from agentgrove.workflows.spec import WorkflowSpec, load_workflow, resolve_inputs
 

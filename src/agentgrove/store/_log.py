@@ -1,0 +1,170 @@
+"""The grove's record of what happened: the append-only event log, each agent's transcript of
+SDK messages, and each agent's workspace row. A worker's writes here (transcript, workspace) are
+fenced by its lease ``(owner, attempt)`` like its other writes, and :meth:`LogQueries._event`
+writes inside the caller's transaction, so a transition and the event recording it commit
+together.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, insert, select, update
+
+from agentgrove.models import AgentStatus, Event, WorkspaceRecord
+from agentgrove.store._core import StoreCore, utcnow
+from agentgrove.store._rows import _workspace_from_row
+from agentgrove.store._schema import agents, events, transcripts, workspaces
+
+
+class LogQueries(StoreCore):
+    """Mixed into :class:`agentgrove.store.Store`."""
+
+    # -- workspaces ------------------------------------------------------------------------
+
+    def save_workspace(self, ws: WorkspaceRecord, *, lease: tuple[str, int] | None = None) -> bool:
+        """Insert or replace the workspace row of ``ws.agent_id``.
+
+        A worker passes its ``lease`` (owner, attempt): the write is fenced like every other
+        write of a worker, and ``False`` means the lease is no longer its own.
+        """
+        values = {
+            "repo_path": ws.repo_path,
+            "worktree_path": ws.worktree_path,
+            "branch": ws.branch,
+            "base_ref": ws.base_ref,
+            "head_commit": ws.head_commit,
+            "diffstat": ws.diffstat,
+            "files_changed": list(ws.files_changed),
+            "state": ws.state,
+        }
+        with self._write() as conn:
+            if lease is not None:
+                holder = conn.execute(
+                    _LEASE_CHECK, {"id": ws.agent_id, "owner": lease[0], "attempt": lease[1]}
+                )
+                if holder.first() is None:
+                    return False
+            updated = conn.execute(
+                update(workspaces).where(workspaces.c.agent_id == ws.agent_id).values(**values)
+            )
+            if updated.rowcount == 0:
+                conn.execute(insert(workspaces).values(agent_id=ws.agent_id, **values))
+        return True
+
+    def list_workspaces(
+        self, *, state: str | None = None
+    ) -> list[tuple[WorkspaceRecord, AgentStatus]]:
+        query = select(workspaces, agents.c.status).join(
+            agents, agents.c.id == workspaces.c.agent_id
+        )
+        if state is not None:
+            query = query.where(workspaces.c.state == state)
+        with self._read() as conn:
+            return [(_workspace_from_row(r), AgentStatus(r.status)) for r in conn.execute(query)]
+
+    # -- events and transcripts ------------------------------------------------------------
+
+    def append_event(self, agent_id: str | None, kind: str, data: dict[str, Any]) -> None:
+        with self._write() as conn:
+            self._event(conn, agent_id, kind, data, None)
+
+    def events(
+        self, *, agent_id: str | None = None, after_id: int = 0, limit: int = 1000
+    ) -> list[Event]:
+        query = select(events).where(events.c.id > after_id).order_by(events.c.id).limit(limit)
+        if agent_id is not None:
+            query = query.where(events.c.agent_id == agent_id)
+        with self._read() as conn:
+            return [
+                Event(id=r.id, at=r.at, agent_id=r.agent_id, kind=r.kind, data=r.data)
+                for r in conn.execute(query)
+            ]
+
+    def record_message(
+        self,
+        agent_id: str,
+        owner: str,
+        attempt: int,
+        seq: int,
+        kind: str,
+        message: dict[str, Any],
+        event: tuple[str, dict[str, Any]] | None = None,
+    ) -> bool:
+        """Append one SDK message to the transcript (and an optional event), fenced by the lease."""
+        now = utcnow()
+        with self._write() as conn:
+            # The row lock (Postgres) keeps the lease from changing hands before the insert.
+            holder = conn.execute(
+                _LEASE_CHECK, {"id": agent_id, "owner": owner, "attempt": attempt}
+            )
+            if holder.first() is None:
+                return False
+            conn.execute(
+                _INSERT_TRANSCRIPT,
+                {
+                    "agent_id": agent_id,
+                    "attempt": attempt,
+                    "seq": seq,
+                    "at": now,
+                    "kind": kind,
+                    "message": message,
+                },
+            )
+            if event is not None:
+                self._event(conn, agent_id, event[0], event[1], now)
+        return True
+
+    def transcript(self, agent_id: str) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(
+                    transcripts.c.attempt,
+                    transcripts.c.seq,
+                    transcripts.c.kind,
+                    transcripts.c.message,
+                )
+                .where(transcripts.c.agent_id == agent_id)
+                .order_by(transcripts.c.id)
+            ).all()
+        return [
+            {"attempt": r.attempt, "seq": r.seq, "kind": r.kind, "message": r.message} for r in rows
+        ]
+
+    def _event(
+        self,
+        conn: Connection,
+        agent_id: str | None,
+        kind: str,
+        data: dict[str, Any],
+        at: datetime | None,
+        run_id: str | None = None,
+    ) -> None:
+        conn.execute(
+            _INSERT_EVENT,
+            {
+                "at": at or utcnow(),
+                "agent_id": agent_id,
+                "run_id": run_id,
+                "kind": kind,
+                "data": data,
+            },
+        )
+        self._crash_point.note(kind)
+
+
+# Statements built once and executed with parameters: building SQLAlchemy expressions per call
+# costs more CPU than SQLite spends running them.
+_INSERT_EVENT = insert(events)
+_INSERT_TRANSCRIPT = insert(transcripts)
+_LEASE_CHECK = (
+    select(agents.c.id)
+    .where(
+        agents.c.id == bindparam("id"),
+        agents.c.status == AgentStatus.EXECUTING.value,
+        agents.c.lease_owner == bindparam("owner"),
+        agents.c.attempt == bindparam("attempt"),
+    )
+    .with_for_update()
+)
