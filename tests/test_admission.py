@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import select
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -261,11 +263,11 @@ per_role = {implementer = 1}
 """
     )
     assert run_cli("init", cwd=repo).returncode == 0
-    with Grove.open(repo) as grove:
-        ids = [grove.spawn("implementer", f"build {i}").id for i in range(4)]
+    # Both workers are up and polling before any agent exists, so every claim is a race
+    # between the two processes.
     workers = [
         subprocess.Popen(
-            [*GROVE, "worker", "--drain"],
+            [*GROVE, "worker"],
             cwd=repo,
             env=dict(os.environ),
             stdout=subprocess.PIPE,
@@ -276,7 +278,20 @@ per_role = {implementer = 1}
     ]
     try:
         for w in workers:
-            _, err = w.communicate(timeout=120)
+            assert w.stderr is not None
+            ready, _, _ = select.select([w.stderr], [], [], 60)
+            assert ready, "a worker never started"
+            assert "concurrency 3" in w.stderr.readline()
+        with Grove.open(repo) as grove:
+            ids = [grove.spawn("implementer", f"build {i}").id for i in range(4)]
+            _until(
+                lambda: all(grove.store.get_agent(i).status is AgentStatus.COMPLETED for i in ids)
+            )
+        for w in workers:
+            assert w.poll() is None, "both workers were polling throughout"
+            w.send_signal(signal.SIGTERM)
+        for w in workers:
+            _, err = w.communicate(timeout=60)
             assert w.returncode == 0, err
     finally:
         for w in workers:

@@ -83,6 +83,12 @@ def _until(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+def _rev(repo: Path, ref: str) -> str:
+    return subprocess.run(
+        ["git", "rev-parse", ref], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
 def _kinds(grove: Grove, agent_id: str) -> Counter[str]:
     return Counter(e.kind for e in grove.store.events(agent_id=agent_id))
 
@@ -160,7 +166,7 @@ def test_t3_a_worker_presumed_dead_changes_nothing_when_it_wakes(repo: Path, dat
 def test_t9_cancel_while_heartbeating_stops_the_run_and_is_not_retried(
     repo: Path, database: str
 ) -> None:
-    _configure(repo, delay_s=30)
+    _configure(repo, delay_s=600)  # left alone, the run would outlast every deadline below
     with Grove.init(repo) as grove:
         parent = grove.spawn("tester", "long")
         child = grove.spawn("tester", "after it", parent_id=parent.id)
@@ -177,7 +183,7 @@ def test_t9_cancel_while_heartbeating_stops_the_run_and_is_not_retried(
     assert final.status is AgentStatus.CANCELLED and final.error_kind is ErrorKind.CANCELLED
     assert final_child.status is AgentStatus.CANCELLED
     assert kinds["agent.claimed"] == 1, "a cancelled agent is never retried"
-    assert stopped_within < 30, "the run was stopped, not waited for"
+    assert stopped_within < 60, "the run was stopped, not waited for"
 
 
 @pytest.mark.e2e
@@ -289,8 +295,19 @@ def test_t8_kill_9_after_the_parent_completes_runs_the_child_once_from_its_branc
     repo: Path, database: str
 ) -> None:
     _configure(repo, delay_s=0.2)
+    # The parent starts from a side branch, so its head commit differs from main's HEAD: a
+    # child that ignored its parent (started from HEAD) would fail the checks at the end.
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "checkout", "-q", "-b", "side"], cwd=repo, check=True)
+    (repo / "side.txt").write_text("side\n")
+    subprocess.run([*git, "add", "side.txt"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "side"], cwd=repo, check=True)
+    side_head = _rev(repo, "HEAD")
+    subprocess.run([*git, "checkout", "-q", "-"], cwd=repo, check=True)
+    main_head = _rev(repo, "HEAD")
+    assert side_head != main_head
     with Grove.init(repo) as grove:
-        parent = grove.spawn("tester", "the parent")
+        parent = grove.spawn("tester", "the parent", base="side")
         spawned = run_cli("spawn", "tester", "the child", "--parent", parent.id, cwd=repo)
         assert spawned.returncode == 0, spawned.stderr
         (child,) = grove.store.list_agents(parent_id=parent.id)
@@ -321,7 +338,7 @@ def test_t8_kill_9_after_the_parent_completes_runs_the_child_once_from_its_branc
     # ... from the parent's branch: its worktree started at the parent's head commit.
     assert final_parent.workspace is not None and final_child.workspace is not None
     parent_head = final_parent.workspace.head_commit
-    assert parent_head is not None
+    assert parent_head == side_head != main_head
     assert final_child.workspace.base_ref == parent_head
     assert final_parent.workspace.branch == f"grove/{parent.id}"
     on_branch = subprocess.run(

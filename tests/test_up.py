@@ -98,7 +98,8 @@ def up_process(repo: Path) -> Iterator[Callable[..., tuple[subprocess.Popen[str]
 def test_headless_up_initialises_serves_runs_and_stops_in_reverse_order(
     repo: Path, up_process: Callable[..., tuple[subprocess.Popen[str], Lines]]
 ) -> None:
-    (repo / "grove.toml").write_text(SLOW_AGENTS.format(delay=3.0, grace=0.2))
+    # Each agent runs 5 s: the second must still be in flight when SIGTERM comes.
+    (repo / "grove.toml").write_text(SLOW_AGENTS.format(delay=5.0, grace=0.2))
     assert not (repo / ".grove").exists()
     port = _free_port()
     proc, err = up_process("--port", str(port))
@@ -129,7 +130,7 @@ def test_headless_up_initialises_serves_runs_and_stops_in_reverse_order(
     # Started in order, stopped in reverse order.
     steps = [
         "database ready",
-        "worker",
+        "grove up: worker ",
         "dashboard on",
         "SIGTERM: shutting down",
         "dashboard stopped",

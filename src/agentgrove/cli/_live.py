@@ -27,7 +27,7 @@ from rich.tree import Tree
 from agentgrove.models import AgentRecord, AgentStatus
 from agentgrove.service import Wakeup
 from agentgrove.store import Store
-from agentgrove.store._store import utcnow
+from agentgrove.store._core import utcnow
 
 STATUS_STYLE: dict[str, str] = {
     "waiting": "dim",
@@ -273,6 +273,10 @@ class LiveProgress:
             if line is not None:
                 # Under Live, printing to its console puts the line above the view.
                 self._console.print(line, soft_wrap=True)
+            if self._mode == "plain" and kind in _ENDINGS:
+                # The dependents this completion made pending may be claimed before the next
+                # refresh: print them now, so the plain log rarely skips a state.
+                self._print_transitions(self._source())
         self._wakeup.notify()
 
     def run(self, work: Callable[[], Awaitable[object]]) -> Snapshot:
@@ -342,6 +346,9 @@ class LiveProgress:
             if agent.error:
                 line += f" {agent.error_kind}: {_short(agent.error, 200)}"
             self._console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+_ENDINGS = frozenset({"agent.completed", "agent.failed", "agent.cancelled"})
 
 
 def _event_line(agent_id: str, kind: str, data: dict[str, Any], *, tool_calls: bool) -> Text | None:
