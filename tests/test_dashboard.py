@@ -19,6 +19,7 @@ import agentgrove.dashboard
 from agentgrove.dashboard import create_app, serve_dashboard
 from agentgrove.dashboard._charts import bucket_size, usage_chart
 from agentgrove.dashboard._layout import NODE_W, layers, layout
+from agentgrove.dashboard._server import dashboard_url
 from agentgrove.dashboard._transcript import entries
 from agentgrove.errors import BadInput
 from agentgrove.grove import Grove
@@ -305,6 +306,17 @@ def test_a_port_in_use_is_bad_input(grove: Grove) -> None:
         port = taken.getsockname()[1]
         with pytest.raises(BadInput, match=f"127.0.0.1:{port}"):
             anyio.run(lambda: serve_dashboard(grove, port=port))
+        # The command says so in one line, exit code 2 (not a traceback from its task group).
+        result = run_cli("dashboard", "--port", str(port), cwd=grove.config.root)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert f"cannot serve the dashboard on 127.0.0.1:{port}" in result.stderr
+    assert "choose another --port" in result.stderr
+
+
+def test_an_ipv6_address_is_printed_in_brackets() -> None:
+    assert dashboard_url("::1", 8420) == "http://[::1]:8420/"
+    assert dashboard_url("127.0.0.1", 8420) == "http://127.0.0.1:8420/"
 
 
 # -- pure parts --------------------------------------------------------------------------------
@@ -393,6 +405,20 @@ def test_transcript_pairs_each_tool_call_with_its_result() -> None:
     assert shown[1].result == "a.txt" and shown[1].is_error
     assert '"command": "ls"' in shown[1].body
     assert "num_turns: 2" in shown[3].body
+
+
+def test_a_failed_result_is_not_labelled_success() -> None:
+    # What the CLI sends when an API error ended the run.
+    (shown,) = entries(
+        [
+            {
+                "attempt": 1,
+                "kind": "ResultMessage",
+                "message": {"subtype": "success", "is_error": True, "result": "API Error: 400"},
+            }
+        ]
+    )
+    assert shown.title == "result (error)" and shown.is_error
 
 
 def test_usage_chart_stacks_buckets_by_role() -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+import select
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import GROVE, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -35,3 +36,43 @@ def test_demo_runs_three_agents_and_the_tester_really_runs_the_code(tmp_path: Pa
         ["git", "log", "--format=%s", "--all"], cwd=repo, capture_output=True, text=True, check=True
     ).stdout
     assert "spec-writer:" in log and "implementer:" in log
+
+
+def test_dev_model_server_plays_the_readme_examples(repo: Path) -> None:
+    """`grove dev model-server` answers what the README tells a new user to try: a
+    file-writer's "Create PATH containing TEXT", and anything else with one line."""
+    server = subprocess.Popen(
+        [*GROVE, "dev", "model-server", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        ready, _, _ = select.select([server.stdout], [], [], 60)
+        assert ready, "the model server never announced itself"
+        url = server.stdout.readline().split(" on ")[-1].strip()
+        env_line = server.stdout.readline()
+        env = dict(part.split("=", 1) for part in env_line.split(": ", 1)[1].split())
+        assert env["ANTHROPIC_BASE_URL"] == url
+        assert run_cli("init", cwd=repo).returncode == 0
+
+        made = run_cli("run", "file-writer", "Create hello.txt containing hi", cwd=repo, env=env)
+        assert made.returncode == 0, made.stdout + made.stderr
+        assert "Created hello.txt" in made.stdout
+        agent_id = made.stderr.split()[0]
+        shown = subprocess.run(
+            ["git", "show", f"grove/{agent_id}:hello.txt"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert shown.stdout == "hi\n"
+
+        other = run_cli("run", "reviewer", "Review the README", cwd=repo, env=env)
+        assert other.returncode == 0, other.stdout + other.stderr
+        assert "nothing to do for: Review the README" in other.stdout
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)  # reaps it and closes its pipes

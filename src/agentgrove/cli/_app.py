@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -21,8 +22,21 @@ app = typer.Typer(
 dev_app = typer.Typer(help="Developer tools: the scripted model server.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
 
-console = Console()
-err_console = Console(stderr=True)
+PIPE_WIDTH = 1000
+"""Output width when the stream is not a terminal and COLUMNS is unset: wide enough that no table
+row or message is wrapped (80 would break ``grove ls | grep``); rich still sizes tables to
+their content."""
+
+
+def _width(stream: object) -> int | None:
+    isatty = getattr(stream, "isatty", None)
+    if (isatty is not None and isatty()) or os.environ.get("COLUMNS"):
+        return None  # rich asks the terminal (or reads COLUMNS)
+    return PIPE_WIDTH
+
+
+console = Console(width=_width(sys.stdout))
+err_console = Console(stderr=True, width=_width(sys.stderr))
 
 
 def open_grove(**kwargs: Any) -> Grove:

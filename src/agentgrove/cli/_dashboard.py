@@ -10,7 +10,7 @@ import typer
 
 from agentgrove.cli._app import app, err_console, open_grove
 from agentgrove.dashboard import serve_dashboard
-from agentgrove.dashboard._server import check_binding
+from agentgrove.dashboard._server import check_binding, check_port_free, dashboard_url
 
 
 @app.command("dashboard")
@@ -30,6 +30,7 @@ def dashboard(
 ) -> None:
     """Serve the web dashboard: agents, transcripts, workflow runs live, budgets, cost."""
     check_binding(host, token)  # before opening anything
+    check_port_free(host, port)
     with open_grove() as grove:
         ready = anyio.Event()
 
@@ -46,7 +47,7 @@ def dashboard(
                     await ready.wait()
                     mode = "cancel/retry enabled" if token else "read-only"
                     err_console.print(
-                        f"grove dashboard: http://{host}:{port}/ ({mode}); Ctrl-C stops it",
+                        f"grove dashboard: {dashboard_url(host, port)} ({mode}); Ctrl-C stops it",
                         highlight=False,
                     )
 

@@ -108,10 +108,11 @@ def demo(
 def model_server(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8421,
 ) -> None:
-    """Serve the scripted Anthropic Messages API (the demo script) until interrupted."""
-    from agentgrove.testing import ModelServer, demo_script
+    """Serve a scripted Anthropic Messages API until interrupted: the demo roles, and "Create
+    PATH [containing TEXT]" tasks for any other role (no API key needed)."""
+    from agentgrove.testing import ModelServer, playground_script
 
-    server = ModelServer(demo_script(), port=port)
+    server = ModelServer(playground_script(), port=port)
     server.start()
     print(f"scripted model server on {server.url}")
     print("point the CLI at it: " + " ".join(f"{k}={v}" for k, v in server.env().items()))

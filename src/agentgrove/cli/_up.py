@@ -11,7 +11,6 @@ printed; a clean shutdown exits 0 with no agent of this worker left executing.
 from __future__ import annotations
 
 import re
-import socket
 import sys
 from typing import Annotated
 
@@ -49,12 +48,12 @@ def up(
     if concurrency is not None and concurrency < 1:
         raise BadInput(f"--concurrency {concurrency}: give at least 1")
     if not no_shell and not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise BadInput("grove up: no terminal for the shell: add --no-shell to run headless")
+        raise BadInput("no terminal for grove up's shell: add --no-shell to run headless")
     if not no_dashboard:
-        from agentgrove.dashboard._server import check_binding
+        from agentgrove.dashboard._server import check_binding, check_port_free
 
         check_binding(host, token)
-        _check_port_free(host, port)
+        check_port_free(host, port, alternative="--no-dashboard")
     grove = Grove.init()
     with grove:
         say(f"database ready: {_safe_url(grove.config.db_url)}")
@@ -171,6 +170,7 @@ async def _run_dashboard(
 ) -> None:
     """Serve the dashboard until ``scope`` is cancelled; started once it accepts requests."""
     from agentgrove.dashboard import serve_dashboard
+    from agentgrove.dashboard._server import dashboard_url
 
     host, port, token = where
     ready = anyio.Event()
@@ -185,7 +185,7 @@ async def _run_dashboard(
                 tg.start_soon(serve)
                 await ready.wait()
                 mode = "cancel/retry enabled" if token else "read-only"
-                say(f"dashboard on http://{host}:{port}/ ({mode})")
+                say(f"dashboard on {dashboard_url(host, port)} ({mode})")
                 task_status.started()
     finally:
         done.set()
@@ -194,24 +194,6 @@ async def _run_dashboard(
 def _first(group: BaseExceptionGroup[GroveError]) -> GroveError:
     first = group.exceptions[0]
     return first if isinstance(first, GroveError) else _first(first)
-
-
-def _check_port_free(host: str, port: int) -> None:
-    """Refuse before anything starts, rather than failing once the worker already runs."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise BadInput(f"--host {host}: cannot resolve it ({exc})") from None
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            raise BadInput(
-                f"cannot serve the dashboard on {host}:{port} ({exc.strerror}): "
-                "choose another --port, or --no-dashboard"
-            ) from None
 
 
 def _safe_url(url: str) -> str:

@@ -46,6 +46,31 @@ def check_binding(host: str, token: str | None) -> None:
         )
 
 
+def check_port_free(host: str, port: int, *, alternative: str = "another --host") -> None:
+    """Refuse, with one line, a host that does not resolve or a port that cannot be bound, before
+    anything starts (rather than failing once a worker already runs)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise BadInput(f"--host {host}: cannot resolve it ({exc})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise BadInput(
+                f"cannot serve the dashboard on {host}:{port} ({exc.strerror}): "
+                f"choose another --port, or {alternative}"
+            ) from None
+
+
+def dashboard_url(host: str, port: int) -> str:
+    """The address to print (an IPv6 literal in brackets)."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/"
+
+
 async def serve_dashboard(
     grove: Grove,
     *,

@@ -79,7 +79,10 @@ def _blocks(message: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 def _final(attempt: int, message: Mapping[str, Any]) -> Entry:
     failed = bool(message.get("is_error")) or message.get("success") is False
     text = message.get("result") or message.get("output") or message.get("error") or ""
-    subtype = message.get("subtype") or ("error" if failed else "success")
+    subtype = message.get("subtype") or "success"
+    if failed and subtype == "success":
+        # The CLI reports an API error that ended the run as subtype "success", is_error true.
+        subtype = "error"
     facts = [
         f"{k}: {message[k]}" for k in ("num_turns", "duration_ms", "total_cost_usd") if k in message
     ]

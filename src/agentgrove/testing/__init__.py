@@ -5,7 +5,12 @@ functions), serve it with :class:`ModelServer`, and hand ``server.env()`` to
 the CLI (e.g. ``ClaudeAgentOptions(env=server.env())``).
 """
 
-from agentgrove.testing._demo import DEMO_GREETING, demo_script, file_writer_script
+from agentgrove.testing._demo import (
+    DEMO_GREETING,
+    demo_script,
+    file_writer_script,
+    playground_script,
+)
 from agentgrove.testing._request import ModelRequest, strip_system_reminders
 from agentgrove.testing._script import Handler, Resolution, Script
 from agentgrove.testing._server import ModelServer
@@ -40,6 +45,7 @@ __all__ = [
     "bash",
     "demo_script",
     "file_writer_script",
+    "playground_script",
     "read_file",
     "say",
     "strip_system_reminders",

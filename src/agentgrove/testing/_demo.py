@@ -1,4 +1,5 @@
-"""Ready-made scripts: the ``grove demo`` pipeline and a one-file writer.
+"""Ready-made scripts: the ``grove demo`` pipeline, a one-file writer, and the playground that
+``grove dev model-server`` serves.
 
 Roles are matched from ``agentgrove-role: <name>`` lines in the system prompt;
 each rule serves any number of conversations.
@@ -6,11 +7,13 @@ each rule serves any number of conversations.
 
 from __future__ import annotations
 
+import re
+
 from agentgrove.testing._request import ModelRequest
 from agentgrove.testing._script import Script
 from agentgrove.testing._turns import Turn, bash, say, write_file
 
-__all__ = ["DEMO_GREETING", "demo_script", "file_writer_script"]
+__all__ = ["DEMO_GREETING", "demo_script", "file_writer_script", "playground_script"]
 
 DEMO_GREETING = "Hello, Grove!"
 """What the tester expects ``python3 greet.py Grove`` to print."""
@@ -95,3 +98,39 @@ def file_writer_script(path: str, content: str) -> Script:
     return Script().on(
         role="file-writer", turns=[write_file(path, content), say(f"Created {path}")]
     )
+
+
+_CREATE = re.compile(
+    r"\bcreate\s+(?P<path>[\w][\w./-]*)(?:\s+(?:containing|with)\s+(?P<content>.+))?",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def playground_script() -> Script:
+    """Script for ``grove dev model-server``, for trying grove without an API key.
+
+    The demo roles answer as in :func:`demo_script`. Any other agent whose task says
+    ``Create PATH`` (optionally ``containing TEXT``) writes that file and answers
+    ``Created PATH``; any other task gets one line saying the scripted model has nothing to
+    do for it. Every rule and handler serves any number of conversations.
+    """
+    script = demo_script()
+    script.handler(_playground_turn)
+    return script
+
+
+def _playground_turn(request: ModelRequest) -> Turn | None:
+    task = request.prompt.strip()
+    found = _CREATE.search(task)
+    if found is None:
+        if request.turn_index == 0:
+            first_line = task.splitlines()[0] if task else "(empty task)"
+            return say(f"The scripted model has nothing to do for: {first_line[:200]}")
+        return None
+    path = found["path"].rstrip(".")
+    if request.turn_index == 0:
+        content = (found["content"] or "").strip().strip("\"'").rstrip(".")
+        return write_file(path, content + "\n" if content else "")
+    if request.turn_index == 1:
+        return say(f"Created {path}")
+    return None
