@@ -25,6 +25,7 @@ from agentgrove.cli import app
 from agentgrove.grove import Grove
 from agentgrove.shell import (
     Dispatcher,
+    FinishNotices,
     StatusLine,
     candidates,
     command_tree,
@@ -212,6 +213,26 @@ def test_status_line_survives_a_failing_read() -> None:
     assert line() == " status unavailable: OSError: database is locked"
 
 
+# -- finish notices --------------------------------------------------------------------------
+
+
+def test_notices_report_each_ending_after_the_shell_opened_once(grove: Grove) -> None:
+    before = grove.run("planner", "finished before the shell opened")
+    notices = FinishNotices(grove.store)
+    notices.start()
+    assert notices.poll() == []
+    done = grove.run("planner", "plan it")
+    queued = grove.spawn("tester", "never runs")
+    grove.service.cancel(queued.id)
+    lines = notices.poll()
+    assert lines == [
+        f"{done.id} planner completed (${done.cost_usd:.4f}): {done.output}",
+        f"{queued.id} tester cancelled ($0.0000): cancelled: cancelled by request",
+    ]
+    assert before.id not in "".join(lines)
+    assert notices.poll() == []  # each ending once
+
+
 # -- the real shell in tmux ------------------------------------------------------------------
 
 
@@ -348,6 +369,10 @@ def test_tmux_bad_command_history_status_line_and_ctrl_d(tmux: Tmux, shell_repo:
         grove.spawn("planner", "one")
         grove.spawn("planner", "two")
     tmux.wait_for(" executing 0 · pending 2 · spent today $0.0000")
+    # An agent that ends elsewhere gets a line above the prompt.
+    with Grove.open(shell_repo) as grove:
+        done = grove.run("planner", "finish elsewhere")
+    tmux.wait_for(f"{done.id} planner completed")
     tmux.send("C-d")
     tmux.wait_for("exited 0")
     history = (shell_repo / ".grove" / "shell_history").read_text()

@@ -8,7 +8,9 @@ Contracts:
 * Commands run in a worker thread (``anyio.to_thread``): some of them (``run``, ``workflow run
   --wait``) start their own event loop, and the prompt's loop — which in ``grove up`` also runs
   the worker and the dashboard — must keep going meanwhile.
-* The status line is refreshed off the loop every ``refresh_s`` and after each command.
+* The status line is refreshed off the loop every ``refresh_s`` and after each command; with
+  ``notices``, agents that ended since the last refresh get a line above the prompt (held while
+  a command runs, so they never interleave with its output).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from prompt_toolkit.patch_stdout import patch_stdout
 from agentgrove.models import AgentStatus
 from agentgrove.shell._completion import GroveCompleter, Kind, command_tree
 from agentgrove.shell._dispatch import Dispatcher, Outcome
+from agentgrove.shell._notices import FinishNotices
 from agentgrove.shell._status import StatusLine, read_status
 from agentgrove.store import Store
 
@@ -43,6 +46,7 @@ class Shell:
         *,
         history: History | None = None,
         after_command: Callable[[Outcome], None] | None = None,
+        notices: FinishNotices | None = None,
         refresh_s: float = 1.0,
     ) -> None:
         """``after_command`` runs on the loop after each line (``grove up`` wakes its worker
@@ -50,6 +54,7 @@ class Shell:
         self.dispatcher = dispatcher
         self.status = status
         self._after_command = after_command
+        self._notices = notices
         self._refresh_s = refresh_s
         self._session: PromptSession[str] = PromptSession(
             PROMPT,
@@ -65,6 +70,8 @@ class Shell:
 
     async def run(self) -> None:
         await anyio.to_thread.run_sync(self.status.refresh)
+        if self._notices is not None:
+            await anyio.to_thread.run_sync(self._notices.start)
         with patch_stdout(raw=True):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._refresh_forever)
@@ -93,7 +100,19 @@ class Shell:
         while True:
             await anyio.sleep(self._refresh_s)
             await anyio.to_thread.run_sync(self.status.refresh, abandon_on_cancel=True)
+            if self._notices is not None and not self.dispatcher.busy:
+                for line in await anyio.to_thread.run_sync(
+                    self._read_notices, abandon_on_cancel=True
+                ):
+                    print(line, flush=True)  # patch_stdout puts it above the prompt
             self._session.app.invalidate()
+
+    def _read_notices(self) -> list[str]:
+        assert self._notices is not None
+        try:
+            return self._notices.poll()
+        except Exception as exc:  # the shell outlives a briefly unreachable database
+            return [f"(finished agents unavailable: {type(exc).__name__}: {exc})"[:200]]
 
 
 def build_shell(
@@ -127,6 +146,7 @@ def build_shell(
         StatusLine(lambda: read_status(store)),
         history=history,
         after_command=after_command,
+        notices=FinishNotices(store),
     )
 
 
