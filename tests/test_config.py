@@ -67,6 +67,14 @@ heartbeat_s = 2.5
     assert config.worker.heartbeat_s == 2.5
 
 
+def test_sweep_interval_is_configurable_and_defaults_to_a_quarter_lease(repo: Path) -> None:
+    assert load_config(repo).worker.sweep_interval_s == 15.0  # lease 60 s
+    (repo / "grove.toml").write_text("[worker]\nlease_s = 8\n")
+    assert load_config(repo).worker.sweep_interval_s == 2.0
+    (repo / "grove.toml").write_text("[worker]\nlease_s = 8\nsweep_s = 0.5\n")
+    assert load_config(repo).worker.sweep_interval_s == 0.5
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -75,6 +83,7 @@ heartbeat_s = 2.5
         ("[roles.tester]\ncolour = 'red'\n", "roles.tester.colour"),
         ("[roles.new]\ndescription = 'x'\n", "roles.new.model"),
         ("[worker]\nconcurrency = 0\n", "worker.concurrency"),
+        ("[worker]\nsweep_s = 0\n", "worker.sweep_s"),
         ("[surprise]\n", "surprise"),
     ],
 )

@@ -187,6 +187,7 @@ def test_t9_cancel_while_heartbeating_stops_the_run_and_is_not_retried(
 
 
 @pytest.mark.e2e
+@pytest.mark.usefixtures("database")
 def test_t9_deadline_fails_the_agent_with_timeout(repo: Path) -> None:
     _configure(repo, delay_s=30)
     with (repo / "grove.toml").open("a") as f:

@@ -1,4 +1,5 @@
-"""`grove worker` as a real process: the real CLI against the scripted model, SIGTERM handling."""
+"""`grove worker` as a real process: the real CLI against the scripted model, SIGTERM handling
+(T4 and T5 of the fault tests), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from agentgrove.grove import Grove
 from agentgrove.models import AgentStatus
 from agentgrove.testing import Fault, ModelServer, Script, say, write_file
 from tests.conftest import GROVE
+from tests.test_faults import database  # noqa: F401  (fixture: SQLite and PostgreSQL)
 
 pytestmark = pytest.mark.e2e
 
@@ -51,6 +53,7 @@ def _start_worker(repo: Path, server: ModelServer, grace_s: float) -> subprocess
     )
 
 
+@pytest.mark.usefixtures("database")
 def test_sigterm_with_long_grace_lets_the_agent_finish_on_the_same_worker(repo: Path) -> None:
     script = Script().on(
         role="file-writer",
@@ -73,6 +76,7 @@ def test_sigterm_with_long_grace_lets_the_agent_finish_on_the_same_worker(repo: 
     assert final.workspace is not None and final.workspace.files_changed == ("slow.txt",)
 
 
+@pytest.mark.usefixtures("database")
 def test_sigterm_with_short_grace_returns_the_agent_to_pending_and_kills_the_cli(
     repo: Path,
 ) -> None:

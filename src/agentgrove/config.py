@@ -42,6 +42,13 @@ class WorkerSettings(BaseModel):
     poll_s: float = Field(default=0.5, gt=0)
     grace_s: float = Field(default=30.0, ge=0)
     retry_base_s: float = Field(default=15.0, ge=0)
+    sweep_s: float | None = Field(default=None, gt=0)
+    """How often a worker returns expired leases to pending; unset, a quarter of ``lease_s``
+    (15 s at the defaults), so a dead worker's agent is reclaimed within 1.25 leases."""
+
+    @property
+    def sweep_interval_s(self) -> float:
+        return self.sweep_s if self.sweep_s is not None else max(self.lease_s / 4, self.poll_s)
 
 
 class RuntimeSettings(BaseModel):

@@ -112,7 +112,7 @@ class Worker:
                 now = anyio.current_time()
                 if now >= next_sweep:
                     self.store.sweep_expired()
-                    next_sweep = now + max(self.settings.lease_s / 4, self.settings.poll_s)
+                    next_sweep = now + self.settings.sweep_interval_s
                 if await self._claim_once(tg):
                     return
             except Exception as exc:
