@@ -357,7 +357,7 @@ def test_worker_drain_runs_a_spawned_agent_and_exits_0(inited: Path) -> None:
         server.assert_done()
 
     ok(proc)
-    assert "stopped (1 run" in proc.stderr
+    assert "stopped (1 agent run)" in proc.stderr
     record = show(inited, agent_id)
     assert record["status"] == "completed"
     assert record["attempt"] == 1
@@ -544,6 +544,17 @@ class TestFinishedAgents:
         assert "completed" in out
         assert f"grove/{agent_id}" in out
         assert "Created hello.txt" in out
+        # Duration is wall time from claim to end (what the live view counted), with the CLI's
+        # own figure beside it.
+        record = finished.done
+        wall = (
+            datetime.fromisoformat(record["finished_at"])
+            - datetime.fromisoformat(record["started_at"])
+        ).total_seconds()
+        assert re.search(
+            rf"duration\s+{wall:.1f}s \(in the CLI: {record['duration_ms']} ms, all attempts\)",
+            out,
+        ), out
         failed_out = ok(grove("show", finished.failed["id"], cwd=finished.repo)).stdout
         assert "permanent" in failed_out
 
@@ -567,6 +578,8 @@ class TestFinishedAgents:
         table = ok(grove("ls", "--status", "failed", cwd=repo)).stdout
         assert finished.failed["id"] in table
         assert finished.done["id"] not in table
+        none = ok(grove("ls", "--status", "executing", cwd=repo)).stdout
+        assert none == "no agents with status executing\n"
 
     def test_logs_show_the_write_tool_use(self, finished: Finished) -> None:
         agent_id = finished.done["id"]

@@ -134,7 +134,7 @@ def test_headless_up_initialises_serves_runs_and_stops_in_reverse_order(
         "dashboard on",
         "SIGTERM: shutting down",
         "dashboard stopped",
-        "worker: no new claims; 1 in flight",
+        "worker: no new claims; 1 agent in flight gets",
         "worker stopped",
         "grove up: stopped",
     ]

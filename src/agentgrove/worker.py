@@ -45,6 +45,17 @@ class WorkerStats:
     finished: int = 0
     released_on_shutdown: int = 0
 
+    def summary(self) -> str:
+        """``stopped (3 agents run, 1 returned to pending)``, for the operator."""
+        text = f"stopped ({_count(self.finished, 'agent')} run"
+        if self.released_on_shutdown:
+            text += f", {self.released_on_shutdown} returned to pending"
+        return text + ")"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
 
 class Worker:
     def __init__(
@@ -81,6 +92,17 @@ class Worker:
         self._running: dict[str, anyio.CancelScope] = {}
         self._parked: set[str] = set()
         self._slot_freed = anyio.Event()
+
+    def stopping_note(self) -> str:
+        """What a stop request means now: ``no new claims; 2 agents in flight get 30s to
+        finish`` (or ``nothing in flight``)."""
+        flying = len(self.in_flight)
+        if not flying:
+            return "no new claims; nothing in flight"
+        return (
+            f"no new claims; {_count(flying, 'agent')} in flight "
+            f"{'gets' if flying == 1 else 'get'} {self.settings.grace_s:g}s to finish"
+        )
 
     def request_stop(self) -> None:
         """Stop claiming; in-flight agents get ``grace_s`` to finish (see module doc)."""

@@ -15,11 +15,18 @@ from rich.text import Text
 
 from agentgrove.admission import limits_concurrency, slot_reason
 from agentgrove.cli._app import app, console, err_console, is_tty, open_grove, print_json
-from agentgrove.cli._live import LiveProgress, agent_source, totals_line
+from agentgrove.cli._live import (
+    LiveProgress,
+    agent_source,
+    elapsed_s,
+    format_elapsed,
+    totals_line,
+)
 from agentgrove.errors import BadInput
 from agentgrove.grove import Grove
 from agentgrove.models import AgentRecord, AgentStatus, Event
 from agentgrove.store import Store
+from agentgrove.store._core import utcnow
 
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print the stable JSON object (docs/json.md).")
@@ -112,6 +119,9 @@ def list_agents(
     if json_out:
         print_json([a.to_json() for a in agents])
         return
+    if not agents:
+        console.print("no agents" + (f" with status {wanted.value}" if wanted else ""))
+        return
     table = Table("id", "role", "status", "tokens", "cost", "duration", "task", box=None)
     for a in agents:
         table.add_row(
@@ -121,7 +131,7 @@ def list_agents(
             + (f" [dim]({escape(a.wait_reason)})[/]" if a.wait_reason else ""),
             f"{a.tokens_in}/{a.tokens_out}",
             f"${a.cost_usd:.4f}",
-            f"{a.duration_ms / 1000:.1f}s",
+            _elapsed(a),
             escape(a.task if len(a.task) < 50 else a.task[:49] + "…"),
         )
     console.print(table)
@@ -148,7 +158,7 @@ def show(agent_id: str, json_out: JsonOpt = False) -> None:
         ("attempt", f"{agent.attempt} of {agent.max_attempts}"),
         ("tokens", f"{agent.tokens_in} in / {agent.tokens_out} out"),
         ("cost", f"${agent.cost_usd:.6f}"),
-        ("duration", f"{agent.duration_ms} ms"),
+        ("duration", f"{_elapsed(agent)} (in the CLI: {agent.duration_ms} ms, all attempts)"),
         ("task", escape(agent.task)),
     ]
     if agent.error:
@@ -293,8 +303,6 @@ def gc() -> None:
 @app.command()
 def budget(json_out: JsonOpt = False) -> None:
     """Each budget scope (daily, agent trees, workflow runs): limit, reserved and spent."""
-    from agentgrove.store._core import utcnow
-
     with open_grove() as grove:
         rows = grove.store.budget_report(utcnow())
     if json_out:
@@ -334,6 +342,12 @@ def _with_slot_reasons(grove: Grove, agents: list[AgentRecord]) -> list[AgentRec
             reason = slot_reason(settings, running, agent.role, agent.model)
         shown.append(replace(agent, wait_reason=reason) if reason else agent)
     return shown
+
+
+def _elapsed(agent: AgentRecord) -> str:
+    """Wall time of the agent's run (claim to end, or so far), as the live view shows it."""
+    seconds = elapsed_s(agent, utcnow())
+    return "-" if seconds is None else format_elapsed(seconds)
 
 
 def _parse_status(value: str | None) -> AgentStatus | None:
@@ -379,7 +393,7 @@ def _print_summary(agent: AgentRecord) -> None:
     console.print(
         f"[{style}]{agent.status.value}[/] {agent.id} {escape(agent.role)}: "
         f"{agent.tokens_in} in / {agent.tokens_out} out tokens, ${agent.cost_usd:.4f}, "
-        f"{agent.duration_ms / 1000:.1f}s"
+        f"{_elapsed(agent)}"
     )
     if agent.workspace and agent.workspace.branch:
         files = ", ".join(agent.workspace.files_changed) or "no files changed"

@@ -76,17 +76,13 @@ def worker(
                         task_status.started()
                         async for signum in signals:
                             err_console.print(
-                                f"grove worker: {signal.Signals(signum).name}: no new claims; "
-                                f"{len(w.in_flight)} in flight get {settings.grace_s:g}s to finish"
+                                f"grove worker: {signal.Signals(signum).name}: " + w.stopping_note()
                             )
                             w.request_stop()
 
                 await tg.start(watch_signals)  # handlers in place before the first claim
                 stats = await w.run()
-                err_console.print(
-                    f"grove worker: stopped ({stats.finished} run, "
-                    f"{stats.released_on_shutdown} returned to pending)"
-                )
+                err_console.print(f"grove worker: {stats.summary()}")
                 tg.cancel_scope.cancel()
 
         err_console.print(f"grove worker {w.owner}: concurrency {w.concurrency}")

@@ -105,10 +105,7 @@ async def _serve(
         async def run_worker() -> None:
             try:
                 stats = await worker.run()
-                say(
-                    f"worker stopped ({stats.finished} run, "
-                    f"{stats.released_on_shutdown} returned to pending)"
-                )
+                say(f"worker {stats.summary()}")
             finally:
                 worker_done.set()
 
@@ -151,10 +148,7 @@ async def _serve(
             dashboard_scope.cancel()
             await dashboard_done.wait()
             say("dashboard stopped")
-        say(
-            f"worker: no new claims; {len(worker.in_flight)} in flight get "
-            f"{worker.settings.grace_s:g}s to finish"
-        )
+        say(f"worker: {worker.stopping_note()}")
         worker.request_stop()
         await worker_done.wait()
         tg.cancel_scope.cancel()  # the signal watcher
