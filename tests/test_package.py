@@ -69,3 +69,15 @@ def test_the_readme_python_example_runs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert re.search(r"run \w+: completed", result.stdout)
     assert result.stdout.count("completed") >= 4
+
+
+def test_the_cli_does_not_load_the_web_stack_until_the_dashboard_runs() -> None:
+    # FastAPI and uvicorn cost a fifth of a second, paid by every `grove` command otherwise.
+    probe = (
+        "import sys, agentgrove.cli; "
+        "print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

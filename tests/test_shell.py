@@ -137,7 +137,13 @@ def test_exit_words_help_and_refused_commands(
     assert dispatch("exit").quit and dispatch("quit").quit
     assert dispatch("   ") == dispatch("")
     assert dispatch("help").exit_code == 0
-    assert "Ctrl-D leaves" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert "Ctrl-D leaves" in listed
+    commands = {line.split()[0] for line in listed.splitlines() if line.startswith("  ")}
+    assert {"spawn", "ls", "show", "logs", "cancel", "budget", "workflow"} <= commands
+    assert not commands & {"up", "shell", "worker", "dashboard"}  # refused in here
+    assert dispatch("help show").exit_code == 0
+    assert "Usage: grove show" in capsys.readouterr().out
     nested = dispatch("up --no-shell")
     assert nested.exit_code == 2 and "cannot run inside the shell" in (nested.error or "")
     assert dispatch("grove ls").exit_code == 0  # the habitual prefix is dropped

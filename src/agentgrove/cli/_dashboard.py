@@ -9,8 +9,6 @@ import anyio
 import typer
 
 from agentgrove.cli._app import app, err_console, open_grove
-from agentgrove.dashboard import serve_dashboard
-from agentgrove.dashboard._server import check_binding, check_port_free, dashboard_url
 
 
 @app.command("dashboard")
@@ -29,6 +27,14 @@ def dashboard(
     ] = None,
 ) -> None:
     """Serve the web dashboard: agents, transcripts, workflow runs live, budgets, cost."""
+    # Imported here: FastAPI and uvicorn would add a fifth of a second to every grove command.
+    from agentgrove.dashboard._server import (
+        check_binding,
+        check_port_free,
+        dashboard_url,
+        serve_dashboard,
+    )
+
     check_binding(host, token)  # before opening anything
     check_port_free(host, port)
     with open_grove() as grove:

@@ -88,9 +88,12 @@ class Dispatcher:
             return Outcome()
         if args[0] in EXIT_WORDS:
             return Outcome(quit=True)
-        if args[0] == "help":
+        if args == ["help"]:
             print(SHELL_HELP)
-            args = ["--help"] if len(args) == 1 else [*args[1:], "--help"]
+            print(self._command_list())
+            return Outcome()
+        if args[0] == "help":
+            args = [*args[1:], "--help"]
         if args[0] in NOT_IN_SHELL:
             return self._fail(2, f"`{args[0]}` cannot run inside the shell: run it from a terminal")
         with self._lock:
@@ -134,6 +137,17 @@ class Dispatcher:
             # typer turns a KeyboardInterrupt inside a command into exit code 130.
             return self._fail(130, "interrupted")
         return Outcome(code if isinstance(code, int) else 0)
+
+    def _command_list(self) -> str:
+        """The commands this shell runs, one per line with their one-line help."""
+        group = typer.main.get_command(self._app)
+        commands = getattr(group, "commands", {})
+        names = sorted(name for name in commands if name not in NOT_IN_SHELL)
+        width = max(map(len, names), default=0)
+        return "\n".join(
+            f"  {name.ljust(width)}  {commands[name].get_short_help_str(limit=70)}"
+            for name in names
+        )
 
     def _command_names(self) -> set[str]:
         command = typer.main.get_command(self._app)
