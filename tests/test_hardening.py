@@ -86,6 +86,41 @@ def test_gc_removes_orphans_stale_branches_and_leftover_processes(repo: Path) ->
     assert done.id in branches and "ghost" not in branches and "deleted-agent" not in branches
 
 
+def test_a_worker_cleans_up_a_crash_on_start_up_and_a_one_shot_run_does_not(repo: Path) -> None:
+    import subprocess
+    import sys
+
+    from agentgrove.grove import Grove
+    from agentgrove.runtime import ScriptedRuntime
+    from agentgrove.workspaces import run_git
+
+    (repo / "grove.toml").write_text('[runtime]\nkind = "scripted"\n')
+    with Grove.init(repo, runtime=ScriptedRuntime()) as grove:
+        done = grove.run("tester", "finish")
+        ghost = grove.config.worktrees_dir / "ghost"
+        run_git(["worktree", "add", "-b", "grove/ghost", str(ghost)], repo)
+        straggler = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(600)"],
+            env={"GROVE_AGENT_ID": done.id, "PATH": "/usr/bin:/bin"},
+        )
+    try:
+        # A one-shot `grove run` starts at once and leaves the leftovers alone...
+        one_shot = run_cli("run", "tester", "quick", cwd=repo)
+        assert one_shot.returncode == 0, one_shot.stderr
+        assert "start-up clean-up" not in one_shot.stderr
+        assert straggler.poll() is None and ghost.is_dir()
+        # ...a long-lived worker clears them before its first claim, and says so.
+        worker = run_cli("worker", "--drain", cwd=repo)
+        assert worker.returncode == 0, worker.stderr
+        assert straggler.wait(timeout=10) == -9
+    finally:
+        straggler.kill()
+        straggler.wait()
+    assert "start-up clean-up: removed 1 orphaned worktree(s): ghost" in worker.stderr
+    assert f"start-up clean-up: killed 1 leftover process(es): {straggler.pid}" in worker.stderr
+    assert not ghost.exists()
+
+
 @pytest.mark.e2e
 def test_a_planted_api_key_never_reaches_the_database_or_logs(repo: Path) -> None:
     key = "sk-ant-planted-0123456789abcdef"

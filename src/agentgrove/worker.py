@@ -114,12 +114,15 @@ class Worker:
         return list(self._running)
 
     async def run(self) -> WorkerStats:
-        # A crash may have happened anywhere: clear what it left (processes, orphaned worktrees)
-        # and move every workflow run forward before claiming.
-        leftovers = collect(self.store, self.service.workspaces, finished_worktrees=False)
-        for line in leftovers.lines()[1:]:
-            if line.split()[1] != "0":
-                print(f"grove worker: start-up clean-up: {line}", file=sys.stderr)
+        # A crash may have happened anywhere: a long-lived worker clears what it left
+        # (processes, orphaned worktrees) before claiming; a one-shot `grove run` or
+        # `workflow run --wait` leaves that to workers and `grove gc`, and starts at once.
+        # Every worker moves workflow runs forward first.
+        if self.only is None and self.run_id is None:
+            leftovers = collect(self.store, self.service.workspaces, finished_worktrees=False)
+            for line in leftovers.lines()[1:]:
+                if line.split()[1] != "0":
+                    print(f"grove worker: start-up clean-up: {line}", file=sys.stderr)
         self.store.reconcile_runs(utcnow())
         async with anyio.create_task_group() as tg:
             await self._claim_loop(tg)

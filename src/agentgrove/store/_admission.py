@@ -16,6 +16,7 @@ from agentgrove.store._schema import agents
 
 ADVISORY_LOCK_KEY = 7316
 """Shared with the budget reservation: claims that count or reserve run one at a time."""
+ADVISORY_LOCK = text(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY})")
 
 _NOTHING = ""  # stands in for an empty list in NOT IN: no role or model has an empty name
 
@@ -59,7 +60,7 @@ class AdmissionQueries(StoreCore):
 def _count_running(conn: Connection, *, lock: bool = True) -> RunningCounts:
     if lock and conn.dialect.name == "postgresql":
         # Two claims must not both see the last free slot.
-        conn.execute(text(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY})"))
+        conn.execute(ADVISORY_LOCK)
     # A parent waiting for children it delegated to gives its slot back (as in the worker),
     # so a role limit of 1 cannot deadlock a parent and a child of the same role.
     waiting_parent = exists().where(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, select, text, update
+from sqlalchemy import Connection, Row, bindparam, func, select, update
 
 from agentgrove.budgets import Grant, Scope, grant
 from agentgrove.models import AgentStatus, ErrorKind
+from agentgrove.store._admission import ADVISORY_LOCK
 from agentgrove.store._core import StoreCore
 from agentgrove.store._schema import agents, workflow_runs
 
@@ -24,44 +26,28 @@ class BudgetQueries(StoreCore):
 
     def scopes_for(self, conn: Connection, agent_id: str, now: datetime) -> list[Scope]:
         """Every limited scope the agent belongs to, with what each has committed."""
+        return self._scopes(conn, conn.execute(_LIMITS, {"p_id": agent_id}).all(), now)
+
+    def _scopes(self, conn: Connection, limits: Sequence[Row[Any]], now: datetime) -> list[Scope]:
+        """The limited scopes among ``limits`` (rows of :data:`_LIMITS`) and the daily one.
+        What a scope has committed is only summed when it has a limit, so an agent under no
+        limit costs one query."""
         scopes: list[Scope] = []
         if self.daily_limit_usd is not None:
             start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-            committed = conn.execute(
-                select(
-                    func.coalesce(func.sum(agents.c.cost_usd + agents.c.reserved_usd), 0.0)
-                ).where(agents.c.started_at >= start)
-            ).scalar_one()
+            committed = conn.execute(_DAILY_COMMITTED, {"p_start": start}).scalar_one()
             scopes.append(Scope("daily", self.daily_limit_usd, float(committed)))
-        ancestors = (
-            select(agents.c.id, agents.c.parent_id)
-            .where(agents.c.id == agent_id)
-            .cte("ancestors", recursive=True)
-        )
-        ancestors = ancestors.union_all(
-            select(agents.c.id, agents.c.parent_id).where(agents.c.id == ancestors.c.parent_id)
-        )
-        limited = conn.execute(
-            select(agents.c.id, agents.c.budget_usd, agents.c.workflow_run_id).where(
-                agents.c.id.in_(select(ancestors.c.id))
-            )
-        ).all()
-        for row in limited:
+        run_limits: dict[str, float | None] = {}
+        for row in limits:
             if row.budget_usd is not None:
                 scopes.append(
                     Scope(f"tree {row.id}", row.budget_usd, self._tree_committed(conn, row.id))
                 )
-        run_ids = {row.workflow_run_id for row in limited if row.workflow_run_id}
-        for run_id in run_ids:
-            limit = conn.execute(
-                select(workflow_runs.c.budget_usd).where(workflow_runs.c.id == run_id)
-            ).scalar_one()
+            if row.workflow_run_id:
+                run_limits[row.workflow_run_id] = row.run_budget_usd
+        for run_id, limit in run_limits.items():
             if limit is not None:
-                committed = conn.execute(
-                    select(
-                        func.coalesce(func.sum(agents.c.cost_usd + agents.c.reserved_usd), 0.0)
-                    ).where(agents.c.workflow_run_id == run_id)
-                ).scalar_one()
+                committed = conn.execute(_RUN_COMMITTED, {"p_run": run_id}).scalar_one()
                 scopes.append(Scope(f"run {run_id}", limit, float(committed)))
         return scopes
 
@@ -70,9 +56,8 @@ class BudgetQueries(StoreCore):
         return spent + reserved
 
     def _tree_figures(self, conn: Connection, root_id: str) -> tuple[float, float]:
-        tree = select(agents.c.id).where(agents.c.id == root_id).cte("subtree", recursive=True)
-        tree = tree.union_all(select(agents.c.id).where(agents.c.parent_id == tree.c.id))
-        return _sums(conn, agents.c.id.in_(select(tree.c.id)))
+        spent, reserved = conn.execute(_TREE_SUMS, {"p_root": root_id}).one()
+        return float(spent), float(reserved)
 
     def budget_report(self, now: datetime) -> list[tuple[str, float, float, float]]:
         """Each limited scope as (name, limit, reserved, spent)."""
@@ -105,20 +90,17 @@ class BudgetQueries(StoreCore):
         if conn.dialect.name == "postgresql":
             # Serialise reservations across the database: two claims must not both see the
             # same money left.
-            conn.execute(text("SELECT pg_advisory_xact_lock(7316)"))
-        cap = conn.execute(
-            select(agents.c.max_budget_usd).where(agents.c.id == agent_id)
-        ).scalar_one()
-        scopes = self.scopes_for(conn, agent_id, now)
+            conn.execute(ADVISORY_LOCK)
+        # The agent's cap and every ancestor's limits in one query: an agent under no limit
+        # (the common case) costs nothing more.
+        limits = conn.execute(_LIMITS, {"p_id": agent_id}).all()
+        cap = next(row.max_budget_usd for row in limits if row.id == agent_id)
+        scopes = self._scopes(conn, limits, now)
         if cap is None and not scopes:
             return Grant(0.0)  # no cap and no limit: nothing to reserve
         decision = grant(cap if cap is not None else min(s.left_usd for s in scopes), scopes)
         if decision.granted:
-            conn.execute(
-                update(agents)
-                .where(agents.c.id == agent_id)
-                .values(reserved_usd=decision.amount_usd, wait_reason=None)
-            )
+            conn.execute(_GRANTED, {"p_id": agent_id, "p_reserved": decision.amount_usd})
             return decision
         if self.fail_when_exhausted:
             conn.execute(
@@ -160,3 +142,47 @@ def _sums(conn: Connection, condition: Any) -> tuple[float, float]:
         ).where(condition)
     ).one()
     return float(spent), float(reserved)
+
+
+# Statements built once and executed with parameters: building SQLAlchemy expressions per call
+# costs more CPU than SQLite spends running them (every claim reserves).
+_ancestors = (
+    select(agents.c.id, agents.c.parent_id)
+    .where(agents.c.id == bindparam("p_id"))
+    .cte("ancestors", recursive=True)
+)
+_ancestors = _ancestors.union_all(
+    select(agents.c.id, agents.c.parent_id).where(agents.c.id == _ancestors.c.parent_id)
+)
+_LIMITS = select(
+    agents.c.id,
+    agents.c.max_budget_usd,
+    agents.c.budget_usd,
+    agents.c.workflow_run_id,
+    select(workflow_runs.c.budget_usd)
+    .where(workflow_runs.c.id == agents.c.workflow_run_id)
+    .scalar_subquery()
+    .label("run_budget_usd"),
+).where(agents.c.id.in_(select(_ancestors.c.id)))
+"""The agent ``p_id`` and its ancestors: each one's cap, tree limit, run and run limit."""
+
+_subtree = (
+    select(agents.c.id).where(agents.c.id == bindparam("p_root")).cte("subtree", recursive=True)
+)
+_subtree = _subtree.union_all(select(agents.c.id).where(agents.c.parent_id == _subtree.c.id))
+_TREE_SUMS = select(
+    func.coalesce(func.sum(agents.c.cost_usd), 0.0),
+    func.coalesce(func.sum(agents.c.reserved_usd), 0.0),
+).where(agents.c.id.in_(select(_subtree.c.id)))
+_committed = func.coalesce(func.sum(agents.c.cost_usd + agents.c.reserved_usd), 0.0)
+_DAILY_COMMITTED = select(_committed).where(
+    agents.c.started_at >= bindparam("p_start", type_=agents.c.started_at.type)
+)
+_RUN_COMMITTED = select(_committed).where(agents.c.workflow_run_id == bindparam("p_run"))
+_GRANTED = (
+    update(agents)
+    .where(agents.c.id == bindparam("p_id"))
+    .values(
+        reserved_usd=bindparam("p_reserved", type_=agents.c.reserved_usd.type), wait_reason=None
+    )
+)
