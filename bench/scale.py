@@ -64,12 +64,7 @@ def measure(shape: str, spec: dict[str, Any]) -> Result:
     workdir = Path(tempfile.mkdtemp(prefix="grove-scale-"))
     os.chdir(workdir)  # a plain directory: no worktrees, orchestration only
     with Grove.init(workdir, runtime=ScriptedRuntime()) as grove:
-        grove.service.config = grove.config = type(grove.config)(
-            **{
-                **grove.config.__dict__,
-                "worker": grove.config.worker.model_copy(update={"concurrency": 8}),
-            }
-        )
+        grove.configure_worker(concurrency=8)
         started = time.perf_counter()
         run = grove.start_workflow(spec)
         begun = time.perf_counter()

@@ -129,13 +129,10 @@ def test_bad_admission_settings_are_one_line(repo: Path) -> None:
 # -- the worker and the store ----------------------------------------------------------------
 
 
-def _configure(grove: Grove, **admission: object) -> None:
-    config = grove.config
-    settings = config.admission.model_copy(update=admission)
-    worker = config.worker.model_copy(update={"poll_s": 0.05})
-    grove.config = grove.service.config = type(config)(
-        **{**config.__dict__, "admission": settings, "worker": worker}
-    )
+def _grove_with(repo: Path, runtime: ScriptedRuntime, admission: str) -> Grove:
+    """A grove whose grove.toml has these ``[admission]`` lines (and a quick worker poll)."""
+    (repo / "grove.toml").write_text(f"[worker]\npoll_s = 0.05\n\n[admission]\n{admission}\n")
+    return Grove.init(repo, runtime=runtime)
 
 
 class _Overlap:
@@ -162,8 +159,7 @@ class _Overlap:
 
 def test_role_limit_holds_and_other_roles_pass_the_waiting_ones(repo: Path) -> None:
     overlap = _Overlap()
-    with Grove.init(repo, runtime=ScriptedRuntime(overlap)) as grove:
-        _configure(grove, per_role={"implementer": 1})
+    with _grove_with(repo, ScriptedRuntime(overlap), "per_role = {implementer = 1}") as grove:
         ids = [grove.spawn("implementer", f"build {i}").id for i in range(3)]
         ids += [grove.spawn("tester", f"test {i}").id for i in range(2)]
         anyio.run(Worker(grove.service, grove.config.worker, concurrency=4, drain=True).run)
@@ -178,14 +174,13 @@ def test_role_limit_holds_and_other_roles_pass_the_waiting_ones(repo: Path) -> N
 
 def test_model_limit_and_total_limit(repo: Path) -> None:
     overlap = _Overlap()
-    with Grove.init(repo, runtime=ScriptedRuntime(overlap)) as grove:
-        _configure(grove, max_running=2)
+    with _grove_with(repo, ScriptedRuntime(overlap), "max_running = 2") as grove:
         for i in range(5):
             grove.spawn("tester", f"test {i}", model="m-a" if i % 2 else "m-b")
         anyio.run(Worker(grove.service, grove.config.worker, concurrency=5, drain=True).run)
-        assert overlap.most_total == 2
-        overlap.most_total = 0
-        _configure(grove, max_running=None, per_model={"m-a": 1})
+    assert overlap.most_total == 2
+    overlap.most_total = 0
+    with _grove_with(repo, ScriptedRuntime(overlap), 'per_model = {"m-a" = 1}') as grove:
         for i in range(4):
             grove.spawn("implementer", f"build {i}", model="m-a")
         anyio.run(Worker(grove.service, grove.config.worker, concurrency=4, drain=True).run)
@@ -203,8 +198,7 @@ def test_a_waiting_parent_does_not_hold_its_roles_slot(repo: Path) -> None:
             return RunResult(success=True, output=f"child said {done['output']}")
         return echo(spec)
 
-    with Grove.init(repo, runtime=ScriptedRuntime(delegate)) as grove:
-        _configure(grove, per_role={"implementer": 1})
+    with _grove_with(repo, ScriptedRuntime(delegate), "per_role = {implementer = 1}") as grove:
         parent = grove.run("implementer", "parent work")
     assert parent.status is AgentStatus.COMPLETED
     assert parent.output is not None and "child said done" in parent.output
@@ -229,8 +223,7 @@ def test_no_agent_starts_while_memory_is_short(repo: Path) -> None:
             available["mb"] = 10_000
         return grove.store.get_agent(agent_id).status
 
-    with Grove.init(repo, runtime=ScriptedRuntime()) as grove:
-        _configure(grove, min_available_mb=500)
+    with _grove_with(repo, ScriptedRuntime(), "min_available_mb = 500") as grove:
         agent = grove.spawn("tester", "needs memory")
         final = anyio.run(scenario, grove, agent.id)
     assert final is AgentStatus.COMPLETED

@@ -78,12 +78,7 @@ def test_tree_budget_covers_children_and_waiting_is_shown(repo: Path) -> None:
     with Grove.init(repo, runtime=ScriptedRuntime(parent_and_children)) as grove:
         root = grove.spawn("tester", "root", budget_usd=0.5)
         root_id.append(root.id)
-        grove.config = grove.service.config = type(grove.config)(
-            **{
-                **grove.config.__dict__,
-                "worker": grove.config.worker.model_copy(update={"poll_s": 0.05}),
-            }
-        )
+        grove.configure_worker(poll_s=0.05)
 
         async def until_settled() -> None:
             worker = Worker(grove.service, grove.config.worker, concurrency=4)

@@ -8,6 +8,7 @@ import pytest
 
 from agentgrove.config import load_config
 from agentgrove.errors import ConfigError
+from agentgrove.grove import Grove
 from agentgrove.roles import BUILTIN_ROLES, HAIKU, SONNET
 
 
@@ -92,3 +93,14 @@ def test_invalid_grove_toml_names_the_key(repo: Path, text: str, message: str) -
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")) as info:
         load_config(repo)
     assert "\n" not in str(info.value)
+
+
+def test_configure_worker_changes_an_open_grove_and_validates(grove: Grove) -> None:
+    grove.configure_worker(poll_s=0.2, lease_s=5)
+    assert grove.config.worker.poll_s == grove.service.config.worker.poll_s == 0.2
+    assert grove.config.worker.lease_s == 5 and grove.config.worker.sweep_interval_s == 1.25
+    with pytest.raises(ConfigError, match=r"worker\.poll_s: Input should be greater than 0"):
+        grove.configure_worker(poll_s=0)
+    with pytest.raises(ConfigError, match=r"worker\.nonsense: Extra inputs"):
+        grove.configure_worker(nonsense=1)
+    assert grove.config.worker.poll_s == 0.2  # a refused change changes nothing

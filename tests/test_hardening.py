@@ -202,11 +202,8 @@ def test_rate_limit_honours_retry_after_slows_the_model_and_the_retry_resumes(
 
     with ModelServer(Script(model)) as server:
         runtime = ClaudeRuntime(env={**server.env(), "CLAUDE_CODE_MAX_RETRIES": "1"})
+        (repo / "grove.toml").write_text("[worker]\nretry_base_s = 0\npoll_s = 0.1\n")
         with Grove.init(repo, runtime=runtime) as grove:
-            worker = grove.config.worker.model_copy(update={"retry_base_s": 0.0, "poll_s": 0.1})
-            grove.config = grove.service.config = type(grove.config)(
-                **{**grove.config.__dict__, "worker": worker}
-            )
             agent = grove.spawn("file-writer", "write first.txt")
             anyio.run(grove.execute_async, [agent.id])
             final = grove.store.get_agent(agent.id)

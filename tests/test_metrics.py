@@ -88,12 +88,6 @@ def _behaviour(spec: RunSpec) -> RunResult:
     )
 
 
-def _fast(grove: Grove, **kw: float) -> None:
-    grove.config = grove.service.config = type(grove.config)(
-        **{**grove.config.__dict__, "worker": grove.config.worker.model_copy(update=kw)}
-    )
-
-
 class _Server:
     """uvicorn serving ``app`` on a free loopback port, in a thread, until :meth:`stop`."""
 
@@ -286,9 +280,10 @@ def _flaky_then_fine(spec: RunSpec) -> RunResult:
 def test_one_span_per_attempt_with_real_times_and_attributes(
     repo: Path, spans: InMemorySpanExporter
 ) -> None:
-    (repo / "grove.toml").write_text("[telemetry]\notel = true\n")
+    (repo / "grove.toml").write_text(
+        "[telemetry]\notel = true\n\n[worker]\nretry_base_s = 0\npoll_s = 0.05\n"
+    )
     with Grove.init(repo, runtime=ScriptedRuntime(_flaky_then_fine)) as grove:
-        _fast(grove, retry_base_s=0.0, poll_s=0.05)
         ok = grove.spawn("file-writer", "n=2")
         flaky = grove.spawn("implementer", "flaky n=1")
         bad = grove.spawn("tester", "fail n=5")
@@ -356,7 +351,9 @@ def _ns(at: datetime) -> int:
 def test_an_attempt_interrupted_by_shutdown_is_a_released_span(
     repo: Path, spans: InMemorySpanExporter
 ) -> None:
-    (repo / "grove.toml").write_text("[telemetry]\notel = true\n")
+    (repo / "grove.toml").write_text(
+        "[telemetry]\notel = true\n\n[worker]\ngrace_s = 0\nheartbeat_s = 0.05\n"
+    )
     started: list[anyio.Event] = []
 
     async def hang(spec: RunSpec) -> RunResult:
@@ -365,7 +362,6 @@ def test_an_attempt_interrupted_by_shutdown_is_a_released_span(
         raise AssertionError("unreachable")
 
     with Grove.init(repo, runtime=ScriptedRuntime(hang)) as grove:
-        _fast(grove, grace_s=0.0, heartbeat_s=0.05)
         agent = grove.spawn("tester", "hang")
 
         async def main() -> None:

@@ -21,12 +21,6 @@ def _git(repo: Path, *args: str) -> str:
     ).stdout.strip()
 
 
-def _fast(grove: Grove, **kw: float) -> None:
-    grove.config = grove.service.config = type(grove.config)(
-        **{**grove.config.__dict__, "worker": grove.config.worker.model_copy(update=kw)}
-    )
-
-
 def test_run_writes_in_worktree_and_commits_with_trailers(repo: Path) -> None:
     def write(spec: RunSpec) -> RunResult:
         (spec.cwd / "out.txt").write_text("hello\n")
@@ -77,7 +71,7 @@ def test_transient_failure_is_retried_then_completes(repo: Path) -> None:
     ]
     runtime = ScriptedRuntime(lambda spec: outcomes[spec.attempt - 1])
     with Grove.init(repo, runtime=runtime) as grove:
-        _fast(grove, retry_base_s=0.0, poll_s=0.05)
+        grove.configure_worker(retry_base_s=0.0, poll_s=0.05)
         agent = grove.run("tester", "flaky")
         kinds = [e.kind for e in grove.store.events(agent_id=agent.id)]
     assert agent.status is AgentStatus.COMPLETED and agent.attempt == 2
@@ -94,7 +88,7 @@ def test_one_agents_crash_does_not_stop_the_worker(repo: Path) -> None:
     with Grove.init(repo, runtime=ScriptedRuntime(behave)) as grove:
         bad = grove.spawn("tester", "explode")
         good = grove.spawn("tester", "behave")
-        _fast(grove, lease_s=0.5, heartbeat_s=0.1, poll_s=0.05)
+        grove.configure_worker(lease_s=0.5, heartbeat_s=0.1, poll_s=0.05)
         worker = Worker(grove.service, grove.config.worker, drain=True, concurrency=1)
         anyio.run(worker.run)
         assert grove.store.get_agent(good.id).status is AgentStatus.COMPLETED
@@ -103,7 +97,9 @@ def test_one_agents_crash_does_not_stop_the_worker(repo: Path) -> None:
 
 
 def test_in_process_spawn_wakes_the_worker_without_a_poll(grove: Grove) -> None:
-    _fast(grove, poll_s=60.0)  # a poll would take a minute: only the wake-up can be this fast
+    grove.configure_worker(
+        poll_s=60.0
+    )  # a poll would take a minute: only the wake-up can be this fast
 
     async def main() -> None:
         worker = Worker(grove.service, grove.config.worker, concurrency=1)
@@ -128,7 +124,7 @@ def test_cancel_stops_a_running_agent_at_its_next_heartbeat(repo: Path) -> None:
         raise AssertionError("unreachable")
 
     with Grove.init(repo, runtime=ScriptedRuntime(hang)) as grove:
-        _fast(grove, heartbeat_s=0.05)
+        grove.configure_worker(heartbeat_s=0.05)
         agent = grove.spawn("tester", "hang")
 
         async def main() -> None:
@@ -162,7 +158,7 @@ def test_stop_lets_in_flight_finish_within_grace_else_returns_them(
         return RunResult(success=True, output="done")
 
     with Grove.init(repo, runtime=ScriptedRuntime(slow)) as grove:
-        _fast(grove, grace_s=grace_s, heartbeat_s=0.05)
+        grove.configure_worker(grace_s=grace_s, heartbeat_s=0.05)
         agent = grove.spawn("tester", "slow")
 
         async def main() -> None:
@@ -216,7 +212,9 @@ def test_spawn_from_another_thread_wakes_the_worker(repo: Path) -> None:
         return RunResult(success=True)
 
     with Grove.init(repo, runtime=ScriptedRuntime(behave)) as grove:
-        _fast(grove, poll_s=60.0)  # only the wake-up can start the agent before the deadline
+        grove.configure_worker(
+            poll_s=60.0
+        )  # only the wake-up can start the agent before the deadline
 
         async def main() -> None:
             worker = Worker(grove.service, grove.config.worker, concurrency=1)

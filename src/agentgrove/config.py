@@ -10,7 +10,7 @@ the same root overrides and adds roles and worker settings. Invalid configuratio
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -213,6 +213,17 @@ def _read_file(path: Path) -> _ConfigFile:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"{path}: {where}: {first['msg']}; fix the file and retry") from exc
+
+
+def with_worker(config: GroveConfig, **changes: Any) -> GroveConfig:
+    """``config`` with these ``[worker]`` settings changed, validated as grove.toml's are."""
+    try:
+        worker = WorkerSettings.model_validate({**config.worker.model_dump(), **changes})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"worker.{where}: {first['msg']}") from exc
+    return replace(config, worker=worker)
 
 
 def _merge_roles(overrides: dict[str, _RoleOverride]) -> dict[str, Role]:

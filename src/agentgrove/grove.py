@@ -16,10 +16,11 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 
-from agentgrove.config import HOME_DIR, GroveConfig, load_config
+from agentgrove.config import HOME_DIR, GroveConfig, load_config, with_worker
 from agentgrove.errors import ConfigError, NotInitialised
 from agentgrove.models import AgentRecord, ErrorKind, RunRecord
 from agentgrove.runtime import MessageSink, RunResult, RunSpec, Runtime, ScriptedRuntime
@@ -86,6 +87,13 @@ class Grove:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+    def configure_worker(self, **changes: Any) -> None:
+        """Change ``[worker]`` settings (``lease_s``, ``heartbeat_s``, ``poll_s``, ``grace_s``,
+        ``retry_base_s``, ``concurrency``, ...) of this open grove, for embedding and tests;
+        grove.toml is the usual place. Raises ``ConfigError`` for a bad value. Workers
+        created afterwards use them."""
+        self.config = self.service.config = with_worker(self.config, **changes)
 
     # -- agents ----------------------------------------------------------------------------
 

@@ -28,7 +28,9 @@ class BudgetQueries(StoreCore):
         """Every limited scope the agent belongs to, with what each has committed."""
         return self._scopes(conn, conn.execute(_LIMITS, {"p_id": agent_id}).all(), now)
 
-    def _scopes(self, conn: Connection, limits: Sequence[Row[Any]], now: datetime) -> list[Scope]:
+    def _scopes(
+        self, conn: Connection, limits: Sequence[Row[*tuple[Any, ...]]], now: datetime
+    ) -> list[Scope]:
         """The limited scopes among ``limits`` (rows of :data:`_LIMITS`) and the daily one.
         What a scope has committed is only summed when it has a limit, so an agent under no
         limit costs one query."""

@@ -23,6 +23,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
 
 from agentgrove.models import AgentStatus
@@ -36,6 +38,19 @@ def create_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
     return sqlalchemy.create_engine(url, pool_pre_ping=True, future=True)
+
+
+def unusable_url(url: str, exc: Exception) -> str:
+    """One line for a database URL that cannot be used, its password hidden."""
+    try:
+        shown = repr(make_url(url).render_as_string(hide_password=True))
+    except ArgumentError:
+        shown = "(not a URL)"  # not echoed: it may hold a password
+    reason = " ".join(str(exc).split())
+    return (
+        f"database URL {shown} cannot be used: {reason}; set GROVE_DB_URL to "
+        "sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+    )
 
 
 def _sqlite_engine(url: str) -> Engine:

@@ -7,12 +7,15 @@ running them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, and_, bindparam, update
 
 from agentgrove.models import AgentStatus
 from agentgrove.store._schema import agents
+
+if TYPE_CHECKING:
+    from agentgrove.store._store import RunOutcome
 
 
 def fence(agent_id: str, owner: str | None, attempt: int) -> ColumnElement[bool]:
@@ -23,6 +26,34 @@ def fence(agent_id: str, owner: str | None, attempt: int) -> ColumnElement[bool]
         agents.c.lease_owner == owner,
         agents.c.attempt == attempt,
     )
+
+
+def usage_data(spent: RunOutcome | None) -> dict[str, Any]:
+    """A retried attempt's error kind and usage, for its ``agent.released`` event (telemetry
+    reads them back: the agent's columns only hold the sums)."""
+    if spent is None:
+        return {}
+    return {
+        "error_kind": spent.error_kind.value if spent.error_kind else None,
+        "tokens_in": spent.tokens_in,
+        "tokens_out": spent.tokens_out,
+        "cost_usd": spent.cost_usd,
+    }
+
+
+def usage_values(spent: RunOutcome | None) -> dict[str, Any]:
+    """Column updates adding an attempt's usage (a retried attempt's tokens still cost)."""
+    if spent is None:
+        return {}
+    values: dict[str, Any] = {
+        "tokens_in": agents.c.tokens_in + spent.tokens_in,
+        "tokens_out": agents.c.tokens_out + spent.tokens_out,
+        "cost_usd": agents.c.cost_usd + spent.cost_usd,
+        "duration_ms": agents.c.duration_ms + spent.duration_ms,
+    }
+    if spent.session_id is not None:
+        values["session_id"] = spent.session_id
+    return values
 
 
 def _param(name: str) -> Any:

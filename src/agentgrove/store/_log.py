@@ -46,11 +46,9 @@ class LogQueries(StoreCore):
                 )
                 if holder.first() is None:
                     return False
-            updated = conn.execute(
-                update(workspaces).where(workspaces.c.agent_id == ws.agent_id).values(**values)
-            )
+            updated = conn.execute(_UPDATE_WORKSPACE, {"p_agent_id": ws.agent_id, **values})
             if updated.rowcount == 0:
-                conn.execute(insert(workspaces).values(agent_id=ws.agent_id, **values))
+                conn.execute(_INSERT_WORKSPACE, {"agent_id": ws.agent_id, **values})
         return True
 
     def list_workspaces(
@@ -158,6 +156,10 @@ class LogQueries(StoreCore):
 # costs more CPU than SQLite spends running them.
 _INSERT_EVENT = insert(events)
 _INSERT_TRANSCRIPT = insert(transcripts)
+_INSERT_WORKSPACE = insert(workspaces)
+# Without .values(), the SET clause is every column named in the parameters; the key is named
+# p_agent_id because a bind parameter may not share a column's name in an UPDATE.
+_UPDATE_WORKSPACE = update(workspaces).where(workspaces.c.agent_id == bindparam("p_agent_id"))
 _LEASE_CHECK = (
     select(agents.c.id)
     .where(

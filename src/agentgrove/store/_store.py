@@ -21,13 +21,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, select, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 
 from agentgrove.errors import BadInput, ConfigError, UnknownAgent
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind
-from agentgrove.store import _dialect
+from agentgrove.store import _dialect, _leases
 from agentgrove.store._admission import AdmissionQueries, Gate
 from agentgrove.store._budgets import BudgetQueries
 from agentgrove.store._core import utcnow
@@ -102,7 +101,7 @@ class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueri
         try:
             self.engine: Engine = _dialect.create_engine(url)
         except (ArgumentError, ImportError) as exc:  # ImportError: a driver grove lacks
-            raise ConfigError(_unusable_url(url, exc)) from exc
+            raise ConfigError(_dialect.unusable_url(url, exc)) from exc
         self._claim_statements = _dialect.claim_statements(self.engine)
         self._gated_claim_statements = _dialect.claim_statements(self.engine, gated=True)
         self._crash_point = CrashPoint()
@@ -134,42 +133,43 @@ class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueri
         agent_id = new.id or new_agent_id()
         with self._write() as conn:
             if new.parent_id is not None:
-                found = conn.execute(select(agents.c.id).where(agents.c.id == new.parent_id))
+                found = conn.execute(_AGENT_EXISTS, {"p_id": new.parent_id})
                 if found.first() is None:
                     raise UnknownAgent(new.parent_id)
             conn.execute(
-                insert(agents).values(
-                    id=agent_id,
-                    parent_id=new.parent_id,
-                    role=new.role,
-                    task=new.task,
-                    model=new.model,
-                    base_ref=new.base_ref,
-                    status=AgentStatus.PENDING.value,
-                    attempt=0,
-                    max_attempts=new.max_attempts,
-                    timeout_s=new.timeout_s,
-                    budget_usd=new.budget_usd,
-                    tokens_in=0,
-                    tokens_out=0,
-                    cost_usd=0.0,
-                    duration_ms=0,
-                    priority=new.priority,
-                    max_budget_usd=new.max_budget_usd,
-                    depth=new.depth,
-                    after_parent=new.after_parent,
-                    merge_refs=list(new.merge_refs) if new.merge_refs is not None else None,
-                    workflow_run_id=new.workflow_run_id,
-                    node_key=new.node_key,
-                    created_at=now,
-                )
+                _INSERT_AGENT,
+                {
+                    "id": agent_id,
+                    "parent_id": new.parent_id,
+                    "role": new.role,
+                    "task": new.task,
+                    "model": new.model,
+                    "base_ref": new.base_ref,
+                    "status": AgentStatus.PENDING.value,
+                    "attempt": 0,
+                    "max_attempts": new.max_attempts,
+                    "timeout_s": new.timeout_s,
+                    "budget_usd": new.budget_usd,
+                    "tokens_in": 0,
+                    "tokens_out": 0,
+                    "cost_usd": 0.0,
+                    "duration_ms": 0,
+                    "priority": new.priority,
+                    "max_budget_usd": new.max_budget_usd,
+                    "depth": new.depth,
+                    "after_parent": new.after_parent,
+                    "merge_refs": list(new.merge_refs) if new.merge_refs is not None else None,
+                    "workflow_run_id": new.workflow_run_id,
+                    "node_key": new.node_key,
+                    "created_at": now,
+                },
             )
             self._event(conn, agent_id, "agent.spawned", {"role": new.role}, now)
         return self.get_agent(agent_id)
 
     def get_agent(self, agent_id: str) -> AgentRecord:
         with self._read() as conn:
-            row = conn.execute(_agent_select().where(agents.c.id == agent_id)).first()
+            row = conn.execute(_GET_AGENT, {"p_id": agent_id}).first()
         if row is None:
             raise UnknownAgent(agent_id)
         return _agent_from_row(row)
@@ -318,9 +318,13 @@ class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueri
         now = utcnow()
         with self._write() as conn:
             result = conn.execute(
-                update(agents)
-                .where(_fence(agent_id, owner, attempt))
-                .values(lease_expires_at=now + timedelta(seconds=lease_s))
+                _leases.HEARTBEAT,
+                {
+                    "p_id": agent_id,
+                    "p_owner": owner,
+                    "p_attempt": attempt,
+                    "p_lease_expires_at": now + timedelta(seconds=lease_s),
+                },
             )
             self._crash_point.mark(HEARTBEAT)
         return result.rowcount == 1
@@ -331,24 +335,22 @@ class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueri
         now = utcnow()
         with self._write() as conn:
             result = conn.execute(
-                update(agents)
-                .where(_fence(agent_id, owner, attempt))
-                .values(
-                    status=outcome.status.value,
-                    output=outcome.output,
-                    error=outcome.error,
-                    error_kind=outcome.error_kind.value if outcome.error_kind else None,
-                    tokens_in=agents.c.tokens_in + outcome.tokens_in,
-                    tokens_out=agents.c.tokens_out + outcome.tokens_out,
-                    cost_usd=agents.c.cost_usd + outcome.cost_usd,
-                    duration_ms=agents.c.duration_ms + outcome.duration_ms,
-                    session_id=outcome.session_id,
-                    reserved_usd=0.0,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    finished_at=now,
-                )
-                .returning(agents.c.workflow_run_id, agents.c.node_key)
+                _leases.FINISH,
+                {
+                    "p_id": agent_id,
+                    "p_owner": owner,
+                    "p_attempt": attempt,
+                    "p_status": outcome.status.value,
+                    "p_output": outcome.output,
+                    "p_error": outcome.error,
+                    "p_error_kind": outcome.error_kind.value if outcome.error_kind else None,
+                    "p_tokens_in": outcome.tokens_in,
+                    "p_tokens_out": outcome.tokens_out,
+                    "p_cost_usd": outcome.cost_usd,
+                    "p_duration_ms": outcome.duration_ms,
+                    "p_session_id": outcome.session_id,
+                    "p_finished_at": now,
+                },
             )
             finished = result.first()
             if finished is None:
@@ -434,7 +436,7 @@ class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueri
         with self._write() as conn:
             result = conn.execute(
                 update(agents)
-                .where(_fence(agent_id, owner, attempt))
+                .where(_leases.fence(agent_id, owner, attempt))
                 .values(
                     status=AgentStatus.PENDING.value,
                     lease_owner=None,
@@ -442,7 +444,7 @@ class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueri
                     attempt=agents.c.attempt - (1 if refund_attempt else 0),
                     not_before=not_before,
                     reserved_usd=0.0,
-                    **_usage_values(spent),
+                    **_leases.usage_values(spent),
                 )
             )
             if result.rowcount != 1:
@@ -455,7 +457,7 @@ class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueri
                     "attempt": attempt,
                     "reason": reason,
                     "not_before": None if not_before is None else not_before.isoformat(),
-                    **_usage_data(spent),
+                    **_leases.usage_data(spent),
                 },
                 None,
             )
@@ -534,7 +536,7 @@ class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueri
                     values["status"] = AgentStatus.PENDING.value
                 result = conn.execute(
                     update(agents)
-                    .where(_fence(row.id, row.lease_owner, row.attempt))
+                    .where(_leases.fence(row.id, row.lease_owner, row.attempt))
                     .values(**values)
                 )
                 if result.rowcount == 1:
@@ -602,56 +604,8 @@ class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueri
         return found
 
 
-def _usage_data(spent: RunOutcome | None) -> dict[str, Any]:
-    """A retried attempt's error kind and usage, for its ``agent.released`` event (telemetry
-    reads them back: the agent's columns only hold the sums)."""
-    if spent is None:
-        return {}
-    return {
-        "error_kind": spent.error_kind.value if spent.error_kind else None,
-        "tokens_in": spent.tokens_in,
-        "tokens_out": spent.tokens_out,
-        "cost_usd": spent.cost_usd,
-    }
-
-
-def _unusable_url(url: str, exc: Exception) -> str:
-    """One line for a database URL that cannot be used, its password hidden."""
-    try:
-        shown = repr(make_url(url).render_as_string(hide_password=True))
-    except ArgumentError:
-        shown = "(not a URL)"  # not echoed: it may hold a password
-    reason = " ".join(str(exc).split())
-    return (
-        f"database URL {shown} cannot be used: {reason}; set GROVE_DB_URL to "
-        "sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
-    )
-
-
-def _usage_values(spent: RunOutcome | None) -> dict[str, Any]:
-    """Column updates adding an attempt's usage (a retried attempt's tokens still cost)."""
-    if spent is None:
-        return {}
-    values: dict[str, Any] = {
-        "tokens_in": agents.c.tokens_in + spent.tokens_in,
-        "tokens_out": agents.c.tokens_out + spent.tokens_out,
-        "cost_usd": agents.c.cost_usd + spent.cost_usd,
-        "duration_ms": agents.c.duration_ms + spent.duration_ms,
-    }
-    if spent.session_id is not None:
-        values["session_id"] = spent.session_id
-    return values
-
-
-def _fence(agent_id: str, owner: str | None, attempt: int) -> Any:
-    return and_(
-        agents.c.id == agent_id,
-        agents.c.status == AgentStatus.EXECUTING.value,
-        agents.c.lease_owner == owner,
-        agents.c.attempt == attempt,
-    )
-
-
 # Statements built once and executed with parameters: building SQLAlchemy expressions per call
 # costs more CPU than SQLite spends running them.
 _INSERT_AGENT = insert(agents)
+_AGENT_EXISTS = select(agents.c.id).where(agents.c.id == bindparam("p_id"))
+_GET_AGENT = _agent_select().where(agents.c.id == bindparam("p_id"))
