@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 
 from agentgrove.grove import Grove
 from agentgrove.runtime import ScriptedRuntime
@@ -64,3 +66,25 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+"""The PostgreSQL the machine runs (trust auth, database ``test``)."""
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The database every grove (and every process) of the test uses, through GROVE_DB_URL:
+    the default SQLite file, or a PostgreSQL schema of the test's own, dropped afterwards."""
+    if request.param == "sqlite":
+        yield "sqlite"
+        return
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    monkeypatch.setenv("GROVE_DB_URL", f"{PG_URL}?options=-csearch_path%3D{schema}")
+    yield "postgres"
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    admin.dispose()

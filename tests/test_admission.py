@@ -35,7 +35,6 @@ from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
 from agentgrove.runtime._scripted import echo
 from agentgrove.worker import Worker
 from tests.conftest import GROVE, run_cli
-from tests.test_faults import database  # noqa: F401  (fixture: SQLite and PostgreSQL)
 
 # -- the pure decisions --------------------------------------------------------------------
 

@@ -10,13 +10,11 @@ import os
 import signal
 import subprocess
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import sqlalchemy
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -25,25 +23,6 @@ from agentgrove.models import AgentStatus, ErrorKind, RunStatus
 from agentgrove.retry import MAX_DELAY_S, backoff_s, decide
 from agentgrove.store._faults import DB_FAULT_ENV, KILL_AFTER_ENV
 from tests.conftest import GROVE, run_cli
-
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The database every process of the test uses (PostgreSQL: a schema of its own)."""
-    if request.param == "sqlite":
-        yield "sqlite"
-        return
-    schema = f"f_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    monkeypatch.setenv("GROVE_DB_URL", f"{PG_URL}?options=-csearch_path%3D{schema}")
-    yield "postgres"
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-    admin.dispose()
 
 
 def _configure(repo: Path, delay_s: float, lease_s: float = 2.0) -> None:

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,6 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-import sqlalchemy
 import uvicorn
 from fastapi import FastAPI
 from opentelemetry import trace
@@ -45,24 +43,6 @@ from agentgrove.worker import Worker
 
 SONNET = BUILTIN_ROLES["implementer"].model
 HAIKU = BUILTIN_ROLES["file-writer"].model
-PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The grove's database (PostgreSQL: a schema of its own, through GROVE_DB_URL)."""
-    if request.param == "sqlite":
-        yield "sqlite"
-        return
-    schema = f"m_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    monkeypatch.setenv("GROVE_DB_URL", f"{PG_URL}?options=-csearch_path%3D{schema}")
-    yield "postgres"
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-    admin.dispose()
 
 
 def _behaviour(spec: RunSpec) -> RunResult:

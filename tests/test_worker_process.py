@@ -16,7 +16,6 @@ from agentgrove.grove import Grove
 from agentgrove.models import AgentStatus
 from agentgrove.testing import Fault, ModelServer, Script, say, write_file
 from tests.conftest import GROVE
-from tests.test_faults import database  # noqa: F401  (fixture: SQLite and PostgreSQL)
 
 pytestmark = pytest.mark.e2e
 

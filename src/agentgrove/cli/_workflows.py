@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from agentgrove.cli._app import app, console, err_console, is_tty, open_grove, print_json
-from agentgrove.cli._live import LiveProgress, Mode, run_source
+from agentgrove.cli._live import STATUS_STYLE, LiveProgress, Mode, run_source
 from agentgrove.config import load_config
 from agentgrove.grove import Grove
 from agentgrove.models import RunRecord, RunStatus
@@ -21,15 +21,6 @@ workflow_app = typer.Typer(
 app.add_typer(workflow_app, name="workflow")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the run as JSON.")]
-_STYLE = {
-    "waiting": "dim",
-    "pending": "yellow",
-    "executing": "cyan",
-    "completed": "green",
-    "failed": "red",
-    "cancelled": "magenta",
-    "dependency_failed": "red",
-}
 
 
 @workflow_app.command("validate")
@@ -99,7 +90,7 @@ def list_runs(json_out: JsonOpt = False) -> None:
         table.add_row(
             r.id,
             r.name,
-            f"[{_STYLE.get(r.status.value, '')}]{r.status.value}[/]",
+            f"[{STATUS_STYLE.get(r.status.value, '')}]{r.status.value}[/]",
             f"{done}/{len(r.nodes)}",
             f"${r.to_json()['cost_usd']:.4f}",
             r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -178,7 +169,7 @@ def _run_table(record: RunRecord) -> Table:
         table.add_row(
             node.key,
             node.role,
-            f"[{_STYLE.get(node.state, '')}]{node.state}[/]",
+            f"[{STATUS_STYLE.get(node.state, '')}]{node.state}[/]",
             view["agent_id"] or "-",
             commits,
             f"{view['tokens_in']}/{view['tokens_out']}",
