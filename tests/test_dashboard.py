@@ -23,7 +23,7 @@ from agentgrove.dashboard._server import dashboard_url
 from agentgrove.dashboard._transcript import entries
 from agentgrove.errors import BadInput
 from agentgrove.grove import Grove
-from agentgrove.models import AgentStatus, RunStatus
+from agentgrove.models import AgentStatus, RunStatus, SpawnRequest
 from agentgrove.runtime import MessageSink, RunResult, RunSpec
 from agentgrove.store._views import UsageRow
 from tests.conftest import run_cli
@@ -77,7 +77,7 @@ def ran(grove: Grove) -> dict[str, str]:
     run = grove.start_workflow(DIAMOND, budget_usd=5.0)
     anyio.run(grove.execute_run_async, run.id)
     parent = grove.run("file-writer", "write the parent file", budget_usd=2.0)
-    child = grove.service.spawn("reviewer", "review it", parent_id=parent.id)
+    child = grove.service.spawn(SpawnRequest("reviewer", "review it", parent_id=parent.id))
     anyio.run(grove.execute_async, [child.id])
     pending = grove.spawn("spec-writer", NASTY)
     return {"run": run.id, "parent": parent.id, "child": child.id, "pending": pending.id}
@@ -194,7 +194,7 @@ def test_cancel_needs_the_token(grove: Grove, ran: dict[str, str]) -> None:
 
 def test_cancel_from_the_form_redirects_to_the_agent(grove: Grove) -> None:
     parent = grove.spawn("planner", "plan")
-    child = grove.service.spawn("implementer", "do", parent_id=parent.id)
+    child = grove.service.spawn(SpawnRequest("implementer", "do", parent_id=parent.id))
     web = client(grove, token="s3cret")
     page = web.post(
         f"/agents/{parent.id}/cancel",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 
 from agentgrove.errors import GroveError
-from agentgrove.models import AgentRecord, WorkspaceRecord
+from agentgrove.models import AgentRecord, SpawnRequest, WorkspaceRecord
 from agentgrove.runtime import DelegationRefused
 
 if TYPE_CHECKING:
@@ -74,10 +74,7 @@ class AgentDelegate:
         ws = await self.commit(f"{self.agent.role}: work in progress before spawning {role}")
         try:
             child = self.service.spawn(
-                role,
-                task,
-                parent_id=self.agent.id,
-                base=ws.head_commit,
+                SpawnRequest(role, task, parent_id=self.agent.id, base=ws.head_commit)
             )
         except GroveError as exc:
             raise DelegationRefused(str(exc)) from exc

@@ -16,13 +16,13 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import anyio
 
 from agentgrove.config import HOME_DIR, GroveConfig, load_config, with_worker
 from agentgrove.errors import ConfigError, NotInitialised
-from agentgrove.models import AgentRecord, ErrorKind, RunRecord
+from agentgrove.models import AgentRecord, ErrorKind, RunRecord, SpawnRequest
 from agentgrove.runtime import MessageSink, RunResult, RunSpec, Runtime, ScriptedRuntime
 from agentgrove.runtime._scripted import delayed_echo
 from agentgrove.service import AgentService, EventObserver
@@ -31,6 +31,15 @@ from agentgrove.worker import Worker
 from agentgrove.workflows.engine import WorkflowEngine
 from agentgrove.workflows.spec import WorkflowSpec
 from agentgrove.workspaces import exclude_from_git
+
+
+class SpawnOptions(TypedDict, total=False):
+    """The keyword options of :meth:`Grove.spawn`, shared by :meth:`Grove.run`."""
+
+    parent_id: str | None
+    model: str | None
+    base: str | None
+    budget_usd: float | None
 
 
 class Grove:
@@ -113,13 +122,15 @@ class Grove:
         branch, with the parent's output in its prompt.
         """
         return self.service.spawn(
-            role,
-            task,
-            parent_id=parent_id,
-            model=model,
-            base=base,
-            budget_usd=budget_usd,
-            after_parent=parent_id is not None,
+            SpawnRequest(
+                role,
+                task,
+                parent_id=parent_id,
+                model=model,
+                base=base,
+                budget_usd=budget_usd,
+                after_parent=parent_id is not None,
+            )
         )
 
     def tree_totals(self, agent_id: str) -> TreeTotals:
@@ -132,14 +143,16 @@ class Grove:
             cost_usd=sum(a.cost_usd for a in tree),
         )
 
-    async def run_async(self, role: str, task: str, **spawn_args: object) -> AgentRecord:
-        """Spawn an agent and execute it in this process; returns its final record."""
-        agent = self.spawn(role, task, **spawn_args)  # type: ignore[arg-type]
+    async def run_async(self, role: str, task: str, **options: Unpack[SpawnOptions]) -> AgentRecord:
+        """Spawn an agent (as :meth:`spawn`, same options) and execute it in this process;
+        returns its final record."""
+        agent = self.spawn(role, task, **options)
         await self.execute_async([agent.id])
         return self.store.get_agent(agent.id)
 
-    def run(self, role: str, task: str, **spawn_args: object) -> AgentRecord:
-        return anyio.run(lambda: self.run_async(role, task, **spawn_args))
+    def run(self, role: str, task: str, **options: Unpack[SpawnOptions]) -> AgentRecord:
+        """:meth:`run_async` in a new event loop."""
+        return anyio.run(lambda: self.run_async(role, task, **options))
 
     async def execute_async(self, agent_ids: Iterable[str]) -> None:
         """Claim and run exactly these agents here, until each has finished."""

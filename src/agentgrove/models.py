@@ -211,3 +211,18 @@ class RunRecord:
             "cost_usd": sum(n.agent.cost_usd for n in self.nodes if n.agent),
             "nodes": [n.to_json() for n in self.nodes],
         }
+
+
+@dataclass(frozen=True)
+class SpawnRequest:
+    """What a spawn asks for (validated by ``AgentService.prepare``). ``parent_id`` makes a
+    child; with ``after_parent`` it waits for its parent to complete and starts from the
+    parent's branch. ``model`` and ``base`` default to the role's model and HEAD."""
+
+    role: str
+    task: str
+    parent_id: str | None = None
+    model: str | None = None
+    base: str | None = None
+    budget_usd: float | None = None
+    after_parent: bool = False

@@ -33,7 +33,13 @@ from agentgrove.admission import ModelPacer
 from agentgrove.config import GroveConfig
 from agentgrove.delegation import AgentDelegate, NoSlots, Slots
 from agentgrove.errors import BadInput, UnknownRole
-from agentgrove.models import AgentRecord, AgentStatus, ErrorKind, WorkspaceRecord
+from agentgrove.models import (
+    AgentRecord,
+    AgentStatus,
+    ErrorKind,
+    SpawnRequest,
+    WorkspaceRecord,
+)
 from agentgrove.retry import decide
 from agentgrove.runtime import RunResult, RunSpec, Runtime
 from agentgrove.secrets import Redactor
@@ -112,33 +118,14 @@ class AgentService:
 
     # -- spawning --------------------------------------------------------------------------
 
-    def spawn(
-        self,
-        role: str,
-        task: str,
-        *,
-        parent_id: str | None = None,
-        model: str | None = None,
-        base: str | None = None,
-        budget_usd: float | None = None,
-        after_parent: bool = False,
-    ) -> AgentRecord:
+    def spawn(self, request: SpawnRequest) -> AgentRecord:
         """Validate and insert a pending agent; wakes an in-process worker.
 
         With ``after_parent`` the agent is not claimable until its parent completed; it then
         starts from the parent's head commit with the parent's output in its prompt (and fails
         ``dependency_failed`` if the parent does not complete).
         """
-        new = self.prepare(
-            role,
-            task,
-            parent_id=parent_id,
-            model=model,
-            base=base,
-            budget_usd=budget_usd,
-            after_parent=after_parent,
-        )
-        return self.insert(new)
+        return self.insert(self.prepare(request))
 
     def insert(self, new: NewAgent) -> AgentRecord:
         """Insert an agent :meth:`prepare` validated; wakes an in-process worker."""
@@ -146,18 +133,15 @@ class AgentService:
         self.wakeup.notify()
         return record
 
-    def prepare(
-        self,
-        role: str,
-        task: str,
-        *,
-        parent_id: str | None = None,
-        model: str | None = None,
-        base: str | None = None,
-        budget_usd: float | None = None,
-        after_parent: bool = False,
-    ) -> NewAgent:
+    def prepare(self, request: SpawnRequest) -> NewAgent:
         """Validate a spawn request completely, writing nothing (see :meth:`spawn`)."""
+        role, task, model, budget_usd = (
+            request.role,
+            request.task,
+            request.model,
+            request.budget_usd,
+        )
+        parent_id, after_parent = request.parent_id, request.after_parent
         spec = self.config.roles.get(role)
         if spec is None:
             raise UnknownRole(role, list(self.config.roles))
@@ -176,7 +160,7 @@ class AgentService:
             run_id = parent.workflow_run_id  # a node's helpers belong to its run (not nodes)
         elif after_parent:
             raise BadInput("after_parent needs a parent id")
-        base_commit = self.workspaces.resolve_base(base)
+        base_commit = self.workspaces.resolve_base(request.base)
         return NewAgent(
             role=role,
             task=task.strip(),

@@ -24,7 +24,7 @@ from agentgrove.cli._live import (
 )
 from agentgrove.errors import BadInput
 from agentgrove.grove import Grove
-from agentgrove.models import AgentRecord, AgentStatus, Event
+from agentgrove.models import AgentRecord, AgentStatus, Event, SpawnRequest
 from agentgrove.store import Store
 from agentgrove.store._core import utcnow
 
@@ -82,7 +82,9 @@ def run(
     from agentgrove.runtime._endpoint import check_endpoint
 
     with open_grove() as grove:
-        new = grove.service.prepare(role, task, model=model, base=base, budget_usd=budget_usd)
+        new = grove.service.prepare(
+            SpawnRequest(role, task, model=model, base=base, budget_usd=budget_usd)
+        )
         if grove.config.runtime.kind != "scripted":  # the scripted stand-in needs no model
             check_endpoint()  # the model answers and takes the key: only now write anything
         agent = grove.service.insert(new)

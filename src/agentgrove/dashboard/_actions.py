@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse,
 
 from agentgrove.errors import BadInput
 from agentgrove.grove import Grove
+from agentgrove.models import SpawnRequest
 
 router = APIRouter()
 
@@ -57,12 +58,14 @@ def _retry(grove: Grove, agent_id: str) -> tuple[str, dict[str, object]]:
         nodes = grove.workflows.rerun(old.workflow_run_id, old.node_key)
         return f"/runs/{old.workflow_run_id}", {"rerun": nodes}
     new = grove.service.spawn(
-        old.role,
-        old.task,
-        parent_id=old.parent_id,
-        model=old.model,
-        base=old.base_ref,
-        budget_usd=old.budget_usd,
+        SpawnRequest(
+            old.role,
+            old.task,
+            parent_id=old.parent_id,
+            model=old.model,
+            base=old.base_ref,
+            budget_usd=old.budget_usd,
+        )
     )
     return f"/agents/{new.id}", {"agent_id": new.id}
 
