@@ -172,6 +172,12 @@ def test_unknown_things_are_404(grove: Grove) -> None:
     web = client(grove)
     assert web.get("/agents/ffffffffffff").status_code == 404
     assert web.get("/runs/nosuchrun").status_code == 404
+    # Any other address or a bad query value: an HTML page naming the problem, not JSON.
+    lost = web.get("/no/such/page")
+    assert lost.status_code == 404 and lost.headers["content-type"].startswith("text/html")
+    assert "nothing at /no/such/page" in lost.text
+    bad = web.get("/events/stream?after=abc")
+    assert bad.status_code == 400 and "after: Input should be a valid integer" in bad.text
 
 
 def test_cancel_needs_the_token(grove: Grove, ran: dict[str, str]) -> None:

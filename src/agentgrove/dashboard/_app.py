@@ -19,9 +19,11 @@ from pathlib import Path
 
 import jinja2
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentgrove import metrics
 from agentgrove.dashboard import _actions, _pages, _stream
@@ -52,12 +54,30 @@ def create_app(grove: Grove, *, token: str | None = None) -> FastAPI:
     def healthz() -> PlainTextResponse:
         return PlainTextResponse("ok")
 
+    def error_page(request: Request, message: str, status: int) -> Response:
+        return app.state.templates.TemplateResponse(  # type: ignore[no-any-return]
+            request, "error.html", {"message": message, "status": status}, status_code=status
+        )
+
     @app.exception_handler(BadInput)
     def bad_input(request: Request, exc: Exception) -> Response:
         status = 404 if isinstance(exc, UnknownAgent | _pages.NotFound) else 400
-        return app.state.templates.TemplateResponse(  # type: ignore[no-any-return]
-            request, "error.html", {"message": str(exc), "status": status}, status_code=status
-        )
+        return error_page(request, str(exc), status)
+
+    @app.exception_handler(StarletteHTTPException)
+    def http_error(request: Request, exc: Exception) -> Response:
+        # A mistyped address or a bad query value gets a page like the others, not JSON.
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 404:
+            return error_page(request, f"nothing at {request.url.path}", 404)
+        return error_page(request, str(exc.detail), exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "query")
+        return error_page(request, f"{where}: {first.get('msg')}", 400)
 
     return app
 
