@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import anyio
 import pytest
 
-from agentgrove.processes import agent_processes
+from agentgrove.processes import agent_processes, kill_agent_processes, marker_env
 from agentgrove.testing import ModelServer, Script, bash, say
 from tests.conftest import run_cli
 
@@ -49,9 +52,6 @@ def test_a_completed_agent_leaves_no_background_process(repo: Path) -> None:
 
 
 def test_gc_removes_orphans_stale_branches_and_leftover_processes(repo: Path) -> None:
-    import subprocess
-    import sys
-
     from agentgrove.grove import Grove
     from agentgrove.runtime import ScriptedRuntime
     from agentgrove.workspaces import run_git
@@ -87,9 +87,6 @@ def test_gc_removes_orphans_stale_branches_and_leftover_processes(repo: Path) ->
 
 
 def test_a_worker_cleans_up_a_crash_on_start_up_and_a_one_shot_run_does_not(repo: Path) -> None:
-    import subprocess
-    import sys
-
     from agentgrove.grove import Grove
     from agentgrove.runtime import ScriptedRuntime
     from agentgrove.workspaces import run_git
@@ -228,3 +225,59 @@ def test_rate_limit_honours_retry_after_slows_the_model_and_the_retry_resumes(
     assert sum(1 for r in seen if r.turn_index == 0) == 1
     assert final.workspace is not None
     assert (Path(final.workspace.worktree_path) / "first.txt").read_text() == "from attempt 1\n"
+
+
+def _marked_sleeper(agent_id: str, attempt: int) -> subprocess.Popen[bytes]:
+    """A stand-in for a CLI left running by one attempt of an agent."""
+    return subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)"],
+        env={"PATH": "/usr/bin:/bin", **marker_env(agent_id, attempt)},
+    )
+
+
+def test_processes_are_told_apart_by_attempt() -> None:
+    first, second = _marked_sleeper("a1b2c3d4e5f6", 1), _marked_sleeper("a1b2c3d4e5f6", 2)
+    other = _marked_sleeper("ffffeeeedddd", 1)
+    try:
+        assert set(agent_processes("a1b2c3d4e5f6")) == {first.pid, second.pid}
+        assert set(agent_processes("a1b2c3d4e5f6", attempt=2)) == {second.pid}
+        assert set(agent_processes("a1b2c3d4e5f6", before_attempt=2)) == {first.pid}
+        # A worker presumed dead kills only its own attempt's processes.
+        assert kill_agent_processes("a1b2c3d4e5f6", attempt=1) == [first.pid]
+        assert first.wait(timeout=10) == -9
+        assert second.poll() is None and other.poll() is None
+    finally:
+        for proc in (first, second, other):
+            proc.kill()
+            proc.wait()
+
+
+def test_a_new_attempt_stops_what_a_presumed_dead_attempt_left_running(repo: Path) -> None:
+    from datetime import timedelta
+
+    from agentgrove.grove import Grove
+    from agentgrove.models import AgentStatus
+    from agentgrove.runtime import ScriptedRuntime
+    from agentgrove.store._core import utcnow
+
+    with Grove.init(repo, runtime=ScriptedRuntime()) as grove:
+        agent = grove.spawn("tester", "survive a presumed-dead worker")
+        # Attempt 1's worker claimed it and went silent; its CLI is still running here.
+        claimed = grove.store.claim("silent-worker", 30, agent_id=agent.id)
+        assert claimed is not None and claimed.attempt == 1
+        left = _marked_sleeper(agent.id, 1)
+        try:
+            assert grove.store.sweep_expired(at=utcnow() + timedelta(seconds=60)) == [agent.id]
+            anyio.run(grove.execute_async, [agent.id])
+            final = grove.store.get_agent(agent.id)
+            assert left.wait(timeout=10) == -9, "attempt 1's process was stopped"
+        finally:
+            left.kill()
+            left.wait()
+        warnings = [
+            e.data["message"]
+            for e in grove.store.events(agent_id=agent.id)
+            if e.kind == "agent.warning"
+        ]
+    assert final.status is AgentStatus.COMPLETED and final.attempt == 2
+    assert f"stopped 1 process(es) left by an earlier attempt: {left.pid}" in warnings

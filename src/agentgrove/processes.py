@@ -1,10 +1,12 @@
 """The processes an agent started, found and stopped through the process table.
 
-Every CLI process grove starts carries ``GROVE_AGENT_ID=<agent id>`` in its environment, and so
-does everything it starts in turn (Bash commands, servers an agent left running, their
-children), even after they re-parent to init. Scanning ``/proc/*/environ`` for that marker finds
-the whole tree without relying on process groups, which the CLI's own children may leave.
-Linux only; elsewhere nothing is found.
+Every CLI process grove starts carries ``GROVE_AGENT_ID=<agent id>`` and
+``GROVE_AGENT_ATTEMPT=<attempt>`` in its environment, and so does everything it starts in turn
+(Bash commands, servers an agent left running, their children), even after they re-parent to
+init. Scanning ``/proc/*/environ`` for that marker finds the whole tree without relying on
+process groups, which the CLI's own children may leave. The attempt keeps attempts apart: a
+worker presumed dead that wakes up kills only its own attempt's processes, never those of the
+attempt that replaced it. Linux only; elsewhere nothing is found.
 """
 
 from __future__ import annotations
@@ -14,13 +16,26 @@ import signal
 from pathlib import Path
 
 AGENT_ENV = "GROVE_AGENT_ID"
+ATTEMPT_ENV = "GROVE_AGENT_ATTEMPT"
 _PROC = Path("/proc")
 
 
-def agent_processes(agent_id: str | None = None) -> dict[int, str]:
-    """PIDs of processes carrying the marker (of ``agent_id``, or of any agent) -> agent id."""
+def marker_env(agent_id: str, attempt: int) -> dict[str, str]:
+    """The environment that marks the processes of one attempt of one agent."""
+    return {AGENT_ENV: agent_id, ATTEMPT_ENV: str(attempt)}
+
+
+def agent_processes(
+    agent_id: str | None = None,
+    *,
+    attempt: int | None = None,
+    before_attempt: int | None = None,
+) -> dict[int, str]:
+    """PIDs of processes carrying the marker -> their agent id: of ``agent_id`` (or any agent),
+    of exactly ``attempt``, or of attempts before ``before_attempt`` (a process marked without
+    an attempt counts as attempt 0)."""
     found: dict[int, str] = {}
-    prefix = f"{AGENT_ENV}=".encode()
+    agent_key, attempt_key = f"{AGENT_ENV}=".encode(), f"{ATTEMPT_ENV}=".encode()
     own = os.getpid()
     for entry in _PROC.iterdir() if _PROC.is_dir() else []:
         if not entry.name.isdigit() or int(entry.name) == own:
@@ -29,19 +44,31 @@ def agent_processes(agent_id: str | None = None) -> dict[int, str]:
             environ = (entry / "environ").read_bytes()
         except OSError:  # gone, or not ours to read
             continue
+        marked: str | None = None
+        marked_attempt = 0
         for item in environ.split(b"\0"):
-            if item.startswith(prefix):
-                marked = item[len(prefix) :].decode(errors="replace")
-                if agent_id is None or marked == agent_id:
-                    found[int(entry.name)] = marked
-                break
+            if item.startswith(agent_key):
+                marked = item[len(agent_key) :].decode(errors="replace")
+            elif item.startswith(attempt_key):
+                value = item[len(attempt_key) :]
+                marked_attempt = int(value) if value.isdigit() else 0
+        if marked is None or (agent_id is not None and marked != agent_id):
+            continue
+        if attempt is not None and marked_attempt != attempt:
+            continue
+        if before_attempt is not None and marked_attempt >= before_attempt:
+            continue
+        found[int(entry.name)] = marked
     return found
 
 
-def kill_agent_processes(agent_id: str) -> list[int]:
-    """SIGKILL every process of ``agent_id``; the PIDs signalled."""
+def kill_agent_processes(
+    agent_id: str, *, attempt: int | None = None, before_attempt: int | None = None
+) -> list[int]:
+    """SIGKILL the processes of ``agent_id`` (of one attempt, or of the attempts before one, as
+    :func:`agent_processes` selects them); the PIDs signalled."""
     killed = []
-    for pid in agent_processes(agent_id):
+    for pid in agent_processes(agent_id, attempt=attempt, before_attempt=before_attempt):
         try:
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)

@@ -40,6 +40,7 @@ from agentgrove.models import (
     SpawnRequest,
     WorkspaceRecord,
 )
+from agentgrove.processes import kill_agent_processes
 from agentgrove.retry import decide
 from agentgrove.runtime import RunResult, RunSpec, Runtime
 from agentgrove.secrets import Redactor
@@ -213,6 +214,16 @@ class AgentService:
             )
             return
         prompt, base = self._prompt_and_base(agent)
+        if lease.attempt > 1:
+            # An earlier attempt's worker was presumed dead; if it ran here, its CLI may still
+            # be editing the worktree this attempt is about to reuse. Stop it first.
+            killed = kill_agent_processes(agent.id, before_attempt=lease.attempt)
+            if killed:
+                self._warn(
+                    agent.id,
+                    f"stopped {len(killed)} process(es) left by an earlier attempt: "
+                    + " ".join(map(str, killed)),
+                )
         try:
             ws = await anyio.to_thread.run_sync(
                 self.workspaces.create, agent.id, base, agent.merge_refs or ()

@@ -36,7 +36,7 @@ from claude_agent_sdk import (
 )
 
 from agentgrove.models import ErrorKind
-from agentgrove.processes import AGENT_ENV, kill_agent_processes
+from agentgrove.processes import kill_agent_processes, marker_env
 from agentgrove.runtime._base import MessageSink, RunResult, RunSpec
 from agentgrove.runtime._classify import classify
 from agentgrove.runtime._endpoint import CLI_ENV_DEFAULTS
@@ -126,7 +126,8 @@ class ClaudeRuntime:
         finally:
             # Whatever the ending (result, timeout, cancellation), nothing the agent started
             # may outlive its run: the CLI, its Bash commands, servers left in the background.
-            kill_agent_processes(spec.agent_id)
+            # This attempt's only: a newer attempt (this worker was presumed dead) keeps its own.
+            kill_agent_processes(spec.agent_id, attempt=spec.attempt)
         return RunResult(
             success=False,
             error="the CLI ended without a result message",
@@ -152,7 +153,7 @@ class ClaudeRuntime:
             mcp_servers[SERVER_NAME] = orchestrator_server(spec.delegate)
             tools += TOOL_NAMES
         settings: dict[str, Any] = {}
-        env = {**self._env, **spec.env, AGENT_ENV: spec.agent_id}
+        env = {**self._env, **spec.env, **marker_env(spec.agent_id, spec.attempt)}
         env[DROP_ENV] = " ".join(dropped_names(os.environ, self._allow, env))
         if self._cli_path is None:
             self._cli_path = wrapper_for(real_cli())
