@@ -75,7 +75,7 @@ def _kinds(grove: Grove, agent_id: str) -> Counter[str]:
 @pytest.mark.e2e
 def test_t1_eight_workers_race_over_many_agents(repo: Path, database: str) -> None:
     _configure(repo, delay_s=0)
-    count = 400 if database == "postgres" else 600
+    count = 1000
     with Grove.init(repo) as grove:
         ids = [grove.spawn("tester", f"task {i}").id for i in range(count)]
         workers = [_worker(repo, "--drain", "--concurrency", "4") for _ in range(8)]
@@ -193,6 +193,16 @@ def test_t11_retry_schedule_is_non_decreasing_capped_and_honours_retry_after(
     assert all(0 < d <= MAX_DELAY_S for d in delays)
     for n in attempts:
         assert backoff_s(n, jitter=jitter, retry_after_s=retry_after) >= (retry_after or 0)
+
+
+@given(attempt=st.integers(min_value=1, max_value=40), jitter=st.floats(0, 1))
+def test_t11_the_schedule_is_15s_doubling_to_600s_plus_at_most_10_percent_jitter(
+    attempt: int, jitter: float
+) -> None:
+    exact = min(600.0, 15.0 * 2 ** (attempt - 1))
+    assert backoff_s(attempt) == exact
+    assert exact <= backoff_s(attempt, jitter=jitter) <= min(600.0, exact * 1.1)
+    assert [backoff_s(n) for n in range(1, 8)] == [15, 30, 60, 120, 240, 480, 600]
 
 
 @given(max_attempts=st.integers(min_value=1, max_value=10), attempt=st.integers(1, 12))
