@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import anyio
@@ -15,7 +16,7 @@ from agentgrove.grove import Grove
 from agentgrove.models import AgentStatus, ErrorKind
 from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
 from agentgrove.worker import Worker
-from tests.conftest import run_cli
+from tests.conftest import GROVE, run_cli
 
 
 async def spend_everything(spec: RunSpec) -> RunResult:
@@ -62,6 +63,40 @@ def test_daily_limit_holds_under_concurrency_and_excess_agents_fail(repo: Path) 
     assert len(refused) == 3
     assert all(a.error_kind is ErrorKind.BUDGET_EXCEEDED for a in refused)
     assert all(a.reserved_usd == 0 for a in agents)
+
+
+@pytest.mark.usefixtures("database")
+def test_daily_limit_holds_across_worker_processes(repo: Path) -> None:
+    # Four worker processes race to claim twelve greedy agents (each spends its whole grant):
+    # the reservations, serialised in the database, admit exactly $1.00 of spend.
+    (repo / "grove.toml").write_text(
+        '[budget]\ndaily_usd = 1.0\non_exhausted = "fail"\n'
+        "[roles.tester]\nmax_budget_usd = 0.4\n"
+        '[runtime]\nkind = "scripted"\nscripted_delay_s = 0.3\nscripted_cost_usd = "grant"\n'
+        "[worker]\npoll_s = 0.05\n"
+    )
+    with Grove.init(repo) as grove:
+        ids = [grove.spawn("tester", f"spend {i}").id for i in range(12)]
+    workers = [
+        subprocess.Popen(
+            [*GROVE, "worker", "--drain", "--concurrency", "3"],
+            cwd=repo,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    for worker in workers:
+        _, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0, err
+    with Grove.open(repo) as grove:
+        agents = [grove.get(i) for i in ids]
+    assert sum(a.cost_usd for a in agents) == pytest.approx(1.0)
+    assert sorted(round(a.cost_usd, 6) for a in agents if a.cost_usd) == [0.2, 0.4, 0.4]
+    refused = [a for a in agents if a.status is AgentStatus.FAILED]
+    assert len(refused) == 9
+    assert all(a.error_kind is ErrorKind.BUDGET_EXCEEDED for a in refused)
 
 
 def test_tree_budget_covers_children_and_waiting_is_shown(repo: Path) -> None:
@@ -125,3 +160,32 @@ def test_run_budget_fails_nodes_that_do_not_fit(repo: Path) -> None:
     assert final.status.value == "failed"
     assert states == ["completed", "completed", "failed"]
     assert sum(n.agent.cost_usd for n in final.nodes if n.agent) == pytest.approx(0.5)
+
+
+def test_a_reservation_whose_cost_is_unknown_counts_as_spent(repo: Path) -> None:
+    # A swept attempt (its worker presumed dead) or a cancelled one may have spent all it was
+    # given, and nobody will report what it really spent: the reservation is kept as spent.
+    from datetime import timedelta
+
+    from agentgrove.store._core import utcnow
+
+    (repo / "grove.toml").write_text("[roles.tester]\nmax_budget_usd = 0.4\n")
+    with Grove.init(repo, runtime=ScriptedRuntime()) as grove:
+        agent = grove.spawn("tester", "vanishes twice", budget_usd=1.0)
+        first = grove.store.claim("worker-a", 30, agent_id=agent.id)
+        assert first is not None and first.reserved_usd == pytest.approx(0.4)
+        assert grove.store.sweep_expired(at=utcnow() + timedelta(seconds=60)) == [agent.id]
+        swept = grove.get(agent.id)
+        second = grove.store.claim("worker-b", 30, agent_id=agent.id)
+        assert second is not None and second.reserved_usd == pytest.approx(0.4)
+        grove.service.cancel(agent.id)
+        cancelled = grove.get(agent.id)
+        report = {
+            name: (limit, reserved, spent)
+            for name, limit, reserved, spent in grove.store.budget_report(utcnow())
+        }
+    assert swept.status is AgentStatus.PENDING
+    assert swept.cost_usd == pytest.approx(0.4) and swept.reserved_usd == 0
+    assert cancelled.status is AgentStatus.CANCELLED
+    assert cancelled.cost_usd == pytest.approx(0.8) and cancelled.reserved_usd == 0
+    assert report[f"tree {agent.id}"] == pytest.approx((1.0, 0.0, 0.8))

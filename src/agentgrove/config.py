@@ -12,7 +12,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,6 +63,9 @@ class RuntimeSettings(BaseModel):
     sandbox: Literal["auto", "required", "off"] = "auto"
     kind: Literal["claude", "scripted"] = "claude"
     scripted_delay_s: float = Field(default=0.0, ge=0)
+    scripted_cost_usd: Annotated[float, Field(ge=0)] | Literal["grant"] | None = None
+    """What each scripted attempt reports spending: a figure, or ``"grant"`` (all the budget it
+    was given, as a greedy model would; for exercising budgets). Unset: $0.0001."""
     env_allow: list[str] = Field(default_factory=list)
     """More inherited environment variables (``fnmatch`` patterns) the CLI may see, beside
     the built-in allow-list (PATH, HOME, locale, proxies, ``ANTHROPIC_*``, ``CLAUDE_*``...)."""
@@ -211,8 +214,22 @@ def _read_file(path: Path) -> _ConfigFile:
         return _ConfigFile.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
+        where = _dotted(first["loc"])
         raise ConfigError(f"{path}: {where}: {first['msg']}; fix the file and retry") from exc
+
+
+_UNION_TAGS = ("constrained-", "literal[", "function-")
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    """A validation error's location as grove.toml spells it (pydantic adds the union member it
+    tried, e.g. ``constrained-float``; the user wrote no such key)."""
+    return ".".join(
+        str(part)
+        for part in loc
+        if not (isinstance(part, str) and part.startswith(_UNION_TAGS))
+        and part not in ("float", "int", "str", "bool", "none")
+    )
 
 
 def with_worker(config: GroveConfig, **changes: Any) -> GroveConfig:
@@ -221,7 +238,7 @@ def with_worker(config: GroveConfig, **changes: Any) -> GroveConfig:
         worker = WorkerSettings.model_validate({**config.worker.model_dump(), **changes})
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
+        where = _dotted(first["loc"])
         raise ConfigError(f"worker.{where}: {first['msg']}") from exc
     return replace(config, worker=worker)
 
@@ -238,7 +255,7 @@ def _merge_roles(overrides: dict[str, _RoleOverride]) -> dict[str, Role]:
                 roles[name] = Role.model_validate({"name": name, **given})
         except ValidationError as exc:
             first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
+            field = _dotted(first["loc"])
             raise ConfigError(
                 f"grove.toml: roles.{name}.{field}: {first['msg']}; fix the file and retry"
             ) from exc

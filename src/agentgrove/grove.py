@@ -258,7 +258,9 @@ def default_runtime(config: GroveConfig) -> Runtime:
     """The runtime ``[runtime]`` asks for: ClaudeRuntime with the sandbox decided by
     ``sandbox`` (see DESIGN.md), or the scripted stand-in."""
     if config.runtime.kind == "scripted":
-        return ScriptedRuntime(delayed_echo(config.runtime.scripted_delay_s))
+        return ScriptedRuntime(
+            delayed_echo(config.runtime.scripted_delay_s, config.runtime.scripted_cost_usd)
+        )
     from agentgrove.runtime.claude import ClaudeRuntime, sandbox_available
 
     mode = config.runtime.sandbox

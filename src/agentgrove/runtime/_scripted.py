@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Literal
 
 import anyio
 
@@ -30,14 +32,23 @@ def echo(spec: RunSpec) -> RunResult:
     )
 
 
-def delayed_echo(delay_s: float) -> Behaviour:
-    """:func:`echo` after ``delay_s`` seconds (a stand-in for a model that takes time)."""
+def delayed_echo(delay_s: float, cost_usd: float | Literal["grant"] | None = None) -> Behaviour:
+    """:func:`echo` after ``delay_s`` seconds (a stand-in for a model that takes time).
+    ``cost_usd`` replaces echo's cost: a figure, or ``"grant"`` to spend the whole budget the
+    attempt was given (``max_budget_usd``), as a greedy model would."""
+
+    def spend(spec: RunSpec) -> RunResult:
+        result = echo(spec)
+        if cost_usd is None:
+            return result
+        cost = spec.max_budget_usd if cost_usd == "grant" else cost_usd
+        return replace(result, cost_usd=cost)
 
     async def behave(spec: RunSpec) -> RunResult:
         await anyio.sleep(delay_s)
-        return echo(spec)
+        return spend(spec)
 
-    return behave if delay_s > 0 else echo
+    return behave if delay_s > 0 else spend
 
 
 class ScriptedRuntime:
