@@ -7,6 +7,7 @@ these tests exercise exactly the orchestration: claims, leases, heartbeats, swee
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -130,7 +131,7 @@ def test_t3_a_worker_presumed_dead_changes_nothing_when_it_wakes(repo: Path, dat
         # The stale worker wakes past its lease: its run ends, its heartbeat fails, SIGTERM makes
         # it release the agent. Each of those writes is fenced by (owner, attempt 1).
         sleeper.send_signal(signal.SIGTERM)
-        sleeper.communicate(timeout=60)
+        _, stale_err = sleeper.communicate(timeout=60)
         final = grove.store.get_agent(agent.id)
         kinds = _kinds(grove, agent.id)
         rows_after = len(grove.store.transcript(agent.id))
@@ -139,6 +140,10 @@ def test_t3_a_worker_presumed_dead_changes_nothing_when_it_wakes(repo: Path, dat
     assert "attempt 2" in (final.output or "")
     assert kinds["agent.completed"] == 1
     assert rows_after == transcript_rows
+    # The stale worker did try: its heartbeat or its result was refused by the fence.
+    assert re.search(
+        rf"{agent.id} attempt 1: (lease not renewed|result not recorded)", stale_err
+    ), stale_err
 
 
 @pytest.mark.e2e

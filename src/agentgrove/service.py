@@ -378,6 +378,12 @@ class AgentService:
             agent.id, lambda: self.store.finish(agent.id, lease.owner, lease.attempt, outcome)
         ):
             self._emit(agent.id, f"agent.{outcome.status.value}", {"error": result.error})
+        else:
+            print(
+                f"grove: agent {agent.id} attempt {lease.attempt}: result not recorded: the "
+                "lease is no longer ours (cancelled, or another worker took over)",
+                file=sys.stderr,
+            )
 
     def _fenced(self, agent_id: str, write: Callable[[], bool], tries: int = 3) -> bool:
         """Make a write fenced by the lease, again after a transient database error: such a

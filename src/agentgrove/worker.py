@@ -255,6 +255,11 @@ class Worker:
             if not renewed:
                 # Cancelled, or our lease was taken over: stop the run; the fence keeps
                 # anything it might still try to write out of the database.
+                print(
+                    f"grove worker: {agent_id} attempt {lease.attempt}: lease not renewed "
+                    "(cancelled, or another worker took over): stopping its run",
+                    file=sys.stderr,
+                )
                 scope.cancel()
                 return
 
