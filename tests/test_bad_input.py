@@ -166,7 +166,20 @@ class Case:
     endpoint: str = "refused"  # refused | scripted (answers, but must get no message) | 401
     toml: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # written into the repository first
 
+
+CYCLE_YAML = """
+name: loop
+nodes:
+  - {key: a, role: tester, task: first, depends_on: [b]}
+  - {key: b, role: tester, task: second, depends_on: [a]}
+"""
+UNKNOWN_ROLE_YAML = "name: w\nnodes:\n  - {key: a, role: nope, task: do it}\n"
+INPUT_YAML = (
+    "name: w\ninputs: [feature]\nnodes:\n  - {key: a, role: tester, task: '{{ inputs.feature }}'}\n"
+)
+BROKEN_YAML = "name: w\nnodes: [\n"
 
 BAD_TOML = "[roles.file-writer\nmax_turns = 3\n"
 UNKNOWN_KEY_TOML = "[workers]\nconcurrency = 2\n"
@@ -229,6 +242,58 @@ CASES: dict[str, Case] = {
     "run-no-api-key": Case(
         ("run", "file-writer", "x"), "ANTHROPIC_API_KEY is not set", env={"ANTHROPIC_API_KEY": ""}
     ),
+    # workflows through the command line
+    "workflow-validate-cycle": Case(
+        ("workflow", "validate", "loop.yaml"), "cycle: a -> b -> a", files={"loop.yaml": CYCLE_YAML}
+    ),
+    "workflow-run-cycle": Case(
+        ("workflow", "run", "loop.yaml"), "cycle: a -> b -> a", files={"loop.yaml": CYCLE_YAML}
+    ),
+    "workflow-run-unknown-role": Case(
+        ("workflow", "run", "w.yaml"),
+        "node 'a': unknown role 'nope'",
+        files={"w.yaml": UNKNOWN_ROLE_YAML},
+    ),
+    "workflow-run-missing-input": Case(
+        ("workflow", "run", "w.yaml"),
+        "missing required input 'feature'",
+        files={"w.yaml": INPUT_YAML},
+    ),
+    "workflow-run-unknown-input": Case(
+        ("workflow", "run", "w.yaml", "--input", "feature=x", "--input", "colour=red"),
+        "unknown input 'colour'",
+        files={"w.yaml": INPUT_YAML},
+    ),
+    "workflow-run-input-without-equals": Case(
+        ("workflow", "run", "w.yaml", "--input", "feature"),
+        "NAME=VALUE",
+        files={"w.yaml": INPUT_YAML},
+    ),
+    "workflow-run-yaml-syntax": Case(
+        ("workflow", "run", "broken.yaml"), "not valid YAML", files={"broken.yaml": BROKEN_YAML}
+    ),
+    "workflow-run-no-such-file": Case(
+        ("workflow", "run", "missing.yaml"), "missing.yaml': it is not a file"
+    ),
+    "workflow-run-zero-budget": Case(
+        ("workflow", "run", "w.yaml", "--input", "feature=x", "--budget-usd", "0"),
+        "above zero",
+        files={"w.yaml": INPUT_YAML},
+    ),
+    "workflow-run-base-no-commit": Case(
+        ("workflow", "run", "w.yaml", "--input", "feature=x", "--base", "no-such-ref"),
+        "does not name a commit",
+        files={"w.yaml": INPUT_YAML},
+    ),
+    "workflow-show-unknown-run": Case(
+        ("workflow", "show", MISSING_ID), f"unknown workflow run {MISSING_ID!r}"
+    ),
+    "workflow-cancel-unknown-run": Case(
+        ("workflow", "cancel", MISSING_ID), f"unknown workflow run {MISSING_ID!r}"
+    ),
+    "workflow-rerun-unknown-run": Case(
+        ("workflow", "rerun", MISSING_ID, "--from", "a"), f"unknown workflow run {MISSING_ID!r}"
+    ),
 }
 
 
@@ -237,6 +302,8 @@ def test_bad_input_is_refused_and_writes_nothing(setup: Setup, case: Case) -> No
     repo = setup.repo
     if case.toml is not None:
         (repo / "grove.toml").write_text(case.toml)
+    for name, text in case.files.items():
+        (repo / name).write_text(text)
     args = [a.format(id=setup.agent_id) for a in case.args]
     before = snapshot(repo)
     assert before["tables"]["agents"], "the fixture's agent should be there"
