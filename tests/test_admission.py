@@ -61,6 +61,10 @@ def test_memory_refusal() -> None:
     assert memory_refusal(settings, 499) is not None
     assert memory_refusal(settings, 500) is None
     assert memory_refusal(settings, None) is None  # unknown never blocks
+    # Agents still starting have not taken their memory yet: each counts 220 MB already gone.
+    assert memory_refusal(settings, 500 + 2 * 220, starting=2) is None
+    refused = memory_refusal(settings, 500 + 2 * 220 - 1, starting=2)
+    assert refused is not None and "2 agent(s) still starting" in refused
 
 
 def _start(pacer: ModelPacer, model: str, now: float) -> float:
@@ -226,6 +230,40 @@ def test_no_agent_starts_while_memory_is_short(repo: Path) -> None:
         agent = grove.spawn("tester", "needs memory")
         final = anyio.run(scenario, grove, agent.id)
     assert final is AgentStatus.COMPLETED
+
+
+def test_a_burst_of_starts_cannot_all_pass_one_memory_reading(repo: Path) -> None:
+    # 600 MB available, 500 needed: one CLI fits, and while it starts (its 220 MB not yet
+    # visible) a second must not. Released, the first ends and the second may start.
+    probes: list[int] = []
+    release = anyio.Event()
+
+    def probe() -> int:
+        probes.append(600)
+        return 600
+
+    async def hold(spec: RunSpec) -> RunResult:
+        await release.wait()
+        return echo(spec)
+
+    async def scenario(grove: Grove, ids: list[str]) -> list[AgentStatus]:
+        worker = Worker(
+            grove.service, grove.config.worker, concurrency=2, drain=True, memory_probe=probe
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            with anyio.fail_after(30):
+                while len(probes) < 5:  # it looked again and again with a free slot
+                    await anyio.sleep(0.01)
+            statuses = sorted(grove.store.get_agent(i).status.value for i in ids)
+            assert statuses == ["executing", "pending"], statuses
+            release.set()
+        return [grove.store.get_agent(i).status for i in ids]
+
+    with _grove_with(repo, ScriptedRuntime(hold), "min_available_mb = 500") as grove:
+        ids = [grove.spawn("tester", f"needs memory {i}").id for i in range(2)]
+        final = anyio.run(scenario, grove, ids)
+    assert final == [AgentStatus.COMPLETED, AgentStatus.COMPLETED]
 
 
 def _until(condition: Callable[[], bool], timeout_s: float = 90.0) -> None:

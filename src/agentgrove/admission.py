@@ -80,13 +80,28 @@ def slot_reason(
     return None
 
 
-def memory_refusal(settings: AdmissionSettings, available_mb: int | None) -> str | None:
-    """Refuse every start while less than ``min_available_mb`` is available (unknown
-    availability never refuses)."""
-    if available_mb is None or available_mb >= settings.min_available_mb:
+CLI_WARMUP_S = 10.0
+"""How long a just-started CLI may take to reach its full memory: until then, the available
+memory the system reports does not show it yet."""
+
+
+def memory_refusal(
+    settings: AdmissionSettings, available_mb: int | None, starting: int = 0
+) -> str | None:
+    """Refuse every start while less than ``min_available_mb`` is available, counting the
+    ``starting`` agents (started within :data:`CLI_WARMUP_S`) as :data:`CLI_PROCESS_MB` each
+    already taken, so a burst of starts cannot all pass one reading. Unknown availability
+    never refuses."""
+    if available_mb is None:
         return None
+    left = available_mb - starting * CLI_PROCESS_MB
+    if left >= settings.min_available_mb:
+        return None
+    counted = (
+        f", {starting} agent(s) still starting count {CLI_PROCESS_MB} MB each" if starting else ""
+    )
     return (
-        f"waiting for memory: {available_mb} MB available, below min_available_mb "
+        f"waiting for memory: {available_mb} MB available{counted}, below min_available_mb "
         f"{settings.min_available_mb} (a CLI process takes about {CLI_PROCESS_MB} MB)"
     )
 

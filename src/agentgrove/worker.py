@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import anyio
 from anyio.abc import TaskGroup
 
-from agentgrove.admission import AdmissionGate, memory_refusal
+from agentgrove.admission import CLI_WARMUP_S, AdmissionGate, memory_refusal
 from agentgrove.cleanup import collect
 from agentgrove.config import WorkerSettings
 from agentgrove.models import AgentRecord, AgentStatus
@@ -90,6 +90,7 @@ class Worker:
         self._memory_wait: str | None = None
         self._stopping = anyio.Event()
         self._running: dict[str, anyio.CancelScope] = {}
+        self._started: dict[str, float] = {}  # monotonic start of each running agent
         self._parked: set[str] = set()
         self._slot_freed = anyio.Event()
 
@@ -160,6 +161,7 @@ class Worker:
                 self.stats.claimed += 1
                 scope = anyio.CancelScope()
                 self._running[agent.id] = scope
+                self._started[agent.id] = time.monotonic()
                 tg.start_soon(self._run_one, agent, scope)
                 return False
             if self._done():
@@ -173,7 +175,9 @@ class Worker:
 
     def _memory_allows_start(self) -> bool:
         """No start while memory is short; said once per episode, on stderr."""
-        refusal = memory_refusal(self.admission, self._memory_probe())
+        now = time.monotonic()
+        starting = sum(1 for at in self._started.values() if now - at < CLI_WARMUP_S)
+        refusal = memory_refusal(self.admission, self._memory_probe(), starting)
         if refusal is not None and self._memory_wait is None:
             print(f"grove worker: {refusal}", file=sys.stderr)
         self._memory_wait = refusal
@@ -225,6 +229,7 @@ class Worker:
             self.store.append_event(agent.id, "agent.worker_error", {"error": repr(exc)})
         finally:
             self._running.pop(agent.id, None)
+            self._started.pop(agent.id, None)
             self._parked.discard(agent.id)
             self.stats.finished += 1
             self._slot_freed.set()
