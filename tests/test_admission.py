@@ -274,8 +274,16 @@ def _until(condition: Callable[[], bool], timeout_s: float = 90.0) -> None:
         time.sleep(0.05)
 
 
+LIMITS_OF_ONE = {
+    "per-role": "per_role = {implementer = 1}",
+    "per-model": 'per_model = {"m-limited" = 1}',
+    "in-all": "max_running = 1",
+}
+
+
 @pytest.mark.usefixtures("database")
-def test_role_limit_holds_across_worker_processes(repo: Path) -> None:
+@pytest.mark.parametrize("limit", list(LIMITS_OF_ONE.values()), ids=list(LIMITS_OF_ONE))
+def test_limits_hold_across_worker_processes(repo: Path, limit: str) -> None:
     (repo / "grove.toml").write_text(
         """
 [runtime]
@@ -289,8 +297,9 @@ heartbeat_s = 0.3
 lease_s = 5
 
 [admission]
-per_role = {implementer = 1}
 """
+        + limit
+        + "\n"
     )
     assert run_cli("init", cwd=repo).returncode == 0
     # Both workers are up and polling before any agent exists, so every claim is a race
@@ -313,7 +322,7 @@ per_role = {implementer = 1}
             assert ready, "a worker never started"
             assert "concurrency 3" in w.stderr.readline()
         with Grove.open(repo) as grove:
-            ids = [grove.spawn("implementer", f"build {i}").id for i in range(4)]
+            ids = [grove.spawn("implementer", f"build {i}", model="m-limited").id for i in range(4)]
             _until(
                 lambda: all(grove.store.get_agent(i).status is AgentStatus.COMPLETED for i in ids)
             )
@@ -335,7 +344,7 @@ per_role = {implementer = 1}
         # Each transaction takes its timestamp just before waiting for the write lock, so a
         # claim right after a finish may read a few ms earlier; a real overlap is a whole run
         # (0.4 s).
-        assert (start - end).total_seconds() > -0.2, "two implementers overlapped"
+        assert (start - end).total_seconds() > -0.2, "two limited agents overlapped"
 
 
 def test_ls_says_which_limit_holds_a_pending_agent_back(repo: Path) -> None:
