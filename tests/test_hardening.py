@@ -96,6 +96,7 @@ def test_a_worker_cleans_up_a_crash_on_start_up_and_a_one_shot_run_does_not(repo
         done = grove.run("tester", "finish")
         ghost = grove.config.worktrees_dir / "ghost"
         run_git(["worktree", "add", "-b", "grove/ghost", str(ghost)], repo)
+        run_git(["branch", "grove/deleted-agent"], repo)
         straggler = subprocess.Popen(
             [sys.executable, "-c", "import time; time.sleep(600)"],
             env={"GROVE_AGENT_ID": done.id, "PATH": "/usr/bin:/bin"},
@@ -116,6 +117,12 @@ def test_a_worker_cleans_up_a_crash_on_start_up_and_a_one_shot_run_does_not(repo
     assert "start-up clean-up: removed 1 orphaned worktree(s): ghost" in worker.stderr
     assert f"start-up clean-up: killed 1 leftover process(es): {straggler.pid}" in worker.stderr
     assert not ghost.exists()
+    # Branches hold agents' work: a worker reports stale ones, and only `grove gc` deletes them.
+    assert (
+        "start-up clean-up: kept 2 stale branch(es) (`grove gc` deletes them): "
+        "grove/deleted-agent, grove/ghost" in worker.stderr
+    )
+    assert "deleted-agent" in run_git(["branch", "--list", "grove/*"], repo)
 
 
 @pytest.mark.e2e

@@ -10,7 +10,10 @@
 * processes marked with the id of one of this grove's agents that is not executing (a worker
   killed mid-run).
 
-Workers run it at start-up without ``finished_worktrees``; it never touches an executing agent.
+Workers run it at start-up without ``finished_worktrees``: they report stale branches but
+delete none, because a branch holds an agent's committed work, and a worker started against
+another database (``GROVE_DB_URL``) would take every branch of this grove for stale; ``grove
+gc``, which a person runs, deletes them. It never touches an executing agent.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class CleanupReport:
     finished_worktrees: list[str] = field(default_factory=list)
     orphaned_worktrees: list[str] = field(default_factory=list)
     stale_branches: list[str] = field(default_factory=list)
+    stale_branches_kept: list[str] = field(default_factory=list)
     killed_processes: dict[int, str] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
@@ -39,7 +43,14 @@ class CleanupReport:
             f"deleted {len(self.stale_branches)} stale branch(es)" + _listing(self.stale_branches),
             f"killed {len(self.killed_processes)} leftover process(es)"
             + _listing([f"{pid} ({agent})" for pid, agent in self.killed_processes.items()]),
-        ]
+        ] + (
+            [
+                f"kept {len(self.stale_branches_kept)} stale branch(es) (`grove gc` deletes "
+                "them)" + _listing(self.stale_branches_kept)
+            ]
+            if self.stale_branches_kept
+            else []
+        )
 
 
 def _listing(items: list[str]) -> str:
@@ -55,7 +66,8 @@ def _status(store: Store, agent_id: str) -> AgentStatus | None:
 
 def collect(store: Store, workspaces: Workspaces, *, finished_worktrees: bool) -> CleanupReport:
     """Clean up and report. ``finished_worktrees`` (``grove gc``) also removes finished agents'
-    worktrees and deletes stale branches; start-up only clears orphans and processes.
+    worktrees and deletes stale branches; start-up clears orphans and processes and only
+    reports stale branches.
     Processes marked with an id this store does not know are left alone: they may belong to
     another grove on the same machine."""
     report = CleanupReport()
@@ -70,12 +82,16 @@ def collect(store: Store, workspaces: Workspaces, *, finished_worktrees: bool) -
                 if path.is_dir() and _status(store, path.name) is None:
                     workspaces.remove_path(path)
                     report.orphaned_worktrees.append(path.name)
-        for line in list_branches(workspaces.repo) if finished_worktrees else []:
+        for line in list_branches(workspaces.repo):
             branch = line.split()[0]
             agent_id = branch.removeprefix(BRANCH_PREFIX)
-            if _status(store, agent_id) is None:
+            if _status(store, agent_id) is not None:
+                continue
+            if finished_worktrees:
                 delete_branch(workspaces.repo, branch)
                 report.stale_branches.append(branch)
+            else:
+                report.stale_branches_kept.append(branch)
     for pid, agent_id in agent_processes().items():
         status = _status(store, agent_id)
         if status is not None and status is not AgentStatus.EXECUTING:
