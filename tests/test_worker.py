@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -13,6 +14,7 @@ from agentgrove.grove import Grove
 from agentgrove.models import AgentStatus, ErrorKind
 from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
 from agentgrove.worker import Worker
+from tests.conftest import run_cli
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -229,3 +231,42 @@ def test_spawn_from_another_thread_wakes_the_worker(repo: Path) -> None:
             assert started, "the worker did not wake up for a spawn from another thread"
 
         anyio.run(main)
+
+
+def _writes(name: str, text: str) -> Callable[[RunSpec], RunResult]:
+    def write(spec: RunSpec) -> RunResult:
+        (spec.cwd / name).write_text(text)
+        return RunResult(success=True, output=f"wrote {name}")
+
+    return write
+
+
+def test_merge_brings_a_completed_agents_work_into_the_checkout(repo: Path) -> None:
+    with Grove.init(repo, runtime=ScriptedRuntime(_writes("feature.txt", "new\n"))) as grove:
+        done = grove.run("implementer", "write feature.txt")
+        waiting = grove.spawn("implementer", "not run yet")
+    head_before = _git(repo, "rev-parse", "HEAD")
+    merged = run_cli("merge", done.id[:6], cwd=repo)
+    assert merged.returncode == 0, merged.stderr
+    assert f"merged grove/{done.id}" in merged.stdout and "feature.txt" in merged.stdout
+    assert (repo / "feature.txt").read_text() == "new\n"
+    parents = _git(repo, "rev-list", "--parents", "-n", "1", "HEAD").split()[1:]
+    assert parents == [head_before, done.workspace.head_commit]  # one merge commit
+    refused = run_cli("merge", waiting.id, cwd=repo)
+    assert refused.returncode == 2
+    assert f"agent {waiting.id} has no git workspace" in refused.stderr
+
+
+def test_a_conflicting_merge_changes_nothing_and_names_the_files(repo: Path) -> None:
+    with Grove.init(repo, runtime=ScriptedRuntime(_writes("README.md", "agent's\n"))) as grove:
+        done = grove.run("implementer", "rewrite the README")
+    (repo / "README.md").write_text("mine\n")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@x.invalid", "commit", "-qam", "mine")
+    head_before = _git(repo, "rev-parse", "HEAD")
+    result = run_cli("merge", done.id, cwd=repo)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert f"merging grove/{done.id} conflicts in: README.md; nothing was changed" in result.stderr
+    assert _git(repo, "rev-parse", "HEAD") == head_before
+    assert _git(repo, "status", "--porcelain") == ""
+    assert (repo / "README.md").read_text() == "mine\n"

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from agentgrove.errors import BadRef, GroveError
+from agentgrove.errors import BadInput, BadRef, GroveError
 from agentgrove.models import WorkspaceRecord
 
 BRANCH_PREFIX = "grove/"
@@ -30,11 +30,18 @@ class GitError(GroveError):
 
 
 class MergeConflict(GroveError):
-    """Merging a dependency's branch into a new worktree conflicted; ``paths`` name the files."""
+    """A merge conflicted and was undone; ``paths`` name the files."""
 
     def __init__(self, ref: str, paths: list[str]) -> None:
-        super().__init__(f"merging {ref[:12]} conflicts in: {', '.join(paths) or '(unknown)'}")
+        super().__init__(
+            f"merging {ref[:12] if _is_sha(ref) else ref} conflicts in: "
+            f"{', '.join(paths) or '(unknown)'}; nothing was changed"
+        )
         self.paths = paths
+
+
+def _is_sha(ref: str) -> bool:
+    return len(ref) == 40 and all(c in "0123456789abcdef" for c in ref)
 
 
 def branch_name(agent_id: str) -> str:
@@ -194,6 +201,30 @@ class Workspaces:
         if ws.repo_path is None or ws.branch is None:
             return ""
         return run_git(["diff", f"{ws.base_ref}..{ws.branch}"], Path(ws.repo_path))
+
+    def merge_into_checkout(self, ws: WorkspaceRecord) -> str:
+        """Merge the agent's branch into the repository's checked-out branch (``--no-ff``, so
+        the agent's commits stay one unit); the new HEAD. Uses the user's git identity, or
+        grove's when none is configured. A conflict aborts the merge, leaving the checkout as
+        it was, and raises :class:`MergeConflict`; a checkout git refuses to merge into
+        (uncommitted changes in the way, a merge in progress, a detached HEAD is fine) raises
+        :class:`GitError` with git's words."""
+        if ws.repo_path is None or ws.branch is None:
+            raise BadInput(f"agent {ws.agent_id} has no branch to merge (it ran outside git)")
+        repo = Path(ws.repo_path)
+        identity = [] if run_git(["config", "user.email"], repo, check=False) else _IDENTITY
+        merge = [*identity, "merge", "--no-ff", "--no-edit", "-m", f"Merge {ws.branch}"]
+        proc = subprocess.run(
+            ["git", *merge, ws.branch], cwd=repo, capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0:
+            conflicted = run_git(["diff", "--name-only", "--diff-filter=U"], repo, check=False)
+            if conflicted:
+                run_git(["merge", "--abort"], repo, check=False)
+                raise MergeConflict(ws.branch, conflicted.splitlines())
+            words = " ".join((proc.stderr.strip() or proc.stdout.strip()).split())
+            raise GitError(f"git merge {ws.branch} refused: {words}")
+        return run_git(["rev-parse", "HEAD"], repo)
 
     def remove_path(self, path: Path) -> None:
         """Remove a worktree directory no record owns (see :mod:`agentgrove.cleanup`)."""

@@ -291,6 +291,26 @@ def diff(
 
 
 @app.command()
+def merge(agent_id: str) -> None:
+    """Merge a completed agent's branch into your checked-out branch (a merge commit, so its
+    work stays one unit). A conflict changes nothing and names the files."""
+    with open_grove() as grove:
+        agent = grove.get(agent_id)
+        ws = agent.workspace
+        if ws is None or ws.branch is None:
+            raise BadInput(f"agent {agent.id} has no git workspace (not run yet, or not in git)")
+        if agent.status is not AgentStatus.COMPLETED:
+            raise BadInput(
+                f"agent {agent.id} is {agent.status.value}, not completed: its branch may hold "
+                f"partial work; `grove diff {agent.id}` shows it, `git merge {ws.branch}` "
+                "takes it anyway"
+            )
+        head = grove.service.workspaces.merge_into_checkout(ws)
+    files = ", ".join(ws.files_changed) or "no files changed"
+    console.print(f"merged {ws.branch} @ {head[:10]}: {escape(files)}", highlight=False)
+
+
+@app.command()
 def gc() -> None:
     """Remove finished agents' worktrees (their branches stay), orphaned worktrees, branches
     of agents that no longer exist, and processes left by agents that are not running."""
