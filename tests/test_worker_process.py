@@ -96,3 +96,25 @@ def test_sigterm_with_short_grace_returns_the_agent_to_pending_and_kills_the_cli
     assert final.lease_owner is None
     assert "agent.released" in kinds
     _until(lambda: not _processes_in(worktree), timeout_s=10)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database", ["postgres"], indirect=True)
+@pytest.mark.usefixtures("database")
+def test_on_postgresql_a_spawn_elsewhere_wakes_a_waiting_worker_at_once(repo: Path) -> None:
+    # The worker would poll only once a minute: only the NOTIFY of the spawn's commit can start
+    # the agent before the deadline below.
+    (repo / "grove.toml").write_text('[runtime]\nkind = "scripted"\n\n[worker]\npoll_s = 60\n')
+    with Grove.init(repo) as grove:
+        worker = subprocess.Popen(
+            [*GROVE, "worker"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            first = grove.spawn("tester", "picked up at start-up")
+            _until(lambda: grove.get(first.id).status is AgentStatus.COMPLETED, timeout_s=30)
+            second = grove.spawn("tester", "spawned while the worker waits")
+            _until(lambda: grove.get(second.id).status is AgentStatus.COMPLETED, timeout_s=30)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -125,10 +126,27 @@ class Worker:
                 if line.split()[1] != "0":
                     print(f"grove worker: start-up clean-up: {line}", file=sys.stderr)
         self.store.reconcile_runs(utcnow())
-        async with anyio.create_task_group() as tg:
-            await self._claim_loop(tg)
-            if self._running:
-                await self._shutdown()
+        # Work committed by other processes wakes a long-lived worker at once (PostgreSQL's
+        # NOTIFY); the poll stays as the fallback. A one-shot run's work comes from its own
+        # process, whose wake-ups need no database.
+        stop_listening = threading.Event()
+        listener = threading.Thread(
+            target=self.store.listen_for_work,
+            args=(self.service.wakeup.notify, stop_listening),
+            name="grove-listen",
+            daemon=True,
+        )
+        if self.only is None and self.run_id is None:
+            listener.start()
+        try:
+            async with anyio.create_task_group() as tg:
+                await self._claim_loop(tg)
+                if self._running:
+                    await self._shutdown()
+        finally:
+            stop_listening.set()
+            if listener.is_alive():
+                await anyio.to_thread.run_sync(listener.join)
         return self.stats
 
     async def _claim_loop(self, tg: TaskGroup) -> None:

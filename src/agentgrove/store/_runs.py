@@ -49,7 +49,7 @@ class RunQueries(StoreCore):
         budget_usd: float | None = None,
     ) -> None:
         """Insert the run and its first ready nodes, in one transaction."""
-        with self._write() as conn:
+        with self._write(wake=True) as conn:
             conn.execute(
                 insert(workflow_runs).values(
                     id=run_id,
@@ -308,7 +308,7 @@ class RunQueries(StoreCore):
                 ).scalars()
             )
         for run_id in ids:
-            with self._write() as conn:
+            with self._write(wake=True) as conn:
                 self.continue_run(conn, run_id, now)
         return ids
 
@@ -342,7 +342,7 @@ class RunQueries(StoreCore):
 
     def cancel_run(self, run_id: str, now: datetime) -> list[str]:
         """Cancel the run's queued and running agents; the run ends ``cancelled``."""
-        with self._write() as conn:
+        with self._write(wake=True) as conn:
             ids = list(
                 conn.execute(
                     update(agents)
@@ -380,7 +380,7 @@ class RunQueries(StoreCore):
     def rerun_from(self, run_id: str, key: str, now: datetime) -> list[str]:
         """Supersede ``key`` and everything downstream of it, and start ``key`` again from its
         dependencies' recorded results (upstream results are kept). The keys re-run."""
-        with self._write() as conn:
+        with self._write(wake=True) as conn:
             row = conn.execute(select(workflow_runs).where(workflow_runs.c.id == run_id)).one()
             spec = WorkflowSpec.from_json(row.spec["workflow"])
             if key not in spec.keys:

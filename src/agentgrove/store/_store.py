@@ -14,8 +14,9 @@ Dialect differences live in :mod:`agentgrove.store._dialect`.
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,7 +27,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, Operationa
 
 from agentgrove.errors import BadInput, ConfigError, UnknownAgent
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind
-from agentgrove.store import _dialect, _leases
+from agentgrove.store import _dialect, _leases, _listen
 from agentgrove.store._admission import AdmissionQueries, Gate
 from agentgrove.store._budgets import BudgetQueries
 from agentgrove.store._core import utcnow
@@ -112,12 +113,21 @@ class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueri
         self.engine.dispose()
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
+    def _write(self, *, wake: bool = False) -> Iterator[Connection]:
+        """A write transaction. ``wake``: it may make work claimable (or free a slot), so on
+        PostgreSQL every listening worker is told when it commits (see :mod:`._listen`)."""
         self._crash_point.begin()
         with self.engine.begin() as conn:
             yield conn
+            if wake:
+                _listen.announce_work(conn)
             self._crash_point.before_commit()
         self._crash_point.committed()
+
+    def listen_for_work(self, on_work: Callable[[], None], stop: threading.Event) -> None:
+        """Call ``on_work`` whenever another process commits claimable work, until ``stop``
+        (PostgreSQL; returns at once on SQLite, where workers poll)."""
+        _listen.listen_for_work(self.engine, on_work, stop)
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -131,7 +141,7 @@ class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueri
         """Insert a pending agent and its ``agent.spawned`` event in one transaction."""
         now = at or utcnow()
         agent_id = new.id or new_agent_id()
-        with self._write() as conn:
+        with self._write(wake=True) as conn:
             if new.parent_id is not None:
                 found = conn.execute(_AGENT_EXISTS, {"p_id": new.parent_id})
                 if found.first() is None:
@@ -333,7 +343,7 @@ class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueri
         """executing -> completed | failed | cancelled, with the result, as one fenced UPDATE."""
         assert outcome.status.finished
         now = utcnow()
-        with self._write() as conn:
+        with self._write(wake=True) as conn:
             result = conn.execute(
                 _leases.FINISH,
                 {
@@ -433,7 +443,7 @@ class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueri
     ) -> bool:
         """executing -> pending (shutdown, retry). ``refund_attempt`` undoes the claim's count;
         ``not_before`` keeps it unclaimed until then (retry backoff)."""
-        with self._write() as conn:
+        with self._write(wake=True) as conn:
             result = conn.execute(
                 update(agents)
                 .where(_leases.fence(agent_id, owner, attempt))
@@ -470,7 +480,7 @@ class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueri
         matches) and stops the run; in the same process it is told at once.
         """
         now = utcnow()
-        with self._write() as conn:
+        with self._write(wake=True) as conn:
             result = conn.execute(
                 update(agents)
                 .where(agents.c.id == agent_id, agents.c.status.in_(_LIVE))
@@ -503,7 +513,7 @@ class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueri
         """Return agents whose lease expired to pending, or fail them past max_attempts."""
         now = at or utcnow()
         swept: list[str] = []
-        with self._write() as conn:
+        with self._write(wake=True) as conn:
             expired = conn.execute(
                 select(
                     agents.c.id,

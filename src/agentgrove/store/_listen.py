@@ -1,0 +1,58 @@
+"""Wake-ups across processes on PostgreSQL: ``NOTIFY`` when work may have become claimable,
+``LISTEN`` in each worker, so a spawn in one process starts in another at once instead of at
+the next poll.
+
+A transaction that inserts agents, finishes or releases one, cancels, sweeps, or moves a
+workflow run forward calls :func:`announce_work`; PostgreSQL delivers the notification when
+(and only if) it commits. A worker runs :func:`listen_for_work` in a thread on a connection of
+its own (autocommit, outside the pool) and pokes its wake-up for each notification. Polling
+stays as the fallback: a notification can be missed while the connection is re-established,
+and SQLite has no such channel.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+
+from sqlalchemy import Connection, Engine, text
+
+CHANNEL = "grove_work"
+_NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
+RECONNECT_S = 2.0
+"""Pause before listening again after the connection failed."""
+_CHECK_STOP_S = 0.5
+
+
+def announce_work(conn: Connection) -> None:
+    """Inside a write transaction: tell listening workers when it commits (PostgreSQL)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_NOTIFY)
+
+
+def listen_for_work(engine: Engine, on_work: Callable[[], None], stop: threading.Event) -> None:
+    """Block, calling ``on_work`` for each notification, until ``stop`` is set (checked every
+    half second). Returns at once unless ``engine`` is PostgreSQL. A lost connection is
+    reported on stderr and opened again; ``on_work`` must be thread-safe."""
+    if engine.dialect.name != "postgresql":
+        return
+    import psycopg  # the PostgreSQL driver grove uses; present whenever the engine is
+
+    conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    while not stop.is_set():
+        try:
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                conn.execute(f"LISTEN {CHANNEL}")
+                on_work()  # anything committed while we were not listening
+                while not stop.is_set():
+                    for _ in conn.notifies(timeout=_CHECK_STOP_S, stop_after=1):
+                        on_work()
+        except psycopg.Error as exc:
+            if stop.is_set():
+                return
+            print(
+                f"grove worker: listening for work failed ({exc}); polling meanwhile",
+                file=sys.stderr,
+            )
+            stop.wait(RECONNECT_S)
