@@ -76,6 +76,12 @@ def test_sweep_interval_is_configurable_and_defaults_to_a_quarter_lease(repo: Pa
     assert load_config(repo).worker.sweep_interval_s == 0.5
 
 
+def test_listening_for_work_is_on_unless_turned_off(repo: Path) -> None:
+    assert load_config(repo).worker.listen is True
+    (repo / "grove.toml").write_text("[worker]\nlisten = false\n")
+    assert load_config(repo).worker.listen is False
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

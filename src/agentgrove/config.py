@@ -42,6 +42,10 @@ class WorkerSettings(BaseModel):
     poll_s: float = Field(default=0.5, gt=0)
     grace_s: float = Field(default=30.0, ge=0)
     retry_base_s: float = Field(default=15.0, ge=0)
+    listen: bool = True
+    """On PostgreSQL, wake at once when another process commits work (LISTEN/NOTIFY). Turn it
+    off behind a pooler that cannot hold a LISTEN (PgBouncer in transaction mode): workers
+    then find work by polling every ``poll_s``."""
     sweep_s: float | None = Field(default=None, gt=0)
     """How often a worker returns expired leases to pending; unset, a quarter of ``lease_s``
     (15 s at the defaults), so a dead worker's agent is reclaimed within 1.25 leases."""

@@ -136,7 +136,7 @@ class Worker:
             name="grove-listen",
             daemon=True,
         )
-        if self.only is None and self.run_id is None:
+        if self.settings.listen and self.only is None and self.run_id is None:
             listener.start()
         try:
             async with anyio.create_task_group() as tg:
