@@ -189,3 +189,34 @@ def test_a_reservation_whose_cost_is_unknown_counts_as_spent(repo: Path) -> None
     assert cancelled.status is AgentStatus.CANCELLED
     assert cancelled.cost_usd == pytest.approx(0.8) and cancelled.reserved_usd == 0
     assert report[f"tree {agent.id}"] == pytest.approx((1.0, 0.0, 0.8))
+
+
+def test_an_attempt_cut_short_by_shutdown_keeps_its_reservation_as_spent(repo: Path) -> None:
+    # Shut down past the grace period, the attempt goes back to pending (the attempt refunded)
+    # but whatever it spent before it was stopped is unknown: the reservation stays spent.
+    started = []
+
+    async def hang(spec: RunSpec) -> RunResult:
+        started.append(spec.agent_id)
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    (repo / "grove.toml").write_text(
+        "[roles.tester]\nmax_budget_usd = 0.4\n[worker]\ngrace_s = 0\n"
+    )
+    with Grove.init(repo, runtime=ScriptedRuntime(hang)) as grove:
+        agent = grove.spawn("tester", "stopped mid-run", budget_usd=1.0)
+
+        async def main() -> None:
+            worker = Worker(grove.service, grove.config.worker)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker.run)
+                with anyio.fail_after(30):
+                    while not started:
+                        await anyio.sleep(0.01)
+                worker.request_stop()
+
+        anyio.run(main)
+        released = grove.get(agent.id)
+    assert released.status is AgentStatus.PENDING and released.attempt == 0
+    assert released.cost_usd == pytest.approx(0.4) and released.reserved_usd == 0

@@ -442,7 +442,14 @@ class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueri
         spent: RunOutcome | None = None,
     ) -> bool:
         """executing -> pending (shutdown, retry). ``refund_attempt`` undoes the claim's count;
-        ``not_before`` keeps it unclaimed until then (retry backoff)."""
+        ``not_before`` keeps it unclaimed until then (retry backoff). ``spent``: what the
+        attempt reported using; without it (an attempt cut short, whose real spend nobody will
+        report) the whole reservation counts as spent, so no limit can be passed."""
+        usage = (
+            _leases.usage_values(spent)
+            if spent is not None
+            else {"cost_usd": agents.c.cost_usd + agents.c.reserved_usd}
+        )
         with self._write(wake=True) as conn:
             result = conn.execute(
                 update(agents)
@@ -454,7 +461,7 @@ class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueri
                     attempt=agents.c.attempt - (1 if refund_attempt else 0),
                     not_before=not_before,
                     reserved_usd=0.0,
-                    **_leases.usage_values(spent),
+                    **usage,
                 )
             )
             if result.rowcount != 1:
