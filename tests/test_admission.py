@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -205,6 +206,34 @@ def test_a_waiting_parent_does_not_hold_its_roles_slot(repo: Path) -> None:
         parent = grove.run("implementer", "parent work")
     assert parent.status is AgentStatus.COMPLETED
     assert parent.output is not None and "child said done" in parent.output
+
+
+def test_a_parent_working_beside_its_child_still_holds_its_slot(repo: Path) -> None:
+    # Only waiting gives the slot back: while the parent works on after spawning, a role limit
+    # of 1 keeps its child pending, though the worker has free slots.
+    stores: list[Any] = []
+    seen: list[AgentStatus] = []
+
+    async def behave(spec: RunSpec) -> RunResult:
+        if "parent" not in spec.prompt:
+            return echo(spec)
+        assert spec.delegate is not None
+        child = await spec.delegate.spawn_agent("implementer", "child work")
+        for _ in range(15):  # working on, not waiting
+            seen.append(stores[0].get_agent(child).status)
+            await anyio.sleep(0.03)
+        [done] = await spec.delegate.wait_agents([child], 60)
+        return RunResult(success=True, output=f"child said {done['output']}")
+
+    with _grove_with(repo, ScriptedRuntime(behave), "per_role = {implementer = 1}") as grove:
+        stores.append(grove.store)
+        parent = grove.spawn("implementer", "parent work")
+        worker = Worker(grove.service, grove.config.worker, concurrency=3, drain=True)
+        anyio.run(worker.run)
+        final = grove.get(parent.id)
+    assert seen == [AgentStatus.PENDING] * 15
+    assert final.status is AgentStatus.COMPLETED
+    assert final.output is not None and "child said done" in final.output
 
 
 def test_no_agent_starts_while_memory_is_short(repo: Path) -> None:

@@ -87,11 +87,15 @@ class AgentDelegate:
         except GroveError as exc:
             raise DelegationRefused(str(exc)) from exc
         self.slots.park()
+        mark = store.mark_waiting_for_children
+        mark(self.agent.id, self.lease.owner, self.lease.attempt, True)
         try:
             with anyio.move_on_after(max(0.0, timeout_s)):
                 while not all(store.get_agent(i).status.finished for i in full):
                     await anyio.sleep(WAIT_POLL_S)
         finally:
+            with anyio.CancelScope(shield=True):
+                mark(self.agent.id, self.lease.owner, self.lease.attempt, False)
             self.slots.unpark()
         return [_summary(store.get_agent(i)) for i in full]
 

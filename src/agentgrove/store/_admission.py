@@ -7,12 +7,15 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, exists, func, select, text
+from sqlalchemy import Connection, func, or_, select, text, update
 
 from agentgrove.admission import Exclusions, RunningCounts
 from agentgrove.models import AgentStatus
 from agentgrove.store._core import StoreCore
 from agentgrove.store._schema import agents
+
+WAITING_FOR_CHILDREN = "waiting for its children"
+"""``wait_reason`` of an executing parent inside ``wait_agents``: it holds no slot meanwhile."""
 
 ADVISORY_LOCK_KEY = 7316
 """Shared with the budget reservation: claims that count or reserve run one at a time."""
@@ -27,9 +30,6 @@ class Gate(Protocol):
     def exclusions(self, running: Callable[[], RunningCounts]) -> Exclusions: ...
 
     def started(self, model: str) -> None: ...
-
-
-_child = agents.alias("child")
 
 
 class AdmissionQueries(StoreCore):
@@ -51,6 +51,24 @@ class AdmissionQueries(StoreCore):
             "p_skip_models": sorted(excluded.models) or [_NOTHING],
         }
 
+    def mark_waiting_for_children(
+        self, agent_id: str, owner: str, attempt: int, waiting: bool
+    ) -> bool:
+        """Record (fenced by the lease) that an executing parent waits for its children, or no
+        longer does; admission does not count it meanwhile and ``grove ls`` shows it."""
+        with self._write(wake=waiting) as conn:  # a slot freed may let another agent start
+            result = conn.execute(
+                update(agents)
+                .where(
+                    agents.c.id == agent_id,
+                    agents.c.status == AgentStatus.EXECUTING.value,
+                    agents.c.lease_owner == owner,
+                    agents.c.attempt == attempt,
+                )
+                .values(wait_reason=WAITING_FOR_CHILDREN if waiting else None)
+            )
+            return result.rowcount == 1
+
     def running_counts(self) -> RunningCounts:
         """Agents executing now, as admission counts them (a read: for display)."""
         with self._read() as conn:
@@ -61,16 +79,16 @@ def _count_running(conn: Connection, *, lock: bool = True) -> RunningCounts:
     if lock and conn.dialect.name == "postgresql":
         # Two claims must not both see the last free slot.
         conn.execute(ADVISORY_LOCK)
-    # A parent waiting for children it delegated to gives its slot back (as in the worker),
-    # so a role limit of 1 cannot deadlock a parent and a child of the same role.
-    waiting_parent = exists().where(
-        _child.c.parent_id == agents.c.id,
-        _child.c.after_parent.is_(False),
-        _child.c.status.in_([AgentStatus.PENDING.value, AgentStatus.EXECUTING.value]),
-    )
+    # A parent waiting for the children it delegated to gives its slot back (as in the
+    # worker), so a role limit of 1 cannot deadlock a parent and a child of the same role. Only
+    # while it waits (recorded by :meth:`AdmissionQueries.mark_waiting_for_children`): a parent
+    # that spawned a child and works on beside it still counts.
     rows = conn.execute(
         select(agents.c.role, agents.c.model, func.count())
-        .where(agents.c.status == AgentStatus.EXECUTING.value, ~waiting_parent)
+        .where(
+            agents.c.status == AgentStatus.EXECUTING.value,
+            or_(agents.c.wait_reason.is_(None), agents.c.wait_reason != WAITING_FOR_CHILDREN),
+        )
         .group_by(agents.c.role, agents.c.model)
     ).all()
     by_role: Counter[str] = Counter()
