@@ -5,6 +5,7 @@ and the server through a real uvicorn on loopback."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -446,3 +447,27 @@ def test_usage_chart_stacks_buckets_by_role() -> None:
     tokens = usage_chart(rows, "model", "tokens")
     assert [name for name, _, _ in tokens.legend] == ["m1", "m2"]
     assert usage_chart([], "role", "cost").bars == []
+
+
+def test_every_asset_ships_in_the_package_and_nothing_loads_from_elsewhere(
+    grove: Grove, ran: dict[str, str]
+) -> None:
+    # Pages reference only their own /static files: no CDN, no font service, no external URL
+    # (the SVG namespace is a name, not something fetched).
+    web = client(grove)
+    pages = ["/", "/agents", f"/agents/{ran['parent']}", "/runs", f"/runs/{ran['run']}", "/budgets"]
+    pages.append("/usage")
+    referenced: set[str] = set()
+    for page in pages:
+        html = web.get(page).text
+        external = re.findall(r"""(?:src|href)=["'](https?:)?//[^"']+""", html)
+        assert external == [], (page, external)
+        referenced |= set(re.findall(r"""(?:src|href)=["'](/static/[^"']+)""", html))
+    assert referenced, "the pages use the packaged stylesheet and script"
+    for asset in sorted(referenced):
+        assert web.get(asset).status_code == 200, asset
+    static = Path(agentgrove.dashboard.__file__).parent / "static"
+    for path in static.rglob("*"):
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            assert not re.search(r"(url\(|import\s|fetch\()\s*['\"]?https?://", text), path
