@@ -14,6 +14,7 @@ import pytest
 
 from agentgrove.grove import Grove
 from agentgrove.models import AgentStatus
+from agentgrove.processes import agent_processes
 from agentgrove.testing import Fault, ModelServer, Script, say, write_file
 from tests.conftest import GROVE
 
@@ -118,3 +119,32 @@ def test_on_postgresql_a_spawn_elsewhere_wakes_a_waiting_worker_at_once(repo: Pa
             worker.send_signal(signal.SIGTERM)
             _, err = worker.communicate(timeout=60)
     assert worker.returncode == 0, err
+
+
+def test_cancel_stops_a_running_cli_and_everything_it_started(repo: Path) -> None:
+    # The real CLI waits on a model that answers in an hour; `grove cancel` from another
+    # process: the worker's next heartbeat sees it, stops the run and kills the CLI's tree.
+    (repo / "grove.toml").write_text("[worker]\nheartbeat_s = 0.3\n")
+    script = Script().on(role="file-writer", turns=[Fault.slow(3600, say("never"))], optional=True)
+    with ModelServer(script) as server, Grove.init(repo) as grove:
+        agent = grove.spawn("file-writer", "Create nothing, slowly")
+        worker = _start_worker(repo, server, grace_s=30)
+        try:
+            _until(lambda: len(server.requests) > 0)  # the CLI runs, waiting on the model
+            worktree = grove.config.worktrees_dir / agent.id
+            assert _processes_in(worktree) and agent_processes(agent.id)
+            cancelled = subprocess.run(
+                [*GROVE, "cancel", agent.id], cwd=repo, capture_output=True, text=True, check=False
+            )
+            assert cancelled.returncode == 0, cancelled.stderr
+            _until(lambda: not agent_processes(agent.id), timeout_s=30)
+            final = grove.store.get_agent(agent.id)
+            claims = [e for e in grove.store.events(agent_id=agent.id) if e.kind == "agent.claimed"]
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    assert final.status is AgentStatus.CANCELLED
+    assert not _processes_in(worktree)
+    assert len(claims) == 1, "a cancelled agent is never retried"
+    assert f"{agent.id} attempt 1: lease not renewed" in err
