@@ -544,6 +544,7 @@ class TestFinishedAgents:
         assert "completed" in out
         assert f"grove/{agent_id}" in out
         assert "Created hello.txt" in out
+        assert "(kept for inspection; `grove gc` removes it)" in out
         # Duration is wall time from claim to end (what the live view counted), with the CLI's
         # own figure beside it.
         record = finished.done

@@ -177,7 +177,7 @@ def show(agent_id: str, json_out: JsonOpt = False) -> None:
     if agent.workspace:
         ws = agent.workspace
         rows += [
-            ("worktree", escape(f"{ws.worktree_path} ({ws.state})")),
+            ("worktree", escape(f"{ws.worktree_path} ({_worktree_state(agent, ws.state)})")),
             ("branch", escape(ws.branch or "-")),
             ("head", ws.head_commit or "-"),
         ]
@@ -364,6 +364,15 @@ def _with_slot_reasons(grove: Grove, agents: list[AgentRecord]) -> list[AgentRec
             reason = slot_reason(settings, running, agent.role, agent.model)
         shown.append(replace(agent, wait_reason=reason) if reason else agent)
     return shown
+
+
+def _worktree_state(agent: AgentRecord, state: str) -> str:
+    """What the worktree is to the user: in use, kept for inspection, or removed."""
+    if state == "active" and agent.status.finished:
+        return "kept for inspection; `grove gc` removes it"
+    if state == "active":
+        return "in use" if agent.status is AgentStatus.EXECUTING else "ready"
+    return state
 
 
 def _elapsed(agent: AgentRecord) -> str:
