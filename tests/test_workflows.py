@@ -199,3 +199,26 @@ def test_bad_workflows_write_nothing(
             grove.start_workflow(source, inputs)
         assert "\n" not in str(info.value)
         assert grove.store.list_runs() == [] and grove.store.list_agents() == []
+
+
+@pytest.mark.usefixtures("database")
+def test_runs_survive_the_migrations_down_and_up(repo: Path) -> None:
+    # Migration 0004 moved each run's spec out of workflow_runs; rows that agents and nodes
+    # reference must survive it both ways (SQLite's batch rebuild would have failed here).
+    from alembic import command
+
+    from agentgrove.store import _migrate
+
+    with Grove.init(repo, runtime=ScriptedRuntime()) as grove:
+        run = grove.run_workflow(DIAMOND)
+        before = grove.workflows.get(run.id)
+        cfg = _migrate._config()
+        for step, target in ((command.downgrade, "0003"), (command.upgrade, "head")):
+            with grove.store.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                step(cfg, target)
+    with Grove.open(repo) as grove:  # a new process's view: nothing cached
+        after = grove.workflows.get(run.id)
+        rerun = grove.workflows.rerun(run.id, "b")
+    assert before.status is RunStatus.COMPLETED and after == before
+    assert rerun  # the spec read back from its new table drives a rerun

@@ -10,6 +10,7 @@ on start-up as a safety net. Decisions come from the pure :mod:`agentgrove.workf
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,14 +19,14 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from agentgrove.errors import BadInput
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind, NodeView, RunRecord, RunStatus
 from agentgrove.store._core import StoreCore
-from agentgrove.store._schema import agents, workflow_nodes, workflow_runs
+from agentgrove.store._schema import agents, workflow_nodes, workflow_runs, workflow_specs
 from agentgrove.workflows.dag import (
     NodeState,
     blocked_by_failure,
     downstream,
     ready_nodes,
 )
-from agentgrove.workflows.spec import WorkflowSpec
+from agentgrove.workflows.spec import NodeSpec, WorkflowSpec
 from agentgrove.workflows.templates import DepResult, TaskTemplateError, render_task
 
 
@@ -33,6 +34,33 @@ def node_state(agent: AgentRecord) -> NodeState:
     if agent.error_kind is ErrorKind.DEPENDENCY_FAILED:
         return NodeState.DEPENDENCY_FAILED
     return NodeState(agent.status.value)
+
+
+@dataclass(frozen=True)
+class _RunShape:
+    """What a completion needs from a run's spec, looked up by key: a run of N nodes must not
+    cost O(N) per completion (scanning ``spec.nodes`` or building ``spec.keys`` did)."""
+
+    spec: WorkflowSpec
+    plan: Mapping[str, Mapping[str, Any]]
+    nodes: Mapping[str, NodeSpec]
+    position: Mapping[str, int]
+    dependents: Mapping[str, list[str]]
+
+    @classmethod
+    def parse(cls, stored: Mapping[str, Any]) -> _RunShape:
+        spec = WorkflowSpec.from_json(stored["workflow"])
+        dependents: dict[str, list[str]] = {node.key: [] for node in spec.nodes}
+        for node in spec.nodes:
+            for dep in node.depends_on:
+                dependents[dep].append(node.key)
+        return cls(
+            spec=spec,
+            plan=stored["nodes"],
+            nodes={node.key: node for node in spec.nodes},
+            position={node.key: i for i, node in enumerate(spec.nodes)},
+            dependents=dependents,
+        )
 
 
 class RunQueries(StoreCore):
@@ -54,12 +82,16 @@ class RunQueries(StoreCore):
                 insert(workflow_runs).values(
                     id=run_id,
                     name=spec.name,
-                    spec={"workflow": spec.to_json(), "nodes": dict(plan)},
                     inputs=dict(inputs),
                     status=RunStatus.RUNNING.value,
                     base_ref=base_ref,
                     budget_usd=budget_usd,
                     created_at=now,
+                )
+            )
+            conn.execute(
+                insert(workflow_specs).values(
+                    run_id=run_id, spec={"workflow": spec.to_json(), "nodes": dict(plan)}
                 )
             )
             conn.execute(
@@ -72,40 +104,19 @@ class RunQueries(StoreCore):
             self._event(conn, None, "workflow.started", {"name": spec.name}, now, run_id)
             self.continue_run(conn, run_id, now)
 
-    def _spec(self, run_id: str, stored: Mapping[str, Any]) -> WorkflowSpec:
-        """The run's workflow, parsed once per process (a run's spec never changes)."""
-        cache: dict[str, tuple[WorkflowSpec, dict[str, list[str]]]] = self.__dict__.setdefault(
-            "_run_specs", {}
-        )
-        if run_id not in cache:
-            spec = WorkflowSpec.from_json(stored["workflow"])
-            dependents: dict[str, list[str]] = {k: [] for k in spec.keys}
-            for node in spec.nodes:
-                for dep in node.depends_on:
-                    dependents[dep].append(node.key)
-            cache[run_id] = (spec, dependents)
-            self.__dict__.setdefault("_run_plans", {})[run_id] = stored["nodes"]
-        return cache[run_id][0]
-
-    def _dependents(self, run_id: str) -> dict[str, list[str]]:
-        cache: dict[str, tuple[WorkflowSpec, dict[str, list[str]]]] = self.__dict__["_run_specs"]
-        return cache[run_id][1]
+    def _shape(self, conn: Connection, run_id: str) -> _RunShape:
+        """The run's workflow, read and parsed once per process (a run's spec never changes)."""
+        cache: dict[str, _RunShape] = self.__dict__.setdefault("_run_shapes", {})
+        shape = cache.get(run_id)
+        if shape is None:
+            stored = conn.execute(_GET_SPEC, {"id": run_id}).scalar_one()
+            shape = cache[run_id] = _RunShape.parse(stored)
+        return shape
 
     def _lock_run(self, conn: Connection, run_id: str) -> Any:
-        """The run's row (all but its spec: see :meth:`_spec`), locked for this transaction:
-        continuations of one run never interleave (Postgres row lock; SQLite transactions are
-        serial anyway)."""
+        """The run's row, locked for this transaction: continuations of one run never
+        interleave (Postgres row lock; SQLite transactions are serial anyway)."""
         return conn.execute(_LOCK_RUN, {"id": run_id}).first()
-
-    def _run_spec(self, conn: Connection, run_id: str) -> Mapping[str, Any]:
-        """The stored plan, read only when this process has not parsed the run yet."""
-        cache = self.__dict__.get("_run_specs", {})
-        if run_id in cache:
-            return {"nodes": self.__dict__["_run_plans"][run_id]}
-        stored: Mapping[str, Any] = conn.execute(
-            select(workflow_runs.c.spec).where(workflow_runs.c.id == run_id)
-        ).scalar_one()
-        return stored
 
     def continue_run(self, conn: Connection, run_id: str, now: datetime) -> None:
         """Full step over every node (run start, rerun, start-up reconcile): start what is
@@ -113,14 +124,15 @@ class RunQueries(StoreCore):
         row = self._lock_run(conn, run_id)
         if row is None or row.status != RunStatus.RUNNING.value:
             return
-        spec = self._spec(run_id, self._run_spec(conn, run_id))
+        shape = self._shape(conn, run_id)
+        spec = shape.spec
         nodes = self._node_agents(conn, run_id)
         states = {key: node_state(agent) for key, agent in nodes.items()}
         for key in blocked_by_failure(spec, states):
-            states[key] = self._insert_node(conn, row, spec, key, nodes, now, blocked=True)
+            states[key] = self._insert_node(conn, row, shape, key, nodes, now, blocked=True)
         if not any(s.unsuccessful for s in states.values()):  # fail fast after a failure
             for key in ready_nodes(spec, states):
-                states[key] = self._insert_node(conn, row, spec, key, nodes, now, blocked=False)
+                states[key] = self._insert_node(conn, row, shape, key, nodes, now, blocked=False)
         counts = {
             "nodes_total": len(spec.nodes),
             "nodes_completed": sum(s == NodeState.COMPLETED for s in states.values()),
@@ -150,11 +162,11 @@ class RunQueries(StoreCore):
         row = self._lock_run(conn, run_id)
         if row is None or row.status != RunStatus.RUNNING.value:
             return
-        spec = self._spec(run_id, self._run_spec(conn, run_id))
+        shape = self._shape(conn, run_id)
         delta = {"nodes_active": -1, "nodes_completed": 0, "nodes_failed": 0, "nodes_cancelled": 0}
         if state == NodeState.COMPLETED:
             delta["nodes_completed"] = 1
-            dependents = self._dependents(run_id)[key]
+            dependents = shape.dependents[key]
             ready: list[str] = []
             if dependents:
                 ready = [
@@ -171,22 +183,22 @@ class RunQueries(StoreCore):
                     if r.deps_remaining == 0
                 ]
             if row.nodes_failed == 0 and row.nodes_cancelled == 0:  # fail fast
-                for dependent in sorted(ready, key=spec.keys.index):
+                for dependent in sorted(ready, key=shape.position.__getitem__):
                     nodes = self._node_agents(conn, run_id, keys=[dependent])
                     if dependent in nodes:
                         continue
                     started = self._insert_node(
-                        conn, row, spec, dependent, nodes, now, blocked=False
+                        conn, row, shape, dependent, nodes, now, blocked=False
                     )
                     delta["nodes_active"] += started.active
                     delta["nodes_failed"] += started == NodeState.FAILED
         else:
             delta["nodes_failed" if state == NodeState.FAILED else "nodes_cancelled"] = 1
-            below = downstream(spec, key)[1:]
+            below = downstream(shape.spec, key)[1:]
             existing = self._node_agents(conn, run_id, keys=below)
             for doomed in below:
                 if doomed not in existing:
-                    self._insert_node(conn, row, spec, doomed, existing, now, blocked=True)
+                    self._insert_node(conn, row, shape, doomed, existing, now, blocked=True)
         counts = {name: getattr(row, name) + change for name, change in delta.items()} | {
             "nodes_total": row.nodes_total
         }
@@ -236,15 +248,15 @@ class RunQueries(StoreCore):
         self,
         conn: Connection,
         run: Any,
-        spec: WorkflowSpec,
+        shape: _RunShape,
         key: str,
         nodes: Mapping[str, AgentRecord],
         now: datetime,
         *,
         blocked: bool,
     ) -> NodeState:
-        node = spec.node(key)
-        plan = self.__dict__["_run_plans"][run.id][key]
+        node = shape.nodes[key]
+        plan = shape.plan[key]
         deps = [nodes[d] for d in node.depends_on if d in nodes]
         if not blocked and len(deps) != len(node.depends_on):
             deps = list(self._node_agents(conn, run.id, keys=list(node.depends_on)).values())
@@ -314,7 +326,7 @@ class RunQueries(StoreCore):
 
     def get_run(self, run_id: str) -> RunRecord:
         with self._read() as conn:
-            row = conn.execute(select(workflow_runs).where(workflow_runs.c.id == run_id)).first()
+            row = conn.execute(_RUN_WITH_SPEC.where(workflow_runs.c.id == run_id)).first()
             if row is None:
                 matches = (
                     conn.execute(
@@ -329,15 +341,13 @@ class RunQueries(StoreCore):
                     raise BadInput(
                         f"unknown workflow run {run_id!r}: `grove workflow ls` lists them"
                     )
-                row = conn.execute(
-                    select(workflow_runs).where(workflow_runs.c.id == matches[0])
-                ).one()
+                row = conn.execute(_RUN_WITH_SPEC.where(workflow_runs.c.id == matches[0])).one()
             nodes = self._node_agents(conn, row.id)
         return _run_from_row(row, nodes)
 
     def list_runs(self) -> list[RunRecord]:
         with self._read() as conn:
-            rows = conn.execute(select(workflow_runs).order_by(workflow_runs.c.created_at)).all()
+            rows = conn.execute(_RUN_WITH_SPEC.order_by(workflow_runs.c.created_at)).all()
             return [_run_from_row(r, self._node_agents(conn, r.id)) for r in rows]
 
     def cancel_run(self, run_id: str, now: datetime) -> list[str]:
@@ -381,8 +391,7 @@ class RunQueries(StoreCore):
         """Supersede ``key`` and everything downstream of it, and start ``key`` again from its
         dependencies' recorded results (upstream results are kept). The keys re-run."""
         with self._write(wake=True) as conn:
-            row = conn.execute(select(workflow_runs).where(workflow_runs.c.id == run_id)).one()
-            spec = WorkflowSpec.from_json(row.spec["workflow"])
+            spec = self._shape(conn, run_id).spec
             if key not in spec.keys:
                 raise BadInput(
                     f"run {run_id} has no node {key!r}: its nodes are {', '.join(spec.keys)}"
@@ -419,10 +428,10 @@ class RunQueries(StoreCore):
         return again
 
 
-_LOCK_RUN = (
-    select(*[c for c in workflow_runs.c if c.name != "spec"])
-    .where(workflow_runs.c.id == bindparam("id"))
-    .with_for_update()
+_LOCK_RUN = select(workflow_runs).where(workflow_runs.c.id == bindparam("id")).with_for_update()
+_GET_SPEC = select(workflow_specs.c.spec).where(workflow_specs.c.run_id == bindparam("id"))
+_RUN_WITH_SPEC = select(workflow_runs, workflow_specs.c.spec).join(
+    workflow_specs, workflow_specs.c.run_id == workflow_runs.c.id
 )
 
 
