@@ -17,7 +17,7 @@ from agentgrove.errors import BadInput, UnknownAgent
 from agentgrove.models import AgentStatus, ErrorKind
 from agentgrove.store import NewAgent, RunOutcome, Store
 from agentgrove.store._core import utcnow
-from agentgrove.store._migrate import is_current, upgrade
+from agentgrove.store._migrate import downgrade, is_current, upgrade
 from agentgrove.store._schema import metadata
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -190,3 +190,32 @@ def test_claim_by_id_also_waits_for_not_before(store: Store) -> None:
     store.release(agent_id, "w", 1, refund_attempt=False, reason="retry", not_before=later)
     assert store.claim("w", 60, agent_id=agent_id) is None
     assert store.claim("w", 60, agent_id=agent_id, at=later) is not None
+
+
+def test_a_database_holding_agents_upgrades_from_the_first_revision(store: Store) -> None:
+    # Later revisions rebuild tables other rows reference (SQLite batch mode): with data in
+    # them, foreign keys must not stop the migration, nor be left broken by it.
+    downgrade(store.engine, "base")
+    upgrade(store.engine, "0001")
+    columns = "role, task, model, attempt, max_attempts, timeout_s, tokens_in, tokens_out"
+    columns += ", cost_usd, duration_ms, priority, created_at"
+    values = "'r', 't', 'm', 1, 3, 60, 0, 0, 0, 0, 0, '2026-01-01 00:00:00+00'"
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"INSERT INTO agents (id, status, {columns}) VALUES ('a1', 'completed', {values})"
+        )
+        conn.exec_driver_sql(
+            f"INSERT INTO agents (id, parent_id, status, {columns}) "
+            f"VALUES ('a2', 'a1', 'pending', {values})"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO events (at, agent_id, kind, data) "
+            "VALUES ('2026-01-01 00:00:00+00', 'a1', 'agent.spawned', '{}')"
+        )
+    upgrade(store.engine)
+    assert is_current(store.engine)
+    child = store.get_agent("a2")
+    assert child.parent_id == "a1" and child.status is AgentStatus.PENDING
+    assert [e.kind for e in store.events(agent_id="a1")] == ["agent.spawned"]
+    with pytest.raises(UnknownAgent):  # references are enforced again afterwards
+        _new(store, parent_id="nope")

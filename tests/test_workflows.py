@@ -205,18 +205,13 @@ def test_bad_workflows_write_nothing(
 def test_runs_survive_the_migrations_down_and_up(repo: Path) -> None:
     # Migration 0004 moved each run's spec out of workflow_runs; rows that agents and nodes
     # reference must survive it both ways (SQLite's batch rebuild would have failed here).
-    from alembic import command
-
-    from agentgrove.store import _migrate
+    from agentgrove.store._migrate import downgrade, upgrade
 
     with Grove.init(repo, runtime=ScriptedRuntime()) as grove:
         run = grove.run_workflow(DIAMOND)
         before = grove.workflows.get(run.id)
-        cfg = _migrate._config()
-        for step, target in ((command.downgrade, "0003"), (command.upgrade, "head")):
-            with grove.store.engine.begin() as conn:
-                cfg.attributes["connection"] = conn
-                step(cfg, target)
+        downgrade(grove.store.engine, "0003")
+        upgrade(grove.store.engine)
     with Grove.open(repo) as grove:  # a new process's view: nothing cached
         after = grove.workflows.get(run.id)
         rerun = grove.workflows.rerun(run.id, "b")
