@@ -1,5 +1,6 @@
 """Persistence. :class:`Store` owns every query; nothing outside this package imports SQLAlchemy."""
 
-from agentgrove.store._store import NewAgent, RunOutcome, Store
+from agentgrove.store._records import NewAgent, RunOutcome
+from agentgrove.store._store import Store
 
 __all__ = ["NewAgent", "RunOutcome", "Store"]

@@ -15,7 +15,7 @@ from agentgrove.models import AgentStatus
 from agentgrove.store._schema import agents
 
 if TYPE_CHECKING:
-    from agentgrove.store._store import RunOutcome
+    from agentgrove.store._records import RunOutcome
 
 
 def fence(agent_id: str, owner: str | None, attempt: int) -> ColumnElement[bool]:

@@ -18,7 +18,6 @@ import threading
 import uuid
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,6 +32,7 @@ from agentgrove.store._budgets import BudgetQueries
 from agentgrove.store._core import utcnow
 from agentgrove.store._faults import HEARTBEAT, CrashPoint
 from agentgrove.store._log import LogQueries
+from agentgrove.store._records import NewAgent, RunOutcome
 from agentgrove.store._rows import _agent_from_row, _agent_select
 from agentgrove.store._runs import RunQueries
 from agentgrove.store._schema import agents
@@ -45,43 +45,6 @@ _LIVE = (AgentStatus.PENDING.value, AgentStatus.EXECUTING.value)
 
 def new_agent_id() -> str:
     return uuid.uuid4().hex[:12]
-
-
-@dataclass(frozen=True)
-class NewAgent:
-    """A validated request to create an agent (the service validates; the store stores)."""
-
-    role: str
-    task: str
-    model: str
-    parent_id: str | None = None
-    base_ref: str | None = None
-    max_attempts: int = 3
-    timeout_s: float | None = None
-    budget_usd: float | None = None
-    priority: int = 0
-    max_budget_usd: float | None = None
-    depth: int = 0
-    after_parent: bool = False
-    merge_refs: tuple[str, ...] | None = None
-    workflow_run_id: str | None = None
-    node_key: str | None = None
-    id: str | None = None
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    """What a finished attempt produced; written by :meth:`Store.finish`."""
-
-    status: AgentStatus
-    output: str | None = None
-    error: str | None = None
-    error_kind: ErrorKind | None = None
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
-    duration_ms: int = 0
-    session_id: str | None = None
 
 
 class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueries, LogQueries):

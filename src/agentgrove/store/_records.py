@@ -1,0 +1,47 @@
+"""The records the store takes in: a new agent to insert, and what a finished attempt produced."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agentgrove.models import AgentStatus, ErrorKind
+
+
+@dataclass(frozen=True)
+class NewAgent:
+    """A validated request to create an agent (the service validates; the store stores)."""
+
+    role: str
+    task: str
+    model: str
+    parent_id: str | None = None
+    base_ref: str | None = None
+    max_attempts: int = 3
+    timeout_s: float | None = None
+    budget_usd: float | None = None
+    priority: int = 0
+    max_budget_usd: float | None = None
+    depth: int = 0
+    after_parent: bool = False
+    merge_refs: tuple[str, ...] | None = None
+    workflow_run_id: str | None = None
+    node_key: str | None = None
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a finished attempt produced; written by :meth:`Store.finish`."""
+
+    status: AgentStatus
+    output: str | None = None
+    error: str | None = None
+    error_kind: ErrorKind | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    duration_ms: int = 0
+    session_id: str | None = None
+
+
+__all__ = ["NewAgent", "RunOutcome"]
