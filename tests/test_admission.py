@@ -21,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agentgrove.admission import (
+    AdmissionGate,
     Exclusions,
     ModelPacer,
     RunningCounts,
@@ -392,3 +393,30 @@ def test_ls_says_which_limit_holds_a_pending_agent_back(repo: Path) -> None:
     assert reasons[first.id] is None and reasons[tester.id] is None
     table = run_cli("ls", cwd=repo, env={"COLUMNS": "200"})  # the reason is long
     assert "role implementer at its limit of 1" in table.stdout
+
+
+@pytest.mark.usefixtures("database")
+def test_the_pace_is_shared_by_every_worker(repo: Path) -> None:
+    # Two groves on one database stand for two worker processes, each with its own pacer.
+    (repo / "grove.toml").write_text('[admission]\nrpm_per_model = {"m-slow" = 1}\n')
+    with (
+        Grove.init(repo, runtime=ScriptedRuntime()) as one,
+        Grove.open(repo, runtime=ScriptedRuntime()) as other,
+    ):
+        gates = [
+            AdmissionGate(g.config.admission, g.service.pacer, time.time) for g in (one, other)
+        ]
+        slow = [one.spawn("tester", f"slow {i}", model="m-slow").id for i in range(2)]
+        # One start a minute on m-slow: the first worker's start uses it up for the second.
+        first = one.store.claim("w1", 60, gate=gates[0])
+        assert first is not None and first.id == slow[0]
+        assert other.store.claim("w2", 60, gate=gates[1]) is None
+        # A 429 one worker saw holds every worker's starts on that model.
+        hot = one.spawn("tester", "on the rate-limited model", model="m-hot")
+        cool = one.spawn("tester", "on another model", model="m-cool")
+        one.store.record_rate_limit(one.service.pacer, "m-hot", time.time(), 3600)
+        claimed = other.store.claim("w2", 60, gate=gates[1])
+        assert claimed is not None and claimed.id == cool.id
+        assert other.store.claim("w2", 60, gate=gates[1]) is None
+        assert one.get(hot.id).status is AgentStatus.PENDING
+        assert other.service.pacer.pace("m-hot") == 30.0  # halved from the unpaced 60

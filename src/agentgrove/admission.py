@@ -7,9 +7,10 @@ Three gates stand between a claimable agent and its start, beside the worker's o
   (``[admission]`` in grove.toml). The store counts inside the claim's transaction, and the
   claim passes over the roles and models that are full (:func:`exclusions`), so the limits are
   exact whatever the number of workers and nothing is claimed only to be put back;
-* **pace** (:class:`ModelPacer`): agent starts per minute by model, a token bucket per worker
-  process that halves on a 429 and holds starts back for the API's Retry-After; a model out
-  of pace is passed over like a full one;
+* **pace** (:class:`ModelPacer`): agent starts per minute by model, a token bucket that halves
+  on a 429 and holds starts back for the API's Retry-After; the store keeps the buckets in the
+  database, so every worker shares one pace per model; a model out of pace is passed over like
+  a full one;
 * **memory** (:func:`memory_refusal`): no start while available memory is below a threshold.
 
 :class:`AdmissionGate` puts the three together for one worker.
@@ -124,8 +125,10 @@ class ModelPacer:
     episode: further 429s while starts are held back do not halve it again; never below one
     per minute), empties its bucket and holds its starts until the Retry-After has passed,
     whether or not a pace is configured; every start admitted afterwards raises the pace by one
-    per minute, back up to the configured figure. Times are seconds on any monotonic clock the
-    caller chooses. Not thread-safe: one worker's claims call it from one thread.
+    per minute, back up to the configured figure. Times are seconds on a clock the caller
+    chooses (the worker uses Unix time, which every process sharing the buckets through the
+    database agrees on: :meth:`state` and :meth:`load`). Not thread-safe: one worker's claims
+    call it from one thread.
     """
 
     rpm_per_model: Mapping[str, int] = field(default_factory=dict)
@@ -170,6 +173,21 @@ class ModelPacer:
         bucket.held_until = max(bucket.held_until, now + (retry_after_s or 0.0))
         # Tokens accrue only after the hold: no burst of starts the moment it ends.
         bucket.updated = bucket.held_until
+
+    def state(self) -> dict[str, tuple[float, float | None, float, float, float]]:
+        """Every bucket as ``(rpm, ceiling, tokens, updated, held_until)``, to be shared."""
+        return {
+            model: (b.rpm, b.ceiling, b.tokens, b.updated, b.held_until)
+            for model, b in self._buckets.items()
+        }
+
+    def load(self, state: Mapping[str, tuple[float, float | None, float, float, float]]) -> None:
+        """Take the buckets :meth:`state` gave (of this or another process) as the truth;
+        configured models without one start full, as in a new pacer."""
+        self._buckets = {
+            model: _Bucket(rpm, ceiling, tokens, updated, held_until)
+            for model, (rpm, ceiling, tokens, updated, held_until) in state.items()
+        }
 
     def pace(self, model: str) -> float | None:
         """The model's current starts per minute (``None``: unpaced)."""

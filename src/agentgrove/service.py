@@ -280,7 +280,7 @@ class AgentService:
             if event is not None and _rate_limited(event):
                 delay_ms = event[1].get("delay_ms")
                 retry_after = delay_ms / 1000 if isinstance(delay_ms, int | float) else None
-                self.pacer.rate_limited(agent.model, time.monotonic(), retry_after)
+                self.store.record_rate_limit(self.pacer, agent.model, time.time(), retry_after)
             if event is not None and self.observer is not None:
                 self.observer(agent.id, event[0], event[1])
 
@@ -347,7 +347,7 @@ class AgentService:
             self._finish(agent, lease, result)
             return
         if result.rate_limited:
-            self.pacer.rate_limited(agent.model, time.monotonic(), result.retry_after_s)
+            self.store.record_rate_limit(self.pacer, agent.model, time.time(), result.retry_after_s)
         decision = decide(
             result.error_kind,
             lease.attempt,

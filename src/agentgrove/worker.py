@@ -86,7 +86,8 @@ class Worker:
         self.run_id = run_id
         self.stats = WorkerStats()
         self.admission = service.config.admission
-        self._gate = AdmissionGate(self.admission, service.pacer, time.monotonic)
+        # Unix time: the pace is shared through the database with other processes.
+        self._gate = AdmissionGate(self.admission, service.pacer, time.time)
         self._memory_probe = memory_probe
         self._memory_wait: str | None = None
         self._stopping = anyio.Event()

@@ -9,9 +9,11 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, func, or_, select, text, update
 
-from agentgrove.admission import Exclusions, RunningCounts
+from agentgrove.admission import Exclusions, ModelPacer, RunningCounts
+from agentgrove.config import AdmissionSettings
 from agentgrove.models import AgentStatus
 from agentgrove.store._core import StoreCore
+from agentgrove.store._pace import PaceState, load_pace
 from agentgrove.store._schema import agents
 
 WAITING_FOR_CHILDREN = "waiting for its children"
@@ -27,6 +29,9 @@ _NOTHING = ""  # stands in for an empty list in NOT IN: no role or model has an 
 class Gate(Protocol):
     """Admission for a claim (implemented by :class:`agentgrove.admission.AdmissionGate`)."""
 
+    settings: AdmissionSettings
+    pacer: ModelPacer
+
     def exclusions(self, running: Callable[[], RunningCounts]) -> Exclusions: ...
 
     def started(self, model: str) -> None: ...
@@ -38,18 +43,29 @@ class AdmissionQueries(StoreCore):
 
     def _admissible(
         self, conn: Connection, gate: Gate, kind: str, params: dict[str, Any]
-    ) -> tuple[Any, dict[str, Any]] | None:
+    ) -> tuple[Any, dict[str, Any], PaceState] | None:
         """The claim statement of ``kind`` and its parameters with the gate's exclusions
-        applied, or ``None`` when nothing may start."""
+        applied, and the shared pace as loaded (for :func:`save_pace` after the start); or
+        ``None`` when nothing may start."""
+        pace = load_pace(conn, gate.pacer)
+        if conn.dialect.name == "postgresql" and (pace or gate.settings.rpm_per_model):
+            # Two claims must not both take the pace's last token: read it again, serialised.
+            conn.execute(ADVISORY_LOCK)
+            pace = load_pace(conn, gate.pacer)
         excluded = gate.exclusions(lambda: _count_running(conn))
         if excluded.full is not None:
             return None
         if not excluded.roles and not excluded.models:
-            return self._claim_statements[kind], params
-        return self._gated_claim_statements[kind], params | {
-            "p_skip_roles": sorted(excluded.roles) or [_NOTHING],
-            "p_skip_models": sorted(excluded.models) or [_NOTHING],
-        }
+            return self._claim_statements[kind], params, pace
+        return (
+            self._gated_claim_statements[kind],
+            params
+            | {
+                "p_skip_roles": sorted(excluded.roles) or [_NOTHING],
+                "p_skip_models": sorted(excluded.models) or [_NOTHING],
+            },
+            pace,
+        )
 
     def mark_waiting_for_children(
         self, agent_id: str, owner: str, attempt: int, waiting: bool

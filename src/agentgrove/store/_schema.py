@@ -174,3 +174,17 @@ transcripts = Table(
     Column("kind", String(60), nullable=False),
     Column("message", JSON, nullable=False),
 )
+
+model_pace = Table(
+    "model_pace",
+    metadata,
+    # The per-model start pace (agentgrove.admission.ModelPacer's buckets), shared by every
+    # worker: a 429 seen by one slows them all. Times are Unix seconds (a clock every process
+    # and machine agrees on).
+    Column("model", String(200), primary_key=True),
+    Column("rpm", Float, nullable=False),
+    Column("ceiling", Float, nullable=True),
+    Column("tokens", Float, nullable=False),
+    Column("updated", Float, nullable=False),
+    Column("held_until", Float, nullable=False),
+)

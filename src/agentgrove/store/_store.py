@@ -32,6 +32,7 @@ from agentgrove.store._budgets import BudgetQueries
 from agentgrove.store._core import utcnow
 from agentgrove.store._faults import HEARTBEAT, CrashPoint
 from agentgrove.store._log import LogQueries
+from agentgrove.store._pace import PaceQueries, PaceState, save_pace
 from agentgrove.store._records import NewAgent, RunOutcome
 from agentgrove.store._rows import _agent_from_row, _agent_select
 from agentgrove.store._runs import RunQueries
@@ -47,7 +48,15 @@ def new_agent_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueries, LogQueries):
+class Store(
+    RunQueries,
+    BudgetQueries,
+    StatsQueries,
+    ViewQueries,
+    AdmissionQueries,
+    LogQueries,
+    PaceQueries,
+):
     """The database of one grove. Thread-safe; cheap calls, short transactions."""
 
     def __init__(
@@ -255,6 +264,7 @@ class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueri
             "p_owner": owner,
             "p_expires": now + timedelta(seconds=lease_s),
         }
+        pace: PaceState = {}
         with self._write() as conn:
             if gate is not None:
                 # Roles and models at their limit are passed over, counted in this same
@@ -262,7 +272,7 @@ class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueri
                 admitted = self._admissible(conn, gate, kind, params)
                 if admitted is None:
                     return None
-                statement, params = admitted
+                statement, params, pace = admitted
             claimed = conn.execute(statement, params).first()
             if claimed is None:
                 return None
@@ -275,6 +285,7 @@ class Store(RunQueries, BudgetQueries, StatsQueries, ViewQueries, AdmissionQueri
             )
             if gate is not None:
                 gate.started(claimed.model)
+                save_pace(conn, gate.pacer, pace)  # every worker sees the start
         return self.get_agent(claimed.id)
 
     @staticmethod
