@@ -219,3 +219,14 @@ def test_a_database_holding_agents_upgrades_from_the_first_revision(store: Store
     assert [e.kind for e in store.events(agent_id="a1")] == ["agent.spawned"]
     with pytest.raises(UnknownAgent):  # references are enforced again afterwards
         _new(store, parent_id="nope")
+
+
+def test_a_swept_parent_does_not_keep_waiting_for_its_children(store: Store) -> None:
+    agent_id = _new(store)
+    claimed = store.claim("w", 30, agent_id=agent_id)
+    assert claimed is not None
+    assert store.mark_waiting_for_children(agent_id, "w", 1, True)
+    assert store.get_agent(agent_id).wait_reason == "waiting for its children"
+    assert not store.mark_waiting_for_children(agent_id, "stale", 1, False)  # fenced
+    assert store.sweep_expired(at=utcnow() + timedelta(seconds=60)) == [agent_id]
+    assert store.get_agent(agent_id).wait_reason is None

@@ -270,3 +270,24 @@ def test_a_conflicting_merge_changes_nothing_and_names_the_files(repo: Path) -> 
     assert _git(repo, "rev-parse", "HEAD") == head_before
     assert _git(repo, "status", "--porcelain") == ""
     assert (repo / "README.md").read_text() == "mine\n"
+
+
+def test_merge_never_touches_a_merge_the_user_has_in_progress(repo: Path) -> None:
+    with Grove.init(repo, runtime=ScriptedRuntime(_writes("feature.txt", "new\n"))) as grove:
+        done = grove.run("implementer", "write feature.txt")
+    user = ["-c", "user.name=t", "-c", "user.email=t@x.invalid"]
+    _git(repo, "checkout", "-q", "-b", "theirs")
+    (repo / "README.md").write_text("theirs\n")
+    _git(repo, *user, "commit", "-qam", "theirs")
+    _git(repo, "checkout", "-q", "-")
+    (repo / "README.md").write_text("ours\n")
+    _git(repo, *user, "commit", "-qam", "ours")
+    subprocess.run(["git", *user, "merge", "theirs"], cwd=repo, capture_output=True, check=False)
+    (repo / "staged.txt").write_text("the user's own work\n")
+    _git(repo, "add", "staged.txt")
+    result = run_cli("merge", done.id, cwd=repo)
+    assert result.returncode == 2
+    assert "has a merge in progress: finish it" in result.stderr
+    assert _git(repo, "rev-parse", "-q", "--verify", "MERGE_HEAD")  # still the user's merge
+    assert (repo / "staged.txt").exists()
+    assert "README.md" in _git(repo, "diff", "--name-only", "--diff-filter=U")

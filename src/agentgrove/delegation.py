@@ -87,17 +87,29 @@ class AgentDelegate:
         except GroveError as exc:
             raise DelegationRefused(str(exc)) from exc
         self.slots.park()
-        mark = store.mark_waiting_for_children
-        mark(self.agent.id, self.lease.owner, self.lease.attempt, True)
         try:
+            self._mark_waiting(True)
             with anyio.move_on_after(max(0.0, timeout_s)):
                 while not all(store.get_agent(i).status.finished for i in full):
                     await anyio.sleep(WAIT_POLL_S)
         finally:
-            with anyio.CancelScope(shield=True):
-                mark(self.agent.id, self.lease.owner, self.lease.attempt, False)
-            self.slots.unpark()
+            try:
+                with anyio.CancelScope(shield=True):
+                    self._mark_waiting(False)
+            finally:
+                self.slots.unpark()
         return [_summary(store.get_agent(i)) for i in full]
+
+    def _mark_waiting(self, waiting: bool) -> None:
+        """Record on the parent's row whether it waits (admission does not count it then),
+        again after a transient database error: a mark left set would keep a working parent
+        out of the counts."""
+        self.service.fenced(
+            self.agent.id,
+            lambda: self.service.store.mark_waiting_for_children(
+                self.agent.id, self.lease.owner, self.lease.attempt, waiting
+            ),
+        )
 
     async def agent_result(self, agent_id: str) -> dict[str, Any]:
         try:

@@ -66,11 +66,15 @@ class Wakeup:
     """
 
     def __init__(self) -> None:
+        self._pending = False
         self._event: anyio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
 
     def notify(self) -> None:
+        # Latched: a notice that comes while nobody waits (the worker is mid-claim, its query
+        # ran just before the other commit) makes the next wait return at once, not lost.
+        self._pending = True
         event, loop = self._event, self._loop
         if event is None:
             return
@@ -81,12 +85,17 @@ class Wakeup:
         event.set()
 
     async def wait(self, timeout_s: float) -> None:
+        """Until notified (or already notified since the last wait), or ``timeout_s``."""
         with contextlib.suppress(RuntimeError):
             self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
         self._event = anyio.Event()
+        if self._pending:
+            self._pending = False
+            return
         with anyio.move_on_after(timeout_s):
             await self._event.wait()
+        self._pending = False
 
 
 class AgentService:
@@ -315,7 +324,7 @@ class AgentService:
         """Commit the run's work on the agent's branch, if the lease is still ours: a worker
         that was presumed dead must not add commits behind the back of the one that took over.
         """
-        if not self._fenced(
+        if not self.fenced(
             agent.id,
             lambda: self.store.heartbeat(
                 agent.id, lease.owner, lease.attempt, self.config.worker.lease_s
@@ -374,7 +383,7 @@ class AgentService:
 
     def _finish(self, agent: AgentRecord, lease: Lease, result: RunResult) -> None:
         outcome = _outcome(result)
-        if self._fenced(
+        if self.fenced(
             agent.id, lambda: self.store.finish(agent.id, lease.owner, lease.attempt, outcome)
         ):
             self._emit(agent.id, f"agent.{outcome.status.value}", {"error": result.error})
@@ -385,7 +394,7 @@ class AgentService:
                 file=sys.stderr,
             )
 
-    def _fenced(self, agent_id: str, write: Callable[[], bool], tries: int = 3) -> bool:
+    def fenced(self, agent_id: str, write: Callable[[], bool], tries: int = 3) -> bool:
         """Make a write fenced by the lease, again after a transient database error: such a
         write is idempotent (made twice, the second matches nothing or changes nothing), so a
         dropped connection costs neither the attempt's result nor a second run. ``False``: the

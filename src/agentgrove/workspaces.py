@@ -212,16 +212,23 @@ class Workspaces:
         if ws.repo_path is None or ws.branch is None:
             raise BadInput(f"agent {ws.agent_id} has no branch to merge (it ran outside git)")
         repo = Path(ws.repo_path)
+        if _merging(repo) or _unmerged(repo):
+            # Never touch a merge the user has in progress (an abort would throw their work
+            # away): they finish it first.
+            raise BadInput(
+                f"{repo} has a merge in progress: finish it (`git merge --continue`) or abort "
+                f"it (`git merge --abort`), then merge {ws.branch}"
+            )
         identity = [] if run_git(["config", "user.email"], repo, check=False) else _IDENTITY
         merge = [*identity, "merge", "--no-ff", "--no-edit", "-m", f"Merge {ws.branch}"]
         proc = subprocess.run(
             ["git", *merge, ws.branch], cwd=repo, capture_output=True, text=True, check=False
         )
         if proc.returncode != 0:
-            conflicted = run_git(["diff", "--name-only", "--diff-filter=U"], repo, check=False)
-            if conflicted:
+            conflicted = _unmerged(repo)
+            if conflicted and _merging(repo):  # our merge stopped on conflicts: undo it
                 run_git(["merge", "--abort"], repo, check=False)
-                raise MergeConflict(ws.branch, conflicted.splitlines())
+                raise MergeConflict(ws.branch, conflicted)
             words = " ".join((proc.stderr.strip() or proc.stdout.strip()).split())
             raise GitError(f"git merge {ws.branch} refused: {words}")
         return run_git(["rev-parse", "HEAD"], repo)
@@ -247,6 +254,16 @@ class Workspaces:
                 shutil.rmtree(path, ignore_errors=True)
             run_git(["worktree", "prune"], Path(ws.repo_path))
         return replace(ws, state="removed")
+
+
+def _merging(repo: Path) -> bool:
+    """A merge is in progress in ``repo``'s checkout (MERGE_HEAD exists)."""
+    return bool(run_git(["rev-parse", "-q", "--verify", "MERGE_HEAD"], repo, check=False))
+
+
+def _unmerged(repo: Path) -> list[str]:
+    """Paths with unresolved conflicts in ``repo``'s checkout."""
+    return run_git(["diff", "--name-only", "--diff-filter=U"], repo, check=False).splitlines()
 
 
 def exclude_from_git(repo: Path, entry: str) -> None:

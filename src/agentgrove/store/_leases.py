@@ -85,6 +85,7 @@ FINISH = (
         duration_ms=agents.c.duration_ms + _param("duration_ms"),
         session_id=_param("session_id"),
         reserved_usd=0.0,
+        wait_reason=None,
         lease_owner=None,
         lease_expires_at=None,
         finished_at=_param("finished_at"),

@@ -435,6 +435,7 @@ class Store(
                     attempt=agents.c.attempt - (1 if refund_attempt else 0),
                     not_before=not_before,
                     reserved_usd=0.0,
+                    wait_reason=None,
                     **usage,
                 )
             )
@@ -515,6 +516,7 @@ class Store(
                     "lease_expires_at": None,
                     "cost_usd": agents.c.cost_usd + agents.c.reserved_usd,
                     "reserved_usd": 0.0,
+                    "wait_reason": None,  # e.g. "waiting for its children" of the lost attempt
                 }
                 if exhausted:
                     values |= {
