@@ -147,7 +147,9 @@ class Worker:
         finally:
             stop_listening.set()
             if listener.is_alive():
-                await anyio.to_thread.run_sync(listener.join)
+                # It notices within half a second, or a connect attempt times out (5 s); a
+                # daemon thread, it cannot keep the process alive past that anyway.
+                await anyio.to_thread.run_sync(lambda: listener.join(timeout=6))
         return self.stats
 
     async def _claim_loop(self, tg: TaskGroup) -> None:

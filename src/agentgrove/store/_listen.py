@@ -23,6 +23,13 @@ _NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
 RECONNECT_S = 2.0
 """Pause before listening again after the connection failed."""
 _CHECK_STOP_S = 0.5
+_KEEPALIVE = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
 
 
 def announce_work(conn: Connection) -> None:
@@ -33,17 +40,28 @@ def announce_work(conn: Connection) -> None:
 
 def listen_for_work(engine: Engine, on_work: Callable[[], None], stop: threading.Event) -> None:
     """Block, calling ``on_work`` for each notification, until ``stop`` is set (checked every
-    half second). Returns at once unless ``engine`` is PostgreSQL. A lost connection is
-    reported on stderr and opened again; ``on_work`` must be thread-safe."""
+    half second). Returns at once unless ``engine`` is PostgreSQL with psycopg. A lost
+    connection is reported once per outage on stderr and opened again (workers poll meanwhile);
+    ``on_work`` must be thread-safe."""
     if engine.dialect.name != "postgresql":
         return
-    import psycopg  # the PostgreSQL driver grove uses; present whenever the engine is
+    try:
+        import psycopg
+    except ImportError:  # another driver: polling only
+        return
 
-    conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    conninfo = psycopg.conninfo.make_conninfo(url, **_KEEPALIVE)
+    failing = False
     while not stop.is_set():
         try:
+            # A short connect timeout and keepalives: an unreachable server neither holds up
+            # shutdown for long nor leaves a dead connection listening forever.
             with psycopg.connect(conninfo, autocommit=True) as conn:
                 conn.execute(f"LISTEN {CHANNEL}")
+                if failing:
+                    print("grove worker: listening for work again", file=sys.stderr)
+                failing = False
                 on_work()  # anything committed while we were not listening
                 while not stop.is_set():
                     for _ in conn.notifies(timeout=_CHECK_STOP_S, stop_after=1):
@@ -51,8 +69,11 @@ def listen_for_work(engine: Engine, on_work: Callable[[], None], stop: threading
         except psycopg.Error as exc:
             if stop.is_set():
                 return
-            print(
-                f"grove worker: listening for work failed ({exc}); polling meanwhile",
-                file=sys.stderr,
-            )
+            if not failing:
+                detail = " ".join(str(exc).split())
+                print(
+                    f"grove worker: listening for work failed ({detail}); polling meanwhile",
+                    file=sys.stderr,
+                )
+            failing = True
             stop.wait(RECONNECT_S)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,15 +43,23 @@ def _migrate(engine: Engine, step: Callable[[Config, str], None], revision: str)
             _raw(conn, "PRAGMA foreign_keys=OFF")
         try:
             with conn.begin():
+                known = set(_broken_references(conn)) if sqlite else set()
                 cfg.attributes["connection"] = conn
                 step(cfg, revision)
                 if sqlite:
-                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    # Only what the migration broke: a database that already held a dangling
+                    # reference must still open.
+                    broken = [r for r in _broken_references(conn) if r not in known]
                     if broken:
                         raise RuntimeError(f"migration left broken references: {broken[:5]}")
         finally:
             if sqlite:
-                _raw(conn, "PRAGMA foreign_keys=ON")
+                with contextlib.suppress(Exception):  # never hide the migration's own error
+                    _raw(conn, "PRAGMA foreign_keys=ON")
+
+
+def _broken_references(conn: Connection) -> list[tuple[object, ...]]:
+    return [tuple(row) for row in conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()]
 
 
 def _raw(conn: Connection, sql: str) -> None:

@@ -25,10 +25,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("run_id"),
     )
     op.execute("INSERT INTO workflow_specs (run_id, spec) SELECT id, spec FROM workflow_runs")
-    # In place, not in batch mode: rebuilding workflow_runs on SQLite drops the table that
-    # agents and workflow_nodes rows reference (FOREIGN KEY constraint failed). SQLite has had
-    # ALTER TABLE ... DROP COLUMN since 3.35.
-    op.drop_column("workflow_runs", "spec")
+    # Batch mode: a table rebuild on SQLite (older than 3.35 has no DROP COLUMN), a plain ALTER
+    # elsewhere. The store migrates with SQLite's foreign keys off (store/_migrate.py), so the
+    # rows that reference workflow_runs do not stop the rebuild.
+    with op.batch_alter_table("workflow_runs") as batch_op:
+        batch_op.drop_column("spec")
 
 
 def downgrade() -> None:
@@ -37,6 +38,6 @@ def downgrade() -> None:
         "UPDATE workflow_runs SET spec = "
         "(SELECT spec FROM workflow_specs WHERE workflow_specs.run_id = workflow_runs.id)"
     )
-    if op.get_bind().dialect.name != "sqlite":  # SQLite cannot add NOT NULL in place
-        op.alter_column("workflow_runs", "spec", existing_type=sa.JSON(), nullable=False)
+    with op.batch_alter_table("workflow_runs") as batch_op:
+        batch_op.alter_column("spec", existing_type=sa.JSON(), nullable=False)
     op.drop_table("workflow_specs")
