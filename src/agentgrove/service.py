@@ -385,7 +385,7 @@ class AgentService:
         outcome = _outcome(result)
         if self.fenced(
             agent.id, lambda: self.store.finish(agent.id, lease.owner, lease.attempt, outcome)
-        ):
+        ) or self._recorded(agent.id, lease, outcome):
             self._emit(agent.id, f"agent.{outcome.status.value}", {"error": result.error})
         else:
             print(
@@ -393,6 +393,20 @@ class AgentService:
                 "lease is no longer ours (cancelled, or another worker took over)",
                 file=sys.stderr,
             )
+
+    def _recorded(self, agent_id: str, lease: Lease, outcome: RunOutcome) -> bool:
+        """Whether a fenced end-of-attempt write that answered "no match" had in fact committed
+        (after a dropped connection, unheard): the row shows this attempt's ending."""
+        try:
+            row = self.store.get_agent(agent_id)
+        except Exception:
+            return False
+        return (
+            row.attempt == lease.attempt
+            and row.status is outcome.status
+            and row.lease_owner is None
+            and row.finished_at is not None
+        )
 
     def fenced(self, agent_id: str, write: Callable[[], bool], tries: int = 3) -> bool:
         """Make a write fenced by the lease, again after a transient database error: such a
