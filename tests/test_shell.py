@@ -401,3 +401,32 @@ def test_tmux_ctrl_c_interrupts_a_command_and_the_shell_goes_on(
     tmux.wait_for(lambda s: re.search(rf"{agent_id}\s+planner\s+pending", s) is not None)
     tmux.send("C-d")
     tmux.wait_for("exited 0")
+
+
+def test_notices_report_an_ending_that_committed_after_higher_ids_were_read(grove: Grove) -> None:
+    # PostgreSQL numbers event rows at insert: an ending may become visible after events with
+    # higher ids were read. Simulated here by writing an ending into a gap of the id sequence.
+    from sqlalchemy import delete, insert
+
+    from agentgrove.store._core import utcnow
+    from agentgrove.store._schema import events
+
+    late = grove.run("planner", "ends late")
+    for _ in range(3):
+        grove.store.append_event(None, "test.filler", {})
+    gap = grove.store.last_event_id() - 1
+    with grove.store.engine.begin() as conn:
+        conn.execute(delete(events).where(events.c.id == gap))
+    notices = FinishNotices(grove.store)
+    notices.start()
+    early = grove.run("planner", "ends first")
+    line = "{a.id} planner completed (${a.cost_usd:.4f}): {a.output}"
+    assert notices.poll() == [line.format(a=early)]
+    with grove.store.engine.begin() as conn:
+        conn.execute(
+            insert(events).values(
+                id=gap, at=utcnow(), agent_id=late.id, kind="agent.completed", data={}
+            )
+        )
+    assert notices.poll() == [line.format(a=late)]
+    assert notices.poll() == []

@@ -12,36 +12,59 @@ from __future__ import annotations
 
 from agentgrove.models import AgentRecord, AgentStatus
 from agentgrove.store import Store
+from agentgrove.store._views import FeedEvent
 
 ENDINGS = frozenset({"agent.completed", "agent.failed", "agent.cancelled"})
 _BATCH = 500
+LAG_IDS = 1000
+"""How far back each poll reads again, for events that committed after higher ids."""
 
 
 class FinishNotices:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._after: int | None = None
+        self._seen: set[int] = set()
 
     def start(self) -> None:
         """From now on: endings already recorded are not reported."""
         self._after = self._store.last_event_id()
+        self._seen = {item.event.id for item in self._recent(self._after)}
 
     def poll(self) -> list[str]:
         """Lines for the agents that ended since the last poll (or since :meth:`start`), in the
-        order they ended; the first call only starts."""
+        order they were read; the first call only starts. Each ending is reported once, also
+        one whose event got a lower id than events already read but committed after them
+        (PostgreSQL numbers rows at insert, not at commit): the last :data:`LAG_IDS` ids are
+        read again. Nothing is marked read unless its lines were built."""
         if self._after is None:
             self.start()
             return []
+        seen = set(self._seen)
+        after = self._after
         ended: list[str] = []
+        for item in self._recent(self._after):
+            if item.event.id in seen:
+                continue
+            seen.add(item.event.id)
+            after = max(after, item.event.id)
+            if item.event.kind in ENDINGS and item.event.agent_id is not None:
+                ended.append(item.event.agent_id)
+        lines = [notice_line(self._store.get_agent(agent_id)) for agent_id in ended]
+        self._after = after
+        self._seen = {i for i in seen if i > after - LAG_IDS}
+        return lines
+
+    def _recent(self, after: int) -> list[FeedEvent]:
+        """Events with an id above ``after - LAG_IDS``, oldest first."""
+        found: list[FeedEvent] = []
+        cursor = max(0, after - LAG_IDS)
         while True:
-            batch = self._store.events_after(self._after, limit=_BATCH)
-            for item in batch:
-                self._after = item.event.id
-                if item.event.kind in ENDINGS and item.event.agent_id is not None:
-                    ended.append(item.event.agent_id)
+            batch = self._store.events_after(cursor, limit=_BATCH)
+            found += batch
             if len(batch) < _BATCH:
-                break
-        return [notice_line(self._store.get_agent(agent_id)) for agent_id in ended]
+                return found
+            cursor = batch[-1].event.id
 
 
 def notice_line(agent: AgentRecord) -> str:
