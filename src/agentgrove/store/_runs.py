@@ -9,6 +9,8 @@ on start-up as a safety net. Decisions come from the pure :mod:`agentgrove.workf
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,6 +36,33 @@ def node_state(agent: AgentRecord) -> NodeState:
     if agent.error_kind is ErrorKind.DEPENDENCY_FAILED:
         return NodeState.DEPENDENCY_FAILED
     return NodeState(agent.status.value)
+
+
+SHAPES_KEPT = 32
+"""Parsed runs a process keeps (a 10,000-node run's spec is about 2.4 MB of JSON)."""
+
+
+class _ShapeCache:
+    """A small LRU of parsed runs, safe across the threads that share a store."""
+
+    def __init__(self) -> None:
+        self._shapes: OrderedDict[str, _RunShape] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, run_id: str) -> _RunShape | None:
+        with self._lock:
+            shape = self._shapes.get(run_id)
+            if shape is not None:
+                self._shapes.move_to_end(run_id)
+            return shape
+
+    def put(self, run_id: str, shape: _RunShape) -> _RunShape:
+        with self._lock:
+            self._shapes[run_id] = shape
+            self._shapes.move_to_end(run_id)
+            while len(self._shapes) > SHAPES_KEPT:
+                self._shapes.popitem(last=False)
+        return shape
 
 
 @dataclass(frozen=True)
@@ -105,12 +134,13 @@ class RunQueries(StoreCore):
             self.continue_run(conn, run_id, now)
 
     def _shape(self, conn: Connection, run_id: str) -> _RunShape:
-        """The run's workflow, read and parsed once per process (a run's spec never changes)."""
-        cache: dict[str, _RunShape] = self.__dict__.setdefault("_run_shapes", {})
+        """The run's workflow, read and parsed once per process while it is in use (a run's
+        spec never changes): the :data:`SHAPES_KEPT` most recently used runs are kept."""
+        cache: _ShapeCache = self.__dict__.setdefault("_run_shapes", _ShapeCache())
         shape = cache.get(run_id)
         if shape is None:
             stored = conn.execute(_GET_SPEC, {"id": run_id}).scalar_one()
-            shape = cache[run_id] = _RunShape.parse(stored)
+            shape = cache.put(run_id, _RunShape.parse(stored))
         return shape
 
     def _lock_run(self, conn: Connection, run_id: str) -> Any:
