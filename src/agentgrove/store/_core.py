@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
-from agentgrove.models import AgentRecord
-
 if TYPE_CHECKING:
     from agentgrove.store._faults import CrashPoint
 
@@ -37,7 +35,4 @@ class StoreCore:
             at: datetime | None,
             run_id: str | None = None,
         ) -> None: ...
-        def _node_agents(
-            self, conn: Connection, run_id: str, keys: list[str] | None = None
-        ) -> dict[str, AgentRecord]: ...
         def _insert_agent_row(self, conn: Connection, values: dict[str, Any]) -> str: ...

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from agentgrove.errors import BadInput
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind, NodeView, RunRecord, RunStatus
 from agentgrove.store._core import StoreCore
+from agentgrove.store._rows import _agent_from_row, _agent_select
 from agentgrove.store._schema import agents, workflow_nodes, workflow_runs, workflow_specs
 from agentgrove.workflows.dag import (
     NodeState,
@@ -456,6 +457,29 @@ class RunQueries(StoreCore):
             self._event(conn, None, "workflow.rerun", {"from": key, "nodes": again}, now, run_id)
             self.continue_run(conn, run_id, now)
         return again
+
+    def _node_agents(
+        self, conn: Connection, run_id: str, keys: list[str] | None = None
+    ) -> dict[str, AgentRecord]:
+        """The current (not superseded) agent of each node of a run (or of ``keys``)."""
+        query = (
+            _agent_select()
+            .where(
+                agents.c.workflow_run_id == run_id,
+                agents.c.superseded.is_(False),
+                agents.c.node_key.is_not(None),
+            )
+            .order_by(agents.c.created_at, agents.c.id)
+        )
+        if keys is not None:
+            query = query.where(agents.c.node_key.in_(keys))
+        rows = conn.execute(query)
+        found: dict[str, AgentRecord] = {}
+        for row in rows:
+            record = _agent_from_row(row)
+            if record.node_key is not None:
+                found[record.node_key] = record
+        return found
 
 
 _LOCK_RUN = select(workflow_runs).where(workflow_runs.c.id == bindparam("id")).with_for_update()

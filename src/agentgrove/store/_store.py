@@ -573,29 +573,6 @@ class Store(
         )
         return agent_id
 
-    def _node_agents(
-        self, conn: Connection, run_id: str, keys: list[str] | None = None
-    ) -> dict[str, AgentRecord]:
-        """The current (not superseded) agent of each node of a run (or of ``keys``)."""
-        query = (
-            _agent_select()
-            .where(
-                agents.c.workflow_run_id == run_id,
-                agents.c.superseded.is_(False),
-                agents.c.node_key.is_not(None),
-            )
-            .order_by(agents.c.created_at, agents.c.id)
-        )
-        if keys is not None:
-            query = query.where(agents.c.node_key.in_(keys))
-        rows = conn.execute(query)
-        found: dict[str, AgentRecord] = {}
-        for row in rows:
-            record = _agent_from_row(row)
-            if record.node_key is not None:
-                found[record.node_key] = record
-        return found
-
 
 # Statements built once and executed with parameters: building SQLAlchemy expressions per call
 # costs more CPU than SQLite spends running them.
