@@ -220,3 +220,30 @@ def test_an_attempt_cut_short_by_shutdown_keeps_its_reservation_as_spent(repo: P
         released = grove.get(agent.id)
     assert released.status is AgentStatus.PENDING and released.attempt == 0
     assert released.cost_usd == pytest.approx(0.4) and released.reserved_usd == 0
+
+
+def test_a_retry_after_midnight_counts_against_the_new_day(repo: Path) -> None:
+    # The agent was first claimed yesterday; its attempt today must still count today, while
+    # it runs (its reservation) and once it has ended (its spend).
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from agentgrove.store._core import utcnow
+    from agentgrove.store._schema import agents
+
+    (repo / "grove.toml").write_text(
+        "[budget]\ndaily_usd = 1.0\n[roles.tester]\nmax_budget_usd = 0.4\n"
+    )
+    with Grove.init(repo, runtime=ScriptedRuntime(spend_everything)) as grove:
+        agent = grove.spawn("tester", "retried after midnight")
+        claimed = grove.store.claim("w", 60, agent_id=agent.id)
+        assert claimed is not None and claimed.reserved_usd == pytest.approx(0.4)
+        yesterday = utcnow() - timedelta(days=1)
+        with grove.store.engine.begin() as conn:
+            conn.execute(update(agents).where(agents.c.id == agent.id).values(started_at=yesterday))
+        report = {row[0]: row[1:] for row in grove.store.budget_report(utcnow())}
+        assert report["daily"] == pytest.approx((1.0, 0.4, 0.0))  # limit, reserved, spent
+        grove.service.cancel(agent.id)  # its reservation now counts as spent, today
+        report = {row[0]: row[1:] for row in grove.store.budget_report(utcnow())}
+    assert report["daily"] == pytest.approx((1.0, 0.0, 0.4))

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, func, select, update
+from sqlalchemy import Connection, Row, bindparam, func, or_, select, update
 
 from agentgrove.budgets import Grant, Scope, grant
 from agentgrove.models import AgentStatus, ErrorKind
@@ -67,7 +67,7 @@ class BudgetQueries(StoreCore):
         with self._read() as conn:
             if self.daily_limit_usd is not None:
                 start = now.replace(hour=0, minute=0, second=0, microsecond=0)
-                spent, reserved = _sums(conn, agents.c.started_at >= start)
+                spent, reserved = _sums(conn, _TODAY, {"p_start": start})
                 rows.append(("daily", self.daily_limit_usd, reserved, spent))
             for agent_id, limit in conn.execute(
                 select(agents.c.id, agents.c.budget_usd).where(agents.c.budget_usd.is_not(None))
@@ -136,12 +136,15 @@ class BudgetQueries(StoreCore):
         return decision
 
 
-def _sums(conn: Connection, condition: Any) -> tuple[float, float]:
+def _sums(
+    conn: Connection, condition: Any, params: dict[str, Any] | None = None
+) -> tuple[float, float]:
     spent, reserved = conn.execute(
         select(
             func.coalesce(func.sum(agents.c.cost_usd), 0.0),
             func.coalesce(func.sum(agents.c.reserved_usd), 0.0),
-        ).where(condition)
+        ).where(condition),
+        params or {},
     ).one()
     return float(spent), float(reserved)
 
@@ -177,9 +180,15 @@ _TREE_SUMS = select(
     func.coalesce(func.sum(agents.c.reserved_usd), 0.0),
 ).where(agents.c.id.in_(select(_subtree.c.id)))
 _committed = func.coalesce(func.sum(agents.c.cost_usd + agents.c.reserved_usd), 0.0)
-_DAILY_COMMITTED = select(_committed).where(
-    agents.c.started_at >= bindparam("p_start", type_=agents.c.started_at.type)
+_DAY_START = bindparam("p_start", type_=agents.c.started_at.type)
+_TODAY = or_(
+    # First claimed today; or first claimed before but running or ended today (a retry after
+    # midnight): counted whole, so a limit errs on the safe side.
+    agents.c.started_at >= _DAY_START,
+    agents.c.finished_at >= _DAY_START,
+    agents.c.status == AgentStatus.EXECUTING.value,
 )
+_DAILY_COMMITTED = select(_committed).where(_TODAY)
 _RUN_COMMITTED = select(_committed).where(agents.c.workflow_run_id == bindparam("p_run"))
 _GRANTED = (
     update(agents)
