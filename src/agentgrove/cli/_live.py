@@ -28,6 +28,7 @@ from agentgrove.models import AgentRecord, AgentStatus
 from agentgrove.service import Wakeup
 from agentgrove.store import Store
 from agentgrove.store._core import utcnow
+from agentgrove.text import one_line
 
 STATUS_STYLE: dict[str, str] = {
     "waiting": "dim",
@@ -260,7 +261,7 @@ class LiveProgress:
 
     def observe(self, agent_id: str, kind: str, data: dict[str, Any]) -> None:
         if kind == "agent.tool_use":
-            self._tools[agent_id] = _short(f"{data.get('tool')} {data.get('input')}", 80)
+            self._tools[agent_id] = one_line(f"{data.get('tool')} {data.get('input')}", 80)
         if self._mode != "quiet":
             line = _event_line(agent_id, kind, data, tool_calls=self._mode == "plain")
             if (
@@ -344,7 +345,7 @@ class LiveProgress:
                     f"${agent.cost_usd:.4f}, {format_elapsed(seconds or 0.0)})"
                 )
             if agent.error:
-                line += f" {agent.error_kind}: {_short(agent.error, 200)}"
+                line += f" {agent.error_kind}: {one_line(agent.error, 200)}"
             self._console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
@@ -361,11 +362,6 @@ def _event_line(agent_id: str, kind: str, data: dict[str, Any], *, tool_calls: b
     if kind in ("agent.warning", "agent.retry", "agent.released"):
         return Text.assemble("  ", (f"{who} {kind}", "yellow"), " ", str(data))
     return None
-
-
-def _short(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 __all__ = [

@@ -29,6 +29,7 @@ from agentgrove import metrics
 from agentgrove.dashboard import _actions, _pages, _stream
 from agentgrove.errors import BadInput, UnknownAgent
 from agentgrove.grove import Grove
+from agentgrove.text import one_line
 
 HERE = Path(__file__).parent
 
@@ -119,8 +120,7 @@ def when(value: datetime | None) -> str:
 
 
 def short(value: str | None, limit: int = 90) -> str:
-    text = " ".join((value or "").split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return one_line(value, limit)
 
 
 __all__ = ["create_app"]

@@ -22,6 +22,7 @@ from agentgrove.grove import Grove
 from agentgrove.store import Store
 from agentgrove.store._runs import node_state
 from agentgrove.store._views import FeedEvent
+from agentgrove.text import one_line
 
 router = APIRouter()
 
@@ -98,7 +99,7 @@ def payloads(store: Store, batch: list[FeedEvent]) -> list[dict[str, Any]]:
                     "node_state": node_state(agent).value if agent.node_key else None,
                     "tokens": agent.tokens_in + agent.tokens_out,
                     "cost_usd": agent.cost_usd,
-                    "output": _short(agent.error or agent.output),
+                    "output": _output(agent.error or agent.output),
                     "failed": agent.error is not None,
                 },
             }
@@ -106,8 +107,6 @@ def payloads(store: Store, batch: list[FeedEvent]) -> list[dict[str, Any]]:
     return out
 
 
-def _short(text: str | None, limit: int = 160) -> str | None:
-    if text is None:
-        return None
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+def _output(text: str | None) -> str | None:
+    """What a node row shows of an output or error (``None``: nothing yet)."""
+    return None if text is None else one_line(text, 160)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from agentgrove.models import AgentRecord, AgentStatus
 from agentgrove.store import Store
 from agentgrove.store._views import FeedEvent
+from agentgrove.text import one_line
 
 ENDINGS = frozenset({"agent.completed", "agent.failed", "agent.cancelled"})
 _BATCH = 500
@@ -74,7 +75,5 @@ def notice_line(agent: AgentRecord) -> str:
         detail = agent.output or ""
     else:
         detail = f"{agent.error_kind}: {agent.error}" if agent.error_kind else (agent.error or "")
-    detail = " ".join(detail.split())
-    if len(detail) > 160:
-        detail = detail[:159] + "…"
+    detail = one_line(detail, 160)
     return f"{head}: {detail}" if detail else head
