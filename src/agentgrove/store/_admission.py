@@ -12,6 +12,7 @@ from sqlalchemy import Connection, func, or_, select, text, update
 from agentgrove.admission import Exclusions, ModelPacer, RunningCounts
 from agentgrove.config import AdmissionSettings
 from agentgrove.models import AgentStatus
+from agentgrove.store import _leases
 from agentgrove.store._core import StoreCore
 from agentgrove.store._pace import PaceState, load_pace
 from agentgrove.store._schema import agents
@@ -75,12 +76,7 @@ class AdmissionQueries(StoreCore):
         with self._write(wake=waiting) as conn:  # a slot freed may let another agent start
             result = conn.execute(
                 update(agents)
-                .where(
-                    agents.c.id == agent_id,
-                    agents.c.status == AgentStatus.EXECUTING.value,
-                    agents.c.lease_owner == owner,
-                    agents.c.attempt == attempt,
-                )
+                .where(_leases.fence(agent_id, owner, attempt))
                 .values(wait_reason=WAITING_FOR_CHILDREN if waiting else None)
             )
             return result.rowcount == 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, update
+from sqlalchemy import ColumnElement, and_, bindparam, select, update
 
 from agentgrove.models import AgentStatus
 from agentgrove.store._schema import agents
@@ -61,19 +61,23 @@ def _param(name: str) -> Any:
     return bindparam(f"p_{name}", type_=agents.c[name].type)
 
 
-_FENCE = and_(
+FENCE = and_(
     agents.c.id == bindparam("p_id"),
     agents.c.status == AgentStatus.EXECUTING.value,
     agents.c.lease_owner == bindparam("p_owner"),
     agents.c.attempt == bindparam("p_attempt"),
 )
+"""The fence as a prebuilt condition, with parameters ``p_id``, ``p_owner`` and ``p_attempt``."""
 
-HEARTBEAT = update(agents).where(_FENCE).values(lease_expires_at=_param("lease_expires_at"))
+HOLDS_LEASE = select(agents.c.id).where(FENCE).with_for_update()
+"""A row while the lease is still held (locked: the write that follows cannot race a sweep)."""
+
+HEARTBEAT = update(agents).where(FENCE).values(lease_expires_at=_param("lease_expires_at"))
 """Extend the lease to ``p_lease_expires_at``."""
 
 FINISH = (
     update(agents)
-    .where(_FENCE)
+    .where(FENCE)
     .values(
         status=_param("status"),
         output=_param("output"),

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from agentgrove.models import AgentStatus, Event, WorkspaceRecord
+from agentgrove.store import _leases
 from agentgrove.store._core import StoreCore, utcnow
 from agentgrove.store._rows import _workspace_from_row
 from agentgrove.store._schema import agents, events, transcripts, workspaces
@@ -42,7 +43,8 @@ class LogQueries(StoreCore):
         with self._write() as conn:
             if lease is not None:
                 holder = conn.execute(
-                    _LEASE_CHECK, {"id": ws.agent_id, "owner": lease[0], "attempt": lease[1]}
+                    _leases.HOLDS_LEASE,
+                    {"p_id": ws.agent_id, "p_owner": lease[0], "p_attempt": lease[1]},
                 )
                 if holder.first() is None:
                     return False
@@ -95,7 +97,7 @@ class LogQueries(StoreCore):
         with self._write() as conn:
             # The row lock (Postgres) keeps the lease from changing hands before the insert.
             holder = conn.execute(
-                _LEASE_CHECK, {"id": agent_id, "owner": owner, "attempt": attempt}
+                _leases.HOLDS_LEASE, {"p_id": agent_id, "p_owner": owner, "p_attempt": attempt}
             )
             if holder.first() is None:
                 return False
@@ -160,13 +162,3 @@ _INSERT_WORKSPACE = insert(workspaces)
 # Without .values(), the SET clause is every column named in the parameters; the key is named
 # p_agent_id because a bind parameter may not share a column's name in an UPDATE.
 _UPDATE_WORKSPACE = update(workspaces).where(workspaces.c.agent_id == bindparam("p_agent_id"))
-_LEASE_CHECK = (
-    select(agents.c.id)
-    .where(
-        agents.c.id == bindparam("id"),
-        agents.c.status == AgentStatus.EXECUTING.value,
-        agents.c.lease_owner == bindparam("owner"),
-        agents.c.attempt == bindparam("attempt"),
-    )
-    .with_for_update()
-)
