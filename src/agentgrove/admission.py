@@ -107,6 +107,10 @@ def memory_refusal(
     )
 
 
+BucketState = tuple[float, float | None, float, float, float]
+"""A pace bucket shared between processes: ``(rpm, ceiling, tokens, updated, held_until)``."""
+
+
 @dataclass
 class _Bucket:
     rpm: float
@@ -174,14 +178,14 @@ class ModelPacer:
         # Tokens accrue only after the hold: no burst of starts the moment it ends.
         bucket.updated = bucket.held_until
 
-    def state(self) -> dict[str, tuple[float, float | None, float, float, float]]:
+    def state(self) -> dict[str, BucketState]:
         """Every bucket as ``(rpm, ceiling, tokens, updated, held_until)``, to be shared."""
         return {
             model: (b.rpm, b.ceiling, b.tokens, b.updated, b.held_until)
             for model, b in self._buckets.items()
         }
 
-    def load(self, state: Mapping[str, tuple[float, float | None, float, float, float]]) -> None:
+    def load(self, state: Mapping[str, BucketState]) -> None:
         """Take the buckets :meth:`state` gave (of this or another process) as the truth;
         configured models without one start full, as in a new pacer."""
         self._buckets = {

@@ -145,44 +145,38 @@ class AgentService:
 
     def prepare(self, request: SpawnRequest) -> NewAgent:
         """Validate a spawn request completely, writing nothing (see :meth:`spawn`)."""
-        role, task, model, budget_usd = (
-            request.role,
-            request.task,
-            request.model,
-            request.budget_usd,
-        )
-        parent_id, after_parent = request.parent_id, request.after_parent
-        spec = self.config.roles.get(role)
+        spec = self.config.roles.get(request.role)
         if spec is None:
-            raise UnknownRole(role, list(self.config.roles))
-        if not task.strip():
+            raise UnknownRole(request.role, list(self.config.roles))
+        if not request.task.strip():
             raise BadInput("the task is empty: say what the agent should do")
-        if model is not None and not model.strip():
+        if request.model is not None and not request.model.strip():
             raise BadInput("--model is empty: give a model name or leave it out")
-        if budget_usd is not None and budget_usd <= 0:
-            raise BadInput(f"--budget-usd must be above zero, got {budget_usd}")
+        if request.budget_usd is not None and request.budget_usd <= 0:
+            raise BadInput(f"--budget-usd must be above zero, got {request.budget_usd}")
+        parent_id = None
         depth = 0
         run_id = None
-        if parent_id is not None:
-            parent_id = self.store.resolve_id(parent_id)
+        if request.parent_id is not None:
+            parent_id = self.store.resolve_id(request.parent_id)
             parent = self.store.get_agent(parent_id)
             depth = parent.depth + 1
             run_id = parent.workflow_run_id  # a node's helpers belong to its run (not nodes)
-        elif after_parent:
+        elif request.after_parent:
             raise BadInput("after_parent needs a parent id")
         base_commit = self.workspaces.resolve_base(request.base)
         return NewAgent(
-            role=role,
-            task=task.strip(),
-            model=model or spec.model,
+            role=request.role,
+            task=request.task.strip(),
+            model=request.model or spec.model,
             parent_id=parent_id,
             base_ref=base_commit,
             max_attempts=spec.max_attempts,
             timeout_s=spec.timeout_s,
-            budget_usd=budget_usd,
+            budget_usd=request.budget_usd,
             max_budget_usd=spec.max_budget_usd,
             depth=depth,
-            after_parent=after_parent,
+            after_parent=request.after_parent,
             workflow_run_id=run_id,
         )
 

@@ -113,6 +113,12 @@ class Worker:
         self.service.wakeup.notify()
 
     @property
+    def long_lived(self) -> bool:
+        """A worker for everything (``grove worker``, ``grove up``), not a one-shot run of
+        some agents or one workflow run."""
+        return self.only is None and self.run_id is None
+
+    @property
     def in_flight(self) -> list[str]:
         return list(self._running)
 
@@ -121,7 +127,7 @@ class Worker:
         # (processes, orphaned worktrees) before claiming; a one-shot `grove run` or
         # `workflow run --wait` leaves that to workers and `grove gc`, and starts at once.
         # Every worker moves workflow runs forward first.
-        if self.only is None and self.run_id is None:
+        if self.long_lived:
             leftovers = collect(self.store, self.service.workspaces, finished_worktrees=False)
             for line in leftovers.lines()[1:]:
                 if line.split()[1] != "0":
@@ -137,7 +143,7 @@ class Worker:
             name="grove-listen",
             daemon=True,
         )
-        if self.settings.listen and self.only is None and self.run_id is None:
+        if self.settings.listen and self.long_lived:
             listener.start()
         try:
             async with anyio.create_task_group() as tg:

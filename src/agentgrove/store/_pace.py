@@ -14,13 +14,13 @@ from agentgrove.store._core import StoreCore
 from agentgrove.store._schema import model_pace
 
 if TYPE_CHECKING:
-    from agentgrove.admission import ModelPacer
+    from agentgrove.admission import BucketState, ModelPacer
 
 _SELECT = select(model_pace)
 _DELETE = delete(model_pace)
 _INSERT = insert(model_pace)
 
-PaceState = dict[str, tuple[float, float | None, float, float, float]]
+PaceState = dict[str, "BucketState"]
 
 
 def load_pace(conn: Connection, pacer: ModelPacer) -> PaceState:
