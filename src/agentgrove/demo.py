@@ -14,10 +14,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from agentgrove.cli._live import elapsed_s, format_elapsed
 from agentgrove.errors import ModelUnavailable
 from agentgrove.grove import Grove
 from agentgrove.models import AgentRecord, AgentStatus
 from agentgrove.runtime.claude import ClaudeRuntime
+from agentgrove.store._core import utcnow
 from agentgrove.workspaces import init_repo, list_branches
 
 TASK = "greet.py: print 'Hello, <name>!' for the name given as the first argument (default: world)"
@@ -89,7 +91,7 @@ def _print_table(console: Console, records: list[AgentRecord]) -> None:
             r.status.value,
             f"{r.tokens_in}/{r.tokens_out}",
             f"${r.cost_usd:.4f}",
-            f"{r.duration_ms / 1000:.1f}s",
+            format_elapsed(elapsed_s(r, utcnow()) or 0.0),
             files or "-",
         )
     console.print(table)
