@@ -24,6 +24,10 @@ from claude_agent_sdk import (
     ClaudeAgentOptions,
     ClaudeSDKClient,
     ClaudeSDKError,
+    HookContext,
+    HookInput,
+    HookJSONOutput,
+    HookMatcher,
     PermissionResultAllow,
     PermissionResultDeny,
     ResultMessage,
@@ -144,6 +148,26 @@ class ClaudeRuntime:
         ) -> PermissionResultAllow | PermissionResultDeny:
             return _can_use_tool(worktree, tools, name, tool_input, spec.role.bash)
 
+        async def pre_tool_use(
+            data: HookInput, _tool_use_id: str | None, _ctx: HookContext
+        ) -> HookJSONOutput:
+            # Runs before the CLI's permission mode, which would approve touch, mkdir, rm,
+            # sed -i... in the cwd (acceptEdits) without asking can_use_tool.
+            if data["hook_event_name"] != "PreToolUse":
+                return {}
+            decision = _can_use_tool(
+                worktree, tools, data["tool_name"], data["tool_input"], spec.role.bash
+            )
+            if isinstance(decision, PermissionResultAllow):
+                return {}
+            return {
+                "hookSpecificOutput": {
+                    "hookEventName": "PreToolUse",
+                    "permissionDecision": "deny",
+                    "permissionDecisionReason": decision.message,
+                }
+            }
+
         def keep_stderr(line: str) -> None:
             stderr_tail.append(line.rstrip())
             del stderr_tail[:-_STDERR_KEEP]
@@ -168,6 +192,11 @@ class ClaudeRuntime:
             allowed_tools=[],
             permission_mode="acceptEdits",
             can_use_tool=can_use_tool,
+            # The same decision, before the permission mode: every call, whatever the mode.
+            # A hook that fails blocks the call.
+            hooks={
+                "PreToolUse": [HookMatcher(matcher=None, hooks=[pre_tool_use], on_failure="block")]
+            },
             max_turns=spec.max_turns,
             max_budget_usd=spec.max_budget_usd,
             cwd=str(worktree),
