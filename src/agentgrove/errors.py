@@ -10,6 +10,7 @@
     │   ├── ConfigError             grove.toml (or the environment) is invalid
     │   └── BadRef                  a git ref that does not resolve
     ├── ModelUnavailable            the model endpoint refused or could not be reached (exit 2)
+    ├── StoreUnavailable            the database cannot be reached or is locked (try again)
     └── TransitionLost              a guarded status change matched no row (a race was lost)
 
 Every message names the thing that is wrong and says what to do, on one line.
@@ -63,3 +64,15 @@ class ModelUnavailable(GroveError):
 
 class TransitionLost(GroveError):
     """A guarded status transition matched no row: another actor moved the agent first."""
+
+
+class StoreUnavailable(GroveError):
+    """The database cannot be used right now: the connection dropped or was refused, or
+    (SQLite) another process held the write lock past the busy timeout. The transaction may or
+    may not have committed; a fenced write may simply be made again. The store raises this in
+    place of the driver's error (the cause is ``__cause__``), so callers never have to ask
+    whether a SQLAlchemy exception is transient."""
+
+    def __init__(self, cause: BaseException) -> None:
+        detail = " ".join(str(getattr(cause, "orig", None) or cause).split())
+        super().__init__(f"the database is unavailable ({detail}): try again shortly")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import sys
@@ -23,16 +24,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
 from agentgrove.admission import ModelPacer
 from agentgrove.config import GroveConfig
 from agentgrove.delegation import AgentDelegate, NoSlots, Slots
-from agentgrove.errors import BadInput, UnknownRole
+from agentgrove.errors import BadInput, StoreUnavailable, UnknownRole
 from agentgrove.models import (
     AgentRecord,
     AgentStatus,
@@ -47,6 +48,19 @@ from agentgrove.secrets import Redactor
 from agentgrove.store import NewAgent, RunOutcome, Store
 from agentgrove.store._core import utcnow
 from agentgrove.workspaces import MergeConflict, Workspaces
+
+T = TypeVar("T")
+
+DB_THREADS = 4
+"""Database calls of one worker process that may run at once, each on a thread of its own: the
+event loop never waits for the database (a lock held elsewhere, a server restarting)."""
+TRANSCRIPT_BATCH = 200
+"""Transcript messages written per transaction, at most."""
+TRANSCRIPT_CLOSE_S = 5.0
+"""How long an interrupted attempt's queued transcript may take to be written."""
+TRANSCRIPT_PENDING = 5000
+"""Messages of one attempt held in memory while the database is slow or unavailable; past
+that, further messages are counted and the gap recorded instead (the run goes on)."""
 
 EventObserver = Callable[[str, str, dict[str, Any]], None]
 """Called with (agent_id, event kind, data) for every event an attempt produces, in-process."""
@@ -125,6 +139,35 @@ class AgentService:
         self.pacer = ModelPacer(config.admission.rpm_per_model)
         # Secrets in the environment never reach the database (transcripts, events, results).
         self.redact = Redactor.from_environ(os.environ)
+        self._db_limiter: anyio.CapacityLimiter | None = None
+
+    # -- the database, off the event loop ------------------------------------------------
+
+    async def db(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` (a store call) on a worker thread, at most
+        :data:`DB_THREADS` at once, so the event loop (agents' streams, heartbeats) never
+        waits for the database."""
+        if self._db_limiter is None:
+            self._db_limiter = anyio.CapacityLimiter(DB_THREADS)
+        call = functools.partial(fn, *args, **kwargs)
+        return await anyio.to_thread.run_sync(call, limiter=self._db_limiter)
+
+    async def owed(self, agent_id: str, write: Callable[[], bool]) -> bool:
+        """Make a write fenced by the lease that the attempt owes (its ending, its
+        workspace), again and again while the database is unavailable, until it is made;
+        ``False``: the lease is no longer ours. Such a write is idempotent (made twice, the
+        second matches nothing or changes nothing). It stops only when cancelled: by the
+        heartbeat, once the lease has expired by the worker's own clock."""
+        from agentgrove.worker import Backoff  # the worker imports this module
+
+        backoff = Backoff()
+        while True:
+            try:
+                return await self.db(write)
+            except StoreUnavailable as exc:
+                if backoff.failures % 10 == 0:
+                    print(f"grove: agent {agent_id}: {exc} (writing again)", file=sys.stderr)
+                await anyio.sleep(backoff.next())
 
     # -- spawning --------------------------------------------------------------------------
 
@@ -190,39 +233,62 @@ class AgentService:
 
     # -- executing -------------------------------------------------------------------------
 
-    async def execute(self, agent: AgentRecord, lease: Lease, slots: Slots | None = None) -> None:
+    async def execute(
+        self,
+        agent: AgentRecord,
+        lease: Lease,
+        slots: Slots | None = None,
+        lease_lost: Callable[[], bool] = lambda: False,
+    ) -> None:
         """Run one claimed attempt of ``agent`` to its single final transition (see module doc).
 
         Cancelled from outside (shutdown past its grace, or a cancel noticed by the heartbeat),
         the agent goes back to pending and the attempt is not counted; when the agent was
         cancelled, or already finished, the fenced release simply matches nothing.
+        ``lease_lost()``: the caller gave the run up because its lease expired while the
+        database was unavailable; then nothing is written (one release is tried otherwise, and
+        if the database cannot take it, the lease runs out instead).
         """
         try:
-            await self._execute(agent, lease, slots or NoSlots())
+            await self._execute(agent, lease, slots or NoSlots(), lease_lost)
         except anyio.get_cancelled_exc_class():
+            if lease_lost():
+                raise
             with anyio.CancelScope(shield=True):
-                if self.store.release(
-                    agent.id, lease.owner, lease.attempt, refund_attempt=True, reason="interrupted"
-                ):
+                try:
+                    released = await self.db(
+                        self.store.release,
+                        agent.id,
+                        lease.owner,
+                        lease.attempt,
+                        refund_attempt=True,
+                        reason="interrupted",
+                    )
+                except StoreUnavailable as exc:
+                    print(f"grove: agent {agent.id}: not released: {exc}", file=sys.stderr)
+                    released = False
+                if released:
                     self._emit(agent.id, "agent.released", {"reason": "interrupted"})
             raise
 
-    async def _execute(self, agent: AgentRecord, lease: Lease, slots: Slots) -> None:
+    async def _execute(
+        self, agent: AgentRecord, lease: Lease, slots: Slots, lease_lost: Callable[[], bool]
+    ) -> None:
         role = self.config.roles.get(agent.role)
         if role is None:
-            self._finish(
+            await self._finish(
                 agent,
                 lease,
                 _failure(ErrorKind.PERMANENT, f"role {agent.role!r} is no longer configured"),
             )
             return
-        prompt, base = self._prompt_and_base(agent)
+        prompt, base = await self.db(self._prompt_and_base, agent)
         if lease.attempt > 1:
             # An earlier attempt's worker was presumed dead; if it ran here, its CLI may still
             # be editing the worktree this attempt is about to reuse. Stop it first.
             killed = kill_agent_processes(agent.id, before_attempt=lease.attempt)
             if killed:
-                self._warn(
+                await self._warn(
                     agent.id,
                     f"stopped {len(killed)} process(es) left by an earlier attempt: "
                     + " ".join(map(str, killed)),
@@ -232,14 +298,14 @@ class AgentService:
                 self.workspaces.create, agent.id, base, agent.merge_refs or ()
             )
         except MergeConflict as exc:
-            self._finish(agent, lease, _failure(ErrorKind.PERMANENT, str(exc)))
+            await self._finish(agent, lease, _failure(ErrorKind.PERMANENT, str(exc)))
             return
         except Exception as exc:  # git failing is an environment problem of this agent only
-            self._finish(agent, lease, _failure(ErrorKind.INTERNAL, f"workspace: {exc}"))
+            await self._finish(agent, lease, _failure(ErrorKind.INTERNAL, f"workspace: {exc}"))
             return
-        self.store.save_workspace(ws, lease=(lease.owner, lease.attempt))
+        await self._save_workspace(ws, lease)
         if ws.repo_path is None:
-            self._warn(
+            await self._warn(
                 agent.id, "not a git repository: running unisolated, in the directory itself"
             )
         current = [ws]
@@ -269,28 +335,24 @@ class AgentService:
                 slots=slots,
             ),
         )
-        seq = 0
-
-        def sink(
-            kind: str, message: dict[str, Any], event: tuple[str, dict[str, Any]] | None
-        ) -> None:
-            nonlocal seq
-            message, event = self.redact(message), self.redact(event)
-            self.store.record_message(
-                agent.id, lease.owner, lease.attempt, seq, kind, message, event
-            )
-            seq += 1
-            if event is not None and _rate_limited(event):
-                delay_ms = event[1].get("delay_ms")
-                retry_after = delay_ms / 1000 if isinstance(delay_ms, int | float) else None
-                self.store.record_rate_limit(self.pacer, agent.model, time.time(), retry_after)
-            if event is not None and self.observer is not None:
-                self.observer(agent.id, event[0], event[1])
-
-        result = await self.runtime.run(spec, sink)
+        transcript = _TranscriptWriter(self, agent, lease)
+        async with anyio.create_task_group() as writing:
+            writing.start_soon(transcript.run)
+            try:
+                result = await self.runtime.run(spec, transcript.sink)
+            except anyio.get_cancelled_exc_class():
+                # Interrupted (shutdown, a cancel, a lost lease): what is queued gets a few
+                # seconds to reach the database before the release.
+                if not lease_lost():
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(TRANSCRIPT_CLOSE_S):
+                        await transcript.flush()
+                raise
+            # What the run said is in the database before its ending.
+            await transcript.flush()
+            writing.cancel_scope.cancel()
         result = replace(result, output=self.redact(result.output), error=self.redact(result.error))
         await self._commit(agent, current[0], result, lease)
-        self._settle(agent, lease, result)
+        await self._settle(agent, lease, result)
 
     def _prompt_and_base(self, agent: AgentRecord) -> tuple[str, str | None]:
         """The task as the model sees it, and the commit to start from."""
@@ -309,8 +371,14 @@ class AgentService:
     ) -> WorkspaceRecord:
         trailers = {"Grove-Agent": agent.id, "Grove-Role": agent.role}
         committed = await anyio.to_thread.run_sync(self.workspaces.commit, ws, message, trailers)
-        self.store.save_workspace(committed, lease=(lease.owner, lease.attempt))
+        await self._save_workspace(committed, lease)
         return committed
+
+    async def _save_workspace(self, ws: WorkspaceRecord, lease: Lease) -> bool:
+        return await self.owed(
+            ws.agent_id,
+            lambda: self.store.save_workspace(ws, lease=(lease.owner, lease.attempt)),
+        )
 
     async def _commit(
         self, agent: AgentRecord, ws: WorkspaceRecord, result: RunResult, lease: Lease
@@ -318,7 +386,7 @@ class AgentService:
         """Commit the run's work on the agent's branch, if the lease is still ours: a worker
         that was presumed dead must not add commits behind the back of the one that took over.
         """
-        if not self.fenced(
+        if not await self.owed(
             agent.id,
             lambda: self.store.heartbeat(
                 agent.id, lease.owner, lease.attempt, self.config.worker.lease_s
@@ -339,18 +407,25 @@ class AgentService:
                 self.workspaces.commit, ws, message, trailers
             )
         except Exception as exc:
-            self._warn(agent.id, f"commit failed: {exc}")
+            await self._warn(agent.id, f"commit failed: {exc}")
             return ws
         if committed != ws:  # an unisolated workspace comes back unchanged: nothing to record
-            self.store.save_workspace(committed, lease=(lease.owner, lease.attempt))
+            await self._save_workspace(committed, lease)
         return committed
 
-    def _settle(self, agent: AgentRecord, lease: Lease, result: RunResult) -> None:
+    async def _settle(self, agent: AgentRecord, lease: Lease, result: RunResult) -> None:
         if result.success:
-            self._finish(agent, lease, result)
+            await self._finish(agent, lease, result)
             return
         if result.rate_limited:
-            self.store.record_rate_limit(self.pacer, agent.model, time.time(), result.retry_after_s)
+            with contextlib.suppress(StoreUnavailable):  # the pace is advice, not owed
+                await self.db(
+                    self.store.record_rate_limit,
+                    self.pacer,
+                    agent.model,
+                    time.time(),
+                    result.retry_after_s,
+                )
         decision = decide(
             result.error_kind,
             lease.attempt,
@@ -360,26 +435,30 @@ class AgentService:
             base_s=self.config.worker.retry_base_s,
         )
         if decision.retry:
-            self.store.release(
+            not_before = utcnow() + timedelta(seconds=decision.delay_s)
+            await self.owed(
                 agent.id,
-                lease.owner,
-                lease.attempt,
-                refund_attempt=False,
-                reason=result.error or "retry",
-                not_before=utcnow() + timedelta(seconds=decision.delay_s),
-                spent=_outcome(result),
+                lambda: self.store.release(
+                    agent.id,
+                    lease.owner,
+                    lease.attempt,
+                    refund_attempt=False,
+                    reason=result.error or "retry",
+                    not_before=not_before,
+                    spent=_outcome(result),
+                ),
             )
             self._emit(
                 agent.id, "agent.retry", {"delay_s": decision.delay_s, "error": result.error}
             )
             return
-        self._finish(agent, lease, result)
+        await self._finish(agent, lease, result)
 
-    def _finish(self, agent: AgentRecord, lease: Lease, result: RunResult) -> None:
+    async def _finish(self, agent: AgentRecord, lease: Lease, result: RunResult) -> None:
         outcome = _outcome(result)
-        if self.fenced(
+        if await self.owed(
             agent.id, lambda: self.store.finish(agent.id, lease.owner, lease.attempt, outcome)
-        ) or self._recorded(agent.id, lease, outcome):
+        ) or await self.db(self._recorded, agent.id, lease, outcome):
             self._emit(agent.id, f"agent.{outcome.status.value}", {"error": result.error})
         else:
             print(
@@ -420,8 +499,11 @@ class AgentService:
                 )
         return write()
 
-    def _warn(self, agent_id: str, message: str) -> None:
-        self.store.append_event(agent_id, "agent.warning", {"message": message})
+    async def _warn(self, agent_id: str, message: str) -> None:
+        try:
+            await self.db(self.store.append_event, agent_id, "agent.warning", {"message": message})
+        except StoreUnavailable:
+            print(f"grove: agent {agent_id}: {message}", file=sys.stderr)
         self._emit(agent_id, "agent.warning", {"message": message})
 
     def _emit(self, agent_id: str, kind: str, data: dict[str, Any]) -> None:
@@ -450,3 +532,90 @@ def _rate_limited(event: tuple[str, dict[str, Any]]) -> bool:
 
 def _failure(kind: ErrorKind, message: str) -> RunResult:
     return RunResult(success=False, error=message, error_kind=kind)
+
+
+class _TranscriptWriter:
+    """One attempt's transcript, written off the event loop: :meth:`sink` (the runtime's,
+    called on the loop) only queues; :meth:`run` writes what is queued in batches of up to
+    :data:`TRANSCRIPT_BATCH`, one fenced transaction each, again after a back-off while the
+    database is unavailable. The queue is bounded (:data:`TRANSCRIPT_PENDING`): beyond it,
+    messages are counted, and the gap is recorded in their place. :meth:`flush` writes the rest.
+    """
+
+    def __init__(self, service: AgentService, agent: AgentRecord, lease: Lease) -> None:
+        self._service = service
+        self._agent = agent
+        self._lease = lease
+        self._pending: list[tuple[int, str, dict[str, Any], Any, datetime]] = []
+        self._seq = 0
+        self._dropped = 0
+        self.lost = False  # the lease is no longer ours: nothing more is written
+        self._queued = anyio.Event()
+        self._lock = anyio.Lock()
+
+    def sink(self, kind: str, message: dict[str, Any], event: Any) -> None:
+        service, agent = self._service, self._agent
+        message, event = service.redact(message), service.redact(event)
+        if self.lost:
+            pass
+        elif len(self._pending) < TRANSCRIPT_PENDING:
+            self._pending.append((self._seq, kind, message, event, utcnow()))
+            self._queued.set()
+        else:
+            self._dropped += 1
+        self._seq += 1
+        if event is not None and _rate_limited(event):
+            delay_ms = event[1].get("delay_ms")
+            retry_after = delay_ms / 1000 if isinstance(delay_ms, int | float) else None
+            # Rare (a 429): the pace every worker shares is told at once.
+            with contextlib.suppress(StoreUnavailable):
+                service.store.record_rate_limit(
+                    service.pacer, agent.model, time.time(), retry_after
+                )
+        if event is not None and service.observer is not None:
+            service.observer(agent.id, event[0], event[1])
+
+    async def run(self) -> None:
+        """Write batches as messages come, until cancelled (after :meth:`flush`)."""
+        while True:
+            await self._queued.wait()
+            self._queued = anyio.Event()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Until everything queued is written, or the lease is known lost."""
+        from agentgrove.worker import Backoff  # the worker imports this module
+
+        backoff = Backoff()
+        async with self._lock:
+            while (self._pending or self._dropped) and not self.lost:
+                try:
+                    await self._service.db(self._write_batch)
+                except StoreUnavailable as exc:
+                    if backoff.failures % 10 == 0:
+                        print(
+                            f"grove: agent {self._agent.id}: transcript: {exc} (writing again)",
+                            file=sys.stderr,
+                        )
+                    await anyio.sleep(backoff.next())
+                    continue
+                backoff.reset()
+
+    def _write_batch(self) -> None:
+        """One transaction; on a worker thread. The queue is trimmed here, with the commit,
+        so a flush cancelled while this runs does not write the batch again."""
+        batch = self._pending[:TRANSCRIPT_BATCH]
+        dropped = self._dropped
+        if dropped and len(batch) < TRANSCRIPT_BATCH:
+            gap = {"dropped": dropped, "reason": "the database was unavailable"}
+            batch = [*batch, (self._seq, "TranscriptGap", gap, None, utcnow())]
+        else:
+            dropped = 0
+        lease = self._lease
+        held = self._service.store.record_messages(
+            self._agent.id, lease.owner, lease.attempt, batch
+        )
+        del self._pending[: len(batch) - (1 if dropped else 0)]
+        self._dropped -= dropped
+        if not held:
+            self.lost = True

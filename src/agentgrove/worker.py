@@ -15,14 +15,17 @@ Contracts:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import socket
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -30,14 +33,78 @@ from anyio.abc import TaskGroup
 from agentgrove.admission import CLI_WARMUP_S, AdmissionGate, memory_refusal
 from agentgrove.cleanup import collect
 from agentgrove.config import WorkerSettings
+from agentgrove.errors import StoreUnavailable
 from agentgrove.models import AgentRecord, AgentStatus
 from agentgrove.processes import available_memory_mb
 from agentgrove.service import AgentService, Lease
 from agentgrove.store._core import utcnow
 
+T = TypeVar("T")
+
 
 def new_owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    """``host:pid:identity:nonce``. ``identity`` (``boot.pidns.start``: the boot id, the pid
+    namespace and the process's start time) tells this process apart from a later one that
+    reuses its pid, so another worker on this host can see that the owner is gone
+    (:func:`owner_gone`) instead of waiting for its lease to expire."""
+    identity = _process_identity(os.getpid()) or "-"
+    return f"{socket.gethostname()}:{os.getpid()}:{identity}:{uuid.uuid4().hex[:6]}"
+
+
+def owner_gone(owner: str) -> bool:
+    """Whether the lease ``owner`` is a worker process of this host that no longer runs: its
+    pid is gone or is now another process (a different start time), or the host has rebooted
+    since. ``False`` whenever that cannot be known: another host name, another pid namespace,
+    an owner id without an identity (older workers), or no ``/proc``; the lease rule applies."""
+    parts = owner.rsplit(":", 3)
+    if len(parts) != 4 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    boot, pid_ns, start = [*parts[2].split("."), "", "", ""][:3]
+    mine = _process_identity(os.getpid())
+    if not start or mine is None:
+        return False
+    my_boot, my_ns, _ = mine.split(".")
+    if boot != my_boot:
+        return True  # started before this host's last boot: it cannot be running
+    if pid_ns != my_ns:
+        return False  # another container's pids: not ours to judge
+    return _process_identity(int(parts[1])) != f"{boot}.{pid_ns}.{start}"
+
+
+def _process_identity(pid: int) -> str | None:
+    """``boot.pidns.start`` of process ``pid`` on this host (Linux), ``None`` if it does not
+    exist or this cannot be read."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip().replace("-", "")[:12]
+        pid_ns = os.readlink("/proc/self/ns/pid").strip("pid:[]")
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # Field 22, the start time in clock ticks since boot; fields are counted after the
+    # command name, which is in parentheses and may itself hold spaces.
+    fields = stat.rpartition(")")[2].split()
+    if len(fields) < 20 or not boot:
+        return None
+    return f"{boot}.{pid_ns}.{fields[19]}"
+
+
+class Backoff:
+    """Capped exponential back-off with jitter for retrying while the database is
+    unavailable: ``0.2 s`` doubling to ``5 s``, each delay drawn from its upper half."""
+
+    def __init__(self, first_s: float = 0.2, cap_s: float = 5.0) -> None:
+        self.first_s, self.cap_s = first_s, cap_s
+        self.failures = 0
+
+    def next(self) -> float:
+        ceiling: float = min(self.cap_s, self.first_s * 2.0**self.failures)
+        self.failures += 1
+        return ceiling * (0.5 + random.random() / 2)
+
+    def reset(self) -> None:
+        self.failures = 0
 
 
 @dataclass
@@ -95,6 +162,8 @@ class Worker:
         self._started: dict[str, float] = {}  # monotonic start of each running agent
         self._parked: set[str] = set()
         self._slot_freed = anyio.Event()
+        self.lost_leases: set[str] = set()
+        """Agents given up because the database stayed unavailable past their lease."""
 
     def stopping_note(self) -> str:
         """What a stop request means now: ``no new claims; 2 agents in flight get 30s to
@@ -127,12 +196,21 @@ class Worker:
         # (processes, orphaned worktrees) before claiming; a one-shot `grove run` or
         # `workflow run --wait` leaves that to workers and `grove gc`, and starts at once.
         # Every worker moves workflow runs forward first.
+        # The database may be down as we start: each step is tried until it can be made.
         if self.long_lived:
-            leftovers = collect(self.store, self.service.workspaces, finished_worktrees=False)
+            leftovers = await self._until_available(
+                "cleaning up at start-up",
+                lambda: self.service.db(
+                    collect, self.store, self.service.workspaces, finished_worktrees=False
+                ),
+            )
             for line in leftovers.lines()[1:]:
                 if line.split()[1] != "0":
                     print(f"grove worker: start-up clean-up: {line}", file=sys.stderr)
-        self.store.reconcile_runs(utcnow())
+        await self._until_available(
+            "moving workflow runs forward",
+            lambda: self.service.db(self.store.reconcile_runs, utcnow()),
+        )
         # Work committed by other processes wakes a long-lived worker at once (PostgreSQL's
         # NOTIFY); the poll stays as the fallback. A one-shot run's work comes from its own
         # process, whose wake-ups need no database.
@@ -158,24 +236,36 @@ class Worker:
                 await anyio.to_thread.run_sync(lambda: listener.join(timeout=6))
         return self.stats
 
+    async def _until_available(self, doing: str, call: Callable[[], Awaitable[T]]) -> T:
+        """``await call()`` again (backing off) until the database answers."""
+        backoff = Backoff()
+        while True:
+            try:
+                return await call()
+            except StoreUnavailable as exc:
+                _log_database_error(doing, exc, backoff.failures)
+                await anyio.sleep(backoff.next())
+
     async def _claim_loop(self, tg: TaskGroup) -> None:
+        # The first sweep comes at once: a worker (re)started after a crash on this host finds
+        # the agents its dead predecessor held (their owner is gone) and runs them again now.
         next_sweep = 0.0
+        backoff = Backoff()
         while not self._stopping.is_set():
             try:
                 now = anyio.current_time()
                 if now >= next_sweep:
-                    self.store.sweep_expired()
+                    await self.service.db(self.store.sweep_expired, gone=owner_gone)
                     next_sweep = now + self.settings.sweep_interval_s
                 if await self._claim_once(tg):
                     return
-            except Exception as exc:
-                # A dropped connection or a briefly unavailable database must not take the
-                # worker down: what did not commit is tried again; a claim that committed
-                # unheard is a lease nobody renews, which a sweep returns to pending.
-                if not self.store.transient(exc):
-                    raise
-                _log_database_error("claiming", exc)
-                await self.service.wakeup.wait(self.settings.poll_s)
+                backoff.reset()
+            except StoreUnavailable as exc:
+                # A dropped connection or an unavailable database must not take the worker
+                # down: what did not commit is tried again after a back-off; a claim that
+                # committed unheard is a lease nobody renews, which a sweep returns to pending.
+                _log_database_error("claiming", exc, backoff.failures)
+                await self.service.wakeup.wait(backoff.next())
 
     async def _claim_once(self, tg: TaskGroup) -> bool:
         """Claim and start one agent, or wait for a slot or for work; ``True`` when done."""
@@ -183,7 +273,7 @@ class Worker:
             if not self._memory_allows_start():
                 await self.service.wakeup.wait(self.settings.poll_s)
                 return False
-            agent = self._claim()
+            agent = await self.service.db(self._claim)
             if agent is not None:
                 self.stats.claimed += 1
                 scope = anyio.CancelScope()
@@ -191,7 +281,7 @@ class Worker:
                 self._started[agent.id] = time.monotonic()
                 tg.start_soon(self._run_one, agent, scope)
                 return False
-            if self._done():
+            if await self.service.db(self._done):
                 return True
             await self.service.wakeup.wait(self.settings.poll_s)
         else:
@@ -248,16 +338,29 @@ class Worker:
                 async with anyio.create_task_group() as inner:
                     inner.start_soon(self._heartbeat, agent.id, lease, scope)
                     try:
-                        await self.service.execute(agent, lease, _WorkerSlots(self, agent.id))
+                        await self.service.execute(
+                            agent,
+                            lease,
+                            _WorkerSlots(self, agent.id),
+                            lease_lost=lambda: agent.id in self.lost_leases,
+                        )
                     finally:
                         inner.cancel_scope.cancel()
+        except StoreUnavailable as exc:
+            # What the attempt still owed could not be written; its lease runs out and a sweep
+            # returns it to pending (or the fence keeps a late write out).
+            _log_database_error(f"ending {agent.id}", exc)
         except Exception as exc:  # never let one agent take the worker down
             print(f"grove worker: agent {agent.id} crashed inside grove: {exc!r}", file=sys.stderr)
-            self.store.append_event(agent.id, "agent.worker_error", {"error": repr(exc)})
+            with contextlib.suppress(StoreUnavailable):
+                await self.service.db(
+                    self.store.append_event, agent.id, "agent.worker_error", {"error": repr(exc)}
+                )
         finally:
             self._running.pop(agent.id, None)
             self._started.pop(agent.id, None)
             self._parked.discard(agent.id)
+            self.lost_leases.discard(agent.id)
             self.stats.finished += 1
             self._slot_freed.set()
             self.service.wakeup.notify()
@@ -271,19 +374,39 @@ class Worker:
         self._parked.discard(agent_id)
 
     async def _heartbeat(self, agent_id: str, lease: Lease, scope: anyio.CancelScope) -> None:
+        # By our own clock, the lease runs at least until lease_s after the last renewal we
+        # sent (the claim, at first): the database stamps it later than we sent it.
+        held_since = time.monotonic()
+        failures = 0
         while True:
             await anyio.sleep(self.settings.heartbeat_s)
+            sent = time.monotonic()
             try:
-                renewed = self.store.heartbeat(
-                    agent_id, lease.owner, lease.attempt, self.settings.lease_s
+                renewed = await self.service.db(
+                    self.store.heartbeat,
+                    agent_id,
+                    lease.owner,
+                    lease.attempt,
+                    self.settings.lease_s,
                 )
-            except Exception as exc:
-                if not self.store.transient(exc):
-                    raise
-                # The lease runs until it expires: the next beat tries again, and should the
-                # lease expire meanwhile, the fence keeps this run's writes out.
-                _log_database_error(f"renewing the lease of {agent_id}", exc)
+            except StoreUnavailable as exc:
+                # The run goes on while the lease may still be ours; past that another worker
+                # may have taken the agent over, so this run is given up: its CLI is stopped
+                # and nothing more is written for it (the fence would keep it out anyway).
+                if time.monotonic() - held_since >= self.settings.lease_s:
+                    print(
+                        f"grove worker: {agent_id} attempt {lease.attempt}: lease could not be "
+                        "renewed before it expired (database unavailable): stopping its run",
+                        file=sys.stderr,
+                    )
+                    self.lost_leases.add(agent_id)
+                    scope.cancel()
+                    return
+                _log_database_error(f"renewing the lease of {agent_id}", exc, failures)
+                failures += 1
                 continue
+            failures = 0
+            held_since = sent
             if not renewed:
                 # Cancelled, or our lease was taken over: stop the run; the fence keeps
                 # anything it might still try to write out of the database.
@@ -322,6 +445,7 @@ class _WorkerSlots:
         self._worker._unpark(self._agent_id)
 
 
-def _log_database_error(doing: str, exc: BaseException) -> None:
-    cause = getattr(exc, "orig", None) or exc
-    print(f"grove worker: database error while {doing} (carrying on): {cause}", file=sys.stderr)
+def _log_database_error(doing: str, exc: BaseException, failures: int = 0) -> None:
+    """Said on the first failure of an episode and then every 10th, not at every retry."""
+    if failures % 10 == 0:
+        print(f"grove worker: {exc} (while {doing}; retrying)", file=sys.stderr)

@@ -8,6 +8,9 @@ LOCKED`` so concurrent claimers pass over each other's rows instead of queueing.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy
@@ -24,20 +27,76 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.pool import NullPool
 
+from agentgrove.errors import ConfigError, StoreUnavailable
 from agentgrove.models import AgentStatus
 from agentgrove.store._schema import agents
 
 READ_ONLY = "grove_read_only"
 BUSY_TIMEOUT_MS = 30_000
+BUSY_TIMEOUT_ENV = "GROVE_SQLITE_BUSY_TIMEOUT_MS"
+"""Overrides :data:`BUSY_TIMEOUT_MS` (milliseconds): how long a SQLite write waits for another
+connection's lock before the store reports the database unavailable."""
+
+
+def busy_timeout_ms() -> int:
+    raw = os.environ.get(BUSY_TIMEOUT_ENV)
+    if raw is None:
+        return BUSY_TIMEOUT_MS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConfigError(f"{BUSY_TIMEOUT_ENV}={raw!r}: give a whole number of milliseconds")
+    return value
 
 
 def create_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
-    return sqlalchemy.create_engine(url, pool_pre_ping=True, future=True)
+    # pool_pre_ping: a connection the server dropped (a restart) is replaced before use
+    # instead of failing the next transaction. A short connect timeout: while the server is
+    # down, each attempt fails in seconds and the worker's back-off decides when to try again.
+    connect_args = {"connect_timeout": 5} if "psycopg" in url.split("://", 1)[0] else {}
+    return sqlalchemy.create_engine(url, pool_pre_ping=True, future=True, connect_args=connect_args)
+
+
+_SQLITE_UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o error")
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether a driver error means the database cannot be used *right now* (try again later),
+    rather than that the statement is wrong: a dropped or refused connection (any
+    ``OperationalError`` on PostgreSQL, a disconnect SQLAlchemy noticed), or SQLite's "database
+    is locked" past the busy timeout. SQLite's other ``OperationalError`` errors (no such table, a
+    syntax error) are bugs, not outages."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, InterfaceError):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    cause = exc.orig
+    if isinstance(cause, ConnectionError):  # the fault seam's stand-in for a dropped connection
+        return True
+    if type(cause).__module__.startswith("sqlite3"):
+        return any(word in str(cause).lower() for word in _SQLITE_UNAVAILABLE)
+    return True
+
+
+@contextmanager
+def mapped_errors() -> Iterator[None]:
+    """Raise :class:`StoreUnavailable` in place of a driver error that means the database is
+    unavailable (:func:`unavailable`); other errors pass through unchanged."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if unavailable(exc):
+            raise StoreUnavailable(exc) from exc
+        raise
 
 
 def unusable_url(url: str, exc: Exception) -> str:
@@ -56,9 +115,10 @@ def unusable_url(url: str, exc: Exception) -> str:
 def _sqlite_engine(url: str) -> Engine:
     # NullPool for file databases would reopen the file (and re-run pragmas) per transaction;
     # the default QueuePool keeps connections, one per thread in use.
+    busy_ms = busy_timeout_ms()
     engine = sqlalchemy.create_engine(
         url,
-        connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        connect_args={"timeout": busy_ms / 1000, "check_same_thread": False},
         poolclass=NullPool if url.endswith(":memory:") else None,
     )
 
@@ -68,7 +128,7 @@ def _sqlite_engine(url: str) -> Engine:
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         # 64 MB of page cache: a grove with tens of thousands of agents and their events

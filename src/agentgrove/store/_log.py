@@ -1,5 +1,6 @@
 """The grove's record of what happened: the append-only event log, each agent's transcript of
-SDK messages, and each agent's workspace row. A worker's writes here (transcript, workspace) are
+SDK messages (a worker writes them in batches, :meth:`LogQueries.record_messages`), and each
+agent's workspace row. A worker's writes here (transcript, workspace) are
 fenced by its lease ``(owner, attempt)`` like its other writes, and :meth:`LogQueries._event`
 writes inside the caller's transaction, so a transition and the event recording it commit
 together.
@@ -7,6 +8,7 @@ together.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -114,6 +116,45 @@ class LogQueries(StoreCore):
             )
             if event is not None:
                 self._event(conn, agent_id, event[0], event[1], now)
+        return True
+
+    def record_messages(
+        self,
+        agent_id: str,
+        owner: str,
+        attempt: int,
+        batch: Sequence[
+            tuple[int, str, dict[str, Any], tuple[str, dict[str, Any]] | None, datetime]
+        ],
+    ) -> bool:
+        """Append SDK messages ``(seq, kind, message, event, at)`` to the transcript (and their
+        events) in one transaction, fenced by the lease: ``False``, and nothing written, when
+        the lease is no longer ours."""
+        if not batch:
+            return True
+        with self._write() as conn:
+            holder = conn.execute(
+                _leases.HOLDS_LEASE, {"p_id": agent_id, "p_owner": owner, "p_attempt": attempt}
+            )
+            if holder.first() is None:
+                return False
+            conn.execute(
+                _INSERT_TRANSCRIPT,
+                [
+                    {
+                        "agent_id": agent_id,
+                        "attempt": attempt,
+                        "seq": seq,
+                        "at": at,
+                        "kind": kind,
+                        "message": message,
+                    }
+                    for seq, kind, message, _, at in batch
+                ],
+            )
+            for _, _, _, event, at in batch:
+                if event is not None:
+                    self._event(conn, agent_id, event[0], event[1], at)
         return True
 
     def transcript(self, agent_id: str) -> list[dict[str, Any]]:

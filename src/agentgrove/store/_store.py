@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 
-from agentgrove.errors import BadInput, ConfigError, UnknownAgent
+from agentgrove.errors import BadInput, ConfigError, StoreUnavailable, UnknownAgent
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind
 from agentgrove.store import _dialect, _leases, _listen
 from agentgrove.store._admission import AdmissionQueries, Gate
@@ -88,13 +88,14 @@ class Store(
     def _write(self, *, wake: bool = False) -> Iterator[Connection]:
         """A write transaction. ``wake``: it may make work claimable (or free a slot), so on
         PostgreSQL every listening worker is told when it commits (see :mod:`._listen`)."""
-        self._crash_point.begin()
-        with self.engine.begin() as conn:
-            yield conn
-            if wake:
-                _listen.announce_work(conn)
-            self._crash_point.before_commit()
-        self._crash_point.committed()
+        with _dialect.mapped_errors():
+            self._crash_point.begin()
+            with self.engine.begin() as conn:
+                yield conn
+                if wake:
+                    _listen.announce_work(conn)
+                self._crash_point.before_commit()
+            self._crash_point.committed()
 
     def listen_for_work(self, on_work: Callable[[], None], stop: threading.Event) -> None:
         """Call ``on_work`` whenever another process commits claimable work, until ``stop``
@@ -103,7 +104,10 @@ class Store(
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with self.engine.connect().execution_options(**{_dialect.READ_ONLY: True}) as conn:
+        with (
+            _dialect.mapped_errors(),
+            self.engine.connect().execution_options(**{_dialect.READ_ONLY: True}) as conn,
+        ):
             yield conn
             conn.rollback()
 
@@ -293,7 +297,7 @@ class Store(
         """Whether ``exc`` is a database error worth carrying on after: the connection dropped
         or the database was briefly unavailable. The transaction may have committed or not; a
         write fenced by the lease may simply be made again."""
-        return isinstance(exc, OperationalError | InterfaceError) or (
+        return isinstance(exc, StoreUnavailable | OperationalError | InterfaceError) or (
             isinstance(exc, DBAPIError) and exc.connection_invalidated
         )
 
@@ -491,23 +495,32 @@ class Store(
                 )
         return True
 
-    def sweep_expired(self, *, at: datetime | None = None) -> list[str]:
-        """Return agents whose lease expired to pending, or fail them past max_attempts."""
+    def sweep_expired(
+        self, *, at: datetime | None = None, gone: Callable[[str], bool] | None = None
+    ) -> list[str]:
+        """Return agents whose lease expired to pending, or fail them past max_attempts.
+        ``gone(owner)``: also those whose lease owner the caller knows is dead (a process of
+        this host that no longer runs), expired or not."""
         now = at or utcnow()
         swept: list[str] = []
         with self._write(wake=True) as conn:
-            expired = conn.execute(
-                select(
-                    agents.c.id,
-                    agents.c.attempt,
-                    agents.c.max_attempts,
-                    agents.c.lease_owner,
-                    agents.c.workflow_run_id,
-                    agents.c.node_key,
-                )
-                .where(agents.c.status == AgentStatus.EXECUTING.value)
-                .where(agents.c.lease_expires_at < now)
-            ).all()
+            query = select(
+                agents.c.id,
+                agents.c.attempt,
+                agents.c.max_attempts,
+                agents.c.lease_owner,
+                agents.c.workflow_run_id,
+                agents.c.node_key,
+                agents.c.lease_expires_at,
+            ).where(agents.c.status == AgentStatus.EXECUTING.value)
+            if gone is None:
+                query = query.where(agents.c.lease_expires_at < now)
+            expired = [
+                row
+                for row in conn.execute(query)
+                if (row.lease_expires_at is not None and row.lease_expires_at < now)
+                or (gone is not None and row.lease_owner is not None and gone(row.lease_owner))
+            ]
             for row in expired:
                 exhausted = row.attempt >= row.max_attempts
                 # The lost attempt's cost is unknown: count its reservation as spent.
@@ -535,7 +548,10 @@ class Store(
                 if result.rowcount == 1:
                     swept.append(row.id)
                     kind = "agent.failed" if exhausted else "agent.lease_expired"
-                    self._event(conn, row.id, kind, {"attempt": row.attempt}, now)
+                    data: dict[str, Any] = {"attempt": row.attempt}
+                    if row.lease_expires_at is None or row.lease_expires_at >= now:
+                        data["reason"] = "its worker process is gone"
+                    self._event(conn, row.id, kind, data, now)
                     if exhausted:
                         self._fail_waiting_children(conn, row.id, now)
                         if row.node_key is not None:
