@@ -1,16 +1,19 @@
-"""Git worktrees, one per agent. The only module that runs ``git``.
+"""Git worktrees, one per agent. Git itself runs only through :mod:`agentgrove.gitexec`.
 
 Each agent works on branch ``grove/<agent-id>`` in ``<grove home>/worktrees/<agent-id>``, created
 from a base commit. When its run ends, everything in the worktree is committed on that branch by
 grove (agents inside a sandbox cannot commit themselves), with trailers naming the agent.
 Outside a git repository an agent runs in the directory itself, unisolated.
+
+Everything in a worktree is the agent's, including its ``.git`` file: commands over a worktree
+name the git directory grove registered for it, and repositories the agent nested in its
+worktree are neither entered nor committed (the commit's diffstat names them).
 """
 
 from __future__ import annotations
 
 import fcntl
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,14 +22,21 @@ from dataclasses import replace
 from pathlib import Path
 
 from agentgrove.errors import BadInput, BadRef, GroveError
+from agentgrove.gitexec import (
+    DIFF_SAFE,
+    IDENTITY,
+    GitError,
+    common_dir,
+    nested_repositories,
+    registered_worktree,
+    run,
+    run_git,
+    user_identity,
+    worktree_args,
+)
 from agentgrove.models import WorkspaceRecord
 
 BRANCH_PREFIX = "grove/"
-_IDENTITY = ["-c", "user.name=agentgrove", "-c", "user.email=agents@agentgrove.invalid"]
-
-
-class GitError(GroveError):
-    """A git command failed; the message carries git's own words."""
 
 
 class MergeConflict(GroveError):
@@ -46,14 +56,6 @@ def _is_sha(ref: str) -> bool:
 
 def branch_name(agent_id: str) -> str:
     return f"{BRANCH_PREFIX}{agent_id}"
-
-
-def run_git(args: list[str], cwd: Path, *, check: bool = True) -> str:
-    """Run one git command; its stdout, stripped. Raises :class:`GitError` with stderr."""
-    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
-    if check and proc.returncode != 0:
-        raise GitError(f"git {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout.strip()
 
 
 class Workspaces:
@@ -140,18 +142,27 @@ class Workspaces:
         branch = branch_name(agent_id)
         base_commit = base or self.resolve_base(None)
         with self._locked():
-            if not (path / ".git").exists():
+            run_git(["worktree", "prune"], self.repo)
+            if registered_worktree(self.repo, path) is None:
                 self.worktrees_dir.mkdir(parents=True, exist_ok=True)
-                run_git(["worktree", "prune"], self.repo)
-                has_branch = run_git(["branch", "--list", branch], self.repo) != ""
-                if has_branch:
+                tip = run_git(
+                    ["rev-parse", "-q", "--verify", f"refs/heads/{branch}"], self.repo, check=False
+                )
+                if tip and tip != base_commit:
+                    # Not one grove made for this agent (that one has its worktree): adopting
+                    # it would hand the agent someone's work and later commit onto it.
+                    raise BadInput(
+                        f"branch {branch} already exists and grove did not create it for "
+                        f"agent {agent_id}: rename it (git branch -m {branch} NEW) and retry"
+                    )
+                if tip:
                     run_git(["worktree", "add", str(path), branch], self.repo)
                 else:
                     run_git(
                         ["worktree", "add", "-b", branch, str(path), str(base_commit)], self.repo
                     )
                     self._merge(path, branch, merge)
-        head = run_git(["rev-parse", "HEAD"], path)
+        head = run_git(["rev-parse", f"refs/heads/{branch}"], self.repo)
         return WorkspaceRecord(
             agent_id=agent_id,
             repo_path=str(self.repo),
@@ -163,14 +174,20 @@ class Workspaces:
 
     def _merge(self, path: Path, branch: str, refs: tuple[str, ...]) -> None:
         assert self.repo is not None
+        where = worktree_args(self.repo, path) if refs else {}
         for ref in refs:
-            merge = [*_IDENTITY, "merge", "--no-edit", "--no-ff", "-m", f"grove: merge {ref}", ref]
+            merge = ["merge", "--no-verify", "--no-edit", "--no-ff", "-m", f"grove: merge {ref}"]
             try:
-                run_git(merge, path)
+                run_git([*merge, ref], path, identity=IDENTITY, **where)
             except GitError:
-                conflicted = run_git(["diff", "--name-only", "--diff-filter=U"], path, check=False)
-                run_git(["merge", "--abort"], path, check=False)
-                run_git(["worktree", "remove", "--force", str(path)], self.repo, check=False)
+                conflicted = run_git(
+                    ["diff", *DIFF_SAFE, "--name-only", "--diff-filter=U"],
+                    path,
+                    check=False,
+                    **where,
+                )
+                run_git(["merge", "--abort"], path, check=False, **where)
+                self._drop_worktree(path)
                 run_git(["branch", "-D", branch], self.repo, check=False)
                 raise MergeConflict(ref, conflicted.splitlines()) from None
 
@@ -179,28 +196,42 @@ class Workspaces:
     ) -> WorkspaceRecord:
         """Commit every change in the worktree; the record gains head commit, diffstat, files.
 
-        Nothing to commit is not an error: the head stays where it was.
+        Nothing to commit is not an error: the head stays where it was. Repositories nested in
+        the worktree (a directory holding a ``.git``) are left out, never entered, and named at
+        the end of the diffstat.
         """
         if ws.repo_path is None:
             return ws
-        path = Path(ws.worktree_path)
-        run_git(["add", "-A"], path)
-        if run_git(["status", "--porcelain"], path):
-            args = [*_IDENTITY, "commit", "--quiet", "--no-verify", "-m", message]
+        repo, path = Path(ws.repo_path), Path(ws.worktree_path)
+        where = worktree_args(repo, path)
+        nested = nested_repositories(path)
+        skip = [f":(exclude,literal){p}" for p in nested]
+        run_git(["add", "-A", "--", ".", *skip], path, **where)
+        staged = run(["diff", "--cached", "--quiet", *DIFF_SAFE], path, **where)
+        if staged.returncode not in (0, 1):
+            raise GitError(f"git diff --cached failed: {staged.stderr.strip()}")
+        if staged.returncode == 1:
+            args = ["commit", "--quiet", "--no-verify", "-m", message]
             for key, value in trailers.items():
                 args += ["--trailer", f"{key}: {value}"]
-            run_git(args, path)
-        head = run_git(["rev-parse", "HEAD"], path)
+            run_git(args, path, identity=IDENTITY, **where)
+        head = run_git(["rev-parse", f"refs/heads/{ws.branch}"], repo)
         span = f"{ws.base_ref}..{head}"
-        diffstat = run_git(["diff", "--stat", span], path)
-        files = tuple(f for f in run_git(["diff", "--name-only", span], path).splitlines() if f)
-        return replace(ws, head_commit=head, diffstat=diffstat, files_changed=files)
+        diffstat = run_git(["diff", *DIFF_SAFE, "--stat", span], repo)
+        if nested:
+            diffstat += (
+                f"\nnot committed: {len(nested)} nested git repositor"
+                f"{'y' if len(nested) == 1 else 'ies'}: {', '.join(nested)}"
+            ).rstrip()
+        listed = run_git(["diff", *DIFF_SAFE, "--name-only", "-z", span], repo)
+        files = tuple(f for f in listed.split("\0") if f)
+        return replace(ws, head_commit=head, diffstat=diffstat.strip(), files_changed=files)
 
     def diff(self, ws: WorkspaceRecord) -> str:
         """The patch from the agent's base to its branch head (its committed work)."""
         if ws.repo_path is None or ws.branch is None:
             return ""
-        return run_git(["diff", f"{ws.base_ref}..{ws.branch}"], Path(ws.repo_path))
+        return run_git(["diff", *DIFF_SAFE, f"{ws.base_ref}..{ws.branch}"], Path(ws.repo_path))
 
     def merge_into_checkout(self, ws: WorkspaceRecord) -> str:
         """Merge the agent's branch into the repository's checked-out branch (``--no-ff``, so
@@ -219,11 +250,8 @@ class Workspaces:
                 f"{repo} has a merge in progress: finish it (`git merge --continue`) or abort "
                 f"it (`git merge --abort`), then merge {ws.branch}"
             )
-        identity = [] if run_git(["config", "user.email"], repo, check=False) else _IDENTITY
-        merge = [*identity, "merge", "--no-ff", "--no-edit", "-m", f"Merge {ws.branch}"]
-        proc = subprocess.run(
-            ["git", *merge, ws.branch], cwd=repo, capture_output=True, text=True, check=False
-        )
+        merge = ["merge", "--no-verify", "--no-ff", "--no-edit", "-m", f"Merge {ws.branch}"]
+        proc = run([*merge, ws.branch], repo, identity=user_identity(repo) or IDENTITY)
         if proc.returncode != 0:
             conflicted = _unmerged(repo)
             if conflicted and _merging(repo):  # our merge stopped on conflicts: undo it
@@ -235,24 +263,23 @@ class Workspaces:
 
     def remove_path(self, path: Path) -> None:
         """Remove a worktree directory no record owns (see :mod:`agentgrove.cleanup`)."""
-        assert self.repo is not None
         with self._locked():
-            run_git(["worktree", "remove", "--force", str(path)], self.repo, check=False)
-            shutil.rmtree(path, ignore_errors=True)
-            run_git(["worktree", "prune"], self.repo)
+            self._drop_worktree(path)
+
+    def _drop_worktree(self, path: Path, repo: Path | None = None) -> None:
+        """Delete the worktree directory and git's record of it. Never ``git worktree
+        remove``, which reads the worktree (the agent's) to decide whether it is clean."""
+        repo = repo or self.repo
+        assert repo is not None
+        shutil.rmtree(path, ignore_errors=True)
+        run_git(["worktree", "prune"], repo)
 
     def remove(self, ws: WorkspaceRecord) -> WorkspaceRecord:
         """Remove the worktree directory; the branch and its commits stay."""
         if ws.repo_path is None:
             return ws
         with self._locked():
-            path = Path(ws.worktree_path)
-            if path.exists():
-                run_git(
-                    ["worktree", "remove", "--force", str(path)], Path(ws.repo_path), check=False
-                )
-                shutil.rmtree(path, ignore_errors=True)
-            run_git(["worktree", "prune"], Path(ws.repo_path))
+            self._drop_worktree(Path(ws.worktree_path), Path(ws.repo_path))
         return replace(ws, state="removed")
 
 
@@ -263,14 +290,13 @@ def _merging(repo: Path) -> bool:
 
 def _unmerged(repo: Path) -> list[str]:
     """Paths with unresolved conflicts in ``repo``'s checkout."""
-    return run_git(["diff", "--name-only", "--diff-filter=U"], repo, check=False).splitlines()
+    out = run_git(["diff", *DIFF_SAFE, "--name-only", "--diff-filter=U"], repo, check=False)
+    return out.splitlines()
 
 
 def exclude_from_git(repo: Path, entry: str) -> None:
     """Add ``entry`` to the repository's ``info/exclude`` (ignored without touching .gitignore)."""
-    common = Path(run_git(["rev-parse", "--git-common-dir"], repo))
-    if not common.is_absolute():
-        common = repo / common
+    common = common_dir(repo)
     exclude = common / "info" / "exclude"
     exclude.parent.mkdir(parents=True, exist_ok=True)
     lines = exclude.read_text().splitlines() if exclude.exists() else []
@@ -285,7 +311,7 @@ def init_repo(path: Path, files: dict[str, str]) -> str:
     for name, content in files.items():
         (path / name).write_text(content)
     run_git(["add", "-A"], path)
-    run_git([*_IDENTITY, "commit", "--quiet", "-m", "initial commit"], path)
+    run_git(["commit", "--quiet", "-m", "initial commit"], path, identity=IDENTITY)
     return run_git(["rev-parse", "HEAD"], path)
 
 
