@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from agentgrove.errors import GroveError
@@ -34,6 +35,15 @@ from agentgrove.errors import GroveError
 
 class GitError(GroveError):
     """A git command failed; the message carries git's own words."""
+
+
+@dataclass(frozen=True)
+class Worktree:
+    """A worktree named explicitly: its git directory (from the main repository's side) and
+    its work tree. Commands given one never discover a repository from the files."""
+
+    git_dir: Path
+    work_tree: Path
 
 
 _HARDENED = {
@@ -88,22 +98,19 @@ def run(
     args: list[str],
     cwd: Path,
     *,
-    git_dir: Path | None = None,
-    work_tree: Path | None = None,
+    tree: Worktree | None = None,
     identity: tuple[str, str] | None = None,
     user_config: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Run git once, hardened; the finished process (any exit code).
 
-    ``git_dir``/``work_tree``: name the repository instead of letting git discover it from
-    ``cwd`` (required for anything run in an agent's worktree)."""
+    ``tree``: name the repository instead of letting git discover it from ``cwd`` (required
+    for anything run in an agent's worktree)."""
     command = ["git", "--no-pager", *CONFIG]
     if identity is not None:
         command += ["-c", f"user.name={identity[0]}", "-c", f"user.email={identity[1]}"]
-    if git_dir is not None:
-        command.append(f"--git-dir={git_dir}")
-    if work_tree is not None:
-        command.append(f"--work-tree={work_tree}")
+    if tree is not None:
+        command += [f"--git-dir={tree.git_dir}", f"--work-tree={tree.work_tree}"]
     return subprocess.run(
         [*command, *args],
         cwd=cwd,
@@ -120,13 +127,12 @@ def run_git(
     cwd: Path,
     *,
     check: bool = True,
-    git_dir: Path | None = None,
-    work_tree: Path | None = None,
+    tree: Worktree | None = None,
     identity: tuple[str, str] | None = None,
 ) -> str:
     """Run git once, hardened; its stdout, stripped. Raises :class:`GitError` with stderr when
     ``check`` and git failed."""
-    proc = run(args, cwd, git_dir=git_dir, work_tree=work_tree, identity=identity)
+    proc = run(args, cwd, tree=tree, identity=identity)
     if check and proc.returncode != 0:
         raise GitError(f"git {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
     return proc.stdout.strip()
@@ -158,13 +164,13 @@ def registered_worktree(repo: Path, path: Path) -> Path | None:
     return None
 
 
-def worktree_args(repo: Path, path: Path) -> dict[str, Path]:
-    """``git_dir``/``work_tree`` keyword arguments for a command run in the worktree ``path``
-    of ``repo``. Raises :class:`GitError` when git has no worktree registered there."""
+def worktree(repo: Path, path: Path) -> Worktree:
+    """The worktree ``path`` of ``repo``, named explicitly. Raises :class:`GitError` when git
+    has no worktree registered there."""
     admin = registered_worktree(repo, path)
     if admin is None:
         raise GitError(f"{path} is not a worktree of {repo} (was it removed?)")
-    return {"git_dir": admin, "work_tree": path}
+    return Worktree(git_dir=admin, work_tree=path)
 
 
 def user_identity(repo: Path) -> tuple[str, str] | None:
@@ -197,6 +203,7 @@ __all__ = [
     "DIFF_SAFE",
     "IDENTITY",
     "GitError",
+    "Worktree",
     "common_dir",
     "environment",
     "nested_repositories",
@@ -204,5 +211,5 @@ __all__ = [
     "run",
     "run_git",
     "user_identity",
-    "worktree_args",
+    "worktree",
 ]

@@ -32,7 +32,7 @@ from agentgrove.gitexec import (
     run,
     run_git,
     user_identity,
-    worktree_args,
+    worktree,
 )
 from agentgrove.models import WorkspaceRecord
 
@@ -174,19 +174,19 @@ class Workspaces:
 
     def _merge(self, path: Path, branch: str, refs: tuple[str, ...]) -> None:
         assert self.repo is not None
-        where = worktree_args(self.repo, path) if refs else {}
+        tree = worktree(self.repo, path) if refs else None
         for ref in refs:
             merge = ["merge", "--no-verify", "--no-edit", "--no-ff", "-m", f"grove: merge {ref}"]
             try:
-                run_git([*merge, ref], path, identity=IDENTITY, **where)
+                run_git([*merge, ref], path, identity=IDENTITY, tree=tree)
             except GitError:
                 conflicted = run_git(
                     ["diff", *DIFF_SAFE, "--name-only", "--diff-filter=U"],
                     path,
                     check=False,
-                    **where,
+                    tree=tree,
                 )
-                run_git(["merge", "--abort"], path, check=False, **where)
+                run_git(["merge", "--abort"], path, check=False, tree=tree)
                 self._drop_worktree(path)
                 run_git(["branch", "-D", branch], self.repo, check=False)
                 raise MergeConflict(ref, conflicted.splitlines()) from None
@@ -203,18 +203,18 @@ class Workspaces:
         if ws.repo_path is None:
             return ws
         repo, path = Path(ws.repo_path), Path(ws.worktree_path)
-        where = worktree_args(repo, path)
+        tree = worktree(repo, path)
         nested = nested_repositories(path)
         skip = [f":(exclude,literal){p}" for p in nested]
-        run_git(["add", "-A", "--", ".", *skip], path, **where)
-        staged = run(["diff", "--cached", "--quiet", *DIFF_SAFE], path, **where)
+        run_git(["add", "-A", "--", ".", *skip], path, tree=tree)
+        staged = run(["diff", "--cached", "--quiet", *DIFF_SAFE], path, tree=tree)
         if staged.returncode not in (0, 1):
             raise GitError(f"git diff --cached failed: {staged.stderr.strip()}")
         if staged.returncode == 1:
             args = ["commit", "--quiet", "--no-verify", "-m", message]
             for key, value in trailers.items():
                 args += ["--trailer", f"{key}: {value}"]
-            run_git(args, path, identity=IDENTITY, **where)
+            run_git(args, path, identity=IDENTITY, tree=tree)
         head = run_git(["rev-parse", f"refs/heads/{ws.branch}"], repo)
         span = f"{ws.base_ref}..{head}"
         diffstat = run_git(["diff", *DIFF_SAFE, "--stat", span], repo)
