@@ -24,6 +24,8 @@ from sqlalchemy import (
     false,
 )
 
+from agentgrove.secrets import redact
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes in Python; naive UTC in the column, so SQLite compares them as text."""
@@ -43,6 +45,27 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC)
 
 
+class RedactedText(TypeDecorator[str]):
+    """Text that may hold what an agent or a user wrote: secrets are redacted on the way in
+    (``agentgrove.secrets``), whichever code path writes it."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else str(redact(value))
+
+
+class RedactedJSON(TypeDecorator[Any]):
+    """JSON whose strings (keys too) are redacted on the way in, like :class:`RedactedText`."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return redact(value)
+
+
 metadata = MetaData()
 
 agents = Table(
@@ -55,13 +78,13 @@ agents = Table(
     ),
     Column("node_key", String(200), nullable=True),
     Column("role", String(100), nullable=False),
-    Column("task", Text, nullable=False),
+    Column("task", RedactedText, nullable=False),
     Column("model", String(200), nullable=False),
     Column("base_ref", String(200), nullable=True),
     Column("status", String(20), nullable=False),
     Column("error_kind", String(40), nullable=True),
-    Column("error", Text, nullable=True),
-    Column("output", Text, nullable=True),
+    Column("error", RedactedText, nullable=True),
+    Column("output", RedactedText, nullable=True),
     Column("attempt", Integer, nullable=False, default=0),
     Column("max_attempts", Integer, nullable=False, default=3),
     Column("timeout_s", Float, nullable=True),
@@ -105,8 +128,8 @@ workspaces = Table(
     Column("branch", String(200), nullable=True),
     Column("base_ref", String(200), nullable=True),
     Column("head_commit", String(64), nullable=True),
-    Column("diffstat", Text, nullable=True),
-    Column("files_changed", JSON, nullable=False, default=list),
+    Column("diffstat", RedactedText, nullable=True),
+    Column("files_changed", RedactedJSON, nullable=False, default=list),
     Column("state", String(20), nullable=False),
 )
 
@@ -115,11 +138,11 @@ workflow_runs = Table(
     metadata,
     Column("id", String(32), primary_key=True),
     Column("name", String(200), nullable=False),
-    Column("inputs", JSON, nullable=False),
+    Column("inputs", RedactedJSON, nullable=False),
     Column("status", String(20), nullable=False),
     Column("budget_usd", Float, nullable=True),
     Column("base_ref", String(64), nullable=True),
-    Column("error", Text, nullable=True),
+    Column("error", RedactedText, nullable=True),
     # Node counters, kept in the transactions that change nodes, so that moving a run forward
     # costs the same at 10 nodes and at 10,000.
     Column("nodes_total", Integer, nullable=False, default=0, server_default="0"),
@@ -138,7 +161,7 @@ workflow_specs = Table(
     # rewrites a whole row on every UPDATE: with the spec inline (2.4 MB at 10,000 nodes), each
     # completion's counter update cost 2 ms, growing with the size of the run.
     Column("run_id", String(32), ForeignKey("workflow_runs.id"), primary_key=True),
-    Column("spec", JSON, nullable=False),
+    Column("spec", RedactedJSON, nullable=False),
 )
 
 workflow_nodes = Table(
@@ -160,7 +183,7 @@ events = Table(
     Column("agent_id", String(32), nullable=True, index=True),
     Column("run_id", String(32), nullable=True, index=True),
     Column("kind", String(60), nullable=False),
-    Column("data", JSON, nullable=False),
+    Column("data", RedactedJSON, nullable=False),
 )
 
 transcripts = Table(
@@ -172,7 +195,7 @@ transcripts = Table(
     Column("seq", Integer, nullable=False),
     Column("at", UTCDateTime, nullable=False),
     Column("kind", String(60), nullable=False),
-    Column("message", JSON, nullable=False),
+    Column("message", RedactedJSON, nullable=False),
 )
 
 model_pace = Table(
