@@ -14,7 +14,16 @@ from typing import Any
 import pytest
 
 from agentgrove.runtime.claude import sandbox_available
-from agentgrove.testing import ModelRequest, ModelServer, Script, Turn, bash, say, tool_use
+from agentgrove.testing import (
+    ModelRequest,
+    ModelServer,
+    Script,
+    Turn,
+    bash,
+    say,
+    tool_use,
+    write_file,
+)
 from agentgrove.workspaces import run_git
 from tests.conftest import run_cli
 
@@ -136,3 +145,122 @@ def test_a_role_without_bash_or_write_is_refused_each(repo: Path) -> None:
     [nowrite_result] = _tool_results(nowrite)
     assert "nowrite.txt" not in os.listdir(nowrite["workspace"]["path"]), nowrite_result
     assert _committed_files(repo, quiet) == [] and _committed_files(repo, nowrite) == []
+
+
+# -- item 2: no Bash without the sandbox unless the user said so -----------------------------
+
+
+def _path_without_sandbox(tmp_path: Path) -> str:
+    """A PATH with every program of this one but bubblewrap and socat (symlinks in one folder),
+    for running grove as on a machine without them."""
+    folder = tmp_path / "bin-without-bwrap"
+    if folder.is_dir():
+        return str(folder)
+    folder.mkdir()
+    for entry in os.environ["PATH"].split(os.pathsep):
+        if not os.path.isdir(entry):
+            continue
+        for name in os.listdir(entry):
+            link = folder / name
+            if name in ("bwrap", "socat") or link.exists() or link.is_symlink():
+                continue
+            link.symlink_to(Path(entry, name))
+    return str(folder)
+
+
+def test_no_sandbox_check_follows_path(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    probe = "from agentgrove.runtime.claude import sandbox_available as s; print(s())"
+    env = {**os.environ, "PATH": _path_without_sandbox(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=False
+    )
+    assert out.stdout.strip() == "False", out.stderr
+
+
+@pytest.mark.e2e
+def test_an_agent_with_bash_does_not_start_without_the_sandbox(repo: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "ran-unconfined"
+    script = Script().on(role="tester", turns=[bash(f"touch {marker}"), say("ran")], optional=True)
+    no_bwrap = {"PATH": _path_without_sandbox(tmp_path)}
+    assert run_cli("init", cwd=repo).returncode == 0
+    with ModelServer(script) as server:
+        result = run_cli(
+            "run", "tester", "run it", "--json", cwd=repo, env={**server.env(), **no_bwrap}
+        )
+        assert server.requests == [], "the CLI started"
+    assert result.stdout, result.stderr
+    agent = json.loads(result.stdout)
+    assert result.returncode == 1
+    assert agent["status"] == "failed" and agent["error_kind"] == "permanent"
+    assert "apt-get install bubblewrap socat" in agent["error"]
+    assert '[runtime] sandbox = "off"' in agent["error"] and "\n" not in agent["error"]
+    assert agent["attempt"] <= 1 and not marker.exists()
+
+
+@pytest.mark.e2e
+def test_a_role_without_bash_and_sandbox_off_run_without_bwrap(repo: Path, tmp_path: Path) -> None:
+    no_bwrap = {"PATH": _path_without_sandbox(tmp_path)}
+    script = (
+        Script()
+        .on(role="file-writer", turns=[write_file("a.txt", "a\n"), say("wrote a.txt")])
+        .on(role="tester", turns=[bash("echo ran > b.txt"), say("ran")])
+    )
+    assert run_cli("init", cwd=repo).returncode == 0
+    with ModelServer(script) as server:
+        env = {**server.env(), **no_bwrap}
+        writer = run_cli("run", "file-writer", "write a.txt", "--json", cwd=repo, env=env)
+        assert json.loads(writer.stdout)["status"] == "completed", writer.stdout + writer.stderr
+        # The user's own choice: Bash unconfined.
+        (repo / "grove.toml").write_text('[runtime]\nsandbox = "off"\n')
+        tester = run_cli("run", "tester", "run it", "--json", cwd=repo, env=env)
+        server.assert_done()
+    assert json.loads(tester.stdout)["status"] == "completed", tester.stdout + tester.stderr
+
+
+@pytest.mark.e2e
+def test_required_refuses_even_a_role_without_bash(repo: Path, tmp_path: Path) -> None:
+    (repo / "grove.toml").write_text('[runtime]\nsandbox = "required"\n')
+    assert run_cli("init", cwd=repo).returncode == 0
+    with ModelServer(Script()) as server:
+        env = {**server.env(), "PATH": _path_without_sandbox(tmp_path)}
+        result = run_cli("run", "file-writer", "write a.txt", "--json", cwd=repo, env=env)
+    agent = json.loads(result.stdout)
+    assert agent["error_kind"] == "permanent" and "bubblewrap" in agent["error"]
+
+
+@pytest.mark.e2e
+def test_demo_runs_without_bwrap_and_says_it_is_unconfined(tmp_path: Path) -> None:
+    env = {"PATH": _path_without_sandbox(tmp_path), "COLUMNS": "200"}
+    result = run_cli("demo", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "run unconfined" in result.stdout
+    assert "tester said: Ran greet.py: Hello, Grove! — PASS" in result.stdout
+
+
+@pytest.mark.e2e
+@needs_sandbox
+def test_demo_with_bwrap_is_confined(tmp_path: Path) -> None:
+    result = run_cli("demo", cwd=tmp_path, env={"COLUMNS": "200"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "unconfined" not in result.stdout
+
+
+def test_doctor_reports_the_sandbox(repo: Path, tmp_path: Path) -> None:
+    missing = run_cli("doctor", cwd=repo, env={"PATH": _path_without_sandbox(tmp_path)})
+    assert missing.returncode == 1
+    [line] = [ln for ln in missing.stdout.splitlines() if "sandbox" in ln]
+    assert line.startswith("FAIL") and "apt-get install bubblewrap socat" in line, line
+    assert '[runtime] sandbox = "off"' in line
+    (repo / "grove.toml").write_text('[runtime]\nsandbox = "off"\n')
+    off = run_cli("doctor", cwd=repo, env={"PATH": _path_without_sandbox(tmp_path)})
+    assert off.returncode == 0 and "WARN  sandbox" in off.stdout and "unconfined" in off.stdout
+
+
+@needs_sandbox
+def test_doctor_is_happy_with_bwrap(repo: Path) -> None:
+    found = run_cli("doctor", cwd=repo)
+    assert found.returncode == 0, found.stdout + found.stderr
+    assert "ok    sandbox: bubblewrap and socat found" in found.stdout

@@ -195,7 +195,9 @@ def test_sandboxed_bash_cannot_write_outside_the_worktree(tmp_path: Path) -> Non
     )
     spec = _spec(worktree, role=BUILTIN_ROLES["tester"], model="claude-sonnet-4-5")
     with ModelServer(script) as server:
-        result = anyio.run(ClaudeRuntime(env=server.env(), sandbox=True).run, spec, Recorder())
+        result = anyio.run(
+            ClaudeRuntime(env=server.env(), sandbox="required").run, spec, Recorder()
+        )
         server.assert_done()
     assert result.success
     assert not outside.exists()

@@ -18,7 +18,7 @@ from agentgrove.cli._live import elapsed_s, format_elapsed
 from agentgrove.errors import ModelUnavailable
 from agentgrove.grove import Grove
 from agentgrove.models import AgentRecord, AgentStatus
-from agentgrove.runtime.claude import ClaudeRuntime
+from agentgrove.runtime.claude import ClaudeRuntime, sandbox_available
 from agentgrove.store._core import utcnow
 from agentgrove.workspaces import init_repo, list_branches
 
@@ -48,7 +48,16 @@ def run_demo(*, live: bool, console: Console) -> bool:
         runtime = ClaudeRuntime()
     else:
         server = ModelServer(demo_script()).start()
-        runtime = ClaudeRuntime(env=server.env())
+        # The scripted agents run only grove's own commands, in a temporary repository: without
+        # bubblewrap they may run unconfined, and the demo says so. A live model may not.
+        confined = sandbox_available()
+        runtime = ClaudeRuntime(env=server.env(), sandbox="auto" if confined else "off")
+        if not confined:
+            console.print(
+                "demo: bubblewrap/socat are not installed, so the scripted agents run unconfined "
+                "in the temporary repository (apt-get install bubblewrap socat to confine them)",
+                markup=False,
+            )
     console.print(
         f"demo repository: {repo}"
         + ("" if live else f"  (scripted model at {server.url})" if server else "")

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -261,22 +260,10 @@ def default_runtime(config: GroveConfig) -> Runtime:
         return ScriptedRuntime(
             delayed_echo(config.runtime.scripted_delay_s, config.runtime.scripted_cost_usd)
         )
-    from agentgrove.runtime.claude import ClaudeRuntime, sandbox_available
+    from agentgrove.runtime.claude import ClaudeRuntime
 
-    mode = config.runtime.sandbox
-    available = sandbox_available()
-    if mode == "required" and not available:
-        raise ConfigError(
-            "grove.toml: runtime.sandbox = 'required' but bubblewrap/socat are missing: "
-            "apt-get install bubblewrap socat, or set sandbox = 'auto'"
-        )
-    if mode == "auto" and not available:
-        print(
-            "grove: WARNING: bubblewrap/socat not found, so agents' Bash runs unsandboxed "
-            "(apt-get install bubblewrap socat)",
-            file=sys.stderr,
-        )
-    return ClaudeRuntime(sandbox=mode != "off" and available, env_allow=config.runtime.env_allow)
+    # An agent that needs the sandbox where it cannot work fails `permanent` at its start.
+    return ClaudeRuntime(sandbox=config.runtime.sandbox, env_allow=config.runtime.env_allow)
 
 
 __all__ = ["HOME_DIR", "Grove", "TreeTotals", "default_runtime"]

@@ -334,6 +334,7 @@ class AgentService:
                 commit=commit_progress,
                 slots=slots,
             ),
+            home=self.config.home,
         )
         transcript = _TranscriptWriter(self, agent, lease)
         async with anyio.create_task_group() as writing:

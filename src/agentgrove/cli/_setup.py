@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import sys
 from typing import Annotated
@@ -49,6 +50,48 @@ def roles() -> None:
             role.description,
         )
     console.print(table)
+
+
+@app.command()
+def doctor() -> None:
+    """Check what agents need here: the Bash sandbox, the Claude CLI, git. Exit 1 if any is
+    missing."""
+    from agentgrove.runtime._environment import real_cli
+    from agentgrove.runtime.claude import sandbox_available, sandbox_works
+
+    mode = load_config().runtime.sandbox
+    checks: list[tuple[str, str]] = []
+    if mode == "off":
+        checks.append(("WARN", 'sandbox: [runtime] sandbox = "off": agents\' Bash runs unconfined'))
+    elif not sandbox_available():
+        checks.append(
+            (
+                "FAIL",
+                "sandbox: bubblewrap/socat are not installed, so agents whose role has Bash will "
+                'not start: apt-get install bubblewrap socat (or set [runtime] sandbox = "off" '
+                "in grove.toml to run them unconfined)",
+            )
+        )
+    else:
+        problem = sandbox_works()
+        if problem is None:
+            checks.append(
+                ("ok", f"sandbox: bubblewrap and socat found ([runtime] sandbox = {mode!r})")
+            )
+        else:
+            checks.append(
+                ("FAIL", f"sandbox: bubblewrap is installed but does not work: {problem}")
+            )
+    try:
+        checks.append(("ok", f"Claude CLI: {real_cli()}"))
+    except FileNotFoundError as exc:
+        checks.append(("FAIL", f"Claude CLI: {exc}: reinstall agentgrove (scripts/setup)"))
+    git = shutil.which("git")
+    checks.append(("ok", f"git: {git}") if git else ("FAIL", "git: not found: apt-get install git"))
+    for status, line in checks:
+        console.print(f"{status:<4}  {line}", markup=False, highlight=False)
+    if any(status == "FAIL" for status, _ in checks):
+        sys.exit(1)
 
 
 @app.command()

@@ -59,6 +59,9 @@ class RunSpec:
     resume_session_id: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     delegate: Delegate | None = None
+    home: Path | None = None
+    """The grove home: where the runtime keeps its private files (the CLI wrapper), and what
+    an agent's sandboxed Bash may not read or write, but for its own worktree."""
 
     @property
     def system_prompt(self) -> str:

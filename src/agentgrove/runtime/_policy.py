@@ -77,3 +77,26 @@ def bash_refusal(policy: BashPolicy, command: str) -> str | None:
         if words[0] == "find" and _FIND_WRITERS.intersection(words):
             return "read-only role: find may not delete or execute"
     return None
+
+
+SandboxMode = Literal["auto", "required", "off"]
+"""``auto`` (default): an agent whose role can run Bash needs the sandbox, one without Bash does
+not. ``required``: every agent needs it. ``off``: agents run unconfined (the user said so)."""
+
+SANDBOX_MISSING = (
+    "{role} can run Bash, which grove runs only in the bubblewrap sandbox, and bubblewrap/socat "
+    "are not installed: apt-get install bubblewrap socat (or, to run agents unconfined, set "
+    '[runtime] sandbox = "off" in grove.toml)'
+)
+
+
+def can_run_bash(tools: tuple[str, ...] | list[str], bash: BashPolicy) -> bool:
+    """Whether a role with ``tools`` and Bash policy ``bash`` can run any command."""
+    return "Bash" in tools and bash != "none"
+
+
+def needs_sandbox(mode: SandboxMode, tools: tuple[str, ...] | list[str], bash: BashPolicy) -> bool:
+    """Whether an agent with these powers may start only inside the sandbox."""
+    if mode == "off":
+        return False
+    return mode == "required" or can_run_bash(tools, bash)

@@ -13,10 +13,11 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 from claude_agent_sdk import (
@@ -52,17 +53,39 @@ from agentgrove.runtime._environment import (
     wrapper_for,
 )
 from agentgrove.runtime._orchestrator_tools import SERVER_NAME, TOOL_NAMES, orchestrator_server
-from agentgrove.runtime._policy import BashPolicy, bash_refusal
+from agentgrove.runtime._policy import (
+    SANDBOX_MISSING,
+    BashPolicy,
+    SandboxMode,
+    bash_refusal,
+    needs_sandbox,
+)
 
 _PATH_TOOLS = {"Write": "file_path", "Edit": "file_path", "NotebookEdit": "notebook_path"}
 _STDERR_KEEP = 20
-
-SandboxMode = Literal["auto", "required", "off"]
 
 
 def sandbox_available() -> bool:
     """Whether the CLI's Bash sandbox can work here (it needs bubblewrap and socat)."""
     return shutil.which("bwrap") is not None and shutil.which("socat") is not None
+
+
+def sandbox_works() -> str | None:
+    """Why bubblewrap cannot confine a command here (no user namespaces, say), or ``None``."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return "bwrap is not on PATH"
+    try:
+        done = subprocess.run(
+            [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--unshare-pid", "--", "true"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    return None if done.returncode == 0 else (done.stderr.strip() or f"exit {done.returncode}")
 
 
 class ClaudeRuntime:
@@ -76,18 +99,30 @@ class ClaudeRuntime:
         self,
         *,
         env: Mapping[str, str] | None = None,
-        sandbox: bool = False,
+        sandbox: SandboxMode = "auto",
         env_allow: Iterable[str] = (),
+        sandbox_check: Callable[[], bool] = sandbox_available,
     ) -> None:
+        """``sandbox``: see :data:`~agentgrove.runtime._policy.SandboxMode`; an agent that
+        needs the sandbox where ``sandbox_check()`` says it cannot work fails ``permanent``
+        before its CLI starts."""
         self._env = {**CLI_ENV_DEFAULTS, **(env or {})}
         self._sandbox = sandbox
+        self._sandbox_check = sandbox_check
         self._allow = (*DEFAULT_ALLOW, *env_allow)
         self._cli_path: Path | None = None
 
     async def run(self, spec: RunSpec, sink: MessageSink) -> RunResult:
         started = time.monotonic()
+        confined = self._sandbox != "off" and self._sandbox_check()
+        if not confined and needs_sandbox(self._sandbox, spec.role.tools, spec.role.bash):
+            return RunResult(
+                success=False,
+                error=SANDBOX_MISSING.format(role=f"role {spec.role.name}"),
+                error_kind=ErrorKind.PERMANENT,
+            )
         stderr_tail: list[str] = []
-        options = self._options(spec, stderr_tail)
+        options = self._options(spec, stderr_tail, confined=confined)
         last_error: str | None = None
         pressure = _ApiPressure()
         try:
@@ -139,7 +174,9 @@ class ClaudeRuntime:
             duration_ms=_ms_since(started),
         )
 
-    def _options(self, spec: RunSpec, stderr_tail: list[str]) -> ClaudeAgentOptions:
+    def _options(
+        self, spec: RunSpec, stderr_tail: list[str], *, confined: bool
+    ) -> ClaudeAgentOptions:
         tools = list(spec.role.tools)
         worktree = spec.cwd.resolve()
 
@@ -181,8 +218,8 @@ class ClaudeRuntime:
         env[DROP_ENV] = " ".join(dropped_names(os.environ, self._allow, env))
         if self._cli_path is None:
             self._cli_path = wrapper_for(real_cli())
-        if self._sandbox:
-            settings["sandbox"] = {"enabled": True, "allowUnsandboxedCommands": False}
+        if confined:
+            settings["sandbox"] = _sandbox_settings(worktree, spec.home)
         return ClaudeAgentOptions(
             system_prompt=spec.system_prompt,
             model=spec.model,
@@ -207,6 +244,19 @@ class ClaudeRuntime:
             setting_sources=[],
             stderr=keep_stderr,
         )
+
+
+def _sandbox_settings(worktree: Path, home: Path | None) -> dict[str, Any]:
+    """The CLI's sandbox for an agent's Bash: writes only in the worktree (the CLI's own rule),
+    no command outside it, and nothing of the grove home readable but the agent's own
+    worktree (the database, other agents' worktrees, the CLI wrapper)."""
+    settings: dict[str, Any] = {"enabled": True, "allowUnsandboxedCommands": False}
+    if home is not None:
+        settings["filesystem"] = {
+            "denyRead": [str(home.resolve())],
+            "allowRead": [str(worktree)],
+        }
+    return settings
 
 
 def _can_use_tool(
