@@ -3,54 +3,76 @@
 :func:`collect` reports (and removes) four kinds of leftovers:
 
 * worktrees of finished agents (``finished_worktrees``; only when asked: ``grove gc``);
-* orphaned worktree directories that no agent row owns (a crash between ``git worktree add``
-  and the row, or a reset database);
-* stale ``grove/<id>`` branches whose agent no longer exists (branches of known agents stay:
-  they are the agents' results);
+* orphaned worktree directories under grove's worktrees directory that no agent row owns (a
+  crash between ``git worktree add`` and the row, or a reset database);
+* branches of finished agents of this grove whose work is merged: their tip is in the
+  checkout's ``HEAD``, or still the base the agent started from (``grove gc`` only; with
+  ``force``, unmerged ones too). A ``grove/...`` branch no agent of this database owns is never
+  deleted: it may be the user's own, or belong to a grove on another database;
 * processes marked with the id of one of this grove's agents that is not executing (a worker
   killed mid-run).
 
-Workers run it at start-up without ``finished_worktrees``: they report stale branches but
-delete none, because a branch holds an agent's committed work, and a worker started against
-another database (``GROVE_DB_URL``) would take every branch of this grove for stale; ``grove
-gc``, which a person runs, deletes them. It never touches an executing agent.
+Workers run it at start-up without ``finished_worktrees``: they clear orphans and processes and
+touch no branch. ``dry_run`` reports what would go and removes nothing. It never touches an
+executing agent.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from agentgrove.errors import UnknownAgent
 from agentgrove.models import AgentStatus
 from agentgrove.processes import agent_processes, kill_agent_processes
 from agentgrove.store import Store
-from agentgrove.workspaces import BRANCH_PREFIX, Workspaces, delete_branch, list_branches
+from agentgrove.workspaces import (
+    BRANCH_PREFIX,
+    Workspaces,
+    branch_tips,
+    delete_branch,
+    is_merged,
+)
 
 
 @dataclass
 class CleanupReport:
     finished_worktrees: list[str] = field(default_factory=list)
     orphaned_worktrees: list[str] = field(default_factory=list)
-    stale_branches: list[str] = field(default_factory=list)
-    stale_branches_kept: list[str] = field(default_factory=list)
+    deleted_branches: list[str] = field(default_factory=list)
+    unmerged_branches: list[str] = field(default_factory=list)
+    foreign_branches: list[str] = field(default_factory=list)
     killed_processes: dict[int, str] = field(default_factory=dict)
+    dry_run: bool = False
 
     def lines(self) -> list[str]:
-        return [
-            f"removed {len(self.finished_worktrees)} worktree(s) of finished agents",
-            f"removed {len(self.orphaned_worktrees)} orphaned worktree(s)"
-            + _listing(self.orphaned_worktrees),
-            f"deleted {len(self.stale_branches)} stale branch(es)" + _listing(self.stale_branches),
-            f"killed {len(self.killed_processes)} leftover process(es)"
-            + _listing([f"{pid} ({agent})" for pid, agent in self.killed_processes.items()]),
-        ] + (
-            [
-                f"kept {len(self.stale_branches_kept)} stale branch(es) (`grove gc` deletes "
-                "them)" + _listing(self.stale_branches_kept)
-            ]
-            if self.stale_branches_kept
-            else []
+        """One line per kind, the first four always (a count may be 0), then what was kept."""
+        remove, delete, kill = (
+            ("would remove", "would delete", "would kill")
+            if self.dry_run
+            else ("removed", "deleted", "killed")
         )
+        kept = [
+            f"kept {len(self.unmerged_branches)} unmerged branch(es) of finished agents "
+            "(`grove gc --force` deletes them)" + _listing(self.unmerged_branches),
+            f"kept {len(self.foreign_branches)} branch(es) no agent of this grove owns "
+            "(grove never deletes them)" + _listing(self.foreign_branches),
+        ]
+        return [
+            f"{remove} {len(self.finished_worktrees)} worktree(s) of finished agents",
+            f"{remove} {len(self.orphaned_worktrees)} orphaned worktree(s)"
+            + _listing(self.orphaned_worktrees),
+            f"{delete} {len(self.deleted_branches)} merged branch(es) of finished agents"
+            + _listing(self.deleted_branches),
+            f"{kill} {len(self.killed_processes)} leftover process(es)"
+            + _listing([f"{pid} ({agent})" for pid, agent in self.killed_processes.items()]),
+        ] + [
+            line
+            for line, items in zip(
+                kept, (self.unmerged_branches, self.foreign_branches), strict=True
+            )
+            if items
+        ]
 
 
 def _listing(items: list[str]) -> str:
@@ -64,40 +86,70 @@ def _status(store: Store, agent_id: str) -> AgentStatus | None:
         return None
 
 
-def collect(store: Store, workspaces: Workspaces, *, finished_worktrees: bool) -> CleanupReport:
+def collect(
+    store: Store,
+    workspaces: Workspaces,
+    *,
+    finished_worktrees: bool,
+    force: bool = False,
+    dry_run: bool = False,
+) -> CleanupReport:
     """Clean up and report. ``finished_worktrees`` (``grove gc``) also removes finished agents'
-    worktrees and deletes stale branches; start-up clears orphans and processes and only
-    reports stale branches.
+    worktrees and deletes their merged branches (``force``: unmerged ones too); start-up clears
+    orphans and processes and touches no branch. ``dry_run``: report only.
     Processes marked with an id this store does not know are left alone: they may belong to
     another grove on the same machine."""
-    report = CleanupReport()
+    report = CleanupReport(dry_run=dry_run)
     if finished_worktrees:
         for ws, agent_status in store.list_workspaces(state="active"):
             if agent_status.finished and ws.repo_path is not None:
-                store.save_workspace(workspaces.remove(ws))
+                if not dry_run:
+                    store.save_workspace(workspaces.remove(ws))
                 report.finished_worktrees.append(ws.agent_id)
     if workspaces.repo is not None:
         if workspaces.worktrees_dir.is_dir():
             for path in sorted(workspaces.worktrees_dir.iterdir()):
                 if path.is_dir() and _status(store, path.name) is None:
-                    workspaces.remove_path(path)
+                    if not dry_run:
+                        workspaces.remove_path(path)
                     report.orphaned_worktrees.append(path.name)
-        for line in list_branches(workspaces.repo):
-            branch = line.split()[0]
-            agent_id = branch.removeprefix(BRANCH_PREFIX)
-            if _status(store, agent_id) is not None:
-                continue
-            if finished_worktrees:
-                delete_branch(workspaces.repo, branch)
-                report.stale_branches.append(branch)
-            else:
-                report.stale_branches_kept.append(branch)
+        if finished_worktrees:
+            _branches(store, workspaces.repo, report, force=force, dry_run=dry_run)
     for pid, agent_id in agent_processes().items():
         status = _status(store, agent_id)
         if status is not None and status is not AgentStatus.EXECUTING:
+            if dry_run:
+                report.killed_processes[pid] = agent_id
+                continue
             killed = kill_agent_processes(agent_id)
             report.killed_processes.update({p: agent_id for p in killed if p == pid})
     return report
+
+
+def _branches(
+    store: Store, repo: Path, report: CleanupReport, *, force: bool, dry_run: bool
+) -> None:
+    """Sort every ``grove/*`` branch into deleted (a finished agent's, merged or forced),
+    unmerged (a finished agent's) and foreign (no agent of this store, or one whose recorded
+    branch is another); branches of agents still running are not mentioned."""
+    for branch, tip in sorted(branch_tips(repo).items()):
+        try:
+            agent = store.get_agent(branch.removeprefix(BRANCH_PREFIX))
+        except UnknownAgent:
+            report.foreign_branches.append(branch)
+            continue
+        ws = agent.workspace
+        if ws is None or ws.branch != branch or ws.repo_path is None:
+            report.foreign_branches.append(branch)
+            continue
+        if not agent.status.finished:
+            continue
+        if not (force or tip == ws.base_ref or is_merged(repo, tip)):
+            report.unmerged_branches.append(branch)
+            continue
+        if not dry_run:
+            delete_branch(repo, branch, tip)
+        report.deleted_branches.append(branch)
 
 
 __all__ = ["CleanupReport", "collect"]

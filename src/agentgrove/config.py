@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from agentgrove.errors import ConfigError
+from agentgrove.errors import BadInput, ConfigError
 from agentgrove.roles import BUILTIN_ROLES, Role
 
 CONFIG_FILE = "grove.toml"
@@ -184,7 +184,19 @@ def find_root(start: Path) -> tuple[Path, bool]:
     for candidate in [start, *start.parents]:
         if (candidate / ".git").exists():
             return candidate, True
+        if _is_git_dir(candidate):
+            # A bare repository (or a .git directory) has no work tree: an agent "run in the
+            # directory itself" would write over HEAD, refs and objects.
+            raise BadInput(
+                f"{candidate} is a git directory without a work tree (a bare repository): "
+                f"clone it (git clone {candidate} DIR) and run grove in DIR"
+            )
     return start, False
+
+
+def _is_git_dir(path: Path) -> bool:
+    """``path`` looks like a git directory, by git's own test (HEAD, objects/, refs/)."""
+    return (path / "HEAD").is_file() and (path / "objects").is_dir() and (path / "refs").is_dir()
 
 
 def load_config(start: Path | None = None) -> GroveConfig:

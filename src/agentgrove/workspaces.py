@@ -315,8 +315,23 @@ def init_repo(path: Path, files: dict[str, str]) -> str:
     return run_git(["rev-parse", "HEAD"], path)
 
 
-def delete_branch(repo: Path, branch: str) -> None:
-    run_git(["branch", "-D", branch], repo)
+def delete_branch(repo: Path, branch: str, tip: str | None = None) -> None:
+    """Delete ``branch``; with ``tip``, only while it still points there (atomic)."""
+    if tip is None:
+        run_git(["branch", "-D", branch], repo)
+    else:
+        run_git(["update-ref", "-d", f"refs/heads/{branch}", tip], repo)
+
+
+def branch_tips(repo: Path, pattern: str = f"{BRANCH_PREFIX}*") -> dict[str, str]:
+    """Each branch matching ``pattern``: its full commit id."""
+    out = run_git(["branch", "--list", "--format=%(refname:short) %(objectname)", pattern], repo)
+    return dict(line.split(" ", 1) for line in out.splitlines() if line)
+
+
+def is_merged(repo: Path, commit: str) -> bool:
+    """``commit`` is in the history of the checkout's ``HEAD``."""
+    return run(["merge-base", "--is-ancestor", commit, "HEAD"], repo).returncode == 0
 
 
 def list_branches(repo: Path, pattern: str = f"{BRANCH_PREFIX}*") -> list[str]:

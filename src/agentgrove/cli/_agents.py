@@ -311,13 +311,28 @@ def merge(agent_id: str) -> None:
 
 
 @app.command()
-def gc() -> None:
-    """Remove finished agents' worktrees (their branches stay), orphaned worktrees, branches
-    of agents that no longer exist, and processes left by agents that are not running."""
+def gc(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would be removed; remove nothing.")
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Also delete finished agents' branches that are not merged."),
+    ] = False,
+) -> None:
+    """Remove finished agents' worktrees, orphaned worktrees, finished agents' branches whose
+    work is merged into HEAD (or that never moved from their base), and processes left by
+    agents that are not running. Branches no agent of this grove owns are never deleted."""
     from agentgrove.cleanup import collect
 
     with open_grove() as grove:
-        report = collect(grove.store, grove.service.workspaces, finished_worktrees=True)
+        report = collect(
+            grove.store,
+            grove.service.workspaces,
+            finished_worktrees=True,
+            force=force,
+            dry_run=dry_run,
+        )
     for line in report.lines():
         print(line)
 
