@@ -255,7 +255,10 @@ class Worker:
             try:
                 now = anyio.current_time()
                 if now >= next_sweep:
-                    await self.service.db(self.store.sweep_expired, gone=owner_gone)
+                    # Not our own agents: their renewals may be held up by the database
+                    # (a lock, an outage); we give them up ourselves when the lease runs out.
+                    held = {a for a in self._running if a not in self.lost_leases}
+                    await self.service.db(self.store.sweep_expired, gone=owner_gone, held=held)
                     next_sweep = now + self.settings.sweep_interval_s
                 if await self._claim_once(tg):
                     return
@@ -408,6 +411,8 @@ class Worker:
             failures = 0
             held_since = sent
             if not renewed:
+                if await self._ended_by_us(agent_id, lease):
+                    return  # the run wrote its ending while this renewal was on its way
                 # Cancelled, or our lease was taken over: stop the run; the fence keeps
                 # anything it might still try to write out of the database.
                 print(
@@ -417,6 +422,15 @@ class Worker:
                 )
                 scope.cancel()
                 return
+
+    async def _ended_by_us(self, agent_id: str, lease: Lease) -> bool:
+        try:
+            row = await self.service.db(self.store.get_agent, agent_id)
+        except StoreUnavailable:
+            return False
+        # Not a cancel (that must stop the run): a completion or failure of this attempt.
+        ended = row.status in (AgentStatus.COMPLETED, AgentStatus.FAILED)
+        return ended and row.attempt == lease.attempt and row.lease_owner is None
 
     async def _shutdown(self) -> None:
         with anyio.move_on_after(self.settings.grace_s):

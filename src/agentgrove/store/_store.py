@@ -496,11 +496,16 @@ class Store(
         return True
 
     def sweep_expired(
-        self, *, at: datetime | None = None, gone: Callable[[str], bool] | None = None
+        self,
+        *,
+        at: datetime | None = None,
+        gone: Callable[[str], bool] | None = None,
+        held: Collection[str] = (),
     ) -> list[str]:
         """Return agents whose lease expired to pending, or fail them past max_attempts.
         ``gone(owner)``: also those whose lease owner the caller knows is dead (a process of
-        this host that no longer runs), expired or not."""
+        this host that no longer runs), expired or not. ``held``: agents the caller itself
+        runs and renews the leases of (a renewal held up by the database), never swept here."""
         now = at or utcnow()
         swept: list[str] = []
         with self._write(wake=True) as conn:
@@ -518,8 +523,11 @@ class Store(
             expired = [
                 row
                 for row in conn.execute(query)
-                if (row.lease_expires_at is not None and row.lease_expires_at < now)
-                or (gone is not None and row.lease_owner is not None and gone(row.lease_owner))
+                if row.id not in held
+                and (
+                    (row.lease_expires_at is not None and row.lease_expires_at < now)
+                    or (gone is not None and row.lease_owner is not None and gone(row.lease_owner))
+                )
             ]
             for row in expired:
                 exhausted = row.attempt >= row.max_attempts
