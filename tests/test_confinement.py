@@ -264,3 +264,74 @@ def test_doctor_is_happy_with_bwrap(repo: Path) -> None:
     found = run_cli("doctor", cwd=repo)
     assert found.returncode == 0, found.stdout + found.stderr
     assert "ok    sandbox: bubblewrap and socat found" in found.stdout
+
+
+# -- item 2: what an agent's Bash can still reach inside the sandbox -------------------------
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
+def _processes_with(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if text.encode() in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.e2e
+@needs_sandbox
+def test_sandboxed_bash_reaches_nothing_of_the_worker(repo: Path) -> None:
+    """Per THREATS.md: the worker's environment through /proc, a hook in the main .git, the
+    SQLite database (read or write), the main checkout, PostgreSQL on loopback, and a
+    background process that dropped grove's markers and called setsid."""
+    home = repo / ".grove"
+    secret = "s3cret-of-the-worker"
+    sleeper = "987651"
+    attacks = {
+        "environ": "cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep -a PROBE_SECRET",
+        "hook": f"echo 'touch /tmp/pwned' > {repo}/.git/hooks/post-commit && echo HOOK_WRITTEN",
+        # $((6*7)): the marker never appears in the transcript that grove writes to the database.
+        "db-write": f"echo PLANTED_$((6*7))_ROW >> {home}/grove.db",
+        "db-read": f"head -c 15 {home}/grove.db",
+        "checkout": f"echo x > {repo}/planted.txt && echo CHECKOUT_WRITTEN",
+        "postgres": "timeout 5 bash -c 'echo > /dev/tcp/127.0.0.1/5432' && echo PG_REACHED",
+        "background": (
+            f"(env -u GROVE_AGENT_ID -u GROVE_AGENT_ATTEMPT setsid sleep {sleeper} "
+            ">/dev/null 2>&1 &) ; echo BACKGROUND_STARTED"
+        ),
+    }
+    steps, seen = _recording([bash(command) for command in attacks.values()])
+    script = Script().on(role="tester", turns=steps)
+    assert run_cli("init", cwd=repo).returncode == 0
+    with ModelServer(script) as server:
+        env = {**server.env(), "GROVE_PROBE_SECRET": secret}
+        result = run_cli("run", "tester", "attack", "--json", cwd=repo, env=env)
+        server.assert_done()
+    agent = json.loads(result.stdout)
+    assert agent["status"] == "completed", result.stderr
+    results = dict(zip(attacks, seen, strict=True))
+    assert secret not in results["environ"], results["environ"]
+    assert "HOOK_WRITTEN" not in results["hook"]
+    assert not (repo / ".git/hooks/post-commit").exists()
+    # Denied reads put an empty tmpfs over the grove home: a write lands there, not in the file.
+    assert b"PLANTED_42_ROW" not in (home / "grove.db").read_bytes(), results["db-write"]
+    assert "SQLite format" not in results["db-read"], results["db-read"]
+    assert "CHECKOUT_WRITTEN" not in results["checkout"] and not (repo / "planted.txt").exists()
+    if _listening(5432):  # the machine's PostgreSQL, when it runs one
+        assert "PG_REACHED" not in results["postgres"], results["postgres"]
+    assert "BACKGROUND_STARTED" in results["background"]
+    assert _processes_with(f"sleep\0{sleeper}") == [], "a background process outlived the run"
+    assert run_cli("ls", cwd=repo).returncode == 0, "the database still works"
