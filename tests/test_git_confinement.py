@@ -288,3 +288,20 @@ def test_an_agent_planting_a_nested_fsmonitor_repo_gets_nothing_run(
     assert agent["status"] == "completed", result.stderr
     assert (Path(agent["workspace"]["path"]) / "lib" / ".git" / "config").exists()
     assert not marker.exists(), marker.read_text()
+
+
+def test_an_agent_deleting_its_dotgit_file_still_gets_its_work_committed(
+    repo: Path, workspaces: Workspaces
+) -> None:
+    """Grove does not need the worktree's ``.git`` file, and another agent's ``worktree
+    prune`` does not forget the worktree once it is gone."""
+    ws = workspaces.create("a1", None)
+    worktree = Path(ws.worktree_path)
+    (worktree / ".git").unlink()
+    (worktree / "work.txt").write_text("work\n")
+    workspaces.create("a2", None)  # prunes
+    done = workspaces.commit(ws, "grove: a1", {})
+    assert done.files_changed == ("work.txt",)
+    workspaces.remove(done)
+    assert not worktree.exists()
+    assert "a1" not in run_git(["worktree", "list"], repo)

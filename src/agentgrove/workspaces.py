@@ -155,12 +155,13 @@ class Workspaces:
                         f"branch {branch} already exists and grove did not create it for "
                         f"agent {agent_id}: rename it (git branch -m {branch} NEW) and retry"
                     )
+                # Locked: `worktree prune` (any other agent's create) would otherwise drop
+                # git's record of this worktree as soon as the agent deletes its .git file.
+                add = ["worktree", "add", "--lock"]
                 if tip:
-                    run_git(["worktree", "add", str(path), branch], self.repo)
+                    run_git([*add, str(path), branch], self.repo)
                 else:
-                    run_git(
-                        ["worktree", "add", "-b", branch, str(path), str(base_commit)], self.repo
-                    )
+                    run_git([*add, "-b", branch, str(path), str(base_commit)], self.repo)
                     self._merge(path, branch, merge)
         head = run_git(["rev-parse", f"refs/heads/{branch}"], self.repo)
         return WorkspaceRecord(
@@ -271,7 +272,10 @@ class Workspaces:
         remove``, which reads the worktree (the agent's) to decide whether it is clean."""
         repo = repo or self.repo
         assert repo is not None
+        admin = registered_worktree(repo, path)
         shutil.rmtree(path, ignore_errors=True)
+        if admin is not None:  # grove's own record in the main .git (locked, so prune keeps it)
+            shutil.rmtree(admin, ignore_errors=True)
         run_git(["worktree", "prune"], repo)
 
     def remove(self, ws: WorkspaceRecord) -> WorkspaceRecord:
