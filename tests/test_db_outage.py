@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -178,6 +179,39 @@ def test_postgres_restarted_under_running_agents(
             assert w.returncode == 0, err
         _assert_each_completed_once(grove, ids)
     assert any("database is unavailable" in err for _, err in results)
+
+
+@pytest.mark.e2e
+def test_grove_up_survives_postgres_restarts(
+    repo: Path, cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("GROVE_DB_URL", cluster.url)
+    _configure(repo, delay_s=2, lease_s=15)
+    log = tmp_path / "up.log"
+    with Grove.init(repo) as grove, log.open("w") as err:
+        ids = [grove.spawn("tester", f"task {i}").id for i in range(8)]
+        up = subprocess.Popen(
+            [*GROVE, "up", "--no-shell", "--no-dashboard", "--concurrency", "4"],
+            cwd=repo,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
+        )
+        try:
+            for _ in range(2):
+                _until(lambda: _executing(grove.store) > 0)
+                cluster.restart_immediately()
+            _until(lambda: _completed(grove.store) == len(ids) or up.poll() is not None)
+            assert up.poll() is None, log.read_text()
+            up.send_signal(signal.SIGTERM)
+            assert up.wait(60) == 0, log.read_text()
+        finally:
+            if up.poll() is None:
+                up.kill()
+                up.wait(10)
+        _assert_each_completed_once(grove, ids)
+    assert "database is unavailable" in log.read_text()
 
 
 @pytest.mark.e2e

@@ -152,12 +152,13 @@ class AgentService:
         call = functools.partial(fn, *args, **kwargs)
         return await anyio.to_thread.run_sync(call, limiter=self._db_limiter)
 
-    async def owed(self, agent_id: str, write: Callable[[], bool]) -> bool:
+    async def owed(self, agent_id: str, write: Callable[[], T]) -> T:
         """Make a write fenced by the lease that the attempt owes (its ending, its
         workspace), again and again while the database is unavailable, until it is made;
         ``False``: the lease is no longer ours. Such a write is idempotent (made twice, the
-        second matches nothing or changes nothing). It stops only when cancelled: by the
-        heartbeat, once the lease has expired by the worker's own clock."""
+        second matches nothing or changes nothing); so is a read the attempt needs. It stops
+        only when cancelled: by the heartbeat, once the lease has expired by the worker's own
+        clock."""
         from agentgrove.worker import Backoff  # the worker imports this module
 
         backoff = Backoff()
@@ -282,7 +283,7 @@ class AgentService:
                 _failure(ErrorKind.PERMANENT, f"role {agent.role!r} is no longer configured"),
             )
             return
-        prompt, base = await self.db(self._prompt_and_base, agent)
+        prompt, base = await self.owed(agent.id, lambda: self._prompt_and_base(agent))
         if lease.attempt > 1:
             # An earlier attempt's worker was presumed dead; if it ran here, its CLI may still
             # be editing the worktree this attempt is about to reuse. Stop it first.
