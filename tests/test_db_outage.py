@@ -234,6 +234,31 @@ def test_sqlite_locked_past_the_busy_timeout(repo: Path) -> None:
     assert "database is locked" in err
 
 
+@pytest.mark.e2e
+def test_a_lease_that_cannot_be_renewed_in_time_is_given_up_without_writing(repo: Path) -> None:
+    # Locked for 5 s, a 2 s lease: by the worker's own clock the lease has run out, so it
+    # stops the run and writes nothing for it; once the lock is gone the agent runs again.
+    _configure(repo, delay_s=8, lease_s=2)
+    env = {BUSY_TIMEOUT_ENV: "300"}
+    with Grove.init(repo) as grove:
+        path = grove.store.url.removeprefix("sqlite:///")
+        agent = grove.spawn("tester", "outlive a lock")
+        worker = _worker(repo, env)
+        _until(lambda: len(grove.store.transcript(agent.id)) > 0)  # attempt 1 is running
+        subprocess.run([sys.executable, "-c", _HOLD_LOCK, path, "5"], check=True, timeout=60)
+        _, err = worker.communicate(timeout=240)
+        final = grove.store.get_agent(agent.id)
+        kinds = Counter(e.kind for e in grove.store.events(agent_id=agent.id))
+        first = [m for m in grove.store.transcript(agent.id) if m["attempt"] == 1]
+    assert worker.returncode == 0, err
+    assert "lease could not be renewed before it expired" in err
+    assert final.status is AgentStatus.COMPLETED and final.attempt == 2
+    # The given-up attempt wrote nothing more: no release, no result, no end of transcript.
+    assert kinds["agent.released"] == 0 and kinds["agent.lease_expired"] == 1
+    assert kinds["agent.completed"] == 1
+    assert [m["kind"] for m in first] == ["ScriptedStart"]
+
+
 _HOLD_LOCK = """
 import sqlite3, sys, time
 conn = sqlite3.connect(sys.argv[1], isolation_level=None)
