@@ -12,6 +12,7 @@ and SQLite has no such channel.
 
 from __future__ import annotations
 
+import random
 import sys
 import threading
 from collections.abc import Callable
@@ -20,8 +21,9 @@ from sqlalchemy import Connection, Engine, text
 
 CHANNEL = "grove_work"
 _NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
-RECONNECT_S = 2.0
-"""Pause before listening again after the connection failed."""
+RECONNECT_S = (0.2, 5.0)
+"""Pause before listening again after the connection failed: from the first figure, doubling
+at each failure in a row up to the second, with jitter (each pause drawn from its upper half)."""
 _CHECK_STOP_S = 0.5
 _KEEPALIVE = {
     "connect_timeout": 5,
@@ -53,6 +55,7 @@ def listen_for_work(engine: Engine, on_work: Callable[[], None], stop: threading
     url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     conninfo = psycopg.conninfo.make_conninfo(url, **_KEEPALIVE)
     failing = False
+    failures = 0
     while not stop.is_set():
         try:
             # A short connect timeout and keepalives: an unreachable server neither holds up
@@ -62,6 +65,7 @@ def listen_for_work(engine: Engine, on_work: Callable[[], None], stop: threading
                 if failing:
                     print("grove worker: listening for work again", file=sys.stderr)
                 failing = False
+                failures = 0
                 on_work()  # anything committed while we were not listening
                 while not stop.is_set():
                     for _ in conn.notifies(timeout=_CHECK_STOP_S, stop_after=1):
@@ -76,4 +80,7 @@ def listen_for_work(engine: Engine, on_work: Callable[[], None], stop: threading
                     file=sys.stderr,
                 )
             failing = True
-            stop.wait(RECONNECT_S)
+            first_s, cap_s = RECONNECT_S
+            pause = min(cap_s, first_s * 2.0**failures) * (0.5 + random.random() / 2)
+            failures += 1
+            stop.wait(pause)
