@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from agentgrove.cli._live import elapsed_s, format_elapsed
 from agentgrove.errors import ModelUnavailable
@@ -20,6 +21,7 @@ from agentgrove.grove import Grove
 from agentgrove.models import AgentRecord, AgentStatus
 from agentgrove.runtime.claude import ClaudeRuntime, sandbox_available
 from agentgrove.store._core import utcnow
+from agentgrove.text import plain
 from agentgrove.workspaces import init_repo, list_branches
 
 TASK = "greet.py: print 'Hello, <name>!' for the name given as the first argument (default: world)"
@@ -81,9 +83,9 @@ def run_demo(*, live: bool, console: Console) -> bool:
     _print_table(console, records)
     console.print("branches:")
     for line in list_branches(repo):
-        console.print(f"  {line}")
+        console.print(plain(f"  {line}"))
     if records and records[-1].output:
-        console.print(f"tester said: {records[-1].output}")
+        console.print(Text.assemble("tester said: ", plain(records[-1].output)))
     return len(records) == len(STEPS) and all(r.status is AgentStatus.COMPLETED for r in records)
 
 
@@ -101,6 +103,6 @@ def _print_table(console: Console, records: list[AgentRecord]) -> None:
             f"{r.tokens_in}/{r.tokens_out}",
             f"${r.cost_usd:.4f}",
             format_elapsed(elapsed_s(r, utcnow()) or 0.0),
-            files or "-",
+            plain(files or "-"),
         )
     console.print(table)

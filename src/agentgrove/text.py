@@ -1,11 +1,64 @@
-"""Text shown to people in one line: the terminal's live view, the shell's notices and the
-dashboard all shorten outputs, errors and tool calls the same way."""
+"""Text that grove shows to people but did not write itself: agents' tasks, outputs, errors and
+tool calls, role and workflow names, node keys, paths.
+
+Such text is shown as plain text on every surface, never obeyed: terminal control characters
+are made visible (an ESC becomes the four characters ``\\x1b``, so no colour, hyperlink, title or
+clipboard sequence reaches the terminal), and rich never reads it as markup or emoji codes.
+
+- :func:`visible` makes the control characters visible (C0 but newline and tab, DEL, C1, and the
+  invisible bidirectional and zero-width format characters that reorder or hide text);
+- :func:`plain` is a ``rich.text.Text`` of it, for tables, trees and ``console.print``
+  (a ``Text`` is never parsed as markup nor for emoji codes);
+- :func:`markup` escapes it for a place inside grove's own markup string;
+- :func:`one_line` shortens it to one line, made visible too.
+
+The terminal console is made with ``emoji=False`` (``agentgrove.cli._app``): grove's own strings
+use no emoji codes, so none can come from elsewhere either.
+"""
 
 from __future__ import annotations
 
+import re
+
+from rich.markup import escape
+from rich.text import Text
+
+__all__ = ["markup", "one_line", "plain", "visible"]
+
+# C0 (tab and newline aside), DEL, C1; bidirectional embeddings, overrides and isolates;
+# zero-width characters and marks; the line and paragraph separators; the byte-order mark.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+_CONTROL_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _show(match: re.Match[str]) -> str:
+    char = match[0]
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def visible(text: object, *, newlines: bool = True) -> str:
+    """``text`` (``str()`` of it; ``None`` is empty) with every control character written out
+    as an escape (``\\x1b``, ``\\r``, ``\\u202e``). Tabs stay, and newlines unless
+    ``newlines=False`` (then ``\\n``, as for a table cell or one line of a log)."""
+    value = "" if text is None else str(text)
+    return (_CONTROL if newlines else _CONTROL_ONE_LINE).sub(_show, value)
+
+
+def plain(text: object, style: str = "", *, newlines: bool = True) -> Text:
+    """``text`` as a rich ``Text``: shown as written, control characters visible."""
+    return Text(visible(text, newlines=newlines), style=style)
+
+
+def markup(text: object) -> str:
+    """``text`` made visible and escaped, to put inside one of grove's markup strings."""
+    return escape(visible(text))
+
 
 def one_line(text: str | None, limit: int) -> str:
-    """``text`` with every run of whitespace (newlines included) as one space, cut to at most
-    ``limit`` characters with a trailing ``…`` when longer; ``None`` is empty."""
-    flat = " ".join((text or "").split())
+    """``text`` with every run of whitespace (newlines included) as one space, control
+    characters visible, cut to at most ``limit`` characters with a trailing ``…`` when longer;
+    ``None`` is empty."""
+    flat = visible(" ".join((text or "").split()), newlines=False)
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -9,6 +9,8 @@ import typer
 from agentgrove.cli import _agents, _dashboard, _setup, _shell, _up, _workflows
 from agentgrove.cli._app import app
 from agentgrove.errors import GroveError
+from agentgrove.secrets import redact
+from agentgrove.text import visible
 
 __all__ = ["app", "main"]
 
@@ -21,7 +23,8 @@ def main() -> None:
         # Without standalone mode, typer returns a command's exit code instead of exiting.
         code = app(standalone_mode=False)
     except GroveError as exc:
-        print(f"grove: error: {exc}", file=sys.stderr)
+        # Escaped and redacted: a message may quote agent text or a URL with its password.
+        print(f"grove: error: {visible(redact(str(exc)))}", file=sys.stderr)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

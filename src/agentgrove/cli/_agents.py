@@ -9,7 +9,6 @@ from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -27,6 +26,7 @@ from agentgrove.grove import Grove
 from agentgrove.models import AgentRecord, AgentStatus, Event, SpawnRequest
 from agentgrove.store import Store
 from agentgrove.store._core import utcnow
+from agentgrove.text import markup, one_line, plain, visible
 
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print the stable JSON object (docs/json.md).")
@@ -89,7 +89,7 @@ def run(
             check_endpoint()  # the model answers and takes the key: only now write anything
         agent = grove.service.insert(new)
         if not json_out:
-            err_console.print(f"[bold]{agent.id}[/] {escape(agent.role)} on {escape(agent.model)}")
+            err_console.print(f"[bold]{agent.id}[/] {markup(agent.role)} on {markup(agent.model)}")
         # Tool calls still go to stderr as plain lines under --json: stdout stays one object.
         progress = LiveProgress(
             agent_source(grove.store, agent.id),
@@ -126,15 +126,17 @@ def list_agents(
         return
     table = Table("id", "role", "status", "tokens", "cost", "duration", "task", box=None)
     for a in agents:
+        state = Text(a.status.value, style=_STYLE[a.status])
+        if a.wait_reason:
+            state.append(f" ({visible(a.wait_reason, newlines=False)})", style="dim")
         table.add_row(
             a.id,
-            a.role,
-            f"[{_STYLE[a.status]}]{a.status.value}[/]"
-            + (f" [dim]({escape(a.wait_reason)})[/]" if a.wait_reason else ""),
+            plain(a.role, newlines=False),
+            state,
             f"{a.tokens_in}/{a.tokens_out}",
             f"${a.cost_usd:.4f}",
             _elapsed(a),
-            escape(a.task if len(a.task) < 50 else a.task[:49] + "…"),
+            plain(one_line(a.task, 50)),
         )
     console.print(table)
 
@@ -151,20 +153,21 @@ def show(agent_id: str, json_out: JsonOpt = False) -> None:
             agent.to_json() | {"tree": totals.to_json(), "children": [c.id for c in children]}
         )
         return
+    # Values are Text, never markup: most of them come from the agent or the user.
     rows: list[tuple[str, Any]] = [
         ("id", agent.id),
-        ("role", escape(agent.role)),
-        ("status", f"[{_STYLE[agent.status]}]{agent.status.value}[/]"),
+        ("role", plain(agent.role)),
+        ("status", Text(agent.status.value, style=_STYLE[agent.status])),
         ("parent", agent.parent_id or "-"),
-        ("model", escape(agent.model)),
+        ("model", plain(agent.model)),
         ("attempt", f"{agent.attempt} of {agent.max_attempts}"),
         ("tokens", f"{agent.tokens_in} in / {agent.tokens_out} out"),
         ("cost", f"${agent.cost_usd:.6f}"),
         ("duration", f"{_elapsed(agent)} (in the CLI: {agent.duration_ms} ms, all attempts)"),
-        ("task", escape(agent.task)),
+        ("task", plain(agent.task)),
     ]
     if agent.error:
-        rows.append(("error", f"[red]{agent.error_kind}: {escape(agent.error)}[/]"))
+        rows.append(("error", plain(f"{agent.error_kind}: {agent.error}", "red")))
     if children:
         rows.append(("children", ", ".join(f"{c.id} ({c.status.value})" for c in children)))
         rows.append(
@@ -177,17 +180,17 @@ def show(agent_id: str, json_out: JsonOpt = False) -> None:
     if agent.workspace:
         ws = agent.workspace
         rows += [
-            ("worktree", escape(f"{ws.worktree_path} ({_worktree_state(agent, ws.state)})")),
-            ("branch", escape(ws.branch or "-")),
-            ("head", ws.head_commit or "-"),
+            ("worktree", plain(f"{ws.worktree_path} ({_worktree_state(agent, ws.state)})")),
+            ("branch", plain(ws.branch or "-")),
+            ("head", plain(ws.head_commit or "-")),
         ]
         if ws.diffstat:
-            rows.append(("changes", escape(ws.diffstat)))
+            rows.append(("changes", plain(ws.diffstat)))
     if agent.output:
-        rows.append(("output", escape(agent.output)))
+        rows.append(("output", plain(agent.output)))
     table = Table(show_header=False, box=None)
     for key, value in rows:
-        table.add_row(f"[bold]{key}[/]", str(value))
+        table.add_row(Text(key, style="bold"), value if isinstance(value, Text) else plain(value))
     console.print(table)
 
 
@@ -284,10 +287,12 @@ def diff(
         ws = agent.workspace
         if ws is None or ws.branch is None:
             raise BadInput(f"agent {agent.id} has no git workspace (not run yet, or not in git)")
-        print(f"branch {ws.branch}  head {ws.head_commit}  base {ws.base_ref}")
-        print(ws.diffstat or "(no changes)")
+        # On a terminal the agent's text is made visible; piped, the diff stays a patch.
+        shown = visible if is_tty() else str
+        print(shown(f"branch {ws.branch}  head {ws.head_commit}  base {ws.base_ref}"))
+        print(shown(ws.diffstat or "(no changes)"))
         if not stat:
-            print(grove.service.workspaces.diff(ws))
+            print(shown(grove.service.workspaces.diff(ws)))
 
 
 @app.command()
@@ -307,7 +312,7 @@ def merge(agent_id: str) -> None:
             )
         head = grove.service.workspaces.merge_into_checkout(ws)
     files = ", ".join(ws.files_changed) or "no files changed"
-    console.print(f"merged {ws.branch} @ {head[:10]}: {escape(files)}", highlight=False)
+    console.print(f"merged {markup(ws.branch)} @ {head[:10]}: {markup(files)}", highlight=False)
 
 
 @app.command()
@@ -356,7 +361,7 @@ def budget(json_out: JsonOpt = False) -> None:
     table = Table("scope", "limit", "reserved", "spent", "left", box=None)
     for name, limit, reserved, spent in rows:
         table.add_row(
-            name,
+            plain(name, newlines=False),
             f"${limit:.4f}",
             f"${reserved:.4f}",
             f"${spent:.4f}",
@@ -416,6 +421,7 @@ def _format_event(event: Event) -> Text:
         detail = str(data.get("text"))
     else:
         detail = " ".join(f"{k}={v}" for k, v in data.items() if v is not None)
+    detail = visible(detail)
     style = _EVENT_STYLE.get(event.kind, "")
     if event.kind == "agent.tool_result" and data.get("is_error"):
         style = "red"
@@ -437,17 +443,17 @@ _EVENT_STYLE = {
 def _print_summary(agent: AgentRecord) -> None:
     style = _STYLE[agent.status]
     console.print(
-        f"[{style}]{agent.status.value}[/] {agent.id} {escape(agent.role)}: "
+        f"[{style}]{agent.status.value}[/] {agent.id} {markup(agent.role)}: "
         f"{agent.tokens_in} in / {agent.tokens_out} out tokens, ${agent.cost_usd:.4f}, "
         f"{_elapsed(agent)}"
     )
     if agent.workspace and agent.workspace.branch:
         files = ", ".join(agent.workspace.files_changed) or "no files changed"
         console.print(
-            f"branch {agent.workspace.branch} @ {(agent.workspace.head_commit or '')[:10]}: "
-            f"{escape(files)}"
+            f"branch {markup(agent.workspace.branch)} @ "
+            f"{(agent.workspace.head_commit or '')[:10]}: {markup(files)}"
         )
     if agent.error:
-        console.print(f"[red]{agent.error_kind}: {escape(agent.error)}[/]")
+        console.print(plain(f"{agent.error_kind}: {agent.error}", "red"))
     elif agent.output:
-        console.print(agent.output, markup=False)
+        console.print(plain(agent.output))

@@ -35,8 +35,9 @@ def _width(stream: object) -> int | None:
     return PIPE_WIDTH
 
 
-console = Console(width=_width(sys.stdout))
-err_console = Console(stderr=True, width=_width(sys.stderr))
+# No emoji codes: ``:warning:`` in an agent's text stays text (see agentgrove.text).
+console = Console(width=_width(sys.stdout), emoji=False)
+err_console = Console(stderr=True, width=_width(sys.stderr), emoji=False)
 
 
 def open_grove(**kwargs: Any) -> Grove:

@@ -28,7 +28,7 @@ from agentgrove.models import AgentRecord, AgentStatus
 from agentgrove.service import Wakeup
 from agentgrove.store import Store
 from agentgrove.store._core import utcnow
-from agentgrove.text import one_line
+from agentgrove.text import one_line, visible
 
 STATUS_STYLE: dict[str, str] = {
     "waiting": "dim",
@@ -79,7 +79,9 @@ def elapsed_s(agent: AgentRecord, now: datetime) -> float | None:
 
 
 def label(agent: AgentRecord) -> str:
-    return f"{agent.node_key} ({agent.role})" if agent.node_key else agent.role
+    """Node key and role, control characters visible (they come from workflow files)."""
+    text = f"{agent.node_key} ({agent.role})" if agent.node_key else agent.role
+    return visible(text, newlines=False)
 
 
 def agent_line(agent: AgentRecord, now: datetime, recent_tool: str | None = None) -> Text:
@@ -98,7 +100,7 @@ def agent_line(agent: AgentRecord, now: datetime, recent_tool: str | None = None
     if agent.error_kind is not None:
         line.append(f"  {agent.error_kind.value}", "red")
     elif agent.wait_reason and agent.status is AgentStatus.PENDING:
-        line.append(f"  ({agent.wait_reason})", "dim")
+        line.append(f"  ({visible(agent.wait_reason, newlines=False)})", "dim")
     if recent_tool and agent.status is AgentStatus.EXECUTING:
         line.append(f"  ▸ {recent_tool}", "cyan")
     return line
@@ -169,7 +171,7 @@ def progress_view(
         cut_waiting = len(waiting) - keep
         waiting = waiting[:keep]
 
-    tree = Tree(Text(snapshot.title, style="bold"), guide_style="dim")
+    tree = Tree(Text(visible(snapshot.title, newlines=False), style="bold"), guide_style="dim")
 
     def add(branch: Tree, agent: AgentRecord) -> None:
         node = branch.add(agent_line(agent, now, tools.get(agent.id)))
@@ -184,7 +186,8 @@ def progress_view(
     if cut_pending:
         tree.add(Text(f"… {cut_pending} more pending", style="dim"))
     for node in waiting:
-        tree.add(Text.assemble(node.key, f" ({node.role}) ", (node.state, "dim")))
+        name = visible(f"{node.key} ({node.role}) ", newlines=False)
+        tree.add(Text.assemble(name, (node.state, "dim")))
     if cut_waiting:
         tree.add(Text(f"… {cut_waiting} more nodes waiting", style="dim"))
     return Group(tree, totals_line(snapshot.agents))
@@ -332,7 +335,11 @@ class LiveProgress:
         for node in snapshot.waiting:
             if self._seen.get(node.key) != node.state:
                 self._seen[node.key] = node.state
-                self._console.print(f"  {node.key}: {node.state}", highlight=False, markup=False)
+                self._console.print(
+                    visible(f"  {node.key}: {node.state}", newlines=False),
+                    highlight=False,
+                    markup=False,
+                )
         for agent in snapshot.agents:
             if self._seen.get(agent.id) == agent.status.value:
                 continue
@@ -356,11 +363,13 @@ def _event_line(agent_id: str, kind: str, data: dict[str, Any], *, tool_calls: b
     """The line an event is worth printing as it happens, if any."""
     who = agent_id[:8]
     if kind == "agent.tool_use" and tool_calls:
-        return Text.assemble("  ", (who, "cyan"), " ", f"{data.get('tool')} {data.get('input')}")
+        call = visible(f"{data.get('tool')} {data.get('input')}")
+        return Text.assemble("  ", (who, "cyan"), " ", call)
     if kind == "agent.tool_result" and data.get("is_error"):
-        return Text.assemble("  ", (f"{who} tool error", "red"), " ", str(data.get("content")))
+        content = visible(data.get("content"))
+        return Text.assemble("  ", (f"{who} tool error", "red"), " ", content)
     if kind in ("agent.warning", "agent.retry", "agent.released"):
-        return Text.assemble("  ", (f"{who} {kind}", "yellow"), " ", str(data))
+        return Text.assemble("  ", (f"{who} {kind}", "yellow"), " ", visible(data))
     return None
 
 

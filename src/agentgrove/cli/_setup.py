@@ -13,8 +13,10 @@ from anyio.abc import TaskStatus
 from rich.table import Table
 
 from agentgrove.cli._app import app, console, dev_app, err_console, open_grove
-from agentgrove.config import load_config
+from agentgrove.config import load_config, with_worker
+from agentgrove.errors import BadInput
 from agentgrove.grove import Grove
+from agentgrove.text import plain
 from agentgrove.worker import Worker
 
 
@@ -41,13 +43,13 @@ def roles() -> None:
     )
     for role in sorted(config.roles.values(), key=lambda r: r.name):
         table.add_row(
-            role.name,
-            role.model,
-            ",".join(role.tools),
+            plain(role.name),
+            plain(role.model),
+            plain(",".join(role.tools)),
             str(role.max_turns),
             f"{role.max_budget_usd:g}",
             f"{role.timeout_s:g}s",
-            role.description,
+            plain(role.description),
         )
     console.print(table)
 
@@ -105,10 +107,12 @@ def worker(
     ] = None,
 ) -> None:
     """Claim and run pending agents until SIGINT/SIGTERM (or, with --drain, until idle)."""
+    if concurrency is not None and concurrency < 1:
+        raise BadInput(f"--concurrency {concurrency}: give at least 1")
     with open_grove() as grove:
         settings = grove.config.worker
-        if grace is not None:
-            settings = settings.model_copy(update={"grace_s": grace})
+        if grace is not None:  # validated as grove.toml's grace_s is (finite, in range)
+            settings = with_worker(grove.config, grace_s=grace).worker
         w = Worker(grove.service, settings, concurrency=concurrency, drain=drain)
 
         async def main() -> None:

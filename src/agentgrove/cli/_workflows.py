@@ -12,6 +12,7 @@ from agentgrove.cli._live import STATUS_STYLE, LiveProgress, Mode, run_source
 from agentgrove.config import load_config
 from agentgrove.grove import Grove
 from agentgrove.models import RunRecord, RunStatus
+from agentgrove.text import markup, plain, visible
 from agentgrove.workflows import builtin_templates, find_workflow, load_workflow
 from agentgrove.workflows.spec import parse_input_args
 
@@ -27,7 +28,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the run as JSON.")]
 def validate(file: str) -> None:
     """Check a workflow file (or built-in name) without running anything."""
     spec = load_workflow(find_workflow(file), roles=list(load_config().roles))
-    print(f"{spec.name}: valid ({len(spec.nodes)} nodes, inputs: {', '.join(spec.inputs) or '-'})")
+    inputs = ", ".join(spec.inputs) or "-"
+    print(visible(f"{spec.name}: valid ({len(spec.nodes)} nodes, inputs: {inputs})"))
 
 
 @workflow_app.command("templates")
@@ -38,7 +40,10 @@ def templates() -> None:
     for name, path in builtin_templates().items():
         spec = load_workflow(path, roles=roles)
         table.add_row(
-            name, " → ".join(n.key for n in spec.nodes), ", ".join(spec.inputs), spec.description
+            plain(name),
+            plain(" → ".join(n.key for n in spec.nodes)),
+            plain(", ".join(spec.inputs)),
+            plain(spec.description),
         )
     console.print(table)
 
@@ -67,7 +72,7 @@ def run(
                 print(run_record.id)
             return
         if not json_out:
-            err_console.print(f"workflow run [bold]{run_record.id}[/] ({run_record.name})")
+            err_console.print(f"workflow run [bold]{run_record.id}[/] ({markup(run_record.name)})")
         final = _execute_with_progress(grove, run_record.id, mode=_mode(json_out=json_out))
     if json_out:
         print_json(final.to_json())
@@ -89,7 +94,7 @@ def list_runs(json_out: JsonOpt = False) -> None:
         done = sum(1 for n in r.nodes if n.state == "completed")
         table.add_row(
             r.id,
-            r.name,
+            plain(r.name, newlines=False),
             f"[{STATUS_STYLE.get(r.status.value, '')}]{r.status.value}[/]",
             f"{done}/{len(r.nodes)}",
             f"${r.to_json()['cost_usd']:.4f}",
@@ -128,7 +133,7 @@ def rerun(
     with open_grove() as grove:
         record = grove.workflows.get(run_id)
         again = grove.workflows.rerun(record.id, from_node)
-        print(f"{record.id}: running again {', '.join(again)}")
+        print(visible(f"{record.id}: running again {', '.join(again)}"))
         if wait:
             final = _execute_with_progress(grove, record.id, mode=_mode())
             console.print(_run_table(final))
@@ -158,7 +163,7 @@ def _run_table(record: RunRecord) -> Table:
         "base → result",
         "tokens",
         "cost",
-        title=f"{record.name} {record.id}: {record.status.value}",
+        title=plain(f"{record.name} {record.id}: {record.status.value}", newlines=False),
         box=None,
     )
     for node in record.nodes:
@@ -167,8 +172,8 @@ def _run_table(record: RunRecord) -> Table:
         if view["base_commit"]:
             commits = f"{view['base_commit'][:8]} → {(view['result_commit'] or '…')[:8]}"
         table.add_row(
-            node.key,
-            node.role,
+            plain(node.key, newlines=False),
+            plain(node.role, newlines=False),
             f"[{STATUS_STYLE.get(node.state, '')}]{node.state}[/]",
             view["agent_id"] or "-",
             commits,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import typer
 
 from agentgrove.errors import GroveError
+from agentgrove.text import one_line
 
 EXIT_WORDS = frozenset({"exit", "quit"})
 NOT_IN_SHELL = frozenset({"shell", "up", "worker", "dashboard"})
@@ -154,7 +155,7 @@ class Dispatcher:
         return set(getattr(command, "commands", {}))
 
     def _fail(self, code: int, message: str) -> Outcome:
-        line = "grove: " + " ".join(message.split())  # one line, whatever the message held
+        line = "grove: " + one_line(message, 10_000)  # one line, whatever the message held
         self._write_error(line)
         return Outcome(code, line)
 

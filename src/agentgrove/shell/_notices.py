@@ -13,7 +13,7 @@ from __future__ import annotations
 from agentgrove.models import AgentRecord, AgentStatus
 from agentgrove.store import Store
 from agentgrove.store._views import FeedEvent
-from agentgrove.text import one_line
+from agentgrove.text import one_line, visible
 
 ENDINGS = frozenset({"agent.completed", "agent.failed", "agent.cancelled"})
 _BATCH = 500
@@ -70,7 +70,8 @@ class FinishNotices:
 
 def notice_line(agent: AgentRecord) -> str:
     """``<id> <role> completed ($0.0123): <output>``, or the error kind and error."""
-    head = f"{agent.id} {agent.role} {agent.status.value} (${agent.cost_usd:.4f})"
+    role = visible(agent.role, newlines=False)
+    head = f"{agent.id} {role} {agent.status.value} (${agent.cost_usd:.4f})"
     if agent.status is AgentStatus.COMPLETED:
         detail = agent.output or ""
     else:

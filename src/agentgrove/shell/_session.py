@@ -32,6 +32,7 @@ from agentgrove.shell._dispatch import Dispatcher, Outcome
 from agentgrove.shell._notices import FinishNotices
 from agentgrove.shell._status import StatusLine, read_status
 from agentgrove.store import Store
+from agentgrove.text import one_line
 
 HISTORY_FILE = "shell_history"
 PROMPT = "grove> "
@@ -112,7 +113,7 @@ class Shell:
         try:
             return self._notices.poll()
         except Exception as exc:  # the shell outlives a briefly unreachable database
-            return [f"(finished agents unavailable: {type(exc).__name__}: {exc})"[:200]]
+            return [one_line(f"(finished agents unavailable: {type(exc).__name__}: {exc})", 200)]
 
 
 def build_shell(

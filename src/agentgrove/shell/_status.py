@@ -15,6 +15,7 @@ from datetime import datetime
 from agentgrove.models import AgentStatus
 from agentgrove.store import Store
 from agentgrove.store._core import utcnow
+from agentgrove.text import one_line
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class StatusLine:
         try:
             self._text = self._read().render()
         except Exception as exc:
-            self._text = f" status unavailable: {type(exc).__name__}: {exc}"[:200]
+            self._text = " " + one_line(f"status unavailable: {type(exc).__name__}: {exc}", 199)
 
     def __call__(self) -> str:
         return self._text
