@@ -142,3 +142,43 @@ def test_secret_looking_environment_values_are_redacted_wherever_they_appear() -
         "auth [redacted:BASIC_AUTH] cred [redacted:SERVICE_CREDENTIALS] bare "
         "[redacted:DATABASE_URL] and [redacted:CACHE] by Grove Agent Person abc /usr/bin:/bin"
     )
+
+
+def test_every_path_to_storage_is_redacted(
+    repo: Path, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outputs, errors, tasks, events written by any code: the store's columns redact them."""
+    from agentgrove.grove import Grove
+    from agentgrove.runtime import ScriptedRuntime
+    from agentgrove.runtime._base import RunResult, RunSpec
+    from agentgrove.store._schema import metadata
+
+    monkeypatch.setenv("DEPLOY_TOKEN", "tok-0123456789")
+    leak = f"{SECRET_URL} tok-0123456789 {PASSWORD}"
+    monkeypatch.setenv("WAREHOUSE_URL", SECRET_URL)
+
+    def behaviour(spec: RunSpec) -> RunResult:
+        if "fail" in spec.prompt:
+            return RunResult(success=False, error=f"could not connect: {leak}")
+        return RunResult(success=True, output=f"used {leak}")
+
+    with Grove.init(repo, runtime=ScriptedRuntime(behaviour)) as grove:
+        ok = grove.run("tester", f"use {leak}")
+        failed = grove.run("tester", f"fail {leak}")
+        grove.store.append_event(ok.id, "agent.warning", {leak: [leak, {"x": leak}]})
+        grove.run_workflow(
+            {"name": f"flow {leak}", "nodes": [{"key": "a", "role": "tester", "task": leak}]}
+        )
+        with grove.store.engine.connect() as conn:
+            dump = "\n".join(
+                repr(row)
+                for table in metadata.sorted_tables
+                for row in conn.execute(table.select())
+            )
+        assert grove.get(ok.id).output == (
+            "used postgresql+psycopg://postgres:[redacted]@127.0.0.1:5432/test "
+            "[redacted:DEPLOY_TOKEN] [redacted:WAREHOUSE_URL]"
+        )
+        assert "could not connect" in (grove.get(failed.id).error or "")
+    assert "tok-0123456789" not in dump and PASSWORD not in dump
+    assert dump.count("[redacted") > 10

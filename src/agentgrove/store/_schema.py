@@ -56,6 +56,16 @@ class RedactedText(TypeDecorator[str]):
         return None if value is None else str(redact(value))
 
 
+class RedactedString(TypeDecorator[str]):
+    """A bounded string column redacted like :class:`RedactedText`."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else str(redact(value))
+
+
 class RedactedJSON(TypeDecorator[Any]):
     """JSON whose strings (keys too) are redacted on the way in, like :class:`RedactedText`."""
 
@@ -137,7 +147,7 @@ workflow_runs = Table(
     "workflow_runs",
     metadata,
     Column("id", String(32), primary_key=True),
-    Column("name", String(200), nullable=False),
+    Column("name", RedactedString(200), nullable=False),
     Column("inputs", RedactedJSON, nullable=False),
     Column("status", String(20), nullable=False),
     Column("budget_usd", Float, nullable=True),
