@@ -36,8 +36,10 @@ from agentgrove.config import WorkerSettings
 from agentgrove.errors import StoreUnavailable
 from agentgrove.models import AgentRecord, AgentStatus
 from agentgrove.processes import available_memory_mb
+from agentgrove.secrets import redact
 from agentgrove.service import AgentService, Lease
 from agentgrove.store._core import utcnow
+from agentgrove.text import visible
 
 T = TypeVar("T")
 
@@ -354,7 +356,9 @@ class Worker:
             # returns it to pending (or the fence keeps a late write out).
             _log_database_error(f"ending {agent.id}", exc)
         except Exception as exc:  # never let one agent take the worker down
-            print(f"grove worker: agent {agent.id} crashed inside grove: {exc!r}", file=sys.stderr)
+            # Redacted and escaped: a driver's error quotes the statement's parameters.
+            shown = visible(redact(repr(exc)), newlines=False)
+            print(f"grove worker: agent {agent.id} crashed inside grove: {shown}", file=sys.stderr)
             with contextlib.suppress(StoreUnavailable):
                 await self.service.db(
                     self.store.append_event, agent.id, "agent.worker_error", {"error": repr(exc)}
@@ -462,4 +466,5 @@ class _WorkerSlots:
 def _log_database_error(doing: str, exc: BaseException, failures: int = 0) -> None:
     """Said on the first failure of an episode and then every 10th, not at every retry."""
     if failures % 10 == 0:
-        print(f"grove worker: {exc} (while {doing}; retrying)", file=sys.stderr)
+        shown = visible(redact(str(exc)), newlines=False)
+        print(f"grove worker: {shown} (while {doing}; retrying)", file=sys.stderr)
