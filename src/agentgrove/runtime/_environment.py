@@ -19,6 +19,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
@@ -92,9 +93,21 @@ def real_cli() -> str:
     return found
 
 
-def wrapper_for(cli: str) -> Path:
-    """A wrapper script that drops ``$GROVE_CLI_DROP`` and execs ``cli``; written once per
-    CLI path (content-addressed, atomically), executable, private to this user."""
+WRAPPER_DIR = "runtime"
+"""The wrapper's folder inside the grove home (mode 0700)."""
+
+
+def wrapper_for(cli: str, home: Path | None = None) -> Path:
+    """The wrapper script that drops ``$GROVE_CLI_DROP`` and execs ``cli``, verified for use.
+
+    It lives in ``<home>/runtime/`` (without a grove home, ``$XDG_CACHE_HOME/agentgrove`` or
+    ``~/.cache/agentgrove``), a folder of this user's with mode 0700. Before every use: each
+    folder above it is owned by this user or root and not writable by others (a sticky
+    folder such as /tmp excepted), the folder itself is ours and private (tightened if it is
+    not), and the file is ours, not writable by others, with exactly the content grove would
+    write; anything else is replaced atomically. Raises :class:`PermissionError` naming the
+    folder when it cannot be made safe (owned by someone else, or a parent others can write).
+    """
     script = (
         "#!/bin/sh\n"
         "# agentgrove: run the Claude CLI with an allow-listed environment.\n"
@@ -104,15 +117,72 @@ def wrapper_for(cli: str) -> Path:
         f'exec {_sh_quote(cli)} "$@"\n'
     )
     digest = hashlib.sha256(script.encode()).hexdigest()[:16]
-    folder = Path(tempfile.gettempdir()) / f"agentgrove-{os.getuid()}"
-    folder.mkdir(mode=0o700, exist_ok=True)
+    folder = _private_folder(home / WRAPPER_DIR if home is not None else _cache_dir())
     path = folder / f"claude-env-{digest}.sh"
-    if not path.exists():
-        staging = folder / f".{path.name}.{os.getpid()}"
-        staging.write_text(script)
-        staging.chmod(0o755)
-        staging.replace(path)
+    if not _is_ours(path, script):
+        fd, staging = tempfile.mkstemp(dir=folder, prefix=".claude-env-")
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(script)
+            os.chmod(staging, 0o700)
+            os.replace(staging, path)
+        except BaseException:
+            Path(staging).unlink(missing_ok=True)
+            raise
     return path
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "agentgrove"
+
+
+def _private_folder(folder: Path) -> Path:
+    folder = Path(os.path.abspath(folder))
+    for parent in reversed(folder.parents):
+        if parent.exists():
+            _check_parent(parent)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = folder.lstat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise PermissionError(
+            f"{folder} is not a folder: remove it, grove keeps its CLI wrapper there"
+        )
+    if info.st_uid != os.getuid():
+        raise PermissionError(
+            f"{folder} is owned by uid {info.st_uid}, not by this user ({os.getuid()}): "
+            "remove it, grove keeps its CLI wrapper there"
+        )
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        folder.chmod(0o700)
+    return folder
+
+
+def _check_parent(folder: Path) -> None:
+    info = folder.stat()
+    if info.st_uid not in (0, os.getuid()):
+        raise PermissionError(
+            f"{folder} is owned by uid {info.st_uid}: grove will not run its CLI wrapper from "
+            "below a folder another user controls (set GROVE_HOME elsewhere)"
+        )
+    if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+        raise PermissionError(
+            f"{folder} is writable by others (mode {stat.S_IMODE(info.st_mode):o}): "
+            f"chmod go-w {folder}, or set GROVE_HOME elsewhere"
+        )
+
+
+def _is_ours(path: Path, content: str) -> bool:
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        return False
+    try:
+        return path.read_bytes() == content.encode()
+    except OSError:
+        return False
 
 
 def _sh_quote(value: str) -> str:

@@ -110,7 +110,7 @@ class ClaudeRuntime:
         self._sandbox = sandbox
         self._sandbox_check = sandbox_check
         self._allow = (*DEFAULT_ALLOW, *env_allow)
-        self._cli_path: Path | None = None
+        self._real_cli: str | None = None
 
     async def run(self, spec: RunSpec, sink: MessageSink) -> RunResult:
         started = time.monotonic()
@@ -121,8 +121,19 @@ class ClaudeRuntime:
                 error=SANDBOX_MISSING.format(role=f"role {spec.role.name}"),
                 error_kind=ErrorKind.PERMANENT,
             )
+        try:
+            # Verified (owner, mode, content) before every run, never reused blindly: grove
+            # runs it with the worker's whole environment.
+            self._real_cli = self._real_cli or real_cli()
+            cli_path = wrapper_for(self._real_cli, spec.home)
+        except OSError as exc:
+            return RunResult(
+                success=False,
+                error=f"the Claude CLI cannot be started: {exc}",
+                error_kind=ErrorKind.PERMANENT,
+            )
         stderr_tail: list[str] = []
-        options = self._options(spec, stderr_tail, confined=confined)
+        options = self._options(spec, stderr_tail, confined=confined, cli_path=cli_path)
         last_error: str | None = None
         pressure = _ApiPressure()
         try:
@@ -175,7 +186,7 @@ class ClaudeRuntime:
         )
 
     def _options(
-        self, spec: RunSpec, stderr_tail: list[str], *, confined: bool
+        self, spec: RunSpec, stderr_tail: list[str], *, confined: bool, cli_path: Path
     ) -> ClaudeAgentOptions:
         tools = list(spec.role.tools)
         worktree = spec.cwd.resolve()
@@ -216,8 +227,6 @@ class ClaudeRuntime:
         settings: dict[str, Any] = {}
         env = {**self._env, **spec.env, **marker_env(spec.agent_id, spec.attempt)}
         env[DROP_ENV] = " ".join(dropped_names(os.environ, self._allow, env))
-        if self._cli_path is None:
-            self._cli_path = wrapper_for(real_cli())
         if confined:
             settings["sandbox"] = _sandbox_settings(worktree, spec.home)
         return ClaudeAgentOptions(
@@ -239,7 +248,7 @@ class ClaudeRuntime:
             cwd=str(worktree),
             resume=spec.resume_session_id,
             env=env,
-            cli_path=self._cli_path,
+            cli_path=cli_path,
             settings=json.dumps(settings) if settings else None,
             setting_sources=[],
             stderr=keep_stderr,
