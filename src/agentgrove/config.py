@@ -56,8 +56,9 @@ class WorkerSettings(BaseModel):
 
 
 class RuntimeSettings(BaseModel):
-    """How agents are run. ``sandbox``: use the CLI's bubblewrap sandbox for Bash
-    (``auto``: when bwrap is installed, else warn; ``required``: refuse without it; ``off``).
+    """How agents are run. ``sandbox``: the CLI's bubblewrap sandbox for Bash (``auto``: an
+    agent whose role can run Bash starts only inside it, else fails ``permanent`` naming the
+    install command; ``required``: every agent does; ``off``: agents run unconfined).
     ``kind``: ``claude`` (the real SDK and CLI) or ``scripted`` — an in-process stand-in that
     completes each agent after ``scripted_delay_s`` without any model, for exercising
     orchestration (fault tests, benchmarks, dry runs of workflows)."""
@@ -137,6 +138,7 @@ class _RoleOverride(BaseModel):
     max_children: int | None = None
     bash: Literal["full", "read-only", "none"] | None = None
     max_depth: int | None = None
+    may_spawn: list[str] | None = None
 
 
 class _ConfigFile(BaseModel):

@@ -4,14 +4,18 @@ Contracts:
 
 * ``spawn_agent`` commits the parent's worktree first and starts the child from that commit, so
   the child sees the parent's work so far. Role, task, fan-out (``max_children`` of the parent's
-  role) and depth (``max_depth``) are checked first; a refusal is a tool error, not a crash.
+  role), depth (``max_depth``) and the parent's ``may_spawn`` are checked first; a refusal is a
+  tool error, not a crash.
+* A child never gets more than its parent: what an agent may do is its role clamped by every
+  ancestor's (:func:`effective_role`, computed from the chain of parents whenever it runs, so
+  no stored copy can drift or be widened).
 * ``wait_agents`` parks the caller's concurrency slot while it waits (so a parent waiting for
   its children never deadlocks a worker, even at concurrency 1) and takes it back after.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -19,10 +23,12 @@ import anyio
 
 from agentgrove.errors import GroveError
 from agentgrove.models import AgentRecord, SpawnRequest, WorkspaceRecord
+from agentgrove.roles import Role, clamp, spawn_refusal
 from agentgrove.runtime import DelegationRefused
 
 if TYPE_CHECKING:
     from agentgrove.service import AgentService, Lease
+    from agentgrove.store import Store
 
 WAIT_POLL_S = 0.2
 
@@ -43,6 +49,21 @@ class NoSlots:
         pass
 
 
+def effective_role(roles: Mapping[str, Role], store: Store, agent: AgentRecord) -> Role | None:
+    """``agent``'s role clamped by each ancestor's, root first (see :func:`roles.clamp`);
+    ``None`` when its role or an ancestor's is no longer configured (fail closed)."""
+    chain = [agent]
+    while chain[-1].parent_id is not None:
+        chain.append(store.get_agent(chain[-1].parent_id))
+    effective: Role | None = None
+    for member in reversed(chain):
+        role = roles.get(member.role)
+        if role is None:
+            return None
+        effective = role if effective is None else clamp(role, effective)
+    return effective
+
+
 @dataclass
 class AgentDelegate:
     """Implements :class:`agentgrove.runtime.Delegate` for one claimed attempt."""
@@ -55,18 +76,23 @@ class AgentDelegate:
 
     async def spawn_agent(self, role: str, task: str) -> str:
         roles = self.service.config.roles
-        own = roles.get(self.agent.role)
+        own = effective_role(roles, self.service.store, self.agent)
         if role not in roles:
             raise DelegationRefused(f"unknown role {role!r}; roles: {', '.join(sorted(roles))}")
         if not task.strip():
             raise DelegationRefused("the task is empty: say what the child should do")
-        if own is not None and self.agent.depth >= own.max_depth:
+        if own is None:
+            raise DelegationRefused(f"role {self.agent.role!r} is no longer configured")
+        refusal = spawn_refusal(own, roles[role])
+        if refusal is not None:
+            raise DelegationRefused(refusal)
+        if self.agent.depth >= own.max_depth:
             raise DelegationRefused(
                 f"depth limit: a {self.agent.role} at depth {self.agent.depth} may not spawn "
                 f"(max_depth {own.max_depth}); do the work yourself"
             )
         children = self.service.store.count_children(self.agent.id)
-        if own is not None and children >= own.max_children:
+        if children >= own.max_children:
             raise DelegationRefused(
                 f"fan-out limit: this {self.agent.role} already has {children} children "
                 f"(max_children {own.max_children})"
@@ -136,4 +162,4 @@ def _summary(agent: AgentRecord) -> dict[str, Any]:
     }
 
 
-__all__ = ["AgentDelegate", "NoSlots", "Slots"]
+__all__ = ["AgentDelegate", "NoSlots", "Slots", "effective_role"]

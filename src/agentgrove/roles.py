@@ -17,10 +17,13 @@ _EDIT_TOOLS = ["Read", "Write", "Edit", "Glob", "Grep", "Bash"]
 _READ_TOOLS = ["Read", "Glob", "Grep", "Bash"]
 
 
+BashLevel = Literal["full", "read-only", "none"]
+
+
 class Role(BaseModel):
     """One kind of agent. Immutable; ``grove.toml`` values are validated into it."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str
     description: str
@@ -29,14 +32,73 @@ class Role(BaseModel):
     tools: tuple[str, ...] = Field(min_length=1)
     max_turns: int = Field(default=30, ge=1, le=1000)
     max_budget_usd: float = Field(default=2.0, gt=0)
-    timeout_s: float = Field(default=1800.0, gt=0)
+    timeout_s: float = Field(default=1800.0, gt=0, le=7 * 86_400)
     max_attempts: int = Field(default=3, ge=1, le=20)
-    bash: Literal["full", "read-only", "none"] = "full"
+    bash: BashLevel = "full"
     """What the role may run with Bash (see :mod:`agentgrove.runtime._policy`)."""
     max_children: int = Field(default=8, ge=0, le=1000)
     """Fan-out: how many children one agent of this role may spawn."""
     max_depth: int = Field(default=3, ge=0, le=50)
     """An agent of this role at this depth (root = 0) or deeper may not spawn children."""
+    may_spawn: tuple[str, ...] | None = None
+    """The roles an agent of this role may spawn. Unset: any role whose tools and Bash policy
+    are within this one's. Either way a child's powers are clamped to its parent's."""
+
+
+_BASH_RANK: dict[str, int] = {"none": 0, "read-only": 1, "full": 2}
+
+
+def narrower_bash(a: BashLevel, b: BashLevel) -> BashLevel:
+    """The narrower of two Bash policies (``full`` > ``read-only`` > ``none``)."""
+    return a if _BASH_RANK[a] <= _BASH_RANK[b] else b
+
+
+def clamp(child: Role, parent: Role) -> Role:
+    """``child`` with no power beyond ``parent``'s: the tools both have, the narrower Bash
+    policy, and the smaller budget, fan-out and depth. Pure; apply it down the chain of
+    ancestors (each parent already clamped) to get what an agent may really do."""
+    return child.model_copy(
+        update={
+            "tools": tuple(t for t in child.tools if t in parent.tools),
+            "bash": narrower_bash(child.bash, parent.bash),
+            "max_budget_usd": min(child.max_budget_usd, parent.max_budget_usd),
+            "max_children": min(child.max_children, parent.max_children),
+            "max_depth": min(child.max_depth, parent.max_depth),
+            "may_spawn": _narrower_list(child.may_spawn, parent.may_spawn),
+        }
+    )
+
+
+def _narrower_list(
+    child: tuple[str, ...] | None, parent: tuple[str, ...] | None
+) -> tuple[str, ...] | None:
+    if child is None or parent is None:
+        return parent if child is None else child
+    return tuple(r for r in child if r in parent)
+
+
+def spawn_refusal(parent: Role, child: Role) -> str | None:
+    """Why an agent whose (effective) role is ``parent`` may not spawn ``child``, or ``None``."""
+    if parent.may_spawn is not None:
+        if child.name not in parent.may_spawn:
+            allowed = ", ".join(parent.may_spawn) or "none"
+            return (
+                f"a {parent.name} may not spawn a {child.name} (may_spawn: {allowed}); "
+                "spawn one of those or do the work yourself"
+            )
+    else:
+        wider = [t for t in child.tools if t not in parent.tools]
+        if _BASH_RANK[child.bash] > _BASH_RANK[parent.bash] and "Bash" in child.tools:
+            wider.append(f"{child.bash} Bash")
+        if wider:
+            return (
+                f"a {child.name} has powers this {parent.name} lacks ({', '.join(wider)}); "
+                f"a child never gets more than its parent: spawn a role within yours, or list "
+                f"{child.name} in [roles.{parent.name}] may_spawn to get a clamped one"
+            )
+    if not clamp(child, parent).tools:
+        return f"a {child.name} would keep none of its tools under this {parent.name}"
+    return None
 
 
 def _role(

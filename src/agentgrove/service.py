@@ -32,7 +32,7 @@ import anyio
 
 from agentgrove.admission import ModelPacer
 from agentgrove.config import GroveConfig
-from agentgrove.delegation import AgentDelegate, NoSlots, Slots
+from agentgrove.delegation import AgentDelegate, NoSlots, Slots, effective_role
 from agentgrove.errors import BadInput, StoreUnavailable, UnknownRole
 from agentgrove.models import (
     AgentRecord,
@@ -200,11 +200,14 @@ class AgentService:
             raise BadInput(f"--budget-usd must be above zero, got {request.budget_usd}")
         parent_id = None
         depth = 0
+        parent_cap = float("inf")
         run_id = None
         if request.parent_id is not None:
             parent_id = self.store.resolve_id(request.parent_id)
             parent = self.store.get_agent(parent_id)
             depth = parent.depth + 1
+            if parent.max_budget_usd is not None:
+                parent_cap = parent.max_budget_usd
             run_id = parent.workflow_run_id  # a node's helpers belong to its run (not nodes)
         elif request.after_parent:
             raise BadInput("after_parent needs a parent id")
@@ -218,7 +221,8 @@ class AgentService:
             max_attempts=spec.max_attempts,
             timeout_s=spec.timeout_s,
             budget_usd=request.budget_usd,
-            max_budget_usd=spec.max_budget_usd,
+            # Never more per attempt than the parent may spend on one.
+            max_budget_usd=min(spec.max_budget_usd, parent_cap),
             depth=depth,
             after_parent=request.after_parent,
             workflow_run_id=run_id,
@@ -275,12 +279,18 @@ class AgentService:
     async def _execute(
         self, agent: AgentRecord, lease: Lease, slots: Slots, lease_lost: Callable[[], bool]
     ) -> None:
-        role = self.config.roles.get(agent.role)
+        # Its role clamped by every ancestor's: a child never gets more than its parent.
+        role = await self.owed(
+            agent.id, lambda: effective_role(self.config.roles, self.store, agent)
+        )
         if role is None:
             await self._finish(
                 agent,
                 lease,
-                _failure(ErrorKind.PERMANENT, f"role {agent.role!r} is no longer configured"),
+                _failure(
+                    ErrorKind.PERMANENT,
+                    f"role {agent.role!r} (or an ancestor's) is no longer configured",
+                ),
             )
             return
         prompt, base = await self.owed(agent.id, lambda: self._prompt_and_base(agent))
