@@ -400,6 +400,12 @@ class RunQueries(StoreCore):
                         lease_owner=None,
                         lease_expires_at=None,
                         finished_at=now,
+                        # As in Store.cancel: a running attempt's real cost will never be
+                        # reported (its writes are fenced out now), so its reservation counts
+                        # as spent; left reserved, it would shrink every limit for good.
+                        cost_usd=agents.c.cost_usd + agents.c.reserved_usd,
+                        reserved_usd=0.0,
+                        wait_reason=None,
                     )
                     .returning(agents.c.id)
                 ).scalars()
