@@ -72,6 +72,16 @@ WRITERS = [
     "sed -i s/test/HACKED/ README.md",
     "cp README.md copied.txt",
     "rm README.md",
+    # Readers with an option that writes or runs a program.
+    "sort -o sorted.txt README.md",
+    "uniq README.md uniq.txt",
+    "tree -o tree.txt",
+    "git diff --output=diff.txt HEAD",
+    "git log --output=log.txt -1",
+    "find . -fprintf found.txt %p",
+    "rg --pre touch x README.md",
+    "git grep --open-files-in-pager=touch test",
+    "git branch planted-branch",
 ]
 _REFUSALS = ("read-only role", "not available to this role", "No such tool")
 
@@ -107,9 +117,11 @@ def test_a_reviewers_bash_and_write_tools_change_nothing(repo: Path) -> None:
     assert allowed == [], allowed
     worktree = Path(agent["workspace"]["path"])
     assert (worktree / "README.md").read_text() == "# test repo\n"
-    for name in ("touched.txt", "made-dir", "copied.txt", "written.txt"):
+    written = ["sorted.txt", "uniq.txt", "tree.txt", "diff.txt", "log.txt", "found.txt", "x"]
+    for name in ("touched.txt", "made-dir", "copied.txt", "written.txt", *written):
         assert not (worktree / name).exists(), name
     assert _committed_files(repo, agent) == []
+    assert "planted-branch" not in run_git(["branch"], repo)
 
 
 @pytest.mark.e2e

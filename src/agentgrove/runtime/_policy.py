@@ -51,7 +51,21 @@ _GIT_READERS = frozenset(
         "shortlog",
     }
 )
-_FIND_WRITERS = frozenset({"-delete", "-exec", "-execdir", "-ok", "-okdir", "-fprint", "-fls"})
+_FIND_WRITERS = frozenset(
+    {"-delete", "-exec", "-execdir", "-ok", "-okdir", "-fprint", "-fprint0", "-fprintf", "-fls"}
+)
+# Options of the readers that write a file or run a program (an option's value may follow it
+# in the same word, as in ``--output=x`` or ``-ox``).
+_WRITING_OPTIONS: dict[str, tuple[str, ...]] = {
+    "sort": ("-o", "--output", "--compress-program"),
+    "tree": ("-o",),
+    "file": ("-C", "--compile"),
+    "rg": ("--pre",),
+    "git": ("--output", "-O", "--open-files-in-pager", "--ext-diff", "--exec"),
+}
+_GIT_BRANCH_LISTING = frozenset(
+    {"-a", "--all", "-r", "--remotes", "-v", "-vv", "--verbose", "--list", "--show-current"}
+)
 _SHELL_SYNTAX = re.compile(r"[;&`<>]|\$\(|\|\||\n")
 
 
@@ -75,8 +89,33 @@ def bash_refusal(policy: BashPolicy, command: str) -> str | None:
         if words[0] == "git" and (len(words) < 2 or words[1] not in _GIT_READERS):
             return "read-only role: only git commands that read (log, show, diff, status...)"
         if words[0] == "find" and _FIND_WRITERS.intersection(words):
-            return "read-only role: find may not delete or execute"
+            return "read-only role: find may not delete, execute or write files"
+        refusal = _option_refusal(words)
+        if refusal is not None:
+            return refusal
     return None
+
+
+def _option_refusal(words: list[str]) -> str | None:
+    """Why a reader's options make it a writer (or a launcher), or ``None``."""
+    name, args = words[0], words[1:]
+    for arg in args:
+        for option in _WRITING_OPTIONS.get(name, ()):
+            if _has_option(arg, option):
+                return f"read-only role: {name} {option} writes a file or runs a program"
+    if name == "uniq" and len([a for a in args if not a.startswith("-")]) > 1:
+        return "read-only role: uniq with an output file writes it"
+    if name == "git" and args[:1] == ["branch"] and not _GIT_BRANCH_LISTING.issuperset(args[1:]):
+        return "read-only role: git branch may only list (-a, -r, -v, --list)"
+    return None
+
+
+def _has_option(arg: str, option: str) -> bool:
+    """Whether the word ``arg`` gives ``option``: ``--output``, ``--output=x``; a short ``-o``
+    also inside a cluster of short options (``-ro``) or with its value attached (``-ox``)."""
+    if option.startswith("--"):
+        return arg == option or arg.startswith(option + "=")
+    return arg.startswith("-") and not arg.startswith("--") and option[1] in arg[1:]
 
 
 SandboxMode = Literal["auto", "required", "off"]
