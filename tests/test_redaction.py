@@ -3,10 +3,15 @@ tool result, final text and task, is in no row of the database and in no output 
 
 from __future__ import annotations
 
+import base64
 import json
+import re
+import sqlite3
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 import pytest
 import sqlalchemy
@@ -14,6 +19,7 @@ import sqlalchemy
 from agentgrove.secrets import Redactor
 from agentgrove.testing import ModelServer, Script, bash, say
 from tests.conftest import PG_URL, run_cli
+from tests.test_confinement import _recording
 
 PASSWORD = "s3cr3t-pw"
 # Trust authentication accepts any password: a real, working URL that carries one.
@@ -182,3 +188,208 @@ def test_every_path_to_storage_is_redacted(
         assert "could not connect" in (grove.get(failed.id).error or "")
     assert "tok-0123456789" not in dump and PASSWORD not in dump
     assert dump.count("[redacted") > 10
+
+
+# --- Encoded, escaped and short secrets; secrets in key=value text (issue 9, item 6) -------------
+
+SERVICE_TOKEN = "mst-4f1c9a7e2b6d8035-~~~???>>>-Zq9"
+"""A token whose base64 has ``+`` and ``/`` (so the URL-safe alphabet differs)."""
+LONG_TOKEN = "lt-" + "9f8e7d6c5b4a3210" * 5
+"""Long enough (83 bytes) that ``base64`` wraps its encoding over two lines."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _forms(secret: str) -> dict[str, str]:
+    """What an agent gets from ``secret`` with the usual shell tools and encoders."""
+    raw = secret.encode()
+    return {
+        "base64": _b64(raw),
+        "base64 unpadded": _b64(raw).rstrip("="),
+        "base64 of echo": _b64(raw + b"\n"),
+        "urlsafe": base64.urlsafe_b64encode(raw).decode(),
+        "urlsafe unpadded": base64.urlsafe_b64encode(raw).decode().rstrip("="),
+        "base64 after 1 byte": _b64(b"x" + raw + b"\n"),
+        "base64 after 2 bytes": _b64(b"xy" + raw + b"\n"),
+        "base64 mid-stream": _b64(b"token: " + raw + b"; more text follows"),
+        "hex": raw.hex(),
+        "HEX": raw.hex().upper(),
+        "reversed": secret[::-1],
+        "url-encoded": quote(secret, safe=""),
+        "url-encoded lower": re.sub("%[0-9A-F]{2}", lambda m: m[0].lower(), quote(secret, safe="")),
+        "url-encoded plus": quote_plus(secret),
+    }
+
+
+def _leaked(text: str, secret: str, *, window: int = 16) -> list[str]:
+    """The forms of ``secret`` of which some ``window``-character piece is in ``text``."""
+    # Not the stream around it, which is no secret.
+    forms = {"plain": secret, **_forms(secret)}
+    del forms["base64 mid-stream"]
+    return [
+        name
+        for name, form in forms.items()
+        if any(form[i : i + window] in text for i in range(max(1, len(form) - window + 1)))
+    ]
+
+
+def test_encoded_and_reversed_forms_of_a_secret_are_redacted() -> None:
+    redact = Redactor.from_environ(
+        {"MY_SERVICE_TOKEN": SERVICE_TOKEN, "LONG_TOKEN": LONG_TOKEN, "HOME": "/root"}
+    )
+    forms = _forms(SERVICE_TOKEN)
+    assert forms["base64"] != forms["urlsafe"], "the token must exercise both alphabets"
+    for name, form in forms.items():
+        shown = redact(f"out: {form} end")
+        assert _leaked(shown, SERVICE_TOKEN) == [], (name, shown)
+        assert "[redacted:MY_SERVICE_TOKEN]" in shown, (name, shown)
+        assert shown.startswith("out: ") and shown.endswith(" end"), (name, shown)
+    # ``base64`` wraps at 76 columns: the encoding of a long token spans two lines.
+    wrapped = subprocess.run(
+        ["base64"], input=LONG_TOKEN.encode() + b"\n", capture_output=True, check=True
+    ).stdout.decode()
+    assert wrapped.count("\n") == 2
+    shown = redact(f"$ echo $LONG_TOKEN | base64\n{wrapped}$ echo done\ndone")
+    assert _leaked(shown, LONG_TOKEN) == [], shown
+    assert shown.startswith("$ echo $LONG_TOKEN | base64\n") and shown.endswith("\ndone")
+    # Ordinary base64 and hex are left alone.
+    ordinary = f"{_b64(b'hello world, nothing secret here')} {'ab' * 20} /root"
+    assert redact(ordinary) == ordinary
+
+
+def test_json_escaped_secrets_are_redacted() -> None:
+    """``json.dumps`` writes non-ASCII as ``\\u00e4`` and escapes ``"`` and ``\\``."""
+    secrets = {"DB_PASS": "pässwörd-ünïcode", "X_TOKEN": 'quo"te\\back-slash-1'}
+    redact = Redactor.from_environ(secrets)
+    for name, secret in secrets.items():
+        for ensure_ascii in (True, False):
+            text = json.dumps({"command": f"echo {secret}"}, ensure_ascii=ensure_ascii)
+            shown = redact(text)
+            assert shown == f'{{"command": "echo [redacted:{name}]"}}', (ensure_ascii, shown)
+
+
+def test_short_values_of_password_named_variables_are_redacted_as_words() -> None:
+    redact = Redactor.from_environ(
+        {"PGPASSWORD": "hunter2", "APP_SECRET": "k9z!", "FEATURE_KEY_ON": "true", "TOKEN": "abc"}
+    )
+    assert redact("PGPASSWORD=hunter2 psql; password hunter2.") == (
+        "PGPASSWORD=[redacted:PGPASSWORD] psql; password [redacted:PGPASSWORD]."
+    )
+    assert redact("secret 'k9z!' used") == "secret '[redacted:APP_SECRET]' used"
+    # Inside a longer word it is ordinary text; so are flags and values under 4 characters.
+    kept = "xhunter2 hunter22 k9z!x true abc"
+    assert redact(kept) == kept
+
+
+def test_secret_key_value_pairs_and_authorization_headers_are_redacted() -> None:
+    redact = Redactor({})
+    cases = {
+        "host=db user=grove password=s3cr3tPassw0rd dbname=grove": (
+            "host=db user=grove password=[redacted] dbname=grove"
+        ),
+        "PGPASSWORD=hunter2 psql -h db": "PGPASSWORD=[redacted] psql -h db",
+        "pwd=abc123 passwd=def456 secret=ghi789": (
+            "pwd=[redacted] passwd=[redacted] secret=[redacted]"
+        ),
+        "token=tk-1 api_key=ak-2 API-KEY=ak-3": (
+            "token=[redacted] api_key=[redacted] API-KEY=[redacted]"
+        ),
+        "db:\n  password: hunter2\n  user: grove": "db:\n  password: [redacted]\n  user: grove",
+        '{"api_key": "ak-\\"quoted\\"", "name": "x"}': ('{"api_key": "[redacted]", "name": "x"}'),
+        "client_secret = 'cs-value' and token: \"tv\"": (
+            "client_secret = '[redacted]' and token: \"[redacted]\""
+        ),
+        "curl -H 'Authorization: Bearer eyJhbGciOi.payload.sig' https://h": (
+            "curl -H 'Authorization: Bearer [redacted]' https://h"
+        ),
+        "Authorization: Basic dXNlcjpwYXNz\r\nHost: h": (
+            "Authorization: Basic [redacted]\r\nHost: h"
+        ),
+        "proxy-authorization: token ghp_abc": "proxy-authorization: token [redacted]",
+    }
+    for text, expected in cases.items():
+        assert redact(text) == expected, text
+    # Code and placeholders that name a secret without holding one stay readable.
+    kept = [
+        "def connect(password: str, token: str | None = None) -> None:",
+        "max_tokens=100 tokens: 5 keyboard=us PWD=/work/main OLDPWD=~/src",
+        'PGPASSWORD=$PGPASSWORD psql; token="${TOKEN}"; password=<your password>',
+        "api_key: null, secret: true, password=None, token=[redacted]",
+    ]
+    for text in kept:
+        assert redact(text) == text, text
+
+
+def test_tool_events_are_redacted_before_they_are_serialised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The runtime's tool events: a secret ``json.dumps`` would escape, or the 300-character
+    cut would split, is redacted first; non-ASCII text stays readable."""
+    from agentgrove.runtime.claude import _short
+
+    monkeypatch.setenv("DB_PASS", "pässwörd-ünïcode")
+    monkeypatch.setenv("X_TOKEN", 'quo"te\\back-slash-1')
+    monkeypatch.setenv("LONG_TOKEN", LONG_TOKEN)
+    shown = _short({"command": 'echo pässwörd-ünïcode quo"te\\back-slash-1 — café'})
+    assert shown == ('{"command": "echo [redacted:DB_PASS] [redacted:X_TOKEN] — café"}'), shown
+    # The token straddles the cut: none of it may survive.
+    cut = _short({"command": "x" * 250 + LONG_TOKEN})
+    assert len(cut) <= 300 and "lt-9f8e" not in cut and LONG_TOKEN[:20] not in cut, cut
+
+
+@pytest.mark.e2e
+def test_an_agent_that_encodes_a_secret_from_its_environment_stores_no_form_of_it(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real CLI agent is allowed to see ``MY_SERVICE_TOKEN`` and prints it in base64
+    (wrapped, URL-safe, shifted in a stream), hex and reversed, and the model API key too:
+    no form of either is in ``grove.db`` or in what ``grove`` shows."""
+    monkeypatch.setenv("MY_SERVICE_TOKEN", SERVICE_TOKEN)
+    monkeypatch.setenv("LONG_TOKEN", LONG_TOKEN)
+    (repo / "grove.toml").write_text(
+        '[runtime]\nsandbox = "off"\nenv_allow = ["MY_SERVICE_TOKEN", "LONG_TOKEN"]\n'
+    )
+    t, k = '"$MY_SERVICE_TOKEN"', '"$ANTHROPIC_API_KEY"'
+    command = "; ".join(
+        [
+            f"echo {t} | base64",
+            f"printf %s {t} | base64 -w0 | tr '+/' '-_'; echo",
+            f"echo {t} | rev",
+            f"printf %s {t} | od -An -tx1 | tr -d ' \\n'; echo",
+            f"echo x{t} | base64",
+            'echo "$LONG_TOKEN" | base64',
+            f"echo {k} | base64",
+            f"echo {k} | rev",
+        ]
+    )
+    steps, seen = _recording([bash(command)])
+    assert run_cli("init", cwd=repo).returncode == 0
+    with ModelServer(Script().on(role="tester", turns=steps)) as server:
+        env = server.env()
+        ran = run_cli("run", "tester", "encode it", "--json", cwd=repo, env=env)
+        server.assert_done()
+    assert ran.returncode == 0, ran.stderr
+    agent = json.loads(ran.stdout)
+    assert agent["status"] == "completed"
+    # The agent did see the token and print its forms.
+    printed = "\n".join(seen)
+    assert _b64(SERVICE_TOKEN.encode() + b"\n") in printed
+    assert SERVICE_TOKEN[::-1] in printed
+    assert SERVICE_TOKEN.encode().hex() in printed
+    outputs = [ran.stdout, ran.stderr]
+    for args in (("logs", agent["id"]), ("logs", agent["id"], "--json"), ("show", agent["id"])):
+        shown = run_cli(*args, cwd=repo, env={"COLUMNS": "400"})
+        assert shown.returncode == 0, shown.stderr
+        outputs.append(shown.stdout + shown.stderr)
+    db = sqlite3.connect(repo / ".grove" / "grove.db")
+    try:
+        dump = "\n".join(db.iterdump())
+    finally:
+        db.close()
+    assert "base64" in dump, "the transcript was recorded"
+    for where, text in [("grove.db", dump), *(("output", o) for o in outputs)]:
+        for secret in (SERVICE_TOKEN, LONG_TOKEN, env["ANTHROPIC_API_KEY"]):
+            assert _leaked(text, secret) == [], (where, secret, _leaked(text, secret))
+    assert "[redacted:MY_SERVICE_TOKEN]" in dump and "[redacted:LONG_TOKEN]" in dump

@@ -6,13 +6,26 @@ A :class:`Redactor` replaces, in strings however deeply nested in lists, tuples 
   ``scheme://user:[redacted]@host``), a long user part standing alone (a token, as in
   ``https://TOKEN@host``) and the values of secret-named query parameters (``password=``,
   ``token=``...): the rest of the URL stays readable;
-- every occurrence of a value it was given, as ``[redacted:NAME]``.
+- every occurrence of a value it was given, as ``[redacted:NAME]``, and of the forms an agent
+  gets from it with the usual tools: base64 (standard and URL-safe, padded or not, and the part
+  of a longer base64 stream that encodes it, at any of the three alignments; a stream
+  ``base64`` wrapped over lines is joined first), hex (either case), reversed, URL-encoded and
+  JSON-escaped (``json.dumps`` with and without ``ensure_ascii``);
+- the value of a secret-named key anywhere in text: ``password=…``, ``PGPASSWORD=…``,
+  ``pwd=``, ``passwd=``, ``secret=``, ``token=``, ``api_key=`` (libpq strings, shell
+  assignments), ``password: …`` and ``"api_key": "…"`` (YAML, JSON), and the credentials of
+  ``Authorization:`` headers and ``Bearer`` tokens; a placeholder (``$VAR``, ``None``, ``str``,
+  ``<…>``) is left alone, so code stays readable.
 
 :meth:`Redactor.from_environ` is given the values of the environment's secret-looking variables
 (names with KEY, TOKEN, SECRET, PASSWORD, PASSWD, CREDENTIAL, and PASS or AUTH as a word of the
 name) and the password of each URL found in any variable (``GROVE_DB_URL``, ``DATABASE_URL``,
-any ``*_URL``), so a password the agent prints on its own is caught too. Bare values shorter than
-8 characters are not replaced (they would match ordinary text); inside a URL every password is.
+any ``*_URL``), so a password the agent prints on its own is caught too. Values of 8 characters
+or more are replaced wherever they occur; shorter ones (4 to 7 characters, not a flag such as
+``true``) only as a whole word, since inside other words they would match ordinary text; inside
+a URL every password is.
+
+All the values' forms are one precompiled regular expression, built once per environment.
 
 :func:`redact` is the process's redactor, for the current environment. The store applies it to
 every text and JSON column it writes (``agentgrove.store._schema``), so no path to storage can
@@ -21,11 +34,13 @@ skip it. Pure apart from reading the environment.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, quote_plus, unquote
 
 __all__ = ["REDACTED", "Redactor", "redact"]
 
@@ -36,6 +51,13 @@ _SECRET_NAME = re.compile(
     re.IGNORECASE,
 )
 _MIN_LENGTH = 8
+"""A value this long is replaced wherever it occurs."""
+_MIN_WORD_LENGTH = 4
+"""A shorter value is replaced only where it stands as a word."""
+_FLAG = re.compile(
+    r"true|false|yes|no|none|null|nil|on|off|auto|default|enabled?|disabled?|unset|empty",
+    re.IGNORECASE,
+)
 # A user part alone this long is taken for a token (``https://ghp_…@github.com``), not a name.
 _TOKEN_USER_LENGTH = 12
 
@@ -46,6 +68,34 @@ _SECRET_PARAM = re.compile(
     r"|pass|pwd|key|auth|sig|signature)=)(?P<value>[^&;#\s\"'<>`]+)",
     re.IGNORECASE,
 )
+
+# ``name=value`` / ``name: value`` where the name ends in a secret word, anywhere in text.
+_KEY_VALUE = re.compile(
+    r"(?P<name>(?<![A-Za-z0-9])[A-Za-z0-9_.-]*"
+    r"(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key|apikey|access[_-]?key"
+    r"|private[_-]?key|credentials?)[\"']?[ \t]*[=:][ \t]*)"
+    r"(?P<value>\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'|[^\s\"'`,;&<>(){}\[\]]+)",
+    re.IGNORECASE,
+)
+_AUTHORIZATION = re.compile(
+    r"(?P<name>(?<![A-Za-z0-9-])(?:proxy-)?authorization[\"']?[ \t]*[:=][ \t]*[\"']?"
+    r"(?:(?:bearer|basic|token|digest|bot|negotiate|apikey)[ \t]+)?)"
+    r"(?P<value>[^\s\"'`,;]+)"
+    r"|(?P<scheme>(?<![A-Za-z0-9])bearer[ \t]+)(?P<token>[A-Za-z0-9._~+/=-]{8,})",
+    re.IGNORECASE,
+)
+# What names a secret without holding one: a variable, a template, a type, a literal.
+_PLACEHOLDER = re.compile(
+    r"(?:true|false|none|null|nil|undefined|str|bytes|int|bool|optional|any|secretstr"
+    r"|\*+|\.\.\.|x+)|[$%<{].*|.*\[redacted.*",
+    re.IGNORECASE,
+)
+_HINTS = ("pass", "pwd", "secret", "token", "key", "auth", "bearer", "credential")
+_DIRECTORY = frozenset({"pwd", "oldpwd"})
+"""The shell's current and previous directory (``env`` prints them), not ODBC's ``PWD=``."""
+
+# Lines of base64 or hex as ``base64`` and ``xxd -p`` wrap them.
+_WRAPPED = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/=_-]{16,}(?:\r?\n[A-Za-z0-9+/=_-]{4,})+")
 
 
 def _userinfo(authority: str) -> tuple[str, str] | None:
@@ -86,13 +136,96 @@ def url_secrets(value: str) -> list[str]:
     return found
 
 
+def _redact_key_value(match: re.Match[str]) -> str:
+    if match.groupdict().get("scheme") is not None:
+        value, name = match["token"], match["scheme"]
+    else:
+        value, name = match["value"], match["name"]
+    quote_char = value[0] if value[0] in "\"'" and len(value) >= 2 else ""
+    inner = value[1:-1] if quote_char else value
+    word = re.sub(r"[\"'\s=:]", "", name).lower()
+    if (
+        not inner
+        or _PLACEHOLDER.fullmatch(inner)
+        or inner.lower() == word
+        or (word in _DIRECTORY and inner.startswith(("/", "~")))
+    ):
+        return match[0]
+    return f"{name}{quote_char}{REDACTED}{quote_char}"
+
+
+def _base64_forms(raw: bytes) -> Iterator[str]:
+    """``raw`` in base64, standard and URL-safe: whole (padded or not, and with the newline
+    ``echo`` adds), and the characters that encode only ``raw``'s bits when it starts at each of
+    the three alignments of a longer stream."""
+    forms = [
+        base64.b64encode(raw).decode(),
+        base64.b64encode(raw + b"\n").decode(),
+    ]
+    for offset in range(3):
+        stream = base64.b64encode(b"\0" * offset + raw + b"\0\0").decode()
+        start, end = -(-8 * offset // 6), 8 * (offset + len(raw)) // 6
+        forms.append(stream[start:end])
+    for form in forms:
+        for text in (form, form.translate(_URLSAFE)):
+            yield text
+            yield text.rstrip("=")
+
+
+_URLSAFE = str.maketrans("+/", "-_")
+
+
+def _forms(secret: str, whole: bool) -> set[str]:
+    """What an agent gets from ``secret`` with the usual encoders; ``whole`` leaves out the
+    partial base64 (for values matched only as words)."""
+    raw = secret.encode()
+    quoted = quote(secret, safe="")
+    forms = {
+        secret,
+        secret[::-1],
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        raw.hex(),
+        raw.hex().upper(),
+        quoted,
+        re.sub("%[0-9A-F]{2}", lambda m: m[0].lower(), quoted),
+        quote(secret),
+        quote_plus(secret),
+    }
+    if whole:
+        forms.update(_base64_forms(raw))
+    else:
+        b64 = base64.b64encode(raw).decode()
+        forms.update({b64, b64.rstrip("="), b64.translate(_URLSAFE), b64.translate(_URLSAFE)})
+    return {form for form in forms if form}
+
+
 class Redactor:
     def __init__(self, secrets: Mapping[str, str]) -> None:
-        # Longest first, so a secret containing another is replaced whole.
-        self._secrets = sorted(
-            ((value, name) for name, value in secrets.items() if len(value) >= _MIN_LENGTH),
-            key=lambda pair: -len(pair[0]),
-        )
+        # Each form of each value, and the name it is shown as; longest first, so a secret
+        # containing another is replaced whole.
+        names: dict[str, str] = {}
+        words: set[str] = set()
+        for name, value in sorted(secrets.items(), key=lambda item: -len(item[1])):
+            shown = f"[redacted:{name.split('#', 1)[0]}]"
+            if len(value) >= _MIN_LENGTH:
+                for form in _forms(value, whole=True):
+                    if len(form) >= _MIN_LENGTH:
+                        names.setdefault(form, shown)
+            elif len(value) >= _MIN_WORD_LENGTH and value.strip() and not _FLAG.fullmatch(value):
+                for form in _forms(value, whole=False):
+                    names.setdefault(form, shown)
+                    words.add(form)
+        self._names = names
+        self._pattern: re.Pattern[str] | None = None
+        if names:
+            alternatives = (
+                rf"(?<![A-Za-z0-9]){re.escape(form)}(?![A-Za-z0-9])"
+                if form in words
+                else re.escape(form)
+                for form in sorted(names, key=len, reverse=True)
+            )
+            self._pattern = re.compile("|".join(alternatives))
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Redactor:
@@ -105,14 +238,28 @@ class Redactor:
         # Several passwords of one variable are all named after it.
         return cls(secrets)
 
+    def _name(self, match: re.Match[str]) -> str:
+        return self._names[match[0]]
+
+    def _unwrapped(self, match: re.Match[str]) -> str:
+        assert self._pattern is not None
+        joined = re.sub(r"\r?\n", "", match[0])
+        redacted = self._pattern.sub(self._name, joined)
+        return match[0] if redacted == joined else redacted
+
     def text(self, value: str) -> str:
         if "://" in value:
             value = _URL.sub(_redact_url, value)
             if "=" in value:
                 value = _SECRET_PARAM.sub(rf"\g<name>{REDACTED}", value)
-        for secret, name in self._secrets:
-            if secret in value:
-                value = value.replace(secret, f"[redacted:{name.split('#', 1)[0]}]")
+        if self._pattern is not None:
+            value = self._pattern.sub(self._name, value)
+            if "\n" in value:
+                value = _WRAPPED.sub(self._unwrapped, value)
+        lowered = value.lower()
+        if any(hint in lowered for hint in _HINTS):
+            value = _AUTHORIZATION.sub(_redact_key_value, value)
+            value = _KEY_VALUE.sub(_redact_key_value, value)
         return value
 
     def __call__(self, value: Any) -> Any:

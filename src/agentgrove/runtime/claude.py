@@ -60,6 +60,7 @@ from agentgrove.runtime._policy import (
     bash_refusal,
     needs_sandbox,
 )
+from agentgrove.secrets import redact
 
 _PATH_TOOLS = {"Write": "file_path", "Edit": "file_path", "NotebookEdit": "notebook_path"}
 _STDERR_KEEP = 20
@@ -309,7 +310,7 @@ def _report(message: object, sink: MessageSink) -> None:
             if isinstance(block, ToolUseBlock):
                 event = ("agent.tool_use", {"tool": block.name, "input": _short(block.input)})
             elif isinstance(block, TextBlock) and event is None:
-                event = ("agent.text", {"text": block.text[:500]})
+                event = ("agent.text", {"text": redact(block.text)[:500]})
     elif isinstance(message, UserMessage) and isinstance(message.content, list):
         for block in message.content:
             if isinstance(block, ToolResultBlock):
@@ -406,7 +407,10 @@ def _jsonable(message: object) -> dict[str, Any]:
 
 
 def _short(value: object, limit: int = 300) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    # Redacted before it is escaped (JSON would hide a secret's non-ASCII, quotes and
+    # backslashes) and before it is cut (the cut could split one).
+    value = redact(value)
+    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
