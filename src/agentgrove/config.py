@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agentgrove.budgets import MIN_GRANT_USD
 from agentgrove.errors import BadInput, ConfigError
 from agentgrove.roles import BUILTIN_ROLES, Role
 
@@ -277,4 +278,10 @@ def _merge_roles(overrides: dict[str, _RoleOverride]) -> dict[str, Role]:
             raise ConfigError(
                 f"grove.toml: roles.{name}.{field}: {first['msg']}; fix the file and retry"
             ) from exc
+        if roles[name].max_budget_usd < MIN_GRANT_USD:
+            # No attempt could ever be granted so little: every claim of it would be refused.
+            raise ConfigError(
+                f"grove.toml: roles.{name}.max_budget_usd: {roles[name].max_budget_usd:g} is "
+                f"below the smallest grant (${MIN_GRANT_USD:g}); raise it and retry"
+            )
     return roles

@@ -254,8 +254,16 @@ class AgentService:
         database was unavailable; then nothing is written (one release is tried otherwise, and
         if the database cannot take it, the lease runs out instead).
         """
+        progress = _Progress()
         try:
-            await self._execute(agent, lease, slots or NoSlots(), lease_lost)
+            await self._execute(agent, lease, slots or NoSlots(), lease_lost, progress)
+        except Exception as exc:
+            # An error inside grove tied to this one agent (its prompt, its workspace, the
+            # runtime, a full disk) fails the agent at once, not the worker; database outages
+            # are the caller's to retry, and a lost lease means nothing more is written.
+            if lease_lost() or any(self.store.transient(e) for e in _leaves(exc)):
+                raise
+            await self._finish(agent, lease, progress.failure(agent, exc))
         except anyio.get_cancelled_exc_class():
             if lease_lost():
                 raise
@@ -277,7 +285,12 @@ class AgentService:
             raise
 
     async def _execute(
-        self, agent: AgentRecord, lease: Lease, slots: Slots, lease_lost: Callable[[], bool]
+        self,
+        agent: AgentRecord,
+        lease: Lease,
+        slots: Slots,
+        lease_lost: Callable[[], bool],
+        progress: _Progress,
     ) -> None:
         # Its role clamped by every ancestor's: a child never gets more than its parent.
         role = await self.owed(
@@ -351,7 +364,8 @@ class AgentService:
         async with anyio.create_task_group() as writing:
             writing.start_soon(transcript.run)
             try:
-                result = await self.runtime.run(spec, transcript.sink)
+                progress.ran = True
+                result = progress.result = await self.runtime.run(spec, transcript.sink)
             except anyio.get_cancelled_exc_class():
                 # Interrupted (shutdown, a cancel, a lost lease): what is queued gets a few
                 # seconds to reach the database before the release.
@@ -535,6 +549,38 @@ def _outcome(result: RunResult) -> RunOutcome:
         duration_ms=result.duration_ms,
         session_id=result.session_id,
     )
+
+
+@dataclass
+class _Progress:
+    """How far an attempt got, for the ending of one that an error inside grove cut short."""
+
+    ran: bool = False  # the runtime was started: the model may have been paid
+    result: RunResult | None = None  # what the runtime reported, if it returned
+
+    def failure(self, agent: AgentRecord, exc: BaseException) -> RunResult:
+        """The attempt failed ``internal``, with what it spent: the result's figures, or the
+        whole reservation when the runtime ran and never reported (erring safe), else 0."""
+        cause = _leaves(exc)[0]
+        message = " ".join(f"{type(cause).__name__}: {cause}".split())[:500]
+        known = self.result
+        return RunResult(
+            success=False,
+            error=f"grove error: {message}",
+            error_kind=ErrorKind.INTERNAL,
+            tokens_in=known.tokens_in if known else 0,
+            tokens_out=known.tokens_out if known else 0,
+            cost_usd=known.cost_usd if known else (agent.reserved_usd if self.ran else 0.0),
+            duration_ms=known.duration_ms if known else 0,
+            session_id=known.session_id if known else None,
+        )
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, or ``exc`` itself."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)] or [exc]
+    return [exc]
 
 
 def _rate_limited(event: tuple[str, dict[str, Any]]) -> bool:

@@ -34,10 +34,11 @@ from agentgrove.admission import CLI_WARMUP_S, AdmissionGate, memory_refusal
 from agentgrove.cleanup import collect
 from agentgrove.config import WorkerSettings
 from agentgrove.errors import StoreUnavailable
-from agentgrove.models import AgentRecord, AgentStatus
+from agentgrove.models import AgentRecord, AgentStatus, ErrorKind
 from agentgrove.processes import available_memory_mb
 from agentgrove.secrets import redact
 from agentgrove.service import AgentService, Lease
+from agentgrove.store import RunOutcome
 from agentgrove.store._core import utcnow
 from agentgrove.text import visible
 
@@ -359,9 +360,21 @@ class Worker:
             # Redacted and escaped: a driver's error quotes the statement's parameters.
             shown = visible(redact(repr(exc)), newlines=False)
             print(f"grove worker: agent {agent.id} crashed inside grove: {shown}", file=sys.stderr)
-            with contextlib.suppress(StoreUnavailable):
+            with contextlib.suppress(Exception):
                 await self.service.db(
                     self.store.append_event, agent.id, "agent.worker_error", {"error": repr(exc)}
+                )
+            # Failed at once (what it spent is unknown: its reservation counts), not left
+            # executing until a sweep.
+            failed = RunOutcome(
+                status=AgentStatus.FAILED,
+                error=f"grove error: {' '.join(repr(exc).split())[:500]}",
+                error_kind=ErrorKind.INTERNAL,
+                cost_usd=agent.reserved_usd,
+            )
+            with contextlib.suppress(Exception):
+                await self.service.db(
+                    self.store.finish, agent.id, lease.owner, lease.attempt, failed
                 )
         finally:
             self._running.pop(agent.id, None)

@@ -262,12 +262,31 @@ class Store(
             kind, params = "run", {"p_run": run_id}
         else:
             kind, params = "next", {}
-        statement = self._claim_statements[kind]
         params |= {
             "p_now": now,
             "p_owner": owner,
             "p_expires": now + timedelta(seconds=lease_s),
         }
+        # An exception tied to the one agent being claimed (its reservation, say) fails that
+        # agent and the claim goes on to the next: it must not raise in every worker that
+        # picks the agent up. Each round fails one agent, so this ends.
+        while True:
+            try:
+                return self._claim_one(owner, kind, params, gate, now)
+            except _Unclaimable as broken:
+                self._fail_unclaimable(broken.agent_id, broken.cause, now)
+                if agent_id is not None:
+                    return None
+
+    def _claim_one(
+        self,
+        owner: str,
+        kind: str,
+        params: dict[str, Any],
+        gate: Gate | None,
+        now: datetime,
+    ) -> AgentRecord | None:
+        statement = self._claim_statements[kind]
         pace: PaceState = {}
         with self._write() as conn:
             if gate is not None:
@@ -280,17 +299,58 @@ class Store(
             claimed = conn.execute(statement, params).first()
             if claimed is None:
                 return None
-            reservation = self.reserve(conn, claimed.id, claimed.attempt, now)
-            if not reservation.granted:
-                self._budget_refused(conn, claimed.id, now)
-                return None
-            self._event(
-                conn, claimed.id, "agent.claimed", {"owner": owner, "attempt": claimed.attempt}, now
-            )
+            try:
+                reservation = self.reserve(conn, claimed.id, claimed.attempt, now)
+                if not reservation.granted:
+                    self._budget_refused(conn, claimed.id, now)
+                    return None
+                self._event(
+                    conn,
+                    claimed.id,
+                    "agent.claimed",
+                    {"owner": owner, "attempt": claimed.attempt},
+                    now,
+                )
+            except StoreUnavailable:
+                raise
+            except Exception as exc:
+                if self.transient(exc):
+                    raise
+                # Rolled back as the exception leaves the transaction: the agent is pending
+                # again, unclaimed, and failed in a transaction of its own.
+                raise _Unclaimable(claimed.id, exc) from exc
             if gate is not None:
                 gate.started(claimed.model)
                 save_pace(conn, gate.pacer, pace)  # every worker sees the start
         return self.get_agent(claimed.id)
+
+    def _fail_unclaimable(self, agent_id: str, cause: BaseException, now: datetime) -> None:
+        """pending -> failed ``internal``, naming the error that made its claim impossible."""
+        message = f"grove could not start this agent: {' '.join(str(cause).split())[:500]}"
+        with self._write(wake=True) as conn:
+            failed = conn.execute(
+                update(agents)
+                .where(agents.c.id == agent_id, agents.c.status == AgentStatus.PENDING.value)
+                .values(
+                    status=AgentStatus.FAILED.value,
+                    error_kind=ErrorKind.INTERNAL.value,
+                    error=message,
+                    reserved_usd=0.0,
+                    wait_reason=None,
+                    finished_at=now,
+                )
+                .returning(agents.c.workflow_run_id, agents.c.node_key)
+            ).first()
+            if failed is None:
+                return
+            self._event(
+                conn, agent_id, "agent.failed", {"error_kind": "internal", "error": message}, now
+            )
+            self._fail_waiting_children(conn, agent_id, now)
+            if failed.node_key is not None:
+                self.node_finished(
+                    conn, failed.workflow_run_id, failed.node_key, NodeState.FAILED, now
+                )
 
     @staticmethod
     def transient(exc: BaseException) -> bool:
@@ -596,6 +656,14 @@ class Store(
             row.get("workflow_run_id"),
         )
         return agent_id
+
+
+class _Unclaimable(Exception):
+    """Raised inside a claim's transaction (rolling it back) by an error tied to one agent."""
+
+    def __init__(self, agent_id: str, cause: BaseException) -> None:
+        super().__init__(agent_id)
+        self.agent_id, self.cause = agent_id, cause
 
 
 # Statements built once and executed with parameters: building SQLAlchemy expressions per call
