@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from agentgrove.errors import BadInput
+
 MIN_GRANT_USD = 0.01
 """Below this an attempt could not do one model turn: treat the scope as exhausted."""
 
@@ -53,3 +55,10 @@ def grant(cap_usd: float, scopes: list[Scope]) -> Grant:
     # Round down to a micro-dollar: rounding up could grant more than is left.
     # (the 1e-6 micro-dollar slack absorbs float noise such as 1.0 - 0.8 = 0.19999...96)
     return Grant(math.floor(amount * 1_000_000 + 1e-6) / 1_000_000)
+
+
+def check_budget(budget_usd: float | None) -> None:
+    """Refuse a ``--budget-usd`` that is not a finite amount above zero (``nan`` compares
+    false with everything, so it would be stored and act as no limit at all)."""
+    if budget_usd is not None and not (math.isfinite(budget_usd) and budget_usd > 0):
+        raise BadInput(f"--budget-usd must be a finite amount above zero, got {budget_usd:g}")

@@ -32,22 +32,27 @@ class _Environment(BaseSettings):
     db_url: str | None = None
 
 
-class WorkerSettings(BaseModel):
-    """Lease and shutdown timing. Tests shorten these; defaults suit real runs."""
+DAY_S = 86_400.0
+"""The longest any duration setting may be (a lease, a grace, a back-off): one day."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+
+class WorkerSettings(BaseModel):
+    """Lease and shutdown timing. Tests shorten these; defaults suit real runs. Every duration
+    is finite and at most :data:`DAY_S` (``inf`` or ``1e300`` would overflow a datetime)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     concurrency: int = Field(default=2, ge=1, le=256)
-    heartbeat_s: float = Field(default=10.0, gt=0)
-    lease_s: float = Field(default=60.0, gt=0)
-    poll_s: float = Field(default=0.5, gt=0)
-    grace_s: float = Field(default=30.0, ge=0)
-    retry_base_s: float = Field(default=15.0, ge=0)
+    heartbeat_s: float = Field(default=10.0, gt=0, le=DAY_S)
+    lease_s: float = Field(default=60.0, gt=0, le=DAY_S)
+    poll_s: float = Field(default=0.5, gt=0, le=DAY_S)
+    grace_s: float = Field(default=30.0, ge=0, le=DAY_S)
+    retry_base_s: float = Field(default=15.0, ge=0, le=DAY_S)
     listen: bool = True
     """On PostgreSQL, wake at once when another process commits work (LISTEN/NOTIFY). Turn it
     off behind a pooler that cannot hold a LISTEN (PgBouncer in transaction mode): workers
     then find work by polling every ``poll_s``."""
-    sweep_s: float | None = Field(default=None, gt=0)
+    sweep_s: float | None = Field(default=None, gt=0, le=DAY_S)
     """How often a worker returns expired leases to pending; unset, a quarter of ``lease_s``
     (15 s at the defaults), so a dead worker's agent is reclaimed within 1.25 leases."""
 
@@ -64,11 +69,11 @@ class RuntimeSettings(BaseModel):
     completes each agent after ``scripted_delay_s`` without any model, for exercising
     orchestration (fault tests, benchmarks, dry runs of workflows)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     sandbox: Literal["auto", "required", "off"] = "auto"
     kind: Literal["claude", "scripted"] = "claude"
-    scripted_delay_s: float = Field(default=0.0, ge=0)
+    scripted_delay_s: float = Field(default=0.0, ge=0, le=DAY_S)
     scripted_cost_usd: Annotated[float, Field(ge=0)] | Literal["grant"] | None = None
     """What each scripted attempt reports spending: a figure, or ``"grant"`` (all the budget it
     was given, as a greedy model would; for exercising budgets). Unset: $0.0001."""
@@ -110,7 +115,7 @@ class BudgetSettings(BaseModel):
     ``on_exhausted``: an agent that does not fit in a budget ``wait``s (shown in ``grove ls``)
     or ``fail``s with ``budget_exceeded``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     daily_usd: float | None = Field(default=None, gt=0)
     on_exhausted: Literal["wait", "fail"] = "wait"
@@ -226,7 +231,13 @@ def _read_file(path: Path) -> _ConfigFile:
     if not path.exists():
         return _ConfigFile()
     try:
-        raw: dict[str, Any] = tomllib.loads(path.read_text())
+        data = path.read_bytes()
+        raw: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "save the file as UTF-8 and retry"
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}); fix the file and retry") from exc
     try:

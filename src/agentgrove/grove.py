@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any, TypedDict, Unpack
 import anyio
 
 from agentgrove.config import HOME_DIR, GroveConfig, load_config, with_worker
-from agentgrove.errors import ConfigError, NotInitialised
+from agentgrove.errors import BadInput, ConfigError, NotInitialised
 from agentgrove.models import AgentRecord, ErrorKind, RunRecord, SpawnRequest
 from agentgrove.runtime import MessageSink, RunResult, RunSpec, Runtime, ScriptedRuntime
 from agentgrove.runtime._scripted import delayed_echo
@@ -62,10 +63,13 @@ class Grove:
     def init(cls, path: str | Path | None = None, **kwargs: object) -> Grove:
         """Create the grove home and bring the schema up to date (idempotent)."""
         config = load_config(Path(path) if path else None)
+        store = None
+        if not config.uses_default_db:  # a database elsewhere: usable before a home is made
+            store = _usable_store(config)
         config.home.mkdir(parents=True, exist_ok=True)
         if config.is_git and config.home.is_relative_to(config.root):
             exclude_from_git(config.root, f"/{config.home.relative_to(config.root)}/")
-        store = _store_for(config)
+        store = store or _usable_store(config)
         _migrate.upgrade(store.engine)
         return cls(config, store, **kwargs)  # type: ignore[arg-type]
 
@@ -81,7 +85,7 @@ class Grove:
         config = load_config(Path(path) if path else None)
         if config.uses_default_db and not (config.home / "grove.db").exists():
             raise NotInitialised(str(config.home))
-        store = _store_for(config)
+        store = _usable_store(config)
         if not _migrate.is_current(store.engine):
             store.close()
             raise NotInitialised(f"{config.home} (database schema missing or outdated)")
@@ -201,6 +205,10 @@ class Grove:
         self, agent_ids: Iterable[str], *, timeout_s: float | None = None, poll_s: float = 0.2
     ) -> list[AgentRecord]:
         """Block until every agent has finished (run by any worker); TimeoutError past the limit."""
+        if timeout_s is not None and not (math.isfinite(timeout_s) and timeout_s >= 0):
+            raise BadInput(
+                f"--timeout must be a finite number of seconds, 0 or more, got {timeout_s}"
+            )
         ids = [self.store.resolve_id(i) for i in agent_ids]
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
@@ -251,6 +259,17 @@ def _store_for(config: GroveConfig) -> Store:
         daily_limit_usd=config.budget.daily_usd,
         fail_when_exhausted=config.budget.on_exhausted == "fail",
     )
+
+
+def _usable_store(config: GroveConfig) -> Store:
+    """The store, once it answered (:func:`_migrate.check_usable`: ConfigError otherwise)."""
+    store = _store_for(config)
+    try:
+        _migrate.check_usable(store.engine)
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 def default_runtime(config: GroveConfig) -> Runtime:

@@ -226,3 +226,20 @@ class SpawnRequest:
     base: str | None = None
     budget_usd: float | None = None
     after_parent: bool = False
+
+
+def unstorable(value: str) -> str | None:
+    """Why ``value`` cannot be stored as text, as the end of a sentence naming it, or None.
+    A NUL: PostgreSQL refuses it in text (and C strings end at it), so grove refuses it on
+    every database. A lone surrogate: an invalid UTF-8 byte that Python decoded from argv, the
+    environment or a file with ``surrogateescape``; no database can encode it."""
+    nul = value.find("\x00")
+    if nul >= 0:
+        return f"contains a NUL character (at position {nul}); remove it"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(value[exc.start])
+        byte = f" (byte 0x{code - 0xDC00:02x})" if 0xDC80 <= code <= 0xDCFF else ""
+        return f"is not valid UTF-8{byte} at position {exc.start}; give it as UTF-8 text"
+    return None

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import anyio
 
 from agentgrove.admission import ModelPacer
+from agentgrove.budgets import check_budget
 from agentgrove.config import GroveConfig
 from agentgrove.delegation import AgentDelegate, NoSlots, Slots, effective_role
 from agentgrove.errors import BadInput, StoreUnavailable, UnknownRole
@@ -40,6 +41,7 @@ from agentgrove.models import (
     ErrorKind,
     SpawnRequest,
     WorkspaceRecord,
+    unstorable,
 )
 from agentgrove.processes import kill_agent_processes
 from agentgrove.retry import decide
@@ -194,10 +196,18 @@ class AgentService:
             raise UnknownRole(request.role, list(self.config.roles))
         if not request.task.strip():
             raise BadInput("the task is empty: say what the agent should do")
+        for what, text in (
+            ("the task", request.task),
+            ("--model", request.model),
+            ("--base", request.base),
+            ("--parent", request.parent_id),
+        ):
+            problem = None if text is None else unstorable(text)
+            if problem is not None:
+                raise BadInput(f"{what} {problem}")
         if request.model is not None and not request.model.strip():
             raise BadInput("--model is empty: give a model name or leave it out")
-        if request.budget_usd is not None and request.budget_usd <= 0:
-            raise BadInput(f"--budget-usd must be above zero, got {request.budget_usd}")
+        check_budget(request.budget_usd)
         parent_id = None
         depth = 0
         parent_cap = float("inf")

@@ -3,27 +3,46 @@
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 from typing import Annotated
 
 import anyio
 import typer
 
 from agentgrove.cli._app import app, err_console, open_grove
+from agentgrove.errors import BadInput
+
+TOKEN_HELP = (
+    "Enables the cancel and retry buttons (send it as 'Authorization: Bearer'). Other local "
+    "users see it in ps: prefer GROVE_DASHBOARD_TOKEN or --token-file."
+)
+TOKEN_FILE_HELP = "Read the token from this file (not readable by other users)."
+
+
+def resolve_token(token: str | None, token_file: Path | None) -> str | None:
+    """The dashboard token from ``--token``/``GROVE_DASHBOARD_TOKEN`` or ``--token-file``
+    (at most one of them); validated by ``check_binding``."""
+    if token_file is None:
+        return token
+    if token is not None:
+        raise BadInput("both a token (--token or GROVE_DASHBOARD_TOKEN) and --token-file: give one")
+    from agentgrove.dashboard._server import read_token_file
+
+    return read_token_file(token_file)
 
 
 @app.command("dashboard")
 def dashboard(
     host: Annotated[
-        str, typer.Option(help="Address to listen on; anything but loopback needs --token.")
+        str, typer.Option(help="Address to listen on; anything but loopback needs a token.")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8420,
     token: Annotated[
         str | None,
-        typer.Option(
-            envvar="GROVE_DASHBOARD_TOKEN",
-            help="Enables the cancel and retry buttons (send it as 'Authorization: Bearer').",
-            show_default=False,
-        ),
+        typer.Option(envvar="GROVE_DASHBOARD_TOKEN", help=TOKEN_HELP, show_default=False),
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(help=TOKEN_FILE_HELP, show_default=False)
     ] = None,
 ) -> None:
     """Serve the web dashboard: agents, transcripts, workflow runs live, budgets, cost."""
@@ -35,6 +54,7 @@ def dashboard(
         serve_dashboard,
     )
 
+    token = resolve_token(token, token_file)
     check_binding(host, token)  # before opening anything
     check_port_free(host, port)
     with open_grove() as grove:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import anyio
@@ -19,6 +20,7 @@ import typer
 from anyio.abc import TaskStatus
 
 from agentgrove.cli._app import app, err_console
+from agentgrove.cli._dashboard import TOKEN_FILE_HELP, TOKEN_HELP, resolve_token
 from agentgrove.errors import BadInput, GroveError
 from agentgrove.grove import Grove
 from agentgrove.worker import Worker
@@ -33,11 +35,10 @@ def up(
     port: Annotated[int, typer.Option(help="Dashboard port.")] = DEFAULT_PORT,
     token: Annotated[
         str | None,
-        typer.Option(
-            envvar="GROVE_DASHBOARD_TOKEN",
-            help="Enables the dashboard's cancel and retry buttons (see grove dashboard).",
-            show_default=False,
-        ),
+        typer.Option(envvar="GROVE_DASHBOARD_TOKEN", help=TOKEN_HELP, show_default=False),
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(help=TOKEN_FILE_HELP, show_default=False)
     ] = None,
     no_dashboard: Annotated[bool, typer.Option("--no-dashboard", help="No web UI.")] = False,
     no_shell: Annotated[
@@ -52,6 +53,7 @@ def up(
     if not no_dashboard:
         from agentgrove.dashboard._server import check_binding, check_port_free
 
+        token = resolve_token(token, token_file)
         check_binding(host, token)
         check_port_free(host, port, alternative="--no-dashboard")
     grove = Grove.init()

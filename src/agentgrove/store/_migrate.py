@@ -11,6 +11,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from agentgrove.errors import ConfigError, StoreUnavailable
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -65,6 +68,43 @@ def _broken_references(conn: Connection) -> list[tuple[object, ...]]:
 def _raw(conn: Connection, sql: str) -> None:
     """Run ``sql`` on the DBAPI connection, outside any transaction SQLAlchemy would begin."""
     conn.connection.driver_connection.execute(sql)  # type: ignore[union-attr]
+
+
+def check_usable(engine: Engine) -> None:
+    """Connect once. A database that cannot be used at all raises :class:`ConfigError`, one
+    line naming the URL (password hidden), what is wrong and what to do: nothing answers at
+    the address (the connect timeout is 5 s), the server refuses, the database does not exist,
+    the file is not SQLite. A SQLite database locked past the busy timeout is
+    :class:`StoreUnavailable` (try again)."""
+    try:
+        with engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("SELECT count(*) FROM sqlite_master").all()
+    except DBAPIError as exc:
+        raise _unusable(engine, exc) from None
+
+
+def _unusable(engine: Engine, exc: DBAPIError) -> Exception:
+    reason = " ".join(str(exc.orig).split())
+    lowered = reason.lower()
+    database = engine.url.database or ""
+    if engine.dialect.name == "sqlite":
+        if "locked" in lowered or "busy" in lowered:
+            return StoreUnavailable(exc)
+        if "not a database" in lowered:
+            reason = f"{database} is not a SQLite database"
+            advice = "move the file away, or point GROVE_DB_URL at another file"
+        else:
+            advice = "check that the directory exists and is writable, or fix GROVE_DB_URL"
+    elif "timeout expired" in lowered:
+        reason = "no answer within 5 s (is a PostgreSQL server listening there?)"
+        advice = "check the host and port in GROVE_DB_URL"
+    elif "does not exist" in lowered and database:
+        advice = f"create it (createdb {database}) or fix GROVE_DB_URL"
+    else:
+        advice = "check that the server runs and GROVE_DB_URL is right"
+    shown = engine.url.render_as_string(hide_password=True)
+    return ConfigError(f"database URL {shown!r} cannot be used: {reason}; {advice}")
 
 
 def is_current(engine: Engine) -> bool:

@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from agentgrove.errors import BadInput, UnknownRole
+from agentgrove.budgets import check_budget
+from agentgrove.errors import UnknownRole
 from agentgrove.models import RunRecord
 from agentgrove.service import AgentService
 from agentgrove.store._core import utcnow
@@ -50,8 +51,7 @@ class WorkflowEngine:
     ) -> RunRecord:
         """Validate, then create the run with its first nodes pending. Nothing is written on
         bad input. ``budget_usd``: hard limit on the run's spend."""
-        if budget_usd is not None and budget_usd <= 0:
-            raise BadInput(f"--budget-usd must be above zero, got {budget_usd}")
+        check_budget(budget_usd)
         spec = self.load(source)
         values = resolve_inputs(spec, inputs or {})
         plan = self._plan(spec)

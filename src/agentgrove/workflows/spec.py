@@ -25,6 +25,11 @@ has a default or says ``required: false`` (it then resolves to ``""``).
 :func:`load_workflow` validates everything before it returns; every problem raises
 :class:`WorkflowError` (a :class:`~agentgrove.errors.BadInput`) with one line that starts with the
 file (or ``workflow 'NAME'``) and names the node. Pure: it reads a file only when given a path.
+
+A workflow is small, and the parser is bounded so that no input can make it large: a file or text
+over :data:`MAX_BYTES`, nesting deeper than :data:`MAX_DEPTH`, aliases that would repeat more
+than :data:`MAX_ALIAS_NODES` nodes (an "alias bomb": a 1 KB file expanding to gigabytes), and
+text that no database can store (a NUL, invalid UTF-8) are refused before anything is built.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agentgrove.errors import BadInput
+from agentgrove.models import unstorable
 from agentgrove.workflows.templates import (
     DEP_FIELDS,
     Reference,
@@ -54,6 +60,14 @@ RESERVED_KEYS = frozenset(
     | {"and", "or", "not", "in", "is", "if", "else", "for", "range", "dict"}
     | {"lipsum", "cycler", "joiner", "namespace"}
 )
+MAX_BYTES = 1024 * 1024
+"""The largest workflow file (or YAML text) read: 1 MiB."""
+MAX_DEPTH = 50
+"""How deeply collections may nest (a workflow needs five levels)."""
+MAX_ALIAS_NODES = 10_000
+"""How many nodes YAML aliases may add when expanded, in all."""
+MAX_ITEMS = 2_000_000
+"""How many values (counting every repeat of a shared one) a workflow may hold in all."""
 
 
 class WorkflowError(BadInput):
@@ -99,7 +113,7 @@ class NodeSpec(BaseModel):
     task: str = Field(min_length=1)
     depends_on: tuple[str, ...] = ()
     model: str | None = Field(default=None, min_length=1)
-    timeout_s: float | None = Field(default=None, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0, le=7 * 86400, allow_inf_nan=False)
     max_attempts: int | None = Field(default=None, ge=1, le=20)
 
 
@@ -125,7 +139,12 @@ class WorkflowSpec(BaseModel):
         if isinstance(inputs, list):
             for name in inputs:
                 if not isinstance(name, str):
-                    raise ValueError(f"inputs: the list must hold input names, not {name!r}")
+                    shown = (
+                        repr(name)
+                        if isinstance(name, int | float | bool)
+                        else "a " + (type(name).__name__)
+                    )
+                    raise ValueError(f"inputs: the list must hold input names, not {shown}")
                 if inputs.count(name) > 1:
                     raise ValueError(f"inputs: {name!r} is listed twice")
             return {**data, "inputs": {name: {"required": True} for name in inputs}}
@@ -176,14 +195,14 @@ def load_workflow(
         path = _as_path(source)
         if path is not None:
             origin = origin or str(path)
-            try:
-                text = path.read_text(encoding="utf-8")
-            except FileNotFoundError as exc:
-                raise WorkflowError(f"no workflow file at {path}; check the path") from exc
-            except (OSError, UnicodeDecodeError) as exc:
-                raise WorkflowError(f"cannot read workflow file {path}: {exc}") from exc
+            text = _read(path)
         else:
             text = str(source)
+            if len(text) > MAX_BYTES:
+                raise WorkflowError(
+                    f"{origin or 'workflow'}: the YAML text is larger than 1 MiB "
+                    f"({len(text):,} characters); a workflow is much smaller than that"
+                )
         data = _parse_yaml(text, origin or "workflow")
     if not isinstance(data, dict):
         hint = " (if you meant a file, it does not exist)" if isinstance(data, str) else ""
@@ -197,10 +216,35 @@ def load_workflow(
     return _validate(data, origin=origin, roles=roles)
 
 
+def _read(path: Path) -> str:
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise WorkflowError(
+                f"{path}: the file is larger than 1 MiB ({size:,} bytes); a workflow is much "
+                "smaller than that: check the path"
+            )
+        raw = path.read_bytes()[: MAX_BYTES + 1]
+    except FileNotFoundError as exc:
+        raise WorkflowError(f"no workflow file at {path}; check the path") from exc
+    except OSError as exc:
+        raise WorkflowError(f"cannot read workflow file {path}: {exc.strerror}") from exc
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise WorkflowError(
+            f"{path}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "save the file as UTF-8"
+        ) from exc
+
+
 def resolve_inputs(spec: WorkflowSpec, given: Mapping[str, str]) -> dict[str, str]:
     """Every declared input's value, in declaration order: the given one, else the default,
     else ``""`` for an optional input. :class:`BadInput` names unknown or missing inputs."""
-    for name in given:
+    for name, value in given.items():
+        problem = unstorable(value)
+        if problem is not None:
+            raise BadInput(f"input {name!r} {problem}")
         if name not in spec.inputs:
             takes = f"takes: {', '.join(spec.inputs)}" if spec.inputs else "takes no inputs"
             raise BadInput(f"unknown input {name!r}; workflow {spec.name!r} {takes}")
@@ -247,8 +291,62 @@ def _as_path(source: str | Path) -> Path | None:
     return path if path.is_file() or path.suffix in (".yaml", ".yml") else None
 
 
+class _TooLarge(yaml.YAMLError):
+    """The document is nested too deeply or its aliases expand too far."""
+
+    def __init__(self, problem: str, mark: yaml.Mark | None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.mark = mark
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys instead of keeping the last one."""
+    """SafeLoader that refuses duplicate mapping keys instead of keeping the last one, nesting
+    deeper than :data:`MAX_DEPTH`, and aliases whose expansion adds more than
+    :data:`MAX_ALIAS_NODES` nodes. Both are checked while composing, before any object (or
+    recursion past the bound) is made: the expanded size of each node is known once its
+    children are, so an alias costs one lookup."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._sizes: dict[yaml.Node, int] = {}
+        self._aliased = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            node = super().compose_node(parent, index)
+            if node is not None:
+                self._aliased += self._sizes.get(node, 1)
+                if self._aliased > MAX_ALIAS_NODES:
+                    raise _TooLarge(
+                        f"its aliases expand to more than {MAX_ALIAS_NODES:,} nodes "
+                        "(an alias bomb?); write the values out instead of aliasing them",
+                        mark,
+                    )
+            return node
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooLarge(
+                    f"it is nested deeper than {MAX_DEPTH} levels",
+                    self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+                )
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if node is not None:
+            self._sizes[node] = 1 + sum(self._sizes.get(child, 1) for child in _children(node))
+        return node
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
 
 
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -270,6 +368,9 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 def _parse_yaml(text: str, origin: str) -> object:
     try:
         return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
+    except _TooLarge as exc:
+        where = f" (line {exc.mark.line + 1})" if exc.mark else ""
+        raise WorkflowError(f"{origin}: refused: {exc.problem}{where}") from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -283,6 +384,7 @@ def _parse_yaml(text: str, origin: str) -> object:
 
 
 def _validate(data: dict[str, Any], *, origin: str, roles: Collection[str] | None) -> WorkflowSpec:
+    _check_values(data, origin)
     try:
         spec = WorkflowSpec.model_validate(data)
     except ValidationError as exc:
@@ -293,6 +395,38 @@ def _validate(data: dict[str, Any], *, origin: str, roles: Collection[str] | Non
     _check_dependencies(spec, origin)
     _check_templates(spec, origin)
     return spec
+
+
+def _check_values(data: object, origin: str) -> None:
+    """Refuse nesting deeper than :data:`MAX_DEPTH`, more than :data:`MAX_ITEMS` values, and
+    any string a database cannot store, before validation walks the data (recursively)."""
+    pending: list[tuple[object, str, int]] = [(data, "", 0)]
+    seen = 0
+    while pending:
+        value, where, depth = pending.pop()
+        seen += 1
+        if seen > MAX_ITEMS:
+            raise WorkflowError(f"{origin}: refused: it holds more than {MAX_ITEMS:,} values")
+        if isinstance(value, str):
+            problem = unstorable(value)
+            if problem is not None:
+                raise WorkflowError(f"{origin}: {where.lstrip('.') or 'a value'} {problem}")
+            continue
+        if not isinstance(value, Mapping | list | tuple):
+            continue
+        if depth >= MAX_DEPTH:
+            raise WorkflowError(
+                f"{origin}: refused: {where.lstrip('.') or 'it'} is nested deeper than "
+                f"{MAX_DEPTH} levels"
+            )
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                name = key if isinstance(key, str) and unstorable(key) is None else "key"
+                if isinstance(key, str):
+                    pending.append((key, f"{where}.{name} (a key)", depth + 1))
+                pending.append((item, f"{where}.{name}", depth + 1))
+        else:
+            pending.extend((item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
 
 
 _FIELDS: dict[str, tuple[str, ...]] = {
