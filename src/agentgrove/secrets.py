@@ -69,19 +69,19 @@ _SECRET_PARAM = re.compile(
     re.IGNORECASE,
 )
 
-# ``name=value`` / ``name: value`` where the name ends in a secret word, anywhere in text.
+# ``name=value`` / ``name: value`` where the name ends in a secret word, anywhere in text. (The
+# patterns start with a word, not a look-behind, so that ``re`` skips quickly to candidates.)
 _KEY_VALUE = re.compile(
-    r"(?P<name>(?<![A-Za-z0-9])[A-Za-z0-9_.-]*"
-    r"(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key|apikey|access[_-]?key"
+    r"(?P<name>(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key|apikey|access[_-]?key"
     r"|private[_-]?key|credentials?)[\"']?[ \t]*[=:][ \t]*)"
     r"(?P<value>\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'|[^\s\"'`,;&<>(){}\[\]]+)",
     re.IGNORECASE,
 )
 _AUTHORIZATION = re.compile(
-    r"(?P<name>(?<![A-Za-z0-9-])(?:proxy-)?authorization[\"']?[ \t]*[:=][ \t]*[\"']?"
+    r"(?P<name>authorization[\"']?[ \t]*[:=][ \t]*[\"']?"
     r"(?:(?:bearer|basic|token|digest|bot|negotiate|apikey)[ \t]+)?)"
     r"(?P<value>[^\s\"'`,;]+)"
-    r"|(?P<scheme>(?<![A-Za-z0-9])bearer[ \t]+)(?P<token>[A-Za-z0-9._~+/=-]{8,})",
+    r"|(?P<scheme>bearer[ \t]+)(?P<token>[A-Za-z0-9._~+/=-]{8,})",
     re.IGNORECASE,
 )
 # What names a secret without holding one: a variable, a template, a type, a literal.
@@ -90,12 +90,14 @@ _PLACEHOLDER = re.compile(
     r"|\*+|\.\.\.|x+)|[$%<{].*|.*\[redacted.*",
     re.IGNORECASE,
 )
-_HINTS = ("pass", "pwd", "secret", "token", "key", "auth", "bearer", "credential")
+_HINTS = ("pass", "pwd", "secret", "token", "key", "authorization", "bearer", "credential")
 _DIRECTORY = frozenset({"pwd", "oldpwd"})
 """The shell's current and previous directory (``env`` prints them), not ODBC's ``PWD=``."""
 
-# Lines of base64 or hex as ``base64`` and ``xxd -p`` wrap them.
-_WRAPPED = re.compile(r"(?<![A-Za-z0-9+/=_-])[A-Za-z0-9+/=_-]{16,}(?:\r?\n[A-Za-z0-9+/=_-]{4,})+")
+# A line of base64 or hex as ``base64`` (76), ``openssl base64`` (64) and ``xxd -p`` (60) wrap
+# them: the first line of a run is at least this wide.
+_ENCODED_LINE = re.compile(r"[A-Za-z0-9+/=_-]+\r?")
+_WRAP_WIDTH = 16
 
 
 def _userinfo(authority: str) -> tuple[str, str] | None:
@@ -154,6 +156,37 @@ def _redact_key_value(match: re.Match[str]) -> str:
     return f"{name}{quote_char}{REDACTED}{quote_char}"
 
 
+def _pairs(value: str, lowered: str) -> str:
+    """``value`` with the values of secret-named keys and the credentials of authorization
+    headers replaced. The patterns are tried only where a secret word is (found with ``find``,
+    far quicker than searching with the patterns): they start at most 8 characters before it
+    (``private_key``)."""
+    if not any(map(lowered.__contains__, _HINTS)):
+        return value
+    if len(lowered) != len(value):  # a character whose lowercase is longer: the slow way
+        value = _AUTHORIZATION.sub(_redact_key_value, value)
+        return _KEY_VALUE.sub(_redact_key_value, value)
+    found: list[tuple[int, int, str]] = []
+    for hint in _HINTS:
+        i = lowered.find(hint)
+        while i != -1:
+            for start in range(max(0, i - 8), i + 1):
+                match = _AUTHORIZATION.match(value, start) or _KEY_VALUE.match(value, start)
+                if match:
+                    found.append((match.start(), match.end(), _redact_key_value(match)))
+                    break
+            i = lowered.find(hint, i + 1)
+    if not found:
+        return value
+    out: list[str] = []
+    last = 0
+    for start, end, shown in sorted(found):
+        if start >= last:
+            out += [value[last:start], shown]
+            last = end
+    return "".join([*out, value[last:]])
+
+
 def _base64_forms(raw: bytes) -> Iterator[str]:
     """``raw`` in base64, standard and URL-safe: whole (padded or not, and with the newline
     ``echo`` adds), and the characters that encode only ``raw``'s bits when it starts at each of
@@ -202,10 +235,10 @@ def _forms(secret: str, whole: bool) -> set[str]:
 
 class Redactor:
     def __init__(self, secrets: Mapping[str, str]) -> None:
-        # Each form of each value, and the name it is shown as; longest first, so a secret
-        # containing another is replaced whole.
+        # Each form of each value, and the name it is shown as; longest value first, so a
+        # secret containing another is replaced whole.
         names: dict[str, str] = {}
-        words: set[str] = set()
+        self._words: set[str] = set()
         for name, value in sorted(secrets.items(), key=lambda item: -len(item[1])):
             shown = f"[redacted:{name.split('#', 1)[0]}]"
             if len(value) >= _MIN_LENGTH:
@@ -215,17 +248,17 @@ class Redactor:
             elif len(value) >= _MIN_WORD_LENGTH and value.strip() and not _FLAG.fullmatch(value):
                 for form in _forms(value, whole=False):
                     names.setdefault(form, shown)
-                    words.add(form)
+                    self._words.add(form)
         self._names = names
-        self._pattern: re.Pattern[str] | None = None
-        if names:
-            alternatives = (
-                rf"(?<![A-Za-z0-9]){re.escape(form)}(?![A-Za-z0-9])"
-                if form in words
-                else re.escape(form)
-                for form in sorted(names, key=len, reverse=True)
-            )
-            self._pattern = re.compile("|".join(alternatives))
+        # Most text holds no secret, and ``in`` is far quicker than a large pattern: text is
+        # first searched, lowercased, for the forms that contain no other one (a hit may be
+        # false), and only the forms a hit stands for go into a pattern (one per set, kept).
+        self._probes: dict[str, list[str]] = {}
+        for form in sorted(names, key=len):
+            lowered = form.lower()
+            probe = next((probe for probe in self._probes if probe in lowered), lowered)
+            self._probes.setdefault(probe, []).append(form)
+        self._patterns: dict[frozenset[str], re.Pattern[str]] = {}
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Redactor:
@@ -241,26 +274,61 @@ class Redactor:
     def _name(self, match: re.Match[str]) -> str:
         return self._names[match[0]]
 
-    def _unwrapped(self, match: re.Match[str]) -> str:
-        assert self._pattern is not None
-        joined = re.sub(r"\r?\n", "", match[0])
-        redacted = self._pattern.sub(self._name, joined)
-        return match[0] if redacted == joined else redacted
+    def _values(self, value: str, lowered: str) -> str:
+        """``value`` with the known values' forms replaced."""
+        if not any(map(lowered.__contains__, self._probes)):
+            return value
+        forms = frozenset(
+            form for probe, found in self._probes.items() if probe in lowered for form in found
+        )
+        pattern = self._patterns.get(forms)
+        if pattern is None:
+            pattern = self._patterns[forms] = re.compile(
+                "|".join(
+                    rf"(?<![A-Za-z0-9]){re.escape(form)}(?![A-Za-z0-9])"
+                    if form in self._words
+                    else re.escape(form)
+                    for form in sorted(forms, key=len, reverse=True)
+                )
+            )
+        return pattern.sub(self._name, value)
+
+    def _wrapped(self, value: str) -> str:
+        """``value`` with the known values' forms replaced in base64 or hex wrapped over lines
+        (``base64``, ``xxd -p``): runs of such lines are joined and replaced as one line."""
+        lines = value.split("\n")
+        out: list[str] = []
+        i = 0
+        while i < len(lines):
+            j = i
+            while j < len(lines) and _ENCODED_LINE.fullmatch(lines[j]):
+                j += 1
+            if j - i >= 2 and len(lines[i]) >= _WRAP_WIDTH:
+                joined = "".join(line.rstrip("\r") for line in lines[i:j])
+                redacted = self._values(joined, joined.lower())
+                if redacted != joined:
+                    out.append(redacted)
+                    i = j
+                    continue
+            out.append(lines[i])
+            i += 1
+        return "\n".join(out)
 
     def text(self, value: str) -> str:
+        if len(value) < _MIN_WORD_LENGTH:
+            return value
         if "://" in value:
             value = _URL.sub(_redact_url, value)
             if "=" in value:
                 value = _SECRET_PARAM.sub(rf"\g<name>{REDACTED}", value)
-        if self._pattern is not None:
-            value = self._pattern.sub(self._name, value)
-            if "\n" in value:
-                value = _WRAPPED.sub(self._unwrapped, value)
         lowered = value.lower()
-        if any(hint in lowered for hint in _HINTS):
-            value = _AUTHORIZATION.sub(_redact_key_value, value)
-            value = _KEY_VALUE.sub(_redact_key_value, value)
-        return value
+        if self._probes:
+            redacted = self._values(value, lowered)
+            if "\n" in redacted:
+                redacted = self._wrapped(redacted)
+            if redacted is not value:
+                value, lowered = redacted, redacted.lower()
+        return _pairs(value, lowered)
 
     def __call__(self, value: Any) -> Any:
         """``value`` with every secret replaced (strings, lists, tuples and dicts walked; dict
@@ -278,13 +346,16 @@ class _ForEnvironment:
     """The redactor of the environment as it is now, rebuilt only when it changed."""
 
     def __init__(self) -> None:
-        self._environ: dict[str, str] | None = None
+        self._environ: Mapping[Any, Any] | None = None
         self._redactor = Redactor({})
 
     def __call__(self, value: Any) -> Any:
-        environ = dict(os.environ)
-        if environ != self._environ:
-            self._environ, self._redactor = environ, Redactor.from_environ(environ)
+        # os.environ's raw data compares without decoding every variable (a copy of the decoded
+        # environment cost more than the redaction itself).
+        raw: Mapping[Any, Any] = getattr(os.environ, "_data", os.environ)
+        if raw != self._environ:
+            self._environ = dict(raw)
+            self._redactor = Redactor.from_environ(dict(os.environ))
         return self._redactor(value)
 
 
