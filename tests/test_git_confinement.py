@@ -15,10 +15,12 @@ import stat
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from agentgrove.testing import ModelServer, Script, bash, say
+from agentgrove.runtime.claude import sandbox_available
+from agentgrove.testing import ModelRequest, ModelServer, Script, bash, say
 from agentgrove.workspaces import Workspaces, run_git
 from tests.conftest import run_cli
 
@@ -150,6 +152,20 @@ VECTORS: dict[str, Callable[[Path, str], None]] = {
 }
 
 
+def _recording(turns: list[Any]) -> tuple[list[Any], list[str]]:
+    """``turns`` as script steps that collect each tool result, then a closing ``say``."""
+    seen: list[str] = []
+
+    def after(turn: Any) -> Any:
+        def step(request: ModelRequest) -> Any:
+            seen.extend(request.tool_results)
+            return turn
+
+        return step
+
+    return [turns[0], *map(after, [*turns[1:], say("done")])], seen
+
+
 def _markers(outside: Path) -> list[str]:
     return sorted(p.name for p in outside.iterdir() if p.suffix == ".marker")
 
@@ -264,11 +280,23 @@ def test_the_workers_git_environment_does_not_steer_grove(
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize(
+    "sandbox",
+    [
+        "off",
+        pytest.param(
+            "auto",
+            marks=pytest.mark.skipif(not sandbox_available(), reason="needs bubblewrap and socat"),
+        ),
+    ],
+)
 def test_an_agent_planting_a_nested_fsmonitor_repo_gets_nothing_run(
-    repo: Path, tmp_path: Path
+    sandbox: str, repo: Path, tmp_path: Path
 ) -> None:
-    """The attack as it happened: the real CLI agent's Bash (unsandboxed, as the user chose)
-    creates a nested repository whose ``core.fsmonitor`` is its script; grove then commits."""
+    """The attack as it happened: the real CLI agent's Bash creates a nested repository whose
+    ``core.fsmonitor`` is its script; grove then commits. In the sandbox too: it confines the
+    agent's Bash, not the git grove runs afterwards (and it keeps the worktree's ``.git`` file
+    read-only, so that way in is for unsandboxed agents)."""
     outside = tmp_path / "outside"
     outside.mkdir()
     marker = outside / "fsmonitor.marker"
@@ -276,18 +304,27 @@ def test_an_agent_planting_a_nested_fsmonitor_repo_gets_nothing_run(
         "mkdir -p lib && cd lib && git init -q && echo x > x && git add x && "
         "git -c user.name=a -c user.email=a@a commit -qm x && "
         f"printf '#!/bin/sh\\necho ran >> {marker}\\n' > ../.payload && chmod +x ../.payload && "
-        f'git config core.fsmonitor "$PWD/../.payload" && echo dirty > x && echo planted'
+        'git config core.fsmonitor "$PWD/../.payload" && echo dirty > x && cd .. && '
     )
-    (repo / "grove.toml").write_text('[runtime]\nsandbox = "off"\n')
-    script = Script().on(role="implementer", turns=[bash(plant), say("done")])
+    if sandbox != "off":  # the other way in (tests above): the sandbox keeps .git read-only
+        plant += '{ echo "gitdir: $PWD/lib/.git" > .git || echo dotgit-read-only; } && '
+    plant += "echo planted"
+    (repo / "grove.toml").write_text(f'[runtime]\nsandbox = "{sandbox}"\n')
+    steps, seen = _recording([bash(plant)])
+    script = Script().on(role="implementer", turns=steps)
     assert run_cli("init", cwd=repo).returncode == 0
     with ModelServer(script) as server:
         result = run_cli("run", "implementer", "plant it", "--json", cwd=repo, env=server.env())
         server.assert_done()
+    assert "planted" in seen[0], seen
+    # The sandbox keeps the worktree's .git file read-only; nested repositories it allows.
+    assert ("dotgit-read-only" in seen[0]) == (sandbox != "off"), seen
     agent = json.loads(result.stdout)
     assert agent["status"] == "completed", result.stderr
-    assert (Path(agent["workspace"]["path"]) / "lib" / ".git" / "config").exists()
+    worktree = Path(agent["workspace"]["path"])
+    assert (worktree / "lib" / ".git" / "config").exists()
     assert not marker.exists(), marker.read_text()
+    assert ".payload" in agent["workspace"]["files_changed"]
 
 
 def test_an_agent_deleting_its_dotgit_file_still_gets_its_work_committed(

@@ -25,6 +25,7 @@ Reading the user's identity for a merge commit is the one call that reads their 
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 from dataclasses import dataclass
@@ -138,8 +139,10 @@ def run_git(
     return proc.stdout.strip()
 
 
+@functools.lru_cache(maxsize=64)
 def common_dir(repo: Path) -> Path:
-    """The main repository's git directory (shared by all its worktrees)."""
+    """The main repository's git directory (shared by all its worktrees; cached, it does
+    not move while grove runs)."""
     out = run_git(["rev-parse", "--path-format=absolute", "--git-common-dir"], repo)
     return Path(out)
 
@@ -154,12 +157,20 @@ def registered_worktree(repo: Path, path: Path) -> Path | None:
     if not admin.is_dir():
         return None
     target = (path / ".git").resolve()
-    for entry in sorted(admin.iterdir()):
+
+    def names_target(entry: Path) -> bool:
         try:
             named = Path((entry / "gitdir").read_text().strip())
         except OSError:
-            continue
-        if named.resolve() == target and (entry / "HEAD").is_file():
+            return False
+        return named.resolve() == target and (entry / "HEAD").is_file()
+
+    # Git names the entry after the worktree's directory (adding a number on a clash): try
+    # that first, so a repository with many worktrees is not scanned on every call.
+    if names_target(admin / path.name):
+        return admin / path.name
+    for entry in sorted(admin.iterdir()):
+        if names_target(entry):
             return entry
     return None
 
