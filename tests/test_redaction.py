@@ -320,6 +320,15 @@ def test_secret_key_value_pairs_and_authorization_headers_are_redacted() -> None
     ]
     for text in kept:
         assert redact(text) == text, text
+    # In structured data (a tool's JSON input), the key names the secret.
+    assert redact(
+        {"api_key": "ak-1", "password": "None", "x": [{"db_password": "pw"}], "tokens": "5"}
+    ) == {
+        "api_key": "[redacted]",
+        "password": "None",
+        "x": [{"db_password": "[redacted]"}],
+        "tokens": "5",
+    }
 
 
 def test_tool_events_are_redacted_before_they_are_serialised(

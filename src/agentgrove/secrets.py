@@ -84,6 +84,12 @@ _AUTHORIZATION = re.compile(
     r"|(?P<scheme>bearer[ \t]+)(?P<token>[A-Za-z0-9._~+/=-]{8,})",
     re.IGNORECASE,
 )
+_SECRET_KEY = re.compile(
+    r"(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key|apikey|access[_-]?key"
+    r"|private[_-]?key|credentials?)$",
+    re.IGNORECASE,
+)
+_SECRET_KEY_ENDINGS = frozenset({"ord", "swd", "ase", "pwd", "ret", "ken", "key", "ial", "als"})
 # What names a secret without holding one: a variable, a template, a type, a literal.
 _PLACEHOLDER = re.compile(
     r"(?:true|false|none|null|nil|undefined|str|bytes|int|bool|optional|any|secretstr"
@@ -330,13 +336,28 @@ class Redactor:
                 value, lowered = redacted, redacted.lower()
         return _pairs(value, lowered)
 
+    def _item(self, key: Any, value: Any) -> Any:
+        """A dict's ``value`` redacted, and replaced whole when its ``key`` names a secret
+        (``{"api_key": "…"}``)."""
+        if (
+            isinstance(key, str)
+            and isinstance(value, str)
+            and key[-3:].lower() in _SECRET_KEY_ENDINGS
+            and _SECRET_KEY.search(key)
+            and value
+            and not _PLACEHOLDER.fullmatch(value)
+            and not (key.lower() in _DIRECTORY and value.startswith(("/", "~")))
+        ):
+            return REDACTED
+        return self(value)
+
     def __call__(self, value: Any) -> Any:
         """``value`` with every secret replaced (strings, lists, tuples and dicts walked; dict
-        keys too)."""
+        keys too, and a dict's value whole when its key names a secret)."""
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):
-            return {self(k): self(v) for k, v in value.items()}
+            return {self(k): self._item(k, v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return type(value)(self(v) for v in value)
         return value
