@@ -19,6 +19,7 @@ from agentgrove.cli._live import elapsed_s, format_elapsed
 from agentgrove.errors import ModelUnavailable
 from agentgrove.grove import Grove
 from agentgrove.models import AgentRecord, AgentStatus
+from agentgrove.runtime._homes import demo_parent
 from agentgrove.runtime.claude import ClaudeRuntime, sandbox_available
 from agentgrove.store._core import utcnow
 from agentgrove.text import plain
@@ -39,7 +40,9 @@ def run_demo(*, live: bool, console: Console) -> bool:
 
     for var in ("GROVE_HOME", "GROVE_DB_URL"):  # the demo keeps its state in its own repository
         os.environ.pop(var, None)
-    repo = Path(tempfile.mkdtemp(prefix="grove-demo-"))
+    # Under a per-user 0700 parent that every agent's sandbox denies reading (another grove's
+    # agents could read this one's database in a world-readable $TMPDIR/grove-demo-*).
+    repo = Path(tempfile.mkdtemp(prefix="grove-demo-", dir=demo_parent()))
     init_repo(repo, {"README.md": "# demo\n\nA repository for the agentgrove demo.\n"})
     server = None
     if live:

@@ -35,6 +35,7 @@ from agentgrove.budgets import check_budget
 from agentgrove.config import GroveConfig
 from agentgrove.delegation import AgentDelegate, NoSlots, Slots, effective_role
 from agentgrove.errors import BadInput, StoreUnavailable, UnknownRole
+from agentgrove.gitexec import common_dir
 from agentgrove.models import (
     AgentRecord,
     AgentStatus,
@@ -46,6 +47,7 @@ from agentgrove.models import (
 from agentgrove.processes import kill_agent_processes
 from agentgrove.retry import decide
 from agentgrove.runtime import RunResult, RunSpec, Runtime
+from agentgrove.runtime._policy import can_write
 from agentgrove.secrets import Redactor
 from agentgrove.store import NewAgent, RunOutcome, Store
 from agentgrove.store._core import utcnow
@@ -343,9 +345,13 @@ class AgentService:
                 agent.id, "not a git repository: running unisolated, in the directory itself"
             )
         current = [ws]
+        # A role that cannot write (no file tool, Bash read-only or none) has nothing of its
+        # own to commit: whatever its worktree holds did not come from it.
+        writes = can_write(role.tools, role.bash)
 
         async def commit_progress(message: str) -> WorkspaceRecord:
-            current[0] = await self._commit_work(current[0], message, agent, lease)
+            if writes:
+                current[0] = await self._commit_work(current[0], message, agent, lease)
             return current[0]
 
         resume = agent.session_id if agent.attempt > 1 and agent.workspace is not None else None
@@ -369,6 +375,7 @@ class AgentService:
                 slots=slots,
             ),
             home=self.config.home,
+            git_dir=await anyio.to_thread.run_sync(_git_dir, ws),
         )
         transcript = _TranscriptWriter(self, agent, lease)
         async with anyio.create_task_group() as writing:
@@ -387,7 +394,8 @@ class AgentService:
             await transcript.flush()
             writing.cancel_scope.cancel()
         result = replace(result, output=self.redact(result.output), error=self.redact(result.error))
-        await self._commit(agent, current[0], result, lease)
+        if writes:
+            await self._commit(agent, current[0], result, lease)
         await self._settle(agent, lease, result)
 
     def _prompt_and_base(self, agent: AgentRecord) -> tuple[str, str | None]:
@@ -687,3 +695,9 @@ class _TranscriptWriter:
         self._dropped -= dropped
         if not held:
             self.lost = True
+
+
+def _git_dir(ws: WorkspaceRecord) -> Path | None:
+    """The main repository's git directory, as grove knows it (never from the worktree's own
+    ``.git`` file, which the agent could have rewritten)."""
+    return None if ws.repo_path is None else common_dir(Path(ws.repo_path))

@@ -205,6 +205,15 @@ class Workspaces:
             return ws
         repo, path = Path(ws.repo_path), Path(ws.worktree_path)
         tree = worktree(repo, path)
+        # Commit only onto the agent's own branch: a HEAD pointed elsewhere (the user's main,
+        # detached) by an unconfined agent is refused, never followed.
+        branch = f"refs/heads/{ws.branch}"
+        head_ref = run(["symbolic-ref", "-q", "HEAD"], path, tree=tree).stdout.strip()
+        if head_ref != branch:
+            raise GitError(
+                f"the worktree's HEAD names {head_ref or 'no branch'}, not {branch}: grove "
+                "commits an agent's work only onto its own branch, so nothing was committed"
+            )
         nested = nested_repositories(path)
         skip = [f":(exclude,literal){p}" for p in nested]
         run_git(["add", "-A", "--", ".", *skip], path, tree=tree)
@@ -216,7 +225,7 @@ class Workspaces:
             for key, value in trailers.items():
                 args += ["--trailer", f"{key}: {value}"]
             run_git(args, path, identity=IDENTITY, tree=tree)
-        head = run_git(["rev-parse", f"refs/heads/{ws.branch}"], repo)
+        head = run_git(["rev-parse", branch], repo)
         span = f"{ws.base_ref}..{head}"
         diffstat = run_git(["diff", *DIFF_SAFE, "--stat", span], repo)
         if nested:

@@ -62,6 +62,10 @@ class RunSpec:
     home: Path | None = None
     """The grove home: where the runtime keeps its private files (the CLI wrapper), and what
     an agent's sandboxed Bash may not read or write, but for its own worktree."""
+    git_dir: Path | None = None
+    """The main repository's git directory (shared by every worktree, this one's admin
+    directory included): the agent's sandboxed Bash may read it but never write it (refs,
+    objects, packed-refs, HEAD, index); grove commits the agent's work itself."""
 
     @property
     def system_prompt(self) -> str:

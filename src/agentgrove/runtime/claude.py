@@ -52,17 +52,31 @@ from agentgrove.runtime._environment import (
     real_cli,
     wrapper_for,
 )
+from agentgrove.runtime._homes import private_homes
 from agentgrove.runtime._orchestrator_tools import SERVER_NAME, TOOL_NAMES, orchestrator_server
 from agentgrove.runtime._policy import (
     SANDBOX_MISSING,
     BashPolicy,
     SandboxMode,
     bash_refusal,
+    can_write,
     needs_sandbox,
 )
 from agentgrove.secrets import redact
 
-_PATH_TOOLS = {"Write": "file_path", "Edit": "file_path", "NotebookEdit": "notebook_path"}
+_PATH_TOOLS = {
+    "Write": "file_path",
+    "Edit": "file_path",
+    "MultiEdit": "file_path",
+    "NotebookEdit": "notebook_path",
+    # Readers too: another agent's worktree, the database, the CLI's files and $HOME are not
+    # this agent's to read (the CLI's Read/Grep/Glob run outside the sandbox).
+    "Read": "file_path",
+    "NotebookRead": "notebook_path",
+    "Grep": "path",
+    "Glob": "path",
+    "LS": "path",
+}
 _STDERR_KEEP = 20
 
 
@@ -229,7 +243,12 @@ class ClaudeRuntime:
         env = {**self._env, **spec.env, **marker_env(spec.agent_id, spec.attempt)}
         env[DROP_ENV] = " ".join(dropped_names(os.environ, self._allow, env))
         if confined:
-            settings["sandbox"] = _sandbox_settings(worktree, spec.home)
+            settings["sandbox"] = _sandbox_settings(
+                worktree,
+                spec.home,
+                git_dir=spec.git_dir,
+                writable=can_write(spec.role.tools, spec.role.bash),
+            )
         return ClaudeAgentOptions(
             system_prompt=spec.system_prompt,
             model=spec.model,
@@ -256,16 +275,30 @@ class ClaudeRuntime:
         )
 
 
-def _sandbox_settings(worktree: Path, home: Path | None) -> dict[str, Any]:
-    """The CLI's sandbox for an agent's Bash: writes only in the worktree (the CLI's own rule),
-    no command outside it, and nothing of the grove home readable but the agent's own
-    worktree (the database, other agents' worktrees, the CLI wrapper)."""
+def _sandbox_settings(
+    worktree: Path, home: Path | None, *, git_dir: Path | None = None, writable: bool = True
+) -> dict[str, Any]:
+    """The CLI's sandbox for an agent's Bash: writes only in the worktree (the CLI's own rule)
+    and not even there for a role that cannot write; never in the main git directory (refs,
+    objects, packed-refs, this worktree's HEAD and index: grove commits for the agent); no
+    command outside it; nothing of the grove home readable but the agent's own worktree (the
+    database, other agents' worktrees, the CLI wrapper), nothing of ``$HOME`` but toolchains,
+    nothing of ``grove demo``'s repositories."""
     settings: dict[str, Any] = {"enabled": True, "allowUnsandboxedCommands": False}
+    deny_read, allow_read = private_homes(worktree, git_dir)
     if home is not None:
-        settings["filesystem"] = {
-            "denyRead": [str(home.resolve())],
-            "allowRead": [str(worktree)],
-        }
+        deny_read.append(str(home.resolve()))
+    # A role that cannot write gets every entry of its worktree read-only (not the worktree
+    # itself: the CLI must create its masks for .gitconfig, .gitmodules... there); a new file
+    # at the top stays possible, and grove commits nothing of such a role.
+    deny_write = [] if writable else sorted(str(p) for p in worktree.iterdir())
+    if git_dir is not None:
+        deny_write.append(str(git_dir.resolve()))
+    settings["filesystem"] = {
+        "denyRead": deny_read,
+        "allowRead": allow_read,
+        "denyWrite": deny_write,
+    }
     return settings
 
 
@@ -276,8 +309,8 @@ def _can_use_tool(
     tool_input: dict[str, Any],
     bash: BashPolicy = "full",
 ) -> PermissionResultAllow | PermissionResultDeny:
-    """Allow the role's tools; confine path-taking tools to the worktree; apply the role's
-    Bash policy."""
+    """Allow the role's tools; confine path-taking tools (writers and readers, a Glob's
+    pattern too) to the worktree; apply the role's Bash policy."""
     if name not in tools:
         return PermissionResultDeny(message=f"tool {name} is not available to this role")
     if name == "Bash":
@@ -286,14 +319,39 @@ def _can_use_tool(
             return PermissionResultDeny(message=refusal)
     key = _PATH_TOOLS.get(name)
     if key is not None:
-        raw = str(tool_input.get(key, ""))
-        target = Path(raw) if os.path.isabs(raw) else worktree / raw
-        resolved = target.resolve()
-        if resolved != worktree and worktree not in resolved.parents:
+        raw = str(tool_input.get(key) or "")
+        if raw and not _inside(worktree, raw):
             return PermissionResultDeny(
-                message=f"{raw} is outside this agent's worktree {worktree}; write inside it"
+                message=f"{raw} is outside this agent's worktree {worktree}; use paths inside it"
+            )
+    if name == "Glob":
+        pattern = str(tool_input.get("pattern") or "")
+        if ".." in Path(pattern).parts or (
+            os.path.isabs(pattern) and not _inside(worktree, _glob_root(pattern))
+        ):
+            return PermissionResultDeny(
+                message=f"the pattern {pattern} reaches outside this agent's worktree "
+                f"{worktree}; use a pattern relative to it, without '..'"
             )
     return PermissionResultAllow()
+
+
+def _inside(worktree: Path, raw: str) -> bool:
+    """Whether ``raw`` (relative to the worktree or absolute) resolves, ``..`` and symlinks
+    included, to the worktree or below it."""
+    target = Path(raw) if os.path.isabs(raw) else worktree / raw
+    resolved = target.resolve()
+    return resolved == worktree or worktree in resolved.parents
+
+
+def _glob_root(pattern: str) -> str:
+    """The literal folder a glob pattern starts from (``/a/b`` of ``/a/b/**/*.py``)."""
+    root: list[str] = []
+    for part in Path(pattern).parts:
+        if any(c in part for c in "*?[{"):
+            break
+        root.append(part)
+    return str(Path(*root)) if root else "/"
 
 
 async def _prompt_stream(prompt: str) -> AsyncIterator[dict[str, Any]]:
