@@ -289,6 +289,8 @@ class Redactor:
         )
         pattern = self._patterns.get(forms)
         if pattern is None:
+            if len(self._patterns) >= 256:
+                self._patterns.clear()
             pattern = self._patterns[forms] = re.compile(
                 "|".join(
                     rf"(?<![A-Za-z0-9]){re.escape(form)}(?![A-Za-z0-9])"
