@@ -11,6 +11,7 @@
     │   └── BadRef                  a git ref that does not resolve
     ├── ModelUnavailable            the model endpoint refused or could not be reached (exit 2)
     ├── StoreUnavailable            the database cannot be reached or is locked (try again)
+    │   └── DiskFull                the database's disk is full (free space, try again)
     └── TransitionLost              a guarded status change matched no row (a race was lost)
 
 Every message names the thing that is wrong and says what to do, on one line.
@@ -76,3 +77,13 @@ class StoreUnavailable(GroveError):
     def __init__(self, cause: BaseException) -> None:
         detail = " ".join(str(getattr(cause, "orig", None) or cause).split())
         super().__init__(f"the database is unavailable ({detail}): try again shortly")
+
+
+class DiskFull(StoreUnavailable):
+    """The database's disk is full (SQLite's "database or disk is full", PostgreSQL's
+    ``disk_full``): nothing was written. Transient like any outage: a worker keeps what it owes
+    and writes it, fenced, once there is space again (with what the attempt really spent)."""
+
+    def __init__(self, cause: BaseException, where: str) -> None:
+        GroveError.__init__(self, f"no space left on device writing {where}: free space and retry")
+        self.__cause__ = cause

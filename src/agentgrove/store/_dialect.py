@@ -30,7 +30,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.pool import NullPool
 
-from agentgrove.errors import ConfigError, StoreUnavailable
+from agentgrove.errors import ConfigError, DiskFull, StoreUnavailable
 from agentgrove.models import AgentStatus
 from agentgrove.store._schema import agents
 
@@ -67,6 +67,15 @@ def create_engine(url: str) -> Engine:
 _SQLITE_UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o error")
 
 
+def disk_full(exc: BaseException) -> bool:
+    """Whether a driver error says the database's disk (or file system quota) is full."""
+    cause = getattr(exc, "orig", None) or exc
+    if getattr(cause, "sqlstate", None) == "53100":  # PostgreSQL's disk_full
+        return True
+    text = str(cause).lower()
+    return "database or disk is full" in text or "no space left on device" in text
+
+
 def unavailable(exc: BaseException) -> bool:
     """Whether a driver error means the database cannot be used *right now* (try again later),
     rather than that the statement is wrong: a dropped or refused connection (any
@@ -88,12 +97,15 @@ def unavailable(exc: BaseException) -> bool:
 
 
 @contextmanager
-def mapped_errors() -> Iterator[None]:
+def mapped_errors(where: str = "the database") -> Iterator[None]:
     """Raise :class:`StoreUnavailable` in place of a driver error that means the database is
-    unavailable (:func:`unavailable`); other errors pass through unchanged."""
+    unavailable (:func:`unavailable`), :class:`DiskFull` (naming ``where``) for a full disk;
+    other errors pass through unchanged."""
     try:
         yield
     except DBAPIError as exc:
+        if disk_full(exc):
+            raise DiskFull(exc, where) from exc
         if unavailable(exc):
             raise StoreUnavailable(exc) from exc
         raise

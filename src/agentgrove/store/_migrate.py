@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from agentgrove.errors import ConfigError, StoreUnavailable
+from agentgrove.errors import ConfigError, DiskFull, StoreUnavailable
+from agentgrove.store import _dialect
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -91,6 +93,9 @@ def _unusable(engine: Engine, exc: DBAPIError) -> Exception:
     if engine.dialect.name == "sqlite":
         if "locked" in lowered or "busy" in lowered:
             return StoreUnavailable(exc)
+        if _dialect.disk_full(exc) or ("disk i/o error" in lowered and _no_space(database)):
+            # (SQLite says "disk I/O error" when it cannot create its -wal/-shm files)
+            return DiskFull(exc, database)
         if "not a database" in lowered:
             reason = f"{database} is not a SQLite database"
             advice = "move the file away, or point GROVE_DB_URL at another file"
@@ -105,6 +110,15 @@ def _unusable(engine: Engine, exc: DBAPIError) -> Exception:
         advice = "check that the server runs and GROVE_DB_URL is right"
     shown = engine.url.render_as_string(hide_password=True)
     return ConfigError(f"database URL {shown!r} cannot be used: {reason}; {advice}")
+
+
+def _no_space(database: str) -> bool:
+    """Whether the file system holding the SQLite file ``database`` has (almost) no room."""
+    try:
+        found = os.statvfs(os.path.dirname(os.path.abspath(database)))
+    except OSError:
+        return False
+    return found.f_bavail * found.f_frsize < 256 * 1024
 
 
 def is_current(engine: Engine) -> bool:

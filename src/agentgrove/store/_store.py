@@ -78,6 +78,13 @@ class Store(
         self._claim_statements = _dialect.claim_statements(self.engine)
         self._gated_claim_statements = _dialect.claim_statements(self.engine, gated=True)
         self._crash_point = CrashPoint()
+        database = self.engine.url.database
+        self._where = (
+            database
+            if self.engine.dialect.name == "sqlite" and database and database != ":memory:"
+            else "the database"
+        )
+        """What a full-disk error names: the SQLite file, or the database server's disk."""
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -88,7 +95,7 @@ class Store(
     def _write(self, *, wake: bool = False) -> Iterator[Connection]:
         """A write transaction. ``wake``: it may make work claimable (or free a slot), so on
         PostgreSQL every listening worker is told when it commits (see :mod:`._listen`)."""
-        with _dialect.mapped_errors():
+        with _dialect.mapped_errors(self._where):
             self._crash_point.begin()
             with self.engine.begin() as conn:
                 yield conn
@@ -105,7 +112,7 @@ class Store(
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         with (
-            _dialect.mapped_errors(),
+            _dialect.mapped_errors(self._where),
             self.engine.connect().execution_options(**{_dialect.READ_ONLY: True}) as conn,
         ):
             yield conn
