@@ -38,6 +38,7 @@ import base64
 import json
 import os
 import re
+from bisect import bisect_right
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote
@@ -104,6 +105,8 @@ _DIRECTORY = frozenset({"pwd", "oldpwd"})
 # them: the first line of a run is at least this wide.
 _ENCODED_LINE = re.compile(r"[A-Za-z0-9+/=_-]+\r?")
 _WRAP_WIDTH = 16
+# Every run of two lines or more has a line after a newline that is encoded characters only.
+_WRAP_GATE = re.compile(r"\n[A-Za-z0-9+/=_-]+\r?(?:\n|$)")
 
 
 def _userinfo(authority: str) -> tuple[str, str] | None:
@@ -264,6 +267,9 @@ class Redactor:
             lowered = form.lower()
             probe = next((probe for probe in self._probes if probe in lowered), lowered)
             self._probes.setdefault(probe, []).append(form)
+        # Shortest first: a text is only searched for the probes no longer than it.
+        self._probe_list = tuple(self._probes)
+        self._probe_lengths = [len(probe) for probe in self._probe_list]
         self._patterns: dict[frozenset[str], re.Pattern[str]] = {}
 
     @classmethod
@@ -282,7 +288,8 @@ class Redactor:
 
     def _values(self, value: str, lowered: str) -> str:
         """``value`` with the known values' forms replaced."""
-        if not any(map(lowered.__contains__, self._probes)):
+        fitting = self._probe_list[: bisect_right(self._probe_lengths, len(lowered))]
+        if not any(map(lowered.__contains__, fitting)):
             return value
         forms = frozenset(
             form for probe, found in self._probes.items() if probe in lowered for form in found
@@ -332,7 +339,7 @@ class Redactor:
         lowered = value.lower()
         if self._probes:
             redacted = self._values(value, lowered)
-            if "\n" in redacted:
+            if "\n" in redacted and _WRAP_GATE.search(redacted):
                 redacted = self._wrapped(redacted)
             if redacted is not value:
                 value, lowered = redacted, redacted.lower()
