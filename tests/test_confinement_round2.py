@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 from claude_agent_sdk import PermissionResultAllow, PermissionResultDeny
 
+from agentgrove.gitexec import GitError
 from agentgrove.runtime._homes import demo_parent
 from agentgrove.runtime._policy import bash_refusal, can_write
 from agentgrove.runtime.claude import _can_use_tool, _sandbox_settings, sandbox_available
 from agentgrove.testing import ModelServer, Script, Turn, bash, read_file, tool_use, write_file
-from agentgrove.workspaces import run_git
+from agentgrove.workspaces import Workspaces, run_git
 from tests.conftest import run_cli
 from tests.test_confinement import _committed_files, _recording
 
@@ -401,3 +402,23 @@ def test_the_demo_parent_is_private(tmp_path: Path) -> None:
     parent = demo_parent()
     assert parent.stat().st_uid == os.getuid()
     assert parent.stat().st_mode & 0o077 == 0
+
+
+# -- F1: grove's own commit lands only on the agent's branch --------------------------------
+
+
+def test_grove_refuses_to_commit_through_a_head_pointed_at_the_users_branch(
+    repo: Path, tmp_path: Path
+) -> None:
+    """Unconfined (sandbox = "off"), an agent could point its worktree's HEAD at the user's
+    main: grove's commit then landed on main. It is refused now, and main stays."""
+    workspaces = Workspaces(repo, tmp_path / "worktrees", repo)
+    ws = workspaces.create("a1b2c3d4e5f6", None)
+    worktree = Path(ws.worktree_path)
+    admin = Path(run_git(["rev-parse", "--absolute-git-dir"], worktree))
+    (admin / "HEAD").write_text("ref: refs/heads/main\n")
+    (worktree / "agent.txt").write_text("agent work\n")
+    main = run_git(["rev-parse", "main"], repo)
+    with pytest.raises(GitError, match="not refs/heads/grove/"):
+        workspaces.commit(ws, "agent: work", {"Grove-Agent": ws.agent_id})
+    assert run_git(["rev-parse", "main"], repo) == main
