@@ -4,9 +4,11 @@
 a list of readers, each with an allow-list of its options (an option that is not listed is
 refused, so a reader's writing or program-running options -- ``sort -o``, ``git grep -O``,
 ``rg --pre``, ``find -fprint``, ``--output``, ``--ext-diff`` -- never pass), with no
-redirection, command substitution or chaining that could reach a writer (a reviewer may look,
-not touch). The sandbox makes a read-only agent's worktree and the main ``.git`` unwritable
-too; this list is the first of the two walls. ``none``: no Bash at all.
+redirection, command substitution or chaining that could reach a writer, and with nothing bash
+would expand (``$``, ``{}``, globs, backslashes: the words bash runs must be the words checked;
+single quotes keep patterns literal). An option whose value is optional never takes the next
+word. A reviewer may look, not touch. The sandbox makes a read-only agent's worktree and the
+main ``.git`` unwritable too; this list is the first of the two walls. ``none``: no Bash at all.
 """
 
 from __future__ import annotations
@@ -23,7 +25,12 @@ BashPolicy = Literal["full", "read-only", "none"]
 class _Options:
     """What one reader accepts: short flags (``"la"``: ``-l``, ``-a``, ``-la``), short options
     taking a value (attached, ``-n5``, or the next word), long flags, long options taking a
-    value (``--x=v`` or the next word), bare ``-<digits>`` counts, and how many operands."""
+    value (``--x=v`` or the next word), bare ``-<digits>`` counts, and how many operands.
+
+    An option whose value is *optional* (``--pretty[=<fmt>]``, ``-U[<n>]``, ``sort --check``)
+    never takes the next word: the tool would read that word as an option of its own (``git
+    log --pretty --output=F`` wrote F). Such long options are in ``long_optional`` (``--x`` or
+    ``--x=v``), short ones in ``optional`` (the value only attached, ``-U3``)."""
 
     flags: str = ""
     valued: str = ""
@@ -32,6 +39,8 @@ class _Options:
     counts: bool = False
     max_operands: int | None = None
     any_option: bool = False
+    optional: str = ""
+    long_optional: frozenset[str] = frozenset()
 
 
 def _o(
@@ -43,6 +52,8 @@ def _o(
     counts: bool = False,
     max_operands: int | None = None,
     any_option: bool = False,
+    optional: str = "",
+    long_optional: str = "",
 ) -> _Options:
     return _Options(
         flags,
@@ -52,6 +63,8 @@ def _o(
         counts,
         max_operands,
         any_option,
+        optional,
+        _set(long_optional),
     )
 
 
@@ -73,7 +86,10 @@ _DIFF_LONG = (
     "find-copies full-index binary abbrev no-ext-diff no-textconv text check exit-code quiet "
     "relative irreversible-delete function-context " + _COLOR
 )
-_DIFF_VALUED = "unified diff-filter stat-width stat-count word-diff-regex inter-hunk-context"
+# Values git requires (``--x v`` or ``--x=v``); ``_DIFF_OPTIONAL``: values it only takes as
+# ``--x=v`` (git 2.39 ``git diff -h``, revision.c).
+_DIFF_VALUED = "diff-filter stat-width stat-count word-diff-regex inter-hunk-context"
+_DIFF_OPTIONAL = "unified"
 _LOG_LONG = (
     _DIFF_LONG + " oneline graph all branches tags remotes decorate no-decorate abbrev-commit "
     "no-abbrev-commit reverse merges no-merges first-parent follow left-right cherry-pick "
@@ -81,29 +97,51 @@ _LOG_LONG = (
     "all-match invert-grep regexp-ignore-case extended-regexp fixed-strings perl-regexp "
     "basic-regexp full-diff cc no-walk date relative-date mailmap use-mailmap show-signature"
 )
-_LOG_VALUED = (
-    _DIFF_VALUED + " format pretty author committer since until after before grep max-count "
-    "skip min-parents max-parents encoding"
-)
-_DIFF_SHORT, _DIFF_SHORT_VALUED = "pusMCBDwbaWRzt", "U"
+_LOG_VALUED = _DIFF_VALUED + " author committer since until after before grep max-count skip"
+_LOG_OPTIONAL = _DIFF_OPTIONAL + " format pretty min-parents max-parents encoding"
+# -U[<n>]: its value only attached.
+_DIFF_SHORT, _DIFF_SHORT_OPTIONAL = "pusMCBDwbaWRzt", "U"
 _GIT: dict[str, _Options] = {
-    "log": _o(_DIFF_SHORT + "i", _DIFF_SHORT_VALUED + "nSGL", _LOG_LONG, _LOG_VALUED, counts=True),
-    "show": _o(_DIFF_SHORT, _DIFF_SHORT_VALUED + "n", _LOG_LONG, _LOG_VALUED, counts=True),
+    "log": _o(
+        _DIFF_SHORT + "i",
+        "nSGL",
+        _LOG_LONG,
+        _LOG_VALUED,
+        counts=True,
+        optional=_DIFF_SHORT_OPTIONAL,
+        long_optional=_LOG_OPTIONAL,
+    ),
+    "show": _o(
+        _DIFF_SHORT,
+        "n",
+        _LOG_LONG,
+        _LOG_VALUED,
+        counts=True,
+        optional=_DIFF_SHORT_OPTIONAL,
+        long_optional=_LOG_OPTIONAL,
+    ),
     "diff": _o(
-        _DIFF_SHORT, _DIFF_SHORT_VALUED, _DIFF_LONG + " cached staged no-index", _DIFF_VALUED
+        _DIFF_SHORT,
+        "",
+        _DIFF_LONG + " cached staged no-index",
+        _DIFF_VALUED,
+        optional=_DIFF_SHORT_OPTIONAL,
+        long_optional=_DIFF_OPTIONAL,
     ),
     "status": _o(
         "sbvz",
-        "u",
+        "",
         "short branch porcelain long verbose ignored untracked-files ahead-behind "
         "no-ahead-behind renames no-renames show-stash",
+        optional="u",
     ),
     "blame": _o(
         "wslnetfpMCcb",
         "L",
         "porcelain line-porcelain show-email show-name show-number root incremental "
         "abbrev " + _COLOR,
-        "contents date",
+        "contents",
+        long_optional="date",
     ),
     # Listing only: a name operand would create a branch (refused by max_operands; --list and
     # its pattern are not offered, so a bare operand can never slip in as one).
@@ -135,9 +173,12 @@ _GIT: dict[str, _Options] = {
         "",
         "",
         "tags all always long dirty contains exact-match first-parent",
-        "abbrev match exclude",
+        "match exclude",
+        long_optional="abbrev",
     ),
-    "shortlog": _o("sne", "", "summary numbered email all", "since until author format"),
+    "shortlog": _o(
+        "sne", "", "summary numbered email all", "since until author", long_optional="format"
+    ),
 }
 _FIND_FLAGS = _set(
     "-print -print0 -prune -o -or -a -and -not ! ( ) , -empty -readable -writable -executable "
@@ -193,7 +234,7 @@ _READERS: dict[str, _Options] = {
         "adfilsxpughDFCnNqrtvUQJXA",
         "LPI",
         "noreport dirsfirst gitignore prune du si inodes device matchdirs ignore-case " + _COLOR,
-        "charset filelimit timefmt sort",
+        long_optional="charset filelimit timefmt sort",
     ),
     "pwd": _o("LP", max_operands=0),
     "stat": _o("LftZ", "c", "dereference file-system terse", "format printf"),
@@ -222,15 +263,17 @@ _READERS: dict[str, _Options] = {
         "ignore-leading-blanks dictionary-order ignore-case general-numeric-sort "
         "ignore-nonprinting month-sort human-numeric-sort numeric-sort random-sort reverse "
         "version-sort unique stable zero-terminated debug",
-        "key field-separator sort check",
+        "key field-separator sort",
+        long_optional="check",
     ),
     # A second operand is an output file.
     "uniq": _o(
         "cdDuiz",
         "fsw",
         "count repeated unique ignore-case zero-terminated",
-        "skip-fields skip-chars check-chars all-repeated group",
+        "skip-fields skip-chars check-chars",
         max_operands=1,
+        long_optional="all-repeated group",
     ),
     "cut": _o(
         "snz",
@@ -243,7 +286,8 @@ _READERS: dict[str, _Options] = {
         "dtB",
         "summarize human-readable all total apparent-size bytes one-file-system dereference si "
         "count-links null inodes",
-        "max-depth threshold block-size exclude time",
+        "max-depth threshold block-size exclude",
+        long_optional="time",
     ),
     # git is checked per subcommand: see _GIT.
     "git": _o(),
@@ -263,6 +307,11 @@ def bash_refusal(policy: BashPolicy, command: str) -> str | None:
         return "this role may not run commands"
     if _SHELL_SYNTAX.search(command):
         return "read-only role: no redirection, chaining or command substitution"
+    if _expands(command):
+        return (
+            "read-only role: no shell expansion ($, {}, globs, backslashes, ~, !); quote "
+            "patterns in single quotes, or use the Grep and Glob tools to search"
+        )
     for part in command.split("|"):
         try:
             words = shlex.split(part)
@@ -274,6 +323,35 @@ def bash_refusal(policy: BashPolicy, command: str) -> str | None:
         if refusal is not None:
             return f"read-only role: {refusal}"
     return None
+
+
+_EXPANDING = frozenset("$`\\{}*?[!")
+_EXPANDING_IN_DOUBLE_QUOTES = frozenset("$`\\!")
+
+
+def _expands(command: str) -> bool:
+    """Whether bash would expand or unescape anything in ``command`` (so that the words it runs
+    are not the words ``shlex`` checked: ``$'--output=x'``, ``{-exec,touch,x,{},+}``, ``sort *``
+    with a file named ``--compress-program=sh``). Only single quotes make all literal; in double
+    quotes ``$``, backticks, backslashes and ``!`` still act. A ``~`` acts at a word's start and
+    after ``=`` or ``:``."""
+    quote = ""
+    previous = " "
+    for char in command:
+        if quote == "'":
+            if char == "'":
+                quote = ""
+        elif quote == '"':
+            if char == '"':
+                quote = ""
+            elif char in _EXPANDING_IN_DOUBLE_QUOTES:
+                return True
+        elif char in "'\"":
+            quote = char
+        elif char in _EXPANDING or (char == "~" and (previous.isspace() or previous in "=:|")):
+            return True
+        previous = char
+    return False
 
 
 def _reader_refusal(words: list[str]) -> str | None:
@@ -306,6 +384,8 @@ def _options_refusal(name: str, spec: _Options, args: list[str]) -> str | None:
             break
         if word.startswith("--"):
             option, has_value, _ = word[2:].partition("=")
+            if option in spec.long_optional:
+                continue
             if option in spec.long_valued:
                 if not has_value and next(words, None) is None:
                     return f"{name} --{option} needs a value"
@@ -315,6 +395,8 @@ def _options_refusal(name: str, spec: _Options, args: list[str]) -> str | None:
             if spec.counts and word[1:].isdigit():
                 continue
             for i, flag in enumerate(word[1:], start=1):
+                if flag in spec.optional:
+                    break  # the rest of the word is its value; never the next word
                 if flag in spec.valued:
                     if i == len(word) - 1 and next(words, None) is None:
                         return f"{name} -{flag} needs a value"
