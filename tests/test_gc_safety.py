@@ -137,3 +137,31 @@ def test_a_branch_grove_did_not_create_is_refused_not_adopted(repo: Path, tmp_pa
     again = workspaces.create("a2", base)
     assert again.worktree_path == first.worktree_path
     assert again.head_commit == committed.head_commit
+
+
+def test_gc_in_a_clone_sharing_the_database_touches_nothing_of_the_other_repository(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two repositories (a clone) share one database. Before: ``gc --force`` in the clone
+    deleted the clone's checkout of the agent's branch holding the user's own commit, and
+    removed the first repository's worktree."""
+    monkeypatch.setenv("GROVE_DB_URL", f"sqlite:///{tmp_path / 'shared.db'}")
+    with Grove.init(repo, runtime=ScriptedRuntime(_writes_a_file)) as grove:
+        agent = grove.run("tester", "work")
+    assert agent.workspace is not None
+    worktree = Path(agent.workspace.worktree_path)
+    branch = f"grove/{agent.id}"
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    run_git(["checkout", "-q", "-b", branch, f"origin/{branch}"], clone)
+    (clone / "mine.txt").write_text("user work\n")
+    run_git(["add", "mine.txt"], clone)
+    run_git([*_ME, "commit", "-q", "-m", "user work in the clone"], clone)
+    run_git(["checkout", "-q", "main"], clone)
+    mine = run_git(["rev-parse", branch], clone)
+    assert run_cli("init", cwd=clone).returncode == 0
+    result = run_cli("gc", "--force", cwd=clone)
+    assert result.returncode == 0, result.stderr
+    assert run_git(["rev-parse", branch], clone) == mine
+    assert "removed 0 worktree(s) of finished agents" in result.stdout, result.stdout
+    assert worktree.is_dir(), "the other repository's worktree is not this gc's"

@@ -102,7 +102,9 @@ def collect(
     report = CleanupReport(dry_run=dry_run)
     if finished_worktrees:
         for ws, agent_status in store.list_workspaces(state="active"):
-            if agent_status.finished and ws.repo_path is not None:
+            # A database may be shared by groves of other repositories (clones among them):
+            # only this repository's worktrees are this gc's to remove.
+            if agent_status.finished and _in_repo(ws.repo_path, workspaces.repo):
                 if not dry_run:
                     store.save_workspace(workspaces.remove(ws))
                 report.finished_worktrees.append(ws.agent_id)
@@ -126,6 +128,13 @@ def collect(
     return report
 
 
+def _in_repo(recorded: str | None, repo: Path | None) -> bool:
+    """Whether a workspace recorded at ``recorded`` belongs to the repository ``repo``."""
+    if recorded is None or repo is None:
+        return False
+    return Path(recorded).resolve() == repo.resolve()
+
+
 def _branches(
     store: Store, repo: Path, report: CleanupReport, *, force: bool, dry_run: bool
 ) -> None:
@@ -139,7 +148,9 @@ def _branches(
             report.foreign_branches.append(branch)
             continue
         ws = agent.workspace
-        if ws is None or ws.branch != branch or ws.repo_path is None:
+        if ws is None or ws.branch != branch or not _in_repo(ws.repo_path, repo):
+            # Another repository's agent (a clone sharing the database) or none: the branch
+            # here may hold the user's own commits.
             report.foreign_branches.append(branch)
             continue
         if not agent.status.finished:

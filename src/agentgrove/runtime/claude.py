@@ -326,8 +326,11 @@ def _can_use_tool(
             )
     if name == "Glob":
         pattern = str(tool_input.get("pattern") or "")
-        if ".." in Path(pattern).parts or (
-            os.path.isabs(pattern) and not _inside(worktree, _glob_root(pattern))
+        # ``..`` anywhere (``{..,src}`` expands to it) and a leading ``~`` leave the worktree.
+        if (
+            ".." in pattern
+            or pattern.startswith("~")
+            or (os.path.isabs(pattern) and not _inside(worktree, _glob_root(pattern)))
         ):
             return PermissionResultDeny(
                 message=f"the pattern {pattern} reaches outside this agent's worktree "
@@ -339,6 +342,9 @@ def _can_use_tool(
 def _inside(worktree: Path, raw: str) -> bool:
     """Whether ``raw`` (relative to the worktree or absolute) resolves, ``..`` and symlinks
     included, to the worktree or below it."""
+    if raw.startswith("~"):
+        # The CLI expands ``~`` and ``~user`` to a home directory, never to a folder here.
+        return False
     target = Path(raw) if os.path.isabs(raw) else worktree / raw
     resolved = target.resolve()
     return resolved == worktree or worktree in resolved.parents
