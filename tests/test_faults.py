@@ -74,6 +74,9 @@ def _kinds(grove: Grove, agent_id: str) -> Counter[str]:
 
 
 @pytest.mark.e2e
+# 1,000 agents, each with its own git worktree and commit, through 8 processes: minutes on
+# a loaded 2-core machine. The per-test limit guards against hangs, not speed.
+@pytest.mark.timeout(900)
 def test_t1_eight_workers_race_over_many_agents(repo: Path, database: str) -> None:
     _configure(repo, delay_s=0)
     count = 1000

@@ -95,28 +95,9 @@ class LogQueries(StoreCore):
         event: tuple[str, dict[str, Any]] | None = None,
     ) -> bool:
         """Append one SDK message to the transcript (and an optional event), fenced by the lease."""
-        now = utcnow()
-        with self._write() as conn:
-            # The row lock (Postgres) keeps the lease from changing hands before the insert.
-            holder = conn.execute(
-                _leases.HOLDS_LEASE, {"p_id": agent_id, "p_owner": owner, "p_attempt": attempt}
-            )
-            if holder.first() is None:
-                return False
-            conn.execute(
-                _INSERT_TRANSCRIPT,
-                {
-                    "agent_id": agent_id,
-                    "attempt": attempt,
-                    "seq": seq,
-                    "at": now,
-                    "kind": kind,
-                    "message": message,
-                },
-            )
-            if event is not None:
-                self._event(conn, agent_id, event[0], event[1], now)
-        return True
+        return self.record_messages(
+            agent_id, owner, attempt, [(seq, kind, message, event, utcnow())]
+        )
 
     def record_messages(
         self,
