@@ -30,7 +30,8 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -104,7 +105,20 @@ class CrashPoint:
         self.armed = self.kill_after is not None or self.db_fault is not None
         self._tx = threading.local()
         self._lock = threading.Lock()
+        self._serial = threading.RLock()
         self._seen_at_point = 0
+
+    @contextmanager
+    def serialised(self) -> Iterator[None]:
+        """Around one write transaction. With a kill point armed, the process's write
+        transactions run one at a time, so none of another thread (a claim woken by this very
+        commit) can commit between the kill point's commit and the kill: "killed right after
+        the commit" stays exact with store calls on threads."""
+        if self.kill_after is None:
+            yield
+            return
+        with self._serial:
+            yield
 
     def begin(self) -> None:
         """A write transaction starts (on this thread)."""

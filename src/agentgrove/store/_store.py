@@ -97,7 +97,7 @@ class Store(
     def _write(self, *, wake: bool = False) -> Iterator[Connection]:
         """A write transaction. ``wake``: it may make work claimable (or free a slot), so on
         PostgreSQL every listening worker is told when it commits (see :mod:`._listen`)."""
-        with _dialect.mapped_errors(self._where):
+        with _dialect.mapped_errors(self._where), self._crash_point.serialised():
             self._crash_point.begin()
             with self.engine.begin() as conn:
                 yield conn
