@@ -66,6 +66,8 @@ TRANSCRIPT_PENDING = 5000
 """Messages of one attempt held in memory while the database is slow or unavailable; past
 that, further messages are counted and the gap recorded instead (the run goes on)."""
 
+_NOT_OURS = "the lease is no longer ours (cancelled, or another worker took over)"
+
 EventObserver = Callable[[str, str, dict[str, Any]], None]
 """Called with (agent_id, event kind, data) for every event an attempt produces, in-process."""
 
@@ -294,6 +296,12 @@ class AgentService:
                     released = False
                 if released:
                     self._emit(agent.id, "agent.released", {"reason": "interrupted"})
+                else:
+                    print(
+                        f"grove: agent {agent.id} attempt {lease.attempt}: not released: "
+                        f"{_NOT_OURS}",
+                        file=sys.stderr,
+                    )
             raise
 
     async def _execute(
@@ -506,8 +514,8 @@ class AgentService:
             self._emit(agent.id, f"agent.{outcome.status.value}", {"error": result.error})
         else:
             print(
-                f"grove: agent {agent.id} attempt {lease.attempt}: result not recorded: the "
-                "lease is no longer ours (cancelled, or another worker took over)",
+                f"grove: agent {agent.id} attempt {lease.attempt}: result not recorded: "
+                f"{_NOT_OURS}",
                 file=sys.stderr,
             )
 
