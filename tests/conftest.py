@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,33 @@ def database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     with admin.begin() as conn:
         conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
     admin.dispose()
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    """Poll ``condition`` until it holds; ``AssertionError`` after ``timeout_s`` (no test
+    sleeps to wait for something: it waits for the thing)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached before the deadline")
+        time.sleep(0.02)
+
+
+def write_scripted_config(
+    repo: Path, *, delay_s: float, lease_s: float, poll_s: float = 0.1
+) -> None:
+    """``grove.toml`` for worker-process tests: agents "complete" after ``delay_s`` without a
+    model, with fast heartbeats and no shutdown grace."""
+    (repo / "grove.toml").write_text(
+        f"""
+[runtime]
+kind = "scripted"
+scripted_delay_s = {delay_s}
+
+[worker]
+lease_s = {lease_s}
+heartbeat_s = 0.3
+poll_s = {poll_s}
+grace_s = 0
+"""
+    )

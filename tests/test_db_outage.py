@@ -12,7 +12,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from agentgrove.grove import Grove
 from agentgrove.models import AgentStatus
 from agentgrove.store import Store
 from agentgrove.store._dialect import BUSY_TIMEOUT_ENV
-from tests.conftest import GROVE
+from tests.conftest import GROVE, wait_until, write_scripted_config
 
 AGENTS = 20
 
@@ -99,19 +98,11 @@ def cluster() -> Iterator[Cluster]:
 
 
 def _configure(repo: Path, delay_s: float, lease_s: float) -> None:
-    (repo / "grove.toml").write_text(
-        f"""
-[runtime]
-kind = "scripted"
-scripted_delay_s = {delay_s}
+    write_scripted_config(repo, delay_s=delay_s, lease_s=lease_s, poll_s=0.2)
 
-[worker]
-lease_s = {lease_s}
-heartbeat_s = 0.3
-poll_s = 0.2
-grace_s = 0
-"""
-    )
+
+def _until(condition: Callable[[], bool]) -> None:
+    wait_until(condition, timeout_s=120.0)
 
 
 def _worker(repo: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
@@ -123,14 +114,6 @@ def _worker(repo: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def _until(condition: Callable[[], bool], timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        time.sleep(0.05)
 
 
 def _executing(store: Store) -> int:

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,23 +22,14 @@ from agentgrove.grove import Grove
 from agentgrove.models import AgentStatus, ErrorKind, RunStatus
 from agentgrove.retry import MAX_DELAY_S, backoff_s, decide
 from agentgrove.store._faults import DB_FAULT_ENV, KILL_AFTER_ENV
-from tests.conftest import GROVE, run_cli
+from tests.conftest import GROVE, run_cli, wait_until, write_scripted_config
 
 
 def _configure(repo: Path, delay_s: float, lease_s: float = 2.0) -> None:
-    (repo / "grove.toml").write_text(
-        f"""
-[runtime]
-kind = "scripted"
-scripted_delay_s = {delay_s}
+    write_scripted_config(repo, delay_s=delay_s, lease_s=lease_s)
 
-[worker]
-lease_s = {lease_s}
-heartbeat_s = 0.3
-poll_s = 0.1
-grace_s = 0
-"""
-    )
+
+_until = wait_until
 
 
 def _worker(
@@ -53,14 +43,6 @@ def _worker(
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def _until(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        time.sleep(0.05)
 
 
 def _rev(repo: Path, ref: str) -> str:

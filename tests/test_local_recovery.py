@@ -9,8 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,33 +17,16 @@ import pytest
 from agentgrove.grove import Grove
 from agentgrove.models import AgentStatus
 from agentgrove.worker import new_owner_id, owner_gone
-from tests.conftest import GROVE
+from tests.conftest import GROVE, wait_until, write_scripted_config
 
 LEASE_S = 600.0  # under the lease rule alone, the agent would come back after ten minutes
 
 
 def _configure(repo: Path, delay_s: float) -> None:
-    (repo / "grove.toml").write_text(
-        f"""
-[runtime]
-kind = "scripted"
-scripted_delay_s = {delay_s}
-
-[worker]
-lease_s = {LEASE_S}
-heartbeat_s = 0.3
-poll_s = 0.1
-grace_s = 0
-"""
-    )
+    write_scripted_config(repo, delay_s=delay_s, lease_s=LEASE_S)
 
 
-def _until(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        time.sleep(0.05)
+_until = wait_until
 
 
 def _worker(repo: Path, *args: str) -> subprocess.Popen[str]:

@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -20,6 +19,7 @@ from agentgrove.models import AgentStatus
 from agentgrove.runtime import RunResult, RunSpec
 from agentgrove.runtime._base import MessageSink
 from agentgrove.worker import Worker
+from tests.conftest import wait_until
 
 AGENTS = 4
 TICK_S = 0.02
@@ -72,12 +72,7 @@ conn.execute("ROLLBACK")
 """
 
 
-def _until(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        time.sleep(0.02)
+_until = wait_until
 
 
 def test_a_held_write_lock_freezes_neither_streams_nor_leases(repo: Path, tmp_path: Path) -> None:
