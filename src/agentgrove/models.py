@@ -35,6 +35,8 @@ class ErrorKind(enum.StrEnum):
     PERMANENT = "permanent"  # authentication, bad request, bad configuration
     DEPENDENCY_FAILED = "dependency_failed"
     INTERNAL = "internal"  # a bug or environment failure inside grove itself
+    MERGE_CONFLICT = "merge_conflict"  # files still hold conflict markers at the final commit
+    CHECK_FAILED = "check_failed"  # the agent's check stayed red after every fix round
 
     @property
     def transient(self) -> bool:
@@ -61,6 +63,38 @@ class WorkspaceRecord:
             "head_commit": self.head_commit,
             "files_changed": list(self.files_changed),
             "state": self.state,
+        }
+
+
+class CheckStatus(enum.StrEnum):
+    """An agent's check: ``none`` when it has no check (or it has not run yet)."""
+
+    NONE = "none"
+    PASSED = "passed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class CheckRecord:
+    """What an agent's check did: the command, its status, how many rounds it took (1: the
+    first run; each fix round adds one), the last run's exit code (``None``: it could not start
+    or was killed at its timeout), duration and the tail of its output."""
+
+    command: str | None = None
+    status: CheckStatus = CheckStatus.NONE
+    rounds: int = 0
+    exit_code: int | None = None
+    duration_ms: int | None = None
+    output_tail: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "status": self.status.value,
+            "rounds": self.rounds,
+            "exit_code": self.exit_code,
+            "duration_ms": self.duration_ms,
+            "output_tail": self.output_tail,
         }
 
 
@@ -100,6 +134,7 @@ class AgentRecord:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     workspace: WorkspaceRecord | None = None
+    check: CheckRecord = field(default_factory=CheckRecord)
 
     def to_json(self) -> dict[str, Any]:
         """The stable object printed by ``--json`` (documented in docs/json.md)."""
@@ -129,6 +164,7 @@ class AgentRecord:
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "workspace": self.workspace.to_json() if self.workspace else None,
+            "check": self.check.to_json(),
         }
 
 
@@ -226,6 +262,9 @@ class SpawnRequest:
     base: str | None = None
     budget_usd: float | None = None
     after_parent: bool = False
+    check: str | None = None
+    """A shell command grove runs in the agent's worktree after it ends (exit 0 passes);
+    ``None``: the role's check, if any."""
 
 
 def unstorable(value: str) -> str | None:

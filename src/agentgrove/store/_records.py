@@ -27,6 +27,7 @@ class NewAgent:
     workflow_run_id: str | None = None
     node_key: str | None = None
     id: str | None = None
+    check_command: str | None = None
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Row
 
-from agentgrove.models import AgentRecord, AgentStatus, ErrorKind, WorkspaceRecord
+from agentgrove.models import (
+    AgentRecord,
+    AgentStatus,
+    CheckRecord,
+    CheckStatus,
+    ErrorKind,
+    WorkspaceRecord,
+)
 from agentgrove.store._schema import agents, workspaces
 
 _AGENT_SELECT = select(agents, *[c.label(f"ws_{c.name}") for c in workspaces.c]).outerjoin(
@@ -77,4 +84,12 @@ def _agent_from_row(row: Row[Any]) -> AgentRecord:
         started_at=m["started_at"],
         finished_at=m["finished_at"],
         workspace=ws,
+        check=CheckRecord(
+            command=m["check_command"],
+            status=CheckStatus(m["check_status"] or "none"),
+            rounds=m["check_rounds"] or 0,
+            exit_code=m["check_exit_code"],
+            duration_ms=m["check_duration_ms"],
+            output_tail=m["check_output"],
+        ),
     )

@@ -120,6 +120,14 @@ agents = Table(
     Column("max_budget_usd", Float, nullable=True),
     Column("reserved_usd", Float, nullable=False, default=0.0, server_default="0"),
     Column("wait_reason", Text, nullable=True),
+    # The agent's check (migration 0006): the command resolved at spawn (--check, the node's
+    # check: or the role's), and what its last run did.
+    Column("check_command", RedactedText, nullable=True),
+    Column("check_status", String(20), nullable=False, default="none", server_default="none"),
+    Column("check_rounds", Integer, nullable=False, default=0, server_default="0"),
+    Column("check_exit_code", Integer, nullable=True),
+    Column("check_duration_ms", Integer, nullable=True),
+    Column("check_output", RedactedText, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime, nullable=True),
     Column("finished_at", UTCDateTime, nullable=True),

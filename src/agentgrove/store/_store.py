@@ -156,6 +156,7 @@ class Store(
                     "merge_refs": list(new.merge_refs) if new.merge_refs is not None else None,
                     "workflow_run_id": new.workflow_run_id,
                     "node_key": new.node_key,
+                    "check_command": new.check_command,
                     "created_at": now,
                 },
             )
