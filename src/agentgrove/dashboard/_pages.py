@@ -14,6 +14,7 @@ from agentgrove.dashboard._transcript import entries
 from agentgrove.errors import BadInput, GroveError
 from agentgrove.grove import Grove
 from agentgrove.models import AgentRecord, AgentStatus, NodeView
+from agentgrove.stats import PASSING
 from agentgrove.store._core import utcnow
 
 router = APIRouter()
@@ -180,6 +181,8 @@ def usage(request: Request, group: str = "role") -> HTMLResponse:
             usage_chart(rows, "role" if group == "role" else "model", "tokens"),
         ],
         table=sorted(by.items(), key=lambda item: -item[1]["cost"]),
+        stats=_grove(request).stats(by=group),
+        passing=PASSING,
     )
 
 
