@@ -103,14 +103,21 @@ def _check_columns(status: CheckStatus) -> dict[str, Any]:
 @pytest.fixture
 def populated(repo: Path, database: str) -> Iterator[Grove]:
     """A grove whose agents ran as :data:`PLAN` says, plus one cancelled before it ran and one
-    still pending (neither ran; only the cancelled one is finished)."""
+    still pending with a failed check round (neither ran; only the cancelled one finished)."""
     with Grove.init(repo, runtime=ScriptedRuntime(_behaviour)) as grove:
         spawned = [(p, grove.spawn(p.role, p.task, model=p.model)) for p in PLAN]
         anyio.run(grove.execute_async, [a.id for _, a in spawned])
         cancelled = grove.spawn("reviewer", "n=10")
         assert grove.store.cancel(cancelled.id)
-        grove.spawn("reviewer", "n=11")  # pending: not counted anywhere
+        # Pending, with a red check from an earlier round (as between fix rounds: a retried
+        # attempt goes back to pending): not counted anywhere until it finishes.
+        between = grove.spawn("reviewer", "n=11")
         with grove.store.engine.begin() as conn:
+            conn.execute(
+                update(agents_table)
+                .where(agents_table.c.id == between.id)
+                .values(**_check_columns(CheckStatus.FAILED))
+            )
             for plan, agent in spawned:
                 values = _check_columns(plan.check) | ({"finished_at": OLD} if plan.old else {})
                 if plan.task == "n=9":  # checked and passed, then failed at its final commit
@@ -281,7 +288,7 @@ def test_metrics_count_checks_by_role_model_and_result(populated: Grove) -> None
     }
     expected: dict[tuple[str, str, str], int] = {}
     for a in rows:
-        if a.check.status is not CheckStatus.NONE:
+        if a.status.finished and a.check.status is not CheckStatus.NONE:
             for result in ("passed", "failed"):
                 expected.setdefault((a.role, a.model, result), 0)
             expected[(a.role, a.model, a.check.status.value)] += 1
@@ -290,6 +297,7 @@ def test_metrics_count_checks_by_role_model_and_result(populated: Grove) -> None
     assert scraped[("implementer", SONNET, "failed")] == 1
     assert scraped[("tester", SONNET, "passed")] == 1  # counted though the agent failed later
     assert not any(role == "file-writer" for role, _, _ in scraped)  # no check, no series
+    assert ("reviewer", SONNET, "failed") not in scraped  # not finished: not yet counted
 
 
 def test_the_dashboard_shows_checks_and_the_stats_table(populated: Grove) -> None:
@@ -312,7 +320,7 @@ def test_the_dashboard_shows_checks_and_the_stats_table(populated: Grove) -> Non
     assert "pytest -q" in page and "1.2 s" in page
 
     assert listing.count('<span class="check passed">passed</span>') == 4
-    assert listing.count('<span class="check failed">failed</span>') == 1
+    assert listing.count('<span class="check failed">failed</span>') == 2  # one pending
 
     assert "Cost per passing work by role" in usage and PASSING in usage
     implementer = _table_row(usage, "implementer")

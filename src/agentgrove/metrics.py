@@ -10,9 +10,9 @@ queries, see :mod:`agentgrove.store._stats`). Exposed series:
 * ``grove_run_duration_seconds{role,model}`` — histogram, ``duration_ms`` of finished agents
 * ``grove_tokens_total{role,model,direction="in"|"out"}`` — counter
 * ``grove_cost_usd_total{role,model}`` — counter
-* ``grove_checks_total{role,model,result="passed"|"failed"}`` — counter, agents whose check
-  passed or failed (both results for every (role, model) with a check; agents without one are
-  not counted)
+* ``grove_checks_total{role,model,result="passed"|"failed"}`` — counter, finished agents
+  whose check passed or failed (both results for every (role, model) with a check; agents
+  without one, and running agents between fix rounds, are not counted)
 
 The counters are sums over agent rows, which grove never deletes, so they only grow.
 

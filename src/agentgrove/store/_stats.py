@@ -138,10 +138,16 @@ class StatsQueries(StoreCore):
             ]
 
     def check_counts(self) -> list[CheckCount]:
-        """Agents whose check passed or failed, per (role, model), both results always present
-        for a (role, model) that has any; sorted by role, model, result."""
+        """Finished agents whose check passed or failed, per (role, model), both results always
+        present for a (role, model) that has any; sorted by role, model, result.
+
+        Only finished agents count: while an agent runs, its check's status is that of the
+        latest round, and a fix round can turn failed into passed; a finished agent's is final,
+        so each series only grows, as a counter must."""
         result = agents.c.check_status
-        checked = result.in_((CheckStatus.PASSED.value, CheckStatus.FAILED.value))
+        checked = agents.c.status.in_(_FINISHED) & result.in_(
+            (CheckStatus.PASSED.value, CheckStatus.FAILED.value)
+        )
         query = (
             select(
                 agents.c.role,
