@@ -33,6 +33,7 @@ from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
 from agentgrove.stats import PASSING
 from agentgrove.store._schema import agents as agents_table
 from tests.conftest import run_cli
+from tests.test_hostile_text import ROLE, TERMINAL, assert_inert
 
 SONNET = BUILTIN_ROLES["implementer"].model
 HAIKU = BUILTIN_ROLES["file-writer"].model
@@ -338,3 +339,17 @@ def _table_row(html: str, first_cell: str) -> list[str]:
     start = table.index(f"<tr><td>{first_cell}</td>")
     row = table[start : table.index("</tr>", start)]
     return re.findall(r"<td[^>]*>(.*?)</td>", row)
+
+
+def test_a_role_named_with_markup_and_escapes_is_shown_as_text(repo: Path) -> None:
+    toml_role = ROLE.replace("\x1b", "\\u001b")
+    (repo / "grove.toml").write_text(
+        f'[runtime]\nkind = "scripted"\n\n[roles."{toml_role}"]\ntools = ["Read"]\n'
+        'description = "d"\nmodel = "claude-sonnet-4-5"\nsystem_prompt = "You read."\n'
+    )
+    with Grove.init(repo, runtime=ScriptedRuntime(_behaviour)) as grove:
+        grove.run(ROLE, "n=1")
+    done = run_cli("stats", "--by", "role", cwd=repo, env=TERMINAL)
+    assert done.returncode == 0, done.stderr
+    assert_inert(done.stdout)
+    assert "ev[/]il\\x1b[5mrole:warning:" in done.stdout
