@@ -333,51 +333,54 @@ def test_only_direct_children_can_be_waited_for_or_merged(repo: Path) -> None:
 def test_hostile_child_branch_is_merged_without_running_anything(
     repo: Path, tmp_path: Path
 ) -> None:
-    """A child plants a file named like an option and a .gitattributes selecting filter, merge
-    and diff drivers; the parent points its worktree's .git file at a git directory of its own
-    whose config defines those drivers and hooks. Merging runs none of them."""
+    """One child plants a .gitattributes selecting filter, merge and diff drivers and a file
+    named like an option; another brings a plain file. The parent points its worktree's .git
+    file at a git directory of its own (a clone sharing the objects, at the parent's head)
+    whose config defines those drivers. Merging both runs none of them: grove never lets git
+    discover the repository from the worktree."""
     pwned = tmp_path / "pwned"
-    evil = tmp_path / "evil.git"
-    git(tmp_path, "init", "--quiet", "--bare", str(evil))
-    run_me = f"sh -c 'echo ran >> {pwned}'"
-    (evil / "config").write_text(
-        "[core]\n\trepositoryformatversion = 0\n\tbare = false\n"
-        f"\thooksPath = {evil / 'hooks'}\n\tfsmonitor = {run_me}\n"
-        f'[filter "evil"]\n\tclean = {run_me}\n\tsmudge = {run_me}\n\tprocess = {run_me}\n'
+    run_me = tmp_path / "run-me"
+    run_me.write_text(f"#!/bin/sh\necho ran >> {pwned}\ncat\n")
+    run_me.chmod(0o755)
+    drivers = (
+        f'[filter "evil"]\n\tclean = {run_me}\n\tsmudge = {run_me}\n'
         f'[merge "evil"]\n\tdriver = {run_me}\n[diff "evil"]\n\ttextconv = {run_me}\n'
     )
-    (evil / "hooks").mkdir(exist_ok=True)
-    for hook in ("post-merge", "pre-merge-commit", "pre-commit", "commit-msg", "post-commit"):
-        script = evil / "hooks" / hook
-        script.write_text(f"#!/bin/sh\necho {hook} >> {pwned}\n")
-        script.chmod(0o755)
+    evil = tmp_path / "evil"
     seen: dict[str, Any] = {}
 
     async def behave(spec: RunSpec) -> RunResult:
         assert spec.delegate is not None
-        if spec.prompt == "hostile":
+        if spec.prompt == "plant":
             (spec.cwd / ".gitattributes").write_text("* filter=evil merge=evil diff=evil\n")
             (spec.cwd / "--output=x").write_text("option-like name\n")
-            (spec.cwd / "shared.txt").write_text("child\n")
             return ok()
-        (spec.cwd / ".git").write_text(f"gitdir: {evil}\n")
-        (spec.cwd / "shared.txt").write_text("parent\n")
-        child = await spec.delegate.spawn_agent("implementer", "hostile")
-        (spec.cwd / "shared.txt").write_text("parent, later\n")
-        seen["wait"] = await spec.delegate.wait_agents([child], timeout_s=60)
-        (spec.cwd / "shared.txt").write_text("resolved\n")
+        if spec.prompt == "bring":
+            (spec.cwd / "data.txt").write_text("plain data\n")
+            return ok()
+        ids = [
+            await spec.delegate.spawn_agent("implementer", "plant"),
+            await spec.delegate.spawn_agent("implementer", "bring"),
+        ]
+        head = git(repo, "rev-parse", f"grove/{spec.agent_id}").strip()
+        git(tmp_path, "clone", "--quiet", "--shared", "--no-checkout", str(repo), str(evil))
+        git(evil, "update-ref", "--no-deref", "HEAD", head)
+        git(evil, "read-tree", head)
+        with (evil / ".git" / "config").open("a") as config:
+            config.write(drivers)
+        (spec.cwd / ".git").write_text(f"gitdir: {evil / '.git'}\n")
+        seen["wait"] = await spec.delegate.wait_agents(ids, timeout_s=60)
         return ok()
 
     with Grove.init(repo, runtime=ScriptedRuntime(behave)) as grove:
-        parent = grove.run("planner", "take the hostile child's work")
+        parent = grove.run("planner", "take the hostile children's work")
         record = grove.get(parent.id)
     assert not pwned.exists(), pwned.read_text()
-    assert merges(seen["wait"]) == ["conflicted"]
+    assert merges(seen["wait"]) == ["merged", "merged"]
     assert record.status is AgentStatus.COMPLETED, record.error
     assert record.workspace is not None and record.workspace.branch is not None
     branch = record.workspace.branch
-    assert {"--output=x", ".gitattributes"} <= files_on(repo, branch)
-    assert show(repo, branch, "shared.txt") == "resolved\n"
+    assert {"--output=x", ".gitattributes", "data.txt"} <= files_on(repo, branch)
     assert not (repo / "x").exists() and not (Path.cwd() / "x").exists()
 
 
