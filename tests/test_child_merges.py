@@ -447,3 +447,36 @@ def test_marker_lines(lines: list[bytes], size: int, expected: bool) -> None:
 )
 def test_marker_size(value: str | None, size: int) -> None:
     assert marker_size(value) == size
+
+
+def test_children_not_completed_are_reported_not_merged(repo: Path) -> None:
+    """A child that failed and one still running when the wait times out: each entry says
+    not completed with its status (and error); nothing of theirs reaches the parent."""
+    seen: dict[str, Any] = {}
+    release = anyio.Event()
+
+    async def behave(spec: RunSpec) -> RunResult:
+        assert spec.delegate is not None
+        if spec.prompt == "fail":
+            (spec.cwd / "failed.txt").write_text("x\n")
+            return RunResult(success=False, error="it broke", error_kind=ErrorKind.PERMANENT)
+        if spec.prompt == "hang":
+            await release.wait()
+            return ok()
+        failing = await spec.delegate.spawn_agent("implementer", "fail")
+        hanging = await spec.delegate.spawn_agent("implementer", "hang")
+        await spec.delegate.wait_agents([failing], timeout_s=60)
+        seen["wait"] = await spec.delegate.wait_agents([failing, hanging], timeout_s=0.2)
+        release.set()
+        return ok()
+
+    with Grove.init(repo, runtime=ScriptedRuntime(behave)) as grove:
+        parent = grove.spawn("planner", "plan")
+        anyio.run(Worker(grove.service, grove.config.worker, drain=True, concurrency=3).run)
+        record = grove.get(parent.id)
+    failed, running = seen["wait"]
+    assert merges(seen["wait"]) == ["not completed", "not completed"]
+    assert failed["merge"]["detail"] == "status failed: it broke"
+    assert running["merge"]["detail"] == "status executing"
+    assert record.workspace is not None and record.workspace.branch is not None
+    assert "failed.txt" not in files_on(repo, record.workspace.branch)

@@ -33,6 +33,11 @@ DEFAULT_MARKER_SIZE = 7
 BLOCKED = "not merged: resolve the conflict first, then call merge_agent"
 """The entry of a child not merged because an earlier merge is still in progress."""
 
+OUTSIDE_GIT = (
+    "not merged: outside a git repository agents share one directory, so its files are "
+    "already there"
+)
+
 
 class Outcome(enum.StrEnum):
     MERGED = "merged"
@@ -82,38 +87,24 @@ def summary(agent: AgentRecord) -> dict[str, Any]:
     }
 
 
-class Plan(enum.Enum):
-    """What to do about one child before any git runs."""
-
-    MERGE = "merge"
-    SKIP = "skip"
-
-
-@dataclass(frozen=True)
-class Decision:
-    plan: Plan
-    entry: ChildMerge | None = None
-    """The child's entry when it is not to be merged."""
-
-
-def decide(child: AgentRecord, *, contained: bool, blocked: bool) -> Decision:
-    """What to do about ``child``: ``contained`` says its head commit is already in the
-    parent's history, ``blocked`` that a merge is in progress in the parent's worktree."""
+def decide(child: AgentRecord, *, contained: bool, blocked: bool) -> ChildMerge | None:
+    """``child``'s entry when it is not to be merged, ``None`` when it is: ``contained`` says
+    its head commit is already in the parent's history, ``blocked`` that a merge is in
+    progress in the parent's worktree."""
     if child.status is not AgentStatus.COMPLETED:
         detail = f"status {child.status.value}"
         if child.error:
             detail += f": {child.error}"
-        return Decision(Plan.SKIP, ChildMerge(child, Outcome.NOT_COMPLETED, detail=detail))
+        return ChildMerge(child, Outcome.NOT_COMPLETED, detail=detail)
     ws = child.workspace
     head = ws.head_commit if ws else None
     if ws is None or ws.branch is None or head is None:
-        detail = "not merged: it ran outside git, so it has no branch"
-        return Decision(Plan.SKIP, ChildMerge(child, Outcome.NOT_MERGED, detail=detail))
+        return ChildMerge(child, Outcome.NOT_MERGED, detail=OUTSIDE_GIT)
     if contained:
-        return Decision(Plan.SKIP, ChildMerge(child, Outcome.ALREADY_MERGED, commit=head))
+        return ChildMerge(child, Outcome.ALREADY_MERGED, commit=head)
     if blocked:
-        return Decision(Plan.SKIP, ChildMerge(child, Outcome.NOT_MERGED, detail=BLOCKED))
-    return Decision(Plan.MERGE)
+        return ChildMerge(child, Outcome.NOT_MERGED, detail=BLOCKED)
+    return None
 
 
 def in_spawn_order(children: Sequence[AgentRecord], ids: Iterable[str]) -> list[AgentRecord]:
@@ -155,13 +146,9 @@ def marker_size(value: str | None) -> int:
 
 @dataclass
 class Report:
-    """The entries of one merge pass, in spawn order, and whether it left a conflict."""
+    """The entries of one merge pass, in spawn order."""
 
     entries: list[ChildMerge] = field(default_factory=list)
-
-    @property
-    def conflicted(self) -> list[str]:
-        return [p for e in self.entries if e.outcome is Outcome.CONFLICTED for p in e.files]
 
     def summaries(self) -> list[dict[str, Any]]:
         return [e.summary() for e in self.entries]
@@ -169,10 +156,9 @@ class Report:
 
 __all__ = [
     "BLOCKED",
+    "OUTSIDE_GIT",
     "ChildMerge",
-    "Decision",
     "Outcome",
-    "Plan",
     "Report",
     "decide",
     "holds_markers",

@@ -27,15 +27,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 
 from agentgrove.child_merges import (
     BLOCKED,
+    OUTSIDE_GIT,
     ChildMerge,
     Outcome,
-    Plan,
     Report,
     decide,
     in_spawn_order,
@@ -47,7 +47,9 @@ from agentgrove.gitexec import GitError
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind, SpawnRequest, WorkspaceRecord
 from agentgrove.roles import Role, clamp, spawn_refusal
 from agentgrove.runtime import DelegationRefused, RunResult
-from agentgrove.workspaces import ConflictMarkersLeft
+from agentgrove.workspaces import ConflictMarkersLeft, branch_name
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from agentgrove.service import AgentService, Lease
@@ -179,67 +181,70 @@ class AgentDelegate:
 
     async def merge_children(self, children: Sequence[AgentRecord]) -> Report:
         """Merge each of ``children`` (the caller's, in spawn order) that completed and is not
-        yet in the caller's history into its worktree, after committing the caller's own work;
-        one entry per child (see :mod:`agentgrove.child_merges`). Stops merging at the first
-        conflict, which stays in progress, markers in the files."""
+        yet in the caller's history into its worktree, after committing the caller's own work
+        (which concludes a merge it resolved); one entry per child (see
+        :mod:`agentgrove.child_merges`). No merge starts while one is in progress: the first
+        conflict stays, markers in the files, and the children after it wait for it."""
         report = Report()
-        blocked = False
-        ws: WorkspaceRecord | None = None
-        if any(c.status is AgentStatus.COMPLETED for c in children):
-            try:
-                ws = await self.commit(
-                    f"{self.agent.role}: work in progress before merging children"
-                )
-            except ConflictMarkersLeft:
-                blocked = True  # an earlier conflict the caller has not resolved yet
-            if ws is None:
-                ws = await self._workspace()
-            elif not blocked:  # a caller that cannot write commits nothing: ask git
-                blocked = await self._git(self.service.workspaces.merge_in_progress, ws)
-        merged = False
+        ws, blocked = await self._commit_before_merging(children)
+        workspaces = self.service.workspaces
         for child in children:
             head = child.workspace.head_commit if child.workspace else None
-            if ws is None or ws.repo_path is None:
-                entry = decide(child, contained=False, blocked=False).entry
-                report.entries.append(
-                    entry
-                    or ChildMerge(
-                        child, Outcome.NOT_MERGED, detail="not merged: you run outside git"
-                    )
-                )
-                continue
-            contained = head is not None and await self._git(
-                self.service.workspaces.contains, ws, head
+            isolated = ws is not None and ws.repo_path is not None
+            contained = (
+                ws is not None
+                and isolated
+                and head is not None
+                and await self._git(workspaces.contains, ws, head)
             )
-            decision = decide(child, contained=contained, blocked=blocked)
-            if decision.plan is Plan.SKIP:
-                assert decision.entry is not None
-                report.entries.append(decision.entry)
+            skip = decide(child, contained=contained, blocked=blocked)
+            if skip is None and (ws is None or not isolated or head is None):
+                skip = ChildMerge(child, Outcome.NOT_MERGED, detail=OUTSIDE_GIT)
+            if skip is not None:
+                report.entries.append(skip)
                 continue
-            assert head is not None
+            assert ws is not None and head is not None
             message = f"grove: merge {child.role} {child.id}"
             try:
-                result = await self._git(self.service.workspaces.merge_child, ws, head, message)
+                merged = await self._git(workspaces.merge_child, ws, head, message)
             except GitError as exc:
-                report.entries.append(
-                    ChildMerge(child, Outcome.NOT_MERGED, detail=f"not merged: {exc}", commit=head)
-                )
-                continue
-            if result.conflicted:
-                blocked = True
-                entry = ChildMerge(child, Outcome.CONFLICTED, result.conflicted, commit=head)
+                entry = ChildMerge(child, Outcome.NOT_MERGED, detail=f"not merged: {exc}")
             else:
-                merged = True
-                entry = ChildMerge(child, Outcome.MERGED, result.files, commit=head)
+                blocked = bool(merged.conflicted)
+                entry = (
+                    ChildMerge(child, Outcome.CONFLICTED, merged.conflicted, commit=head)
+                    if blocked
+                    else ChildMerge(child, Outcome.MERGED, merged.files, commit=head)
+                )
             report.entries.append(entry)
-        if merged and ws is not None:
-            fresh = await self._git(self.service.workspaces.refreshed, ws)
-            lease = (self.lease.owner, self.lease.attempt)
-            store = self.service.store
-            await self.service.owed(self.agent.id, lambda: store.save_workspace(fresh, lease=lease))
+        if ws is not None and any(e.outcome is Outcome.MERGED for e in report.entries):
+            await self._save(await self._git(workspaces.refreshed, ws))
         if report.entries:
             await self._record(report)
         return report
+
+    async def _commit_before_merging(
+        self, children: Sequence[AgentRecord]
+    ) -> tuple[WorkspaceRecord | None, bool]:
+        """Commit the caller's work when a child may be merged; its workspace, and whether a
+        merge is (still) in progress there (an earlier conflict it has not resolved)."""
+        if not any(c.status is AgentStatus.COMPLETED for c in children):
+            return None, False
+        try:
+            ws = await self.commit(f"{self.agent.role}: work in progress before merging children")
+        except ConflictMarkersLeft:
+            return await self._workspace(), True
+        except GroveError as exc:
+            raise DelegationRefused(
+                f"your work could not be committed before merging: {exc}"
+            ) from exc
+        # A caller that cannot write commits nothing: ask git.
+        return ws, await self._git(self.service.workspaces.merge_in_progress, ws)
+
+    async def _save(self, ws: WorkspaceRecord) -> None:
+        lease = (self.lease.owner, self.lease.attempt)
+        store = self.service.store
+        await self.service.owed(self.agent.id, lambda: store.save_workspace(ws, lease=lease))
 
     async def merge_at_end(self, result: RunResult) -> RunResult:
         """When the caller's run ended well: merge its completed children it has not merged
@@ -260,26 +265,20 @@ class AgentDelegate:
         if ws is not None:
             await self._git(self.service.workspaces.abort_merge, ws)
         [entry] = conflicts
-        later = [e.child.id for e in report.entries if e.detail == BLOCKED]
+        unmerged = [entry.child.id, *(e.child.id for e in report.entries if e.detail == BLOCKED)]
         error = (
             f"merging child {entry.child.id} ({entry.child.role}) at the end of the run "
-            f"conflicts in: {', '.join(entry.files)}; the merge was undone and your work is "
-            f"committed on {ws.branch if ws else 'your branch'}"
+            f"conflicts in: {', '.join(entry.files)}; the merge was undone, the work is "
+            f"committed on {ws.branch if ws else 'your branch'}, and the work not merged stays "
+            f"on {', '.join(branch_name(i) for i in unmerged)}"
         )
-        if later:
-            error += f"; not merged either: {', '.join(later)}"
-        return replace(
-            result,
-            success=False,
-            error=error + " (merge the children's branches by hand, or resolve in a new run)",
-            error_kind=ErrorKind.MERGE_CONFLICT,
-        )
+        return replace(result, success=False, error=error, error_kind=ErrorKind.MERGE_CONFLICT)
 
     async def _workspace(self) -> WorkspaceRecord | None:
         record = await self.service.db(self.service.store.get_agent, self.agent.id)
         return record.workspace
 
-    async def _git(self, fn: Callable[..., Any], /, *args: Any) -> Any:
+    async def _git(self, fn: Callable[..., T], /, *args: Any) -> T:
         """A git call of :class:`~agentgrove.workspaces.Workspaces`, off the event loop."""
         return await anyio.to_thread.run_sync(fn, *args)
 
