@@ -480,3 +480,34 @@ def test_children_not_completed_are_reported_not_merged(repo: Path) -> None:
     assert running["merge"]["detail"] == "status executing"
     assert record.workspace is not None and record.workspace.branch is not None
     assert "failed.txt" not in files_on(repo, record.workspace.branch)
+
+
+def test_a_transient_failure_keeps_the_conflict_for_the_retry_to_resolve(repo: Path) -> None:
+    """The first attempt meets a conflict and then fails transiently (model_error): it is not
+    turned into merge_conflict; the retry finds the merge still in progress and resolves it."""
+    (repo / "grove.toml").write_text("[worker]\nretry_base_s = 0\n")
+    seen: dict[str, Any] = {}
+
+    async def plan(spec: RunSpec) -> RunResult:
+        assert spec.delegate is not None
+        if spec.attempt == 1:
+            ids = [
+                await spec.delegate.spawn_agent("implementer", "write r.txt=one\\n"),
+                await spec.delegate.spawn_agent("implementer", "write r.txt=two\\n"),
+            ]
+            seen["wait"] = await spec.delegate.wait_agents(ids, timeout_s=60)
+            return RunResult(success=False, error="overloaded", error_kind=ErrorKind.MODEL_ERROR)
+        seen["retry_saw"] = (spec.cwd / "r.txt").read_text()
+        (spec.cwd / "r.txt").write_text("both\n")
+        return ok()
+
+    with Grove.init(repo, runtime=behaviour(plan)) as grove:
+        record = grove.get(grove.run("planner", "plan").id)
+    assert merges(seen["wait"]) == ["merged", "conflicted"]
+    assert record.status is AgentStatus.COMPLETED, record.error
+    assert record.attempt == 2
+    assert "<<<<<<< " in seen["retry_saw"]
+    assert record.workspace is not None and record.workspace.branch is not None
+    branch = record.workspace.branch
+    assert show(repo, branch, "r.txt") == "both\n"
+    assert len(parents(repo, git(repo, "rev-parse", branch).strip())) == 2

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
@@ -98,6 +98,9 @@ class AgentDelegate:
     lease: Lease
     commit: Callable[[str], Awaitable[WorkspaceRecord]]
     slots: Slots
+    _worktree_git: anyio.Lock = field(default_factory=anyio.Lock, init=False, repr=False)
+    """Held while grove runs git in the caller's worktree for a tool call: the model may call
+    tools concurrently, and two commits or merges at once would collide on git's index lock."""
 
     async def spawn_agent(self, role: str, task: str) -> str:
         roles = self.service.config.roles
@@ -123,7 +126,10 @@ class AgentDelegate:
                 f"(max_children {own.max_children})"
             )
         try:
-            ws = await self.commit(f"{self.agent.role}: work in progress before spawning {role}")
+            async with self._worktree_git:
+                ws = await self.commit(
+                    f"{self.agent.role}: work in progress before spawning {role}"
+                )
         except ConflictMarkersLeft as exc:
             # Committing now would commit the markers: the child would start from them.
             raise DelegationRefused(f"{exc}; then spawn") from None
@@ -185,6 +191,10 @@ class AgentDelegate:
         (which concludes a merge it resolved); one entry per child (see
         :mod:`agentgrove.child_merges`). No merge starts while one is in progress: the first
         conflict stays, markers in the files, and the children after it wait for it."""
+        async with self._worktree_git:
+            return await self._merge_children(children)
+
+    async def _merge_children(self, children: Sequence[AgentRecord]) -> Report:
         report = Report()
         ws, blocked = await self._commit_before_merging(children)
         workspaces = self.service.workspaces
@@ -259,6 +269,16 @@ class AgentDelegate:
             return result
         report = await self.merge_children(done)
         conflicts = [e for e in report.entries if e.outcome is Outcome.CONFLICTED]
+        refused = [e for e in report.entries if e.outcome is Outcome.NOT_MERGED]
+        if refused and not conflicts:
+            lines = "; ".join(f"{e.child.id}: {e.detail}" for e in refused)
+            with contextlib.suppress(StoreUnavailable):
+                await self.service.db(
+                    self.service.store.append_event,
+                    self.agent.id,
+                    "agent.warning",
+                    {"message": f"children not merged at the end of the run: {lines}"},
+                )
         if not conflicts:
             return result
         ws = await self._workspace()

@@ -469,7 +469,11 @@ class AgentService:
                 self.workspaces.commit, ws, message, trailers
             )
         except ConflictMarkersLeft as exc:
-            return _markers_left(result, ws, exc)
+            if not result.success:  # a retry resumes the session, the merge still in progress
+                await self._warn(agent.id, f"not committed: {exc}")
+                return result
+            failed = _markers_left(result, ws, exc)
+            return replace(failed, error=self.redact(failed.error))
         except Exception as exc:
             await self._warn(agent.id, f"commit failed: {exc}")
             return result
