@@ -511,3 +511,23 @@ def test_a_transient_failure_keeps_the_conflict_for_the_retry_to_resolve(repo: P
     branch = record.workspace.branch
     assert show(repo, branch, "r.txt") == "both\n"
     assert len(parents(repo, git(repo, "rev-parse", branch).strip())) == 2
+
+
+def test_outside_git_children_share_the_directory_and_nothing_is_merged(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    seen: dict[str, Any] = {}
+
+    async def plan(spec: RunSpec) -> RunResult:
+        assert spec.delegate is not None
+        child = await spec.delegate.spawn_agent("implementer", "write shared.txt=x")
+        seen["wait"] = await spec.delegate.wait_agents([child], timeout_s=60)
+        seen["there"] = (spec.cwd / "shared.txt").exists()
+        return ok()
+
+    with Grove.init(plain, runtime=behaviour(plan)) as grove:
+        record = grove.get(grove.run("planner", "plan").id)
+    assert record.status is AgentStatus.COMPLETED, record.error
+    assert merges(seen["wait"]) == ["not merged"]
+    assert "share one directory" in seen["wait"][0]["merge"]["detail"]
+    assert seen["there"]
