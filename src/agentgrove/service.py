@@ -51,7 +51,7 @@ from agentgrove.runtime._policy import can_write
 from agentgrove.secrets import Redactor
 from agentgrove.store import NewAgent, RunOutcome, Store
 from agentgrove.store._core import utcnow
-from agentgrove.workspaces import MergeConflict, Workspaces
+from agentgrove.workspaces import ConflictMarkersLeft, MergeConflict, Workspaces
 
 T = TypeVar("T")
 
@@ -401,9 +401,10 @@ class AgentService:
             # What the run said is in the database before its ending.
             await transcript.flush()
             writing.cancel_scope.cancel()
+        result = await self._merge_unmerged_children(spec, result)
         result = replace(result, output=self.redact(result.output), error=self.redact(result.error))
         if writes:
-            await self._commit(agent, current[0], result, lease)
+            result = await self._commit(agent, current[0], result, lease)
         await self._settle(agent, lease, result)
 
     def _prompt_and_base(self, agent: AgentRecord) -> tuple[str, str | None]:
@@ -432,11 +433,20 @@ class AgentService:
             lambda: self.store.save_workspace(ws, lease=(lease.owner, lease.attempt)),
         )
 
+    async def _merge_unmerged_children(self, spec: RunSpec, result: RunResult) -> RunResult:
+        """The run ended: merge the completed children it never merged (see
+        :meth:`AgentDelegate.merge_at_end`), before the final commit."""
+        if not isinstance(spec.delegate, AgentDelegate):
+            return result
+        return await spec.delegate.merge_at_end(result)
+
     async def _commit(
         self, agent: AgentRecord, ws: WorkspaceRecord, result: RunResult, lease: Lease
-    ) -> WorkspaceRecord:
+    ) -> RunResult:
         """Commit the run's work on the agent's branch, if the lease is still ours: a worker
         that was presumed dead must not add commits behind the back of the one that took over.
+        The result to settle: ``result``, or, when files a child's merge left conflicted still
+        hold conflict markers, a failure ``merge_conflict`` naming them (nothing committed).
         """
         if not await self.owed(
             agent.id,
@@ -444,7 +454,7 @@ class AgentService:
                 agent.id, lease.owner, lease.attempt, self.config.worker.lease_s
             ),
         ):
-            return ws
+            return result
         trailers = {
             "Grove-Agent": agent.id,
             "Grove-Role": agent.role,
@@ -458,12 +468,18 @@ class AgentService:
             committed = await anyio.to_thread.run_sync(
                 self.workspaces.commit, ws, message, trailers
             )
+        except ConflictMarkersLeft as exc:
+            if not result.success:  # a retry resumes the session, the merge still in progress
+                await self._warn(agent.id, f"not committed: {exc}")
+                return result
+            failed = _markers_left(result, ws, exc)
+            return replace(failed, error=self.redact(failed.error))
         except Exception as exc:
             await self._warn(agent.id, f"commit failed: {exc}")
-            return ws
+            return result
         if committed != ws:  # an unisolated workspace comes back unchanged: nothing to record
             await self._save_workspace(committed, lease)
-        return committed
+        return result
 
     async def _settle(self, agent: AgentRecord, lease: Lease, result: RunResult) -> None:
         if result.success:
@@ -612,6 +628,20 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 def _rate_limited(event: tuple[str, dict[str, Any]]) -> bool:
     """The CLI is retrying a 429: the model's pace must slow down now, not after the run."""
     return event[0] == "agent.api_retry" and event[1].get("status") == 429
+
+
+def _markers_left(result: RunResult, ws: WorkspaceRecord, exc: ConflictMarkersLeft) -> RunResult:
+    """The run fails ``merge_conflict``: a merge of a child it left unresolved. Its work is
+    kept: up to the merge on its branch, since then in its worktree (merge still in progress)."""
+    return replace(
+        result,
+        success=False,
+        error_kind=ErrorKind.MERGE_CONFLICT,
+        error=(
+            f"{exc}. Nothing was committed: {ws.branch} holds the work committed before the "
+            f"merge; the worktree {ws.worktree_path} keeps the rest, with the merge in progress"
+        ),
+    )
 
 
 def _failure(kind: ErrorKind, message: str) -> RunResult:
