@@ -7,15 +7,20 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import anyio
 import pytest
 
 from agentgrove.errors import BadInput
-from agentgrove.models import WorkspaceRecord
+from agentgrove.grove import Grove
+from agentgrove.models import AgentRecord, RunRecord, RunStatus, WorkspaceRecord
+from agentgrove.run_branches import with_result
+from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
 from agentgrove.workspaces import (
     CheckoutMerge,
     MergeConflict,
     Workspaces,
     checkout_merge_message,
+    merge_branch_into_checkout,
 )
 
 _ME = ["-c", "user.name=me", "-c", "user.email=me@example.invalid"]
@@ -98,3 +103,153 @@ def test_a_merge_in_progress_is_refused_and_left_alone(repo: Path, workspaces: W
     with pytest.raises(BadInput, match="merge in progress"):
         workspaces.merge_into_checkout(done)
     assert (repo / ".git" / "MERGE_HEAD").exists()
+
+
+# -- the run branch ---------------------------------------------------------------------------
+
+FORK = """
+name: fork
+nodes:
+  - {key: a, role: implementer, task: "write a1.txt a2.txt"}
+  - {key: b, role: implementer, task: "write b.txt", depends_on: [a]}
+  - {key: c, role: implementer, task: "write c.txt", depends_on: [a]}
+"""
+
+CLASH = """
+name: clash
+nodes:
+  - {key: left, role: implementer, task: "write shared.txt left.txt"}
+  - {key: right, role: implementer, task: "write shared.txt right.txt"}
+"""
+
+
+def writes_named_files(spec: RunSpec) -> RunResult:
+    """``write F1 F2 ...``: each file, holding its name and the agent's id (so two agents
+    writing the same name conflict)."""
+    words = spec.prompt.split()
+    for name in words[1 : words.index("---") if "---" in words else None]:
+        (spec.cwd / name).write_text(f"{name} by {spec.agent_id}\n")
+    return RunResult(success=True, output=f"wrote {' '.join(words[1:])}")
+
+
+def _node(run: RunRecord, key: str) -> AgentRecord:
+    agent = next(n for n in run.nodes if n.key == key).agent
+    assert agent is not None and agent.workspace is not None
+    return agent
+
+
+def _files(repo: Path, ref: str) -> set[str]:
+    return set(_git(repo, "ls-tree", "-r", "--name-only", ref).splitlines())
+
+
+def _run_branches(repo: Path) -> list[str]:
+    return _git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/grove/run/").split()
+
+
+def test_a_two_sink_run_gets_a_branch_merging_both_sinks(repo: Path) -> None:
+    with Grove.init(repo, runtime=ScriptedRuntime(writes_named_files)) as grove:
+        run = grove.run_workflow(FORK)
+        assert run.status is RunStatus.COMPLETED
+        branch = f"grove/run/{run.id}"
+        # Made by the worker's hook right after the run completed, before anyone read it.
+        assert _run_branches(repo) == [branch]
+        assert _files(repo, branch) == {"README.md", "a1.txt", "a2.txt", "b.txt", "c.txt"}
+        parents = _git(repo, "rev-list", "--parents", "-n", "1", branch).split()[1:]
+        b, c = _node(run, "b").workspace, _node(run, "c").workspace
+        assert b is not None and c is not None
+        assert parents == [b.head_commit, c.head_commit]
+
+        record, made = with_result(grove.service.workspaces.repo, grove.workflows.get(run.id))
+        assert made.branch == branch and made.sinks == ("b", "c")
+        assert record.to_json()["result_branch"] == branch
+        assert record.to_json()["result_commit"] == _git(repo, "rev-parse", branch)
+
+        # Brought home: every file the merge brought in is named.
+        merged = merge_branch_into_checkout(repo, branch)
+        assert merged.files == ("a1.txt", "a2.txt", "b.txt", "c.txt")
+        assert merge_branch_into_checkout(repo, branch).already_merged
+
+
+def test_one_sink_points_the_branch_at_its_result_and_three_sinks_merge_all(repo: Path) -> None:
+    three = FORK + '  - {key: d, role: implementer, task: "write d.txt", depends_on: [a]}\n'
+    chain = """
+name: chain
+nodes:
+  - {key: a, role: implementer, task: "write a1.txt"}
+  - {key: z, role: implementer, task: "write z.txt", depends_on: [a]}
+"""
+    with Grove.init(repo, runtime=ScriptedRuntime(writes_named_files)) as grove:
+        one = grove.run_workflow(chain)
+        many = grove.run_workflow(three)
+    z = _node(one, "z").workspace
+    assert z is not None
+    assert _git(repo, "rev-parse", f"grove/run/{one.id}") == z.head_commit
+    merged = f"grove/run/{many.id}"
+    assert {"b.txt", "c.txt", "d.txt", "a1.txt"} <= _files(repo, merged)
+    parents = _git(repo, "rev-list", "--parents", "-n", "1", merged).split()[1:]
+    sinks = [_node(many, k).workspace for k in ("b", "c", "d")]
+    assert parents == [ws.head_commit for ws in sinks if ws is not None]
+
+
+def test_conflicting_sinks_get_no_branch_and_the_paths_are_named(repo: Path) -> None:
+    with Grove.init(repo, runtime=ScriptedRuntime(writes_named_files)) as grove:
+        run = grove.run_workflow(CLASH)
+        assert run.status is RunStatus.COMPLETED
+        record, made = with_result(repo, grove.workflows.get(run.id))
+    assert _run_branches(repo) == []
+    assert made.branch is None and made.conflicts == ("shared.txt",)
+    assert "left, right conflict in: shared.txt" in (made.problem or "")
+    assert record.result_branch is None and record.to_json()["result_commit"] is None
+
+
+def test_a_branch_lost_after_the_run_completed_is_made_again_where_it_is_read(
+    repo: Path,
+) -> None:
+    """A crash between the run's completing transaction and the branch (here: the branch
+    deleted afterwards) loses nothing: reading the run makes it again, the same merge."""
+    with Grove.init(repo, runtime=ScriptedRuntime(writes_named_files)) as grove:
+        run = grove.run_workflow(FORK)
+        branch = f"grove/run/{run.id}"
+        before = _git(repo, "show", "-s", "--format=%T %P", branch)
+        _git(repo, "branch", "-D", branch)
+        _, made = with_result(repo, grove.workflows.get(run.id))
+        assert made.branch == branch
+        assert _git(repo, "show", "-s", "--format=%T %P", branch) == before
+        # Made again while it exists: the same commit, nothing moved.
+        tip = _git(repo, "rev-parse", branch)
+        assert with_result(repo, grove.workflows.get(run.id))[1].commit == tip
+
+
+def test_a_rerun_moves_the_branch_but_never_over_someone_elses_commit(repo: Path) -> None:
+    with Grove.init(repo, runtime=ScriptedRuntime(writes_named_files)) as grove:
+        run = grove.run_workflow(FORK)
+        branch = f"grove/run/{run.id}"
+        old = _git(repo, "rev-parse", branch)
+        grove.workflows.rerun(run.id, "c")
+        anyio.run(grove.execute_run_async, run.id)
+        new = _git(repo, "rev-parse", branch)
+        assert new != old  # the new c's result replaced grove's old merge
+        c = _node(grove.workflows.get(run.id), "c").workspace
+        assert c is not None and c.head_commit in _git(repo, "rev-list", "--parents", "-n1", new)
+
+        # Someone's own commit on the branch is left alone, and reading says so.
+        _git(repo, "checkout", "-q", branch)
+        (repo / "mine.txt").write_text("mine\n")
+        _git(repo, "add", "mine.txt")
+        _git(repo, "commit", "-qm", "my work on the run branch")
+        mine = _git(repo, "rev-parse", "HEAD")
+        _git(repo, "checkout", "-q", "main")
+        grove.workflows.rerun(run.id, "c")
+        anyio.run(grove.execute_run_async, run.id)
+        _, made = with_result(repo, grove.workflows.get(run.id))
+    assert _git(repo, "rev-parse", branch) == mine
+    assert made.branch is None and "does not hold this run's result" in (made.problem or "")
+
+
+def test_bad_input_for_the_run_branch_is_one_clear_reason(repo: Path) -> None:
+    with Grove.init(repo, runtime=ScriptedRuntime(writes_named_files)) as grove:
+        pending = grove.start_workflow(FORK)
+        _, made = with_result(repo, grove.workflows.get(pending.id))
+    assert made.branch is None
+    assert made.problem == f"run {pending.id} is running, not completed"
+    assert _run_branches(repo) == []
