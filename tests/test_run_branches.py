@@ -10,6 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from agentgrove.cleanup import collect
 from agentgrove.errors import BadInput
 from agentgrove.grove import Grove
 from agentgrove.models import AgentRecord, RunRecord, RunStatus, WorkspaceRecord
@@ -253,3 +254,45 @@ def test_bad_input_for_the_run_branch_is_one_clear_reason(repo: Path) -> None:
     assert made.branch is None
     assert made.problem == f"run {pending.id} is running, not completed"
     assert _run_branches(repo) == []
+
+
+def test_gc_keeps_run_branches_unless_forced_and_never_takes_one_for_an_agents(
+    repo: Path,
+) -> None:
+    """``grove/*`` matches ``grove/run/<id>``: gc used to look the branch up as agent
+    ``run/<id>`` and call it a branch no agent of this grove owns."""
+    with Grove.init(repo, runtime=ScriptedRuntime(writes_named_files)) as grove:
+        run = grove.run_workflow(FORK)
+        running = grove.start_workflow(FORK)  # never executed: still running
+        branch = f"grove/run/{run.id}"
+        _git(repo, "branch", f"grove/run/{running.id}", "main")  # as a rerun leaves one
+        _git(repo, "branch", "grove/run/0123456789ab", "main")  # no run of this grove
+        workspaces = grove.service.workspaces
+
+        kept = collect(grove.store, workspaces, finished_worktrees=True)
+        assert kept.run_branches == sorted([branch, f"grove/run/{running.id}"])
+        assert kept.foreign_branches == ["grove/run/0123456789ab"]
+        assert not kept.deleted_run_branches
+        assert "kept 2 result branch(es) of workflow runs" in "\n".join(kept.lines())
+        assert set(_run_branches(repo)) == {
+            branch,
+            f"grove/run/{running.id}",
+            "grove/run/0123456789ab",
+        }
+
+        dry = collect(grove.store, workspaces, finished_worktrees=True, force=True, dry_run=True)
+        assert dry.deleted_run_branches == [branch] and len(_run_branches(repo)) == 3
+
+        forced = collect(grove.store, workspaces, finished_worktrees=True, force=True)
+        assert forced.deleted_run_branches == [branch]
+        assert set(_run_branches(repo)) == {f"grove/run/{running.id}", "grove/run/0123456789ab"}
+        # Not lost while git has the sinks' commits: reading the run makes it again.
+        assert with_result(repo, grove.workflows.get(run.id))[1].branch == branch
+
+
+def test_an_agent_never_adopts_a_run_branch(repo: Path, workspaces: Workspaces) -> None:
+    """Agents' branches are ``grove/<12 hex>``; a run branch is no agent's."""
+    _git(repo, "branch", "grove/run/0123456789ab", "main")
+    ws = workspaces.create("0123456789ab", None)
+    assert ws.branch == "grove/0123456789ab"
+    assert _git(repo, "rev-parse", "grove/run/0123456789ab") == _git(repo, "rev-parse", "main")
