@@ -23,6 +23,7 @@ from agentgrove.workspaces import (
     checkout_merge_message,
     merge_branch_into_checkout,
 )
+from tests.conftest import run_cli
 
 _ME = ["-c", "user.name=me", "-c", "user.email=me@example.invalid"]
 
@@ -296,3 +297,57 @@ def test_an_agent_never_adopts_a_run_branch(repo: Path, workspaces: Workspaces) 
     ws = workspaces.create("0123456789ab", None)
     assert ws.branch == "grove/0123456789ab"
     assert _git(repo, "rev-parse", "grove/run/0123456789ab") == _git(repo, "rev-parse", "main")
+
+
+# -- through the real CLI ---------------------------------------------------------------------
+
+
+def test_the_cli_shows_merges_and_refuses_run_results(repo: Path) -> None:
+    """``grove merge`` names every file a merge brought in (it named the agent's own one of
+    three) and says "already merged" (it claimed to merge again); ``grove workflow show``
+    prints the run branch, making it again when it was lost; ``grove workflow merge`` brings
+    it home; a run not completed or whose sinks conflict is one line, exit 2, nothing changed
+    (an unknown run id is the store's refusal, tested in test_bad_input)."""
+    with Grove.init(repo, runtime=ScriptedRuntime(writes_named_files)) as grove:
+        run = grove.run_workflow(FORK)
+        clash = grove.run_workflow(CLASH)
+        running = grove.start_workflow(FORK)
+    c = _node(run, "c")
+    branch = f"grove/run/{run.id}"
+
+    first = run_cli("merge", c.id, cwd=repo)
+    assert first.returncode == 0, first.stderr
+    assert f"merged grove/{c.id} @ " in first.stdout
+    assert first.stdout.rstrip().endswith("3 files: a1.txt, a2.txt, c.txt"), first.stdout
+
+    _git(repo, "branch", "-D", branch)  # as if the process died before making it
+    shown = run_cli("workflow", "show", run.id, cwd=repo)
+    assert shown.returncode == 0, shown.stderr
+    tip = _git(repo, "rev-parse", branch)
+    assert f"result: {branch} @ {tip[:10]}" in shown.stdout, shown.stdout
+
+    merged = run_cli("workflow", "merge", run.id, cwd=repo)
+    assert merged.returncode == 0, merged.stderr
+    # a1, a2 and c came with grove merge above: this merge brought b.txt alone.
+    assert merged.stdout.rstrip().endswith(f"merged {branch} @ {_head(repo)[:10]}: 1 file: b.txt")
+    assert {"a1.txt", "a2.txt", "b.txt", "c.txt"} <= {p.name for p in repo.iterdir()}
+    again = run_cli("merge", c.id, cwd=repo)
+    assert again.returncode == 0, again.stderr
+    assert f"grove/{c.id} is already merged into HEAD" in again.stdout, again.stdout
+
+    head, branches = _head(repo), _run_branches(repo)
+    refused = {
+        running.id: f"run {running.id} is running, not completed",
+        clash.id: "left, right conflict in: shared.txt; no run branch was made",
+    }
+    for run_id, words in refused.items():
+        result = run_cli("workflow", "merge", run_id, cwd=repo)
+        assert result.returncode == 2, (run_id, result.stdout, result.stderr)
+        assert result.stderr.count("\n") == 1 and words in result.stderr, result.stderr
+        assert result.stdout == ""
+    assert _head(repo) == head and _run_branches(repo) == branches
+    assert _git(repo, "status", "--porcelain") == ""
+
+
+def _head(repo: Path) -> str:
+    return _git(repo, "rev-parse", "HEAD")
