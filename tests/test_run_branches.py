@@ -9,8 +9,10 @@ from pathlib import Path
 
 import anyio
 import pytest
+from fastapi.testclient import TestClient
 
 from agentgrove.cleanup import collect
+from agentgrove.dashboard import create_app
 from agentgrove.errors import BadInput
 from agentgrove.grove import Grove
 from agentgrove.models import AgentRecord, RunRecord, RunStatus, WorkspaceRecord
@@ -297,6 +299,18 @@ def test_an_agent_never_adopts_a_run_branch(repo: Path, workspaces: Workspaces) 
     ws = workspaces.create("0123456789ab", None)
     assert ws.branch == "grove/0123456789ab"
     assert _git(repo, "rev-parse", "grove/run/0123456789ab") == _git(repo, "rev-parse", "main")
+
+
+def test_the_dashboards_run_page_shows_the_result_branch_and_makes_none(repo: Path) -> None:
+    with Grove.init(repo, runtime=ScriptedRuntime(writes_named_files)) as grove:
+        run = grove.run_workflow(FORK)
+        branch = f"grove/run/{run.id}"
+        client = TestClient(create_app(grove))
+        page = client.get(f"/runs/{run.id}").text
+        assert f"{branch} @ {_git(repo, 'rev-parse', branch)[:10]}" in page
+        _git(repo, "branch", "-D", branch)
+        page = client.get(f"/runs/{run.id}").text
+        assert "no result branch yet" in page and _run_branches(repo) == []
 
 
 # -- through the real CLI ---------------------------------------------------------------------
