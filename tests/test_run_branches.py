@@ -5,6 +5,7 @@ real ``grove`` CLI over a grove the scripted runtime filled."""
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -150,7 +151,7 @@ def _run_branches(repo: Path) -> list[str]:
     return _git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/grove/run/").split()
 
 
-def test_a_two_sink_run_gets_a_branch_merging_both_sinks(repo: Path) -> None:
+def test_a_two_sink_run_gets_a_branch_merging_both_sinks(repo: Path, database: str) -> None:
     with Grove.init(repo, runtime=ScriptedRuntime(writes_named_files)) as grove:
         run = grove.run_workflow(FORK)
         assert run.status is RunStatus.COMPLETED
@@ -250,12 +251,23 @@ def test_a_rerun_moves_the_branch_but_never_over_someone_elses_commit(repo: Path
     assert made.branch is None and "does not hold this run's result" in (made.problem or "")
 
 
-def test_bad_input_for_the_run_branch_is_one_clear_reason(repo: Path) -> None:
+def test_no_branch_for_a_run_not_completed_or_run_in_another_repository(repo: Path) -> None:
     with Grove.init(repo, runtime=ScriptedRuntime(writes_named_files)) as grove:
         pending = grove.start_workflow(FORK)
         _, made = with_result(repo, grove.workflows.get(pending.id))
-    assert made.branch is None
-    assert made.problem == f"run {pending.id} is running, not completed"
+        assert made.branch is None
+        assert made.problem == f"run {pending.id} is running, not completed"
+
+        done = grove.run_workflow(FORK)
+        _git(repo, "branch", "-D", f"grove/run/{done.id}")
+        # As a clone sharing the database sees it: the nodes' repository is another one.
+        moved = tuple(
+            replace(n, agent=replace(n.agent, workspace=replace(ws, repo_path="/elsewhere")))
+            for n in done.nodes
+            if n.agent and (ws := n.agent.workspace)
+        )
+        _, made = with_result(repo, replace(done, nodes=moved))
+    assert made.problem == "its nodes ran in another repository, /elsewhere"
     assert _run_branches(repo) == []
 
 

@@ -106,6 +106,9 @@ def ensure_run_branch(repo: Path | None, run: RunRecord) -> RunBranch:
         return RunBranch(problem=why_not)
     if repo is None:
         return RunBranch(problem="the grove is not in a git repository", sinks=keys)
+    elsewhere = _elsewhere(repo, run, keys)
+    if elsewhere is not None:  # a clone sharing the database: its commits are not here
+        return RunBranch(problem=f"its nodes ran in another repository, {elsewhere}", sinks=keys)
     branch = run_branch_name(run.id)
     try:
         result = _result_commit(repo, run, sinks)
@@ -139,6 +142,16 @@ def existing_results(repo: Path | None, runs: Sequence[RunRecord]) -> list[RunRe
         else r
         for r in runs
     ]
+
+
+def _elsewhere(repo: Path, run: RunRecord, keys: tuple[str, ...]) -> str | None:
+    """The repository a sink of ``run`` ran in, when that is not ``repo``; else ``None``."""
+    here = repo.resolve()
+    for node in run.nodes:
+        ws = node.agent.workspace if node.agent else None
+        if node.key in keys and ws and ws.repo_path and Path(ws.repo_path).resolve() != here:
+            return ws.repo_path
+    return None
 
 
 _Made = tuple[str | None, str, tuple[str, ...]]
