@@ -251,6 +251,23 @@ def test_a_rerun_moves_the_branch_but_never_over_someone_elses_commit(repo: Path
     assert made.branch is None and "does not hold this run's result" in (made.problem or "")
 
 
+def test_a_checked_out_run_branch_is_not_moved_under_its_checkout(repo: Path) -> None:
+    with Grove.init(repo, runtime=ScriptedRuntime(writes_named_files)) as grove:
+        run = grove.run_workflow(FORK)
+        branch = f"grove/run/{run.id}"
+        old = _git(repo, "rev-parse", branch)
+        _git(repo, "checkout", "-q", branch)
+        grove.workflows.rerun(run.id, "c")
+        anyio.run(grove.execute_run_async, run.id)
+        assert _git(repo, "rev-parse", branch) == old
+        assert _git(repo, "status", "--porcelain") == ""
+        _, made = with_result(repo, grove.workflows.get(run.id))
+        assert "is checked out" in (made.problem or "")
+        _git(repo, "checkout", "-q", "main")
+        _, made = with_result(repo, grove.workflows.get(run.id))
+    assert made.branch == branch and _git(repo, "rev-parse", branch) != old
+
+
 def test_no_branch_for_a_run_not_completed_or_run_in_another_repository(repo: Path) -> None:
     with Grove.init(repo, runtime=ScriptedRuntime(writes_named_files)) as grove:
         pending = grove.start_workflow(FORK)

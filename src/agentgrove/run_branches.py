@@ -221,6 +221,12 @@ def _put_branch(
             f"rename it (git branch -m {branch} NEW), then `grove workflow show {run.id}` "
             "makes it again"
         )
+    if tip and _checked_out(repo, ref):
+        # Moving a checked-out branch would leave that checkout's files behind its HEAD.
+        return RunBranch(
+            problem=f"branch {branch} holds an earlier result and is checked out: switch to "
+            f"another branch, then `grove workflow show {run.id}` moves it to this one"
+        )
     if commit is None:
         commit = _commit_tree(repo, tree, parents, _merge_message(run, tuple(sink_keys(run))))
     # Created only where nothing is (or replaced only from the tip checked above): of two
@@ -242,6 +248,13 @@ def _holds(repo: Path, tip: str, commit: str | None, tree: str, parents: tuple[s
         return tip == commit
     shape = run_git(["show", "-s", "--format=%T %P", tip], repo).split()
     return shape[0] == tree and tuple(shape[1:]) == parents
+
+
+def _checked_out(repo: Path, ref: str) -> bool:
+    """Whether ``ref`` is the checked-out branch of the repository or of any of its worktrees
+    (read from the main repository's records, never from a worktree)."""
+    listed = run_git(["worktree", "list", "--porcelain", "-z"], repo).split("\0")
+    return f"branch {ref}" in listed
 
 
 def _grove_made(repo: Path, tip: str, run: RunRecord) -> bool:
