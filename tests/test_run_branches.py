@@ -315,9 +315,15 @@ def test_gc_keeps_run_branches_unless_forced_and_never_takes_one_for_an_agents(
         dry = collect(grove.store, workspaces, finished_worktrees=True, force=True, dry_run=True)
         assert dry.deleted_run_branches == [branch] and len(_run_branches(repo)) == 3
 
+        worked_on = grove.run_workflow(FORK)  # its branch checked out: never deleted
+        _git(repo, "worktree", "add", "-q", str(repo.parent / "look"), f"grove/run/{worked_on.id}")
         forced = collect(grove.store, workspaces, finished_worktrees=True, force=True)
         assert forced.deleted_run_branches == [branch]
-        assert set(_run_branches(repo)) == {f"grove/run/{running.id}", "grove/run/0123456789ab"}
+        assert set(_run_branches(repo)) == {
+            f"grove/run/{running.id}",
+            f"grove/run/{worked_on.id}",
+            "grove/run/0123456789ab",
+        }
         # Not lost while git has the sinks' commits: reading the run makes it again.
         assert with_result(repo, grove.workflows.get(run.id))[1].branch == branch
 

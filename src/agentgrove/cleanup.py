@@ -31,7 +31,7 @@ from pathlib import Path
 from agentgrove.errors import BadInput, UnknownAgent
 from agentgrove.models import AgentStatus
 from agentgrove.processes import agent_processes, kill_agent_processes
-from agentgrove.run_branches import run_id_of
+from agentgrove.run_branches import checked_out, run_id_of
 from agentgrove.store import Store
 from agentgrove.workspaces import (
     BRANCH_PREFIX,
@@ -192,7 +192,8 @@ def _run_branch(
     dry_run: bool,
 ) -> None:
     """A run's result branch: foreign when no run of this store has that id or its nodes ran
-    in another repository; deleted only with ``force`` once the run is finished, else kept."""
+    in another repository; deleted only with ``force`` once the run is finished and while it
+    is not checked out, else kept."""
     try:
         run = store.get_run(run_id)
     except BadInput:
@@ -204,7 +205,7 @@ def _run_branch(
     here = any(_in_repo(path, repo) for path in repos)
     if repos and not here:  # a run of another repository sharing the database
         report.foreign_branches.append(branch)
-    elif force and here and run.status.finished:
+    elif force and here and run.status.finished and not checked_out(repo, f"refs/heads/{branch}"):
         if not dry_run:
             delete_branch(repo, branch, tip)
         report.deleted_run_branches.append(branch)

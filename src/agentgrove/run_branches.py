@@ -221,7 +221,7 @@ def _put_branch(
             f"rename it (git branch -m {branch} NEW), then `grove workflow show {run.id}` "
             "makes it again"
         )
-    if tip and _checked_out(repo, ref):
+    if tip and checked_out(repo, ref):
         # Moving a checked-out branch would leave that checkout's files behind its HEAD.
         return RunBranch(
             problem=f"branch {branch} holds an earlier result and is checked out: switch to "
@@ -250,7 +250,7 @@ def _holds(repo: Path, tip: str, commit: str | None, tree: str, parents: tuple[s
     return shape[0] == tree and tuple(shape[1:]) == parents
 
 
-def _checked_out(repo: Path, ref: str) -> bool:
+def checked_out(repo: Path, ref: str) -> bool:
     """Whether ``ref`` is the checked-out branch of the repository or of any of its worktrees
     (read from the main repository's records, never from a worktree)."""
     listed = run_git(["worktree", "list", "--porcelain", "-z"], repo).split("\0")
@@ -302,6 +302,7 @@ __all__ = [
     "RUN_BRANCH_PREFIX",
     "RunBranch",
     "after_node_completed",
+    "checked_out",
     "ensure_run_branch",
     "existing_results",
     "run_branch_name",
