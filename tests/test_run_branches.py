@@ -16,7 +16,7 @@ from agentgrove.cleanup import collect
 from agentgrove.dashboard import create_app
 from agentgrove.errors import BadInput
 from agentgrove.grove import Grove
-from agentgrove.models import AgentRecord, RunRecord, RunStatus, WorkspaceRecord
+from agentgrove.models import AgentRecord, AgentStatus, RunRecord, RunStatus, WorkspaceRecord
 from agentgrove.run_branches import with_result
 from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
 from agentgrove.workspaces import (
@@ -266,6 +266,20 @@ def test_a_checked_out_run_branch_is_not_moved_under_its_checkout(repo: Path) ->
         _git(repo, "checkout", "-q", "main")
         _, made = with_result(repo, grove.workflows.get(run.id))
     assert made.branch == branch and _git(repo, "rev-parse", branch) != old
+
+
+def test_a_branch_that_cannot_be_made_never_fails_the_run(
+    repo: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A branch named ``grove/run`` makes every ``grove/run/<id>`` impossible to create."""
+    _git(repo, "branch", "grove/run", "main")
+    with Grove.init(repo, runtime=ScriptedRuntime(writes_named_files)) as grove:
+        run = grove.run_workflow(FORK)
+        _, made = with_result(repo, grove.workflows.get(run.id))
+    assert run.status is RunStatus.COMPLETED
+    assert all(n.agent and n.agent.status is AgentStatus.COMPLETED for n in run.nodes)
+    assert f"run {run.id}: no result branch: git failed making grove/run/{run.id}" in caplog.text
+    assert made.branch is None and "git failed" in (made.problem or "")
 
 
 def test_no_branch_for_a_run_not_completed_or_run_in_another_repository(repo: Path) -> None:
