@@ -203,7 +203,11 @@ def test_conflicting_sinks_get_no_branch_and_the_paths_are_named(repo: Path) -> 
         record, made = with_result(repo, grove.workflows.get(run.id))
     assert _run_branches(repo) == []
     assert made.branch is None and made.conflicts == ("shared.txt",)
-    assert "left, right conflict in: shared.txt" in (made.problem or "")
+    left, right = (f"grove/{_node(run, key).id}" for key in ("left", "right"))
+    assert made.problem == (
+        "the results of its sink nodes left, right conflict in: shared.txt; "
+        f"merge their branches yourself ({left}, {right})"
+    )
     assert record.result_branch is None and record.to_json()["result_commit"] is None
 
 
@@ -401,7 +405,7 @@ def test_the_cli_shows_merges_and_refuses_run_results(repo: Path) -> None:
     head, branches = _head(repo), _run_branches(repo)
     refused = {
         running.id: f"run {running.id} is running, not completed",
-        clash.id: "left, right conflict in: shared.txt; no run branch was made",
+        clash.id: "left, right conflict in: shared.txt; merge their branches yourself (grove/",
     }
     for run_id, words in refused.items():
         result = run_cli("workflow", "merge", run_id, cwd=repo)

@@ -179,9 +179,11 @@ def _result_commit(repo: Path, run: RunRecord, sinks: list[tuple[str, str]]) -> 
         if proc.returncode == 1:
             paths = tuple(dict.fromkeys(f for f in fields[1:] if f))
             named = [key for key, commit in sinks if commit in commits]
+            branches = [_branch_of(run, key) for key in named]
             return RunBranch(
                 problem=f"the results of its sink nodes {', '.join(named)} conflict in: "
-                f"{', '.join(paths) or '(unknown)'}; no run branch was made",
+                f"{', '.join(paths) or '(unknown)'}; merge their branches yourself "
+                f"({', '.join(branches)})",
                 conflicts=paths,
             )
         if proc.returncode != 0:
@@ -191,6 +193,12 @@ def _result_commit(repo: Path, run: RunRecord, sinks: list[tuple[str, str]]) -> 
             # merge-tree in git 2.39 merges commits only: carry the partial merge as one.
             left = _commit_tree(repo, tree, (left, right), f"grove: partial result of {run.id}")
     return None, tree, tuple(commits)
+
+
+def _branch_of(run: RunRecord, key: str) -> str:
+    agent = next(n.agent for n in run.nodes if n.key == key)
+    ws = agent.workspace if agent else None
+    return (ws.branch if ws else None) or key
 
 
 def _commit_tree(repo: Path, tree: str, parents: tuple[str, ...], message: str) -> str:
