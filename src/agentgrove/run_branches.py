@@ -291,7 +291,10 @@ def _grove_made(repo: Path, tip: str, run: RunRecord) -> bool:
 async def after_node_completed(store: Store, repo: Path | None, run_id: str) -> None:
     """Called by the worker after a node of ``run_id`` completed (its transaction committed):
     when that completed the run, make its result branch. On a thread; any failure is logged
-    as a warning and nothing else (the branch is made again wherever it is read)."""
+    as a warning and nothing else (the branch is made again wherever it is read). Outside git
+    there is nothing to make, and nothing to warn about."""
+    if repo is None:
+        return
 
     def make() -> None:
         if store.run_status(run_id) is not RunStatus.COMPLETED:
