@@ -346,14 +346,6 @@ def test_gc_keeps_run_branches_unless_forced_and_never_takes_one_for_an_agents(
         assert with_result(repo, grove.workflows.get(run.id))[1].branch == branch
 
 
-def test_an_agent_never_adopts_a_run_branch(repo: Path, workspaces: Workspaces) -> None:
-    """Agents' branches are ``grove/<12 hex>``; a run branch is no agent's."""
-    _git(repo, "branch", "grove/run/0123456789ab", "main")
-    ws = workspaces.create("0123456789ab", None)
-    assert ws.branch == "grove/0123456789ab"
-    assert _git(repo, "rev-parse", "grove/run/0123456789ab") == _git(repo, "rev-parse", "main")
-
-
 def test_the_dashboards_run_page_shows_the_result_branch_and_makes_none(repo: Path) -> None:
     with Grove.init(repo, runtime=ScriptedRuntime(writes_named_files)) as grove:
         run = grove.run_workflow(FORK)
