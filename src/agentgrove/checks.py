@@ -64,6 +64,8 @@ _KEEP_RAW = 4 * TAIL_BYTES
 _DRAIN_S = 5.0
 """How long the output is read after every process of the check was killed."""
 _MARK_PREFIX = "check-"
+_CANCEL_POLL_S = 0.05
+"""How often a running check looks at its ``cancel`` event."""
 
 
 @dataclass(frozen=True)
@@ -300,20 +302,22 @@ class _Tail(threading.Thread):
 
 def _wait_unreaped(pid: int, deadline: float, cancel: threading.Event | None) -> bool:
     """Wait until ``pid`` exits, ``deadline`` (monotonic) passes or ``cancel`` is set, leaving
-    it a zombie; whether it exited."""
-    pause = 0.001
+    it a zombie; whether it exited. A thread blocks in ``waitid`` for the exit, so it is seen
+    at once (polling would add up to a poll interval to every check)."""
+    exited = threading.Event()
+
+    def watch() -> None:
+        with contextlib.suppress(ChildProcessError):
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        exited.set()
+
+    threading.Thread(target=watch, daemon=True, name="check-exit").start()
     while True:
-        try:
-            done = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return True
-        if done is not None:
-            return True
         left = deadline - time.monotonic()
         if left <= 0 or (cancel is not None and cancel.is_set()):
-            return False
-        time.sleep(min(pause, left))
-        pause = min(pause * 2, 0.05)
+            return exited.is_set()
+        if exited.wait(min(left, _CANCEL_POLL_S)):
+            return True
 
 
 def _read_status(fd: int) -> dict[str, object]:
