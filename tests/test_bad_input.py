@@ -288,6 +288,9 @@ CASES: dict[str, Case] = {
     "workflow-show-unknown-run": Case(
         ("workflow", "show", MISSING_ID), f"unknown workflow run {MISSING_ID!r}"
     ),
+    "workflow-merge-unknown-run": Case(
+        ("workflow", "merge", MISSING_ID), f"unknown workflow run {MISSING_ID!r}"
+    ),
     "workflow-cancel-unknown-run": Case(
         ("workflow", "cancel", MISSING_ID), f"unknown workflow run {MISSING_ID!r}"
     ),

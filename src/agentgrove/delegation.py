@@ -11,20 +11,45 @@ Contracts:
   no stored copy can drift or be widened).
 * ``wait_agents`` parks the caller's concurrency slot while it waits (so a parent waiting for
   its children never deadlocks a worker, even at concurrency 1) and takes it back after.
+* Children's work flows back (:mod:`agentgrove.child_merges` decides, per child): when
+  ``wait_agents`` returns, each completed child it named is merged into the caller's worktree,
+  in spawn order, after the caller's own work is committed; ``merge_agent`` does the same for
+  one child; :meth:`AgentDelegate.merge_at_end` merges the completed children the caller never
+  merged when its run ends. A conflict stays in progress for the caller to resolve; later
+  children wait for that (:data:`~agentgrove.child_merges.BLOCKED`).
+* ``wait_agents`` and ``merge_agent`` accept only the caller's own direct children: any other
+  id refuses the whole call (nothing waited for, nothing merged). A parent must not pull another
+  tree's work into its branch, nor hold its slot parked on agents it does not own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 
-from agentgrove.errors import GroveError
-from agentgrove.models import AgentRecord, SpawnRequest, WorkspaceRecord
+from agentgrove.child_merges import (
+    BLOCKED,
+    OUTSIDE_GIT,
+    ChildMerge,
+    Outcome,
+    Report,
+    decide,
+    in_spawn_order,
+    not_children,
+    summary,
+)
+from agentgrove.errors import GroveError, StoreUnavailable
+from agentgrove.gitexec import GitError
+from agentgrove.models import AgentRecord, AgentStatus, ErrorKind, SpawnRequest, WorkspaceRecord
 from agentgrove.roles import Role, clamp, spawn_refusal
-from agentgrove.runtime import DelegationRefused
+from agentgrove.runtime import DelegationRefused, RunResult
+from agentgrove.workspaces import ConflictMarkersLeft, branch_name
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from agentgrove.service import AgentService, Lease
@@ -73,6 +98,9 @@ class AgentDelegate:
     lease: Lease
     commit: Callable[[str], Awaitable[WorkspaceRecord]]
     slots: Slots
+    _worktree_git: anyio.Lock = field(default_factory=anyio.Lock, init=False, repr=False)
+    """Held while grove runs git in the caller's worktree for a tool call: the model may call
+    tools concurrently, and two commits or merges at once would collide on git's index lock."""
 
     async def spawn_agent(self, role: str, task: str) -> str:
         roles = self.service.config.roles
@@ -97,7 +125,14 @@ class AgentDelegate:
                 f"fan-out limit: this {self.agent.role} already has {children} children "
                 f"(max_children {own.max_children})"
             )
-        ws = await self.commit(f"{self.agent.role}: work in progress before spawning {role}")
+        try:
+            async with self._worktree_git:
+                ws = await self.commit(
+                    f"{self.agent.role}: work in progress before spawning {role}"
+                )
+        except ConflictMarkersLeft as exc:
+            # Committing now would commit the markers: the child would start from them.
+            raise DelegationRefused(f"{exc}; then spawn") from None
         try:
             child = self.service.spawn(
                 SpawnRequest(role, task, parent_id=self.agent.id, base=ws.head_commit)
@@ -108,10 +143,7 @@ class AgentDelegate:
 
     async def wait_agents(self, ids: list[str], timeout_s: float) -> list[dict[str, Any]]:
         store = self.service.store
-        try:
-            full = [store.resolve_id(i) for i in ids]
-        except GroveError as exc:
-            raise DelegationRefused(str(exc)) from exc
+        full = await self._own_children(ids, "wait_agents")
         self.slots.park()
         try:
             self._mark_waiting(True)
@@ -124,7 +156,164 @@ class AgentDelegate:
                     self._mark_waiting(False)
             finally:
                 self.slots.unpark()
-        return [_summary(store.get_agent(i)) for i in full]
+        children = in_spawn_order(await self._children(), full)
+        return (await self.merge_children(children)).summaries()
+
+    async def merge_agent(self, agent_id: str) -> dict[str, Any]:
+        [child_id] = await self._own_children([agent_id], "merge_agent")
+        [child] = in_spawn_order(await self._children(), [child_id])
+        [entry] = (await self.merge_children([child])).summaries()
+        return entry
+
+    async def _children(self) -> list[AgentRecord]:
+        """The caller's direct children, in spawn order."""
+        return await self.service.db(self.service.store.list_agents, parent_id=self.agent.id)
+
+    async def _own_children(self, ids: Sequence[str], tool: str) -> list[str]:
+        """``ids`` resolved to full ids, each one of the caller's direct children; otherwise
+        :class:`DelegationRefused` (unknown, or someone else's), and nothing is done."""
+        store = self.service.store
+        try:
+            full = [await self.service.db(store.resolve_id, i) for i in ids]
+        except GroveError as exc:
+            raise DelegationRefused(str(exc)) from exc
+        strangers = not_children(await self._children(), full)
+        if strangers:
+            raise DelegationRefused(
+                f"{', '.join(strangers)} {'is' if len(strangers) == 1 else 'are'} not your "
+                f"child: {tool} takes only agents you spawned with spawn_agent"
+            )
+        return full
+
+    async def merge_children(self, children: Sequence[AgentRecord]) -> Report:
+        """Merge each of ``children`` (the caller's, in spawn order) that completed and is not
+        yet in the caller's history into its worktree, after committing the caller's own work
+        (which concludes a merge it resolved); one entry per child (see
+        :mod:`agentgrove.child_merges`). No merge starts while one is in progress: the first
+        conflict stays, markers in the files, and the children after it wait for it."""
+        async with self._worktree_git:
+            return await self._merge_children(children)
+
+    async def _merge_children(self, children: Sequence[AgentRecord]) -> Report:
+        report = Report()
+        ws, blocked = await self._commit_before_merging(children)
+        workspaces = self.service.workspaces
+        for child in children:
+            head = child.workspace.head_commit if child.workspace else None
+            isolated = ws is not None and ws.repo_path is not None
+            contained = (
+                ws is not None
+                and isolated
+                and head is not None
+                and await self._git(workspaces.contains, ws, head)
+            )
+            skip = decide(child, contained=contained, blocked=blocked)
+            if skip is None and (ws is None or not isolated or head is None):
+                skip = ChildMerge(child, Outcome.NOT_MERGED, detail=OUTSIDE_GIT)
+            if skip is not None:
+                report.entries.append(skip)
+                continue
+            assert ws is not None and head is not None
+            message = f"grove: merge {child.role} {child.id}"
+            try:
+                merged = await self._git(workspaces.merge_child, ws, head, message)
+            except GitError as exc:
+                entry = ChildMerge(child, Outcome.NOT_MERGED, detail=f"not merged: {exc}")
+            else:
+                blocked = bool(merged.conflicted)
+                entry = (
+                    ChildMerge(child, Outcome.CONFLICTED, merged.conflicted, commit=head)
+                    if blocked
+                    else ChildMerge(child, Outcome.MERGED, merged.files, commit=head)
+                )
+            report.entries.append(entry)
+        if ws is not None and any(e.outcome is Outcome.MERGED for e in report.entries):
+            await self._save(await self._git(workspaces.refreshed, ws))
+        if report.entries:
+            await self._record(report)
+        return report
+
+    async def _commit_before_merging(
+        self, children: Sequence[AgentRecord]
+    ) -> tuple[WorkspaceRecord | None, bool]:
+        """Commit the caller's work when a child may be merged; its workspace, and whether a
+        merge is (still) in progress there (an earlier conflict it has not resolved)."""
+        if not any(c.status is AgentStatus.COMPLETED for c in children):
+            return None, False
+        try:
+            ws = await self.commit(f"{self.agent.role}: work in progress before merging children")
+        except ConflictMarkersLeft:
+            return await self._workspace(), True
+        except GroveError as exc:
+            raise DelegationRefused(
+                f"your work could not be committed before merging: {exc}"
+            ) from exc
+        # A caller that cannot write commits nothing: ask git.
+        return ws, await self._git(self.service.workspaces.merge_in_progress, ws)
+
+    async def _save(self, ws: WorkspaceRecord) -> None:
+        lease = (self.lease.owner, self.lease.attempt)
+        store = self.service.store
+        await self.service.owed(self.agent.id, lambda: store.save_workspace(ws, lease=lease))
+
+    async def merge_at_end(self, result: RunResult) -> RunResult:
+        """When the caller's run ended well: merge its completed children it has not merged
+        yet (children still running are not merged: their work stays on their branches). A
+        conflict cannot be resolved any more: the merge is undone (the caller's work, committed
+        just before, stays on its branch) and the result fails ``merge_conflict`` naming the
+        paths. Otherwise ``result`` unchanged."""
+        if not result.success:
+            return result
+        done = [c for c in await self._children() if c.status is AgentStatus.COMPLETED]
+        if not done:
+            return result
+        report = await self.merge_children(done)
+        conflicts = [e for e in report.entries if e.outcome is Outcome.CONFLICTED]
+        refused = [e for e in report.entries if e.outcome is Outcome.NOT_MERGED]
+        if refused and not conflicts:
+            lines = "; ".join(f"{e.child.id}: {e.detail}" for e in refused)
+            with contextlib.suppress(StoreUnavailable):
+                await self.service.db(
+                    self.service.store.append_event,
+                    self.agent.id,
+                    "agent.warning",
+                    {"message": f"children not merged at the end of the run: {lines}"},
+                )
+        if not conflicts:
+            return result
+        ws = await self._workspace()
+        if ws is not None:
+            await self._git(self.service.workspaces.abort_merge, ws)
+        [entry] = conflicts
+        unmerged = [entry.child.id, *(e.child.id for e in report.entries if e.detail == BLOCKED)]
+        error = (
+            f"merging child {entry.child.id} ({entry.child.role}) at the end of the run "
+            f"conflicts in: {', '.join(entry.files)}; the merge was undone, the work is "
+            f"committed on {ws.branch if ws else 'your branch'}, and the work not merged stays "
+            f"on {', '.join(branch_name(i) for i in unmerged)}"
+        )
+        return replace(result, success=False, error=error, error_kind=ErrorKind.MERGE_CONFLICT)
+
+    async def _workspace(self) -> WorkspaceRecord | None:
+        record = await self.service.db(self.service.store.get_agent, self.agent.id)
+        return record.workspace
+
+    async def _git(self, fn: Callable[..., T], /, *args: Any) -> T:
+        """A git call of :class:`~agentgrove.workspaces.Workspaces`, off the event loop."""
+        return await anyio.to_thread.run_sync(fn, *args)
+
+    async def _record(self, report: Report) -> None:
+        """One event for the pass: what came back from each child (advice, not owed)."""
+        data = {
+            "children": [
+                {"id": e.child.id, "result": e.outcome.value, "files": list(e.files)}
+                for e in report.entries
+            ]
+        }
+        with contextlib.suppress(StoreUnavailable):
+            await self.service.db(
+                self.service.store.append_event, self.agent.id, "agent.children_merged", data
+            )
 
     def _mark_waiting(self, waiting: bool) -> None:
         """Record on the parent's row whether it waits (admission does not count it then),
@@ -142,24 +331,14 @@ class AgentDelegate:
             record = self.service.store.get_agent(self.service.store.resolve_id(agent_id))
         except GroveError as exc:
             raise DelegationRefused(str(exc)) from exc
-        summary = _summary(record)
+        result = summary(record)
         ws = record.workspace
-        summary |= {
+        result |= {
             "branch": ws.branch if ws else None,
             "head_commit": ws.head_commit if ws else None,
             "files_changed": list(ws.files_changed) if ws else [],
         }
-        return summary
-
-
-def _summary(agent: AgentRecord) -> dict[str, Any]:
-    return {
-        "id": agent.id,
-        "role": agent.role,
-        "status": agent.status.value,
-        "output": agent.output,
-        "error": agent.error,
-    }
+        return result
 
 
 __all__ = ["AgentDelegate", "NoSlots", "Slots", "effective_role"]

@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
 
@@ -26,6 +27,7 @@ from agentgrove.models import AgentRecord, ErrorKind, RunRecord, SpawnRequest
 from agentgrove.runtime import MessageSink, RunResult, RunSpec, Runtime, ScriptedRuntime
 from agentgrove.runtime._scripted import delayed_echo
 from agentgrove.service import AgentService, EventObserver
+from agentgrove.stats import StatsReport, parse_by, parse_since
 from agentgrove.store import Store, _migrate
 from agentgrove.worker import Worker
 from agentgrove.workflows.engine import WorkflowEngine
@@ -202,6 +204,14 @@ class Grove:
         """Start a workflow and execute it here; returns the finished run."""
         run = self.start_workflow(source, inputs, base=base)
         return anyio.run(self.execute_run_async, run.id)
+
+    def stats(self, *, by: str | None = None, since: str | datetime | None = None) -> StatsReport:
+        """Cost per passing work (``grove stats``): agents, passed checks, pass rate, cost and
+        tokens per passing agent and median duration, per ``by`` (``"role"`` or ``"model"``)
+        and in total, over the agents that finished at or after ``since`` (an ISO date or
+        datetime, UTC unless it says; a naive ``datetime`` is UTC). What counts as passing:
+        :mod:`agentgrove.stats`. Bad values raise :class:`BadInput`."""
+        return self.store.agent_stats(parse_by(by), parse_since(since))
 
     def get(self, agent_id: str) -> AgentRecord:
         return self.store.get_agent(self.store.resolve_id(agent_id))

@@ -10,6 +10,9 @@ queries, see :mod:`agentgrove.store._stats`). Exposed series:
 * ``grove_run_duration_seconds{role,model}`` — histogram, ``duration_ms`` of finished agents
 * ``grove_tokens_total{role,model,direction="in"|"out"}`` — counter
 * ``grove_cost_usd_total{role,model}`` — counter
+* ``grove_checks_total{role,model,result="passed"|"failed"}`` — counter, finished agents
+  whose check passed or failed (both results for every (role, model) with a check; agents
+  without one, and running agents between fix rounds, are not counted)
 
 The counters are sums over agent rows, which grove never deletes, so they only grow.
 
@@ -81,6 +84,13 @@ class GroveCollector(Collector):
             cost.add_metric([row.role, row.model], row.cost_usd)
         yield tokens
         yield cost
+
+        checks = CounterMetricFamily(
+            "grove_checks", "Agents' checks by result.", labels=["role", "model", "result"]
+        )
+        for count in self._store.check_counts():
+            checks.add_metric([count.role, count.model, count.result.value], count.agents)
+        yield checks
 
 
 def _histogram(name: str, documentation: str, rows: list[Histogram]) -> HistogramMetricFamily:

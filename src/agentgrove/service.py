@@ -50,12 +50,13 @@ from agentgrove.models import (
 from agentgrove.processes import kill_agent_processes
 from agentgrove.retry import decide
 from agentgrove.roles import check_command_refusal
-from agentgrove.runtime import MessageSink, RunResult, RunSpec, Runtime
+from agentgrove.run_branches import after_node_completed
+from agentgrove.runtime import RunResult, RunSpec, Runtime
 from agentgrove.runtime._policy import can_write
 from agentgrove.secrets import Redactor
 from agentgrove.store import NewAgent, RunOutcome, Store
 from agentgrove.store._core import utcnow
-from agentgrove.workspaces import MergeConflict, Workspaces
+from agentgrove.workspaces import ConflictMarkersLeft, MergeConflict, Workspaces
 
 T = TypeVar("T")
 
@@ -400,9 +401,6 @@ class AgentService:
             try:
                 progress.ran = True
                 result = progress.result = await self.runtime.run(spec, transcript.sink)
-                result = progress.result = await self._check(
-                    agent, lease, spec, result, transcript.sink
-                )
             except anyio.get_cancelled_exc_class():
                 # Interrupted (shutdown, a cancel, a lost lease): what is queued gets a few
                 # seconds to reach the database before the release.
@@ -413,9 +411,11 @@ class AgentService:
             # What the run said is in the database before its ending.
             await transcript.flush()
             writing.cancel_scope.cancel()
+        result = await self._merge_unmerged_children(spec, result)
+        result = progress.result = await self._check(agent, lease, spec, result, transcript)
         result = replace(result, output=self.redact(result.output), error=self.redact(result.error))
         if writes:
-            await self._commit(agent, current[0], result, lease)
+            result = await self._commit(agent, current[0], result, lease)
         await self._settle(agent, lease, result)
 
     async def _check(
@@ -424,7 +424,7 @@ class AgentService:
         lease: Lease,
         spec: RunSpec,
         result: RunResult,
-        sink: MessageSink,
+        transcript: _TranscriptWriter,
     ) -> RunResult:
         """Run the agent's check after a successful run, and while it fails give the agent
         ``fix_rounds`` more tries in the same session (each told the check's exit code and
@@ -457,7 +457,8 @@ class AgentService:
                 spent = "budget" if budget_left < MIN_GRANT_USD else "time"
                 return _check_failure(total, f"{failed}; no {spent} left for a fix round")
             message = fix_prompt(command, run, tries_left=role.fix_rounds - rounds)
-            fix = await self.runtime.run(
+            fix = await self._fix_round(
+                transcript,
                 replace(
                     spec,
                     prompt=self.redact(message)
@@ -467,7 +468,6 @@ class AgentService:
                     max_budget_usd=budget_left,
                     timeout_s=time_left,
                 ),
-                sink,
             )
             total = replace(
                 fix,
@@ -479,6 +479,18 @@ class AgentService:
             )
             if not fix.success:
                 return total
+
+    async def _fix_round(self, transcript: _TranscriptWriter, spec: RunSpec) -> RunResult:
+        """One more run of the agent, its transcript written before it returns (interrupted,
+        what is queued gets a few seconds, as for the first run)."""
+        try:
+            fix = await self.runtime.run(spec, transcript.sink)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True), anyio.move_on_after(TRANSCRIPT_CLOSE_S):
+                await transcript.flush()
+            raise
+        await transcript.flush()
+        return fix
 
     async def _run_check(self, command: str, spec: RunSpec, timeout_s: float) -> CheckRun:
         """One run of the check on a thread; cancelled, it is killed at once."""
@@ -551,11 +563,20 @@ class AgentService:
             lambda: self.store.save_workspace(ws, lease=(lease.owner, lease.attempt)),
         )
 
+    async def _merge_unmerged_children(self, spec: RunSpec, result: RunResult) -> RunResult:
+        """The run ended: merge the completed children it never merged (see
+        :meth:`AgentDelegate.merge_at_end`), before the final commit."""
+        if not isinstance(spec.delegate, AgentDelegate):
+            return result
+        return await spec.delegate.merge_at_end(result)
+
     async def _commit(
         self, agent: AgentRecord, ws: WorkspaceRecord, result: RunResult, lease: Lease
-    ) -> WorkspaceRecord:
+    ) -> RunResult:
         """Commit the run's work on the agent's branch, if the lease is still ours: a worker
         that was presumed dead must not add commits behind the back of the one that took over.
+        The result to settle: ``result``, or, when files a child's merge left conflicted still
+        hold conflict markers, a failure ``merge_conflict`` naming them (nothing committed).
         """
         if not await self.owed(
             agent.id,
@@ -563,7 +584,7 @@ class AgentService:
                 agent.id, lease.owner, lease.attempt, self.config.worker.lease_s
             ),
         ):
-            return ws
+            return result
         trailers = {
             "Grove-Agent": agent.id,
             "Grove-Role": agent.role,
@@ -577,12 +598,18 @@ class AgentService:
             committed = await anyio.to_thread.run_sync(
                 self.workspaces.commit, ws, message, trailers
             )
+        except ConflictMarkersLeft as exc:
+            if not result.success:  # a retry resumes the session, the merge still in progress
+                await self._warn(agent.id, f"not committed: {exc}")
+                return result
+            failed = _markers_left(result, ws, exc)
+            return replace(failed, error=self.redact(failed.error))
         except Exception as exc:
             await self._warn(agent.id, f"commit failed: {exc}")
-            return ws
+            return result
         if committed != ws:  # an unisolated workspace comes back unchanged: nothing to record
             await self._save_workspace(committed, lease)
-        return committed
+        return result
 
     async def _settle(self, agent: AgentRecord, lease: Lease, result: RunResult) -> None:
         if result.success:
@@ -631,6 +658,9 @@ class AgentService:
             agent.id, lambda: self.store.finish(agent.id, lease.owner, lease.attempt, outcome)
         ) or await self.db(self._recorded, agent.id, lease, outcome):
             self._emit(agent.id, f"agent.{outcome.status.value}", {"error": result.error})
+            if agent.workflow_run_id and outcome.status is AgentStatus.COMPLETED:
+                # The run's result branch, if this completed the run (never fails the agent).
+                await after_node_completed(self.store, self.workspaces.repo, agent.workflow_run_id)
         else:
             print(
                 f"grove: agent {agent.id} attempt {lease.attempt}: result not recorded: "
@@ -740,6 +770,20 @@ def _check_ending(run: CheckRun) -> str:
 def _check_failure(result: RunResult, message: str) -> RunResult:
     """``result`` (its output and usage kept) failed ``check_failed`` with ``message``."""
     return replace(result, success=False, error=message, error_kind=ErrorKind.CHECK_FAILED)
+
+
+def _markers_left(result: RunResult, ws: WorkspaceRecord, exc: ConflictMarkersLeft) -> RunResult:
+    """The run fails ``merge_conflict``: a merge of a child it left unresolved. Its work is
+    kept: up to the merge on its branch, since then in its worktree (merge still in progress)."""
+    return replace(
+        result,
+        success=False,
+        error_kind=ErrorKind.MERGE_CONFLICT,
+        error=(
+            f"{exc}. Nothing was committed: {ws.branch} holds the work committed before the "
+            f"merge; the worktree {ws.worktree_path} keeps the rest, with the merge in progress"
+        ),
+    )
 
 
 def _failure(kind: ErrorKind, message: str) -> RunResult:

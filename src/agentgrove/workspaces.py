@@ -13,19 +13,23 @@ worktree are neither entered nor committed (the commit's diffstat names them).
 from __future__ import annotations
 
 import fcntl
+import os
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from agentgrove.child_merges import holds_markers, marker_size
 from agentgrove.errors import BadInput, BadRef, GroveError
 from agentgrove.gitexec import (
     DIFF_SAFE,
     IDENTITY,
     GitError,
+    Worktree,
     common_dir,
     nested_repositories,
     registered_worktree,
@@ -37,6 +41,8 @@ from agentgrove.gitexec import (
 from agentgrove.models import WorkspaceRecord
 
 BRANCH_PREFIX = "grove/"
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+"""Git's empty tree: what an unborn HEAD is compared against."""
 
 
 class MergeConflict(GroveError):
@@ -48,6 +54,27 @@ class MergeConflict(GroveError):
             f"{', '.join(paths) or '(unknown)'}; nothing was changed"
         )
         self.paths = paths
+
+
+class ConflictMarkersLeft(GroveError):
+    """Files a merge left conflicted still hold conflict markers: grove does not commit them.
+    ``paths`` name the files."""
+
+    def __init__(self, paths: list[str]) -> None:
+        super().__init__(
+            f"conflict markers left in: {', '.join(paths)}; remove them (keep what each side "
+            "should keep) before the work can be committed"
+        )
+        self.paths = paths
+
+
+@dataclass(frozen=True)
+class ChildMergeResult:
+    """What merging one child's commit into a parent's worktree did: the files it brought in,
+    or (``conflicted``) the files that conflict, with the merge left in progress."""
+
+    files: tuple[str, ...] = ()
+    conflicted: tuple[str, ...] = ()
 
 
 def _is_sha(ref: str) -> bool:
@@ -200,6 +227,11 @@ class Workspaces:
         Nothing to commit is not an error: the head stays where it was. Repositories nested in
         the worktree (a directory holding a ``.git``) are left out, never entered, and named at
         the end of the diffstat.
+
+        With a merge of a child in progress, the commit concludes it (a commit with both
+        parents, even when nothing changed) unless a file that conflicted still holds conflict
+        markers: then nothing is staged or committed, the merge stays in progress, and
+        :class:`ConflictMarkersLeft` names the files.
         """
         if ws.repo_path is None:
             return ws
@@ -214,18 +246,31 @@ class Workspaces:
                 f"the worktree's HEAD names {head_ref or 'no branch'}, not {branch}: grove "
                 "commits an agent's work only onto its own branch, so nothing was committed"
             )
+        # A merge of a child in progress (a conflict the agent resolves): the commit concludes
+        # it, but never with conflict markers still in the files that conflicted.
+        merging = _merging_in(path, tree)
+        if merging:
+            left = _markers_left(path, tree, _unmerged_in(path, tree))
+            if left:
+                raise ConflictMarkersLeft(left)
         nested = nested_repositories(path)
         skip = [f":(exclude,literal){p}" for p in nested]
         run_git(["add", "-A", "--", ".", *skip], path, tree=tree)
         staged = run(["diff", "--cached", "--quiet", *DIFF_SAFE], path, tree=tree)
         if staged.returncode not in (0, 1):
             raise GitError(f"git diff --cached failed: {staged.stderr.strip()}")
-        if staged.returncode == 1:
+        if staged.returncode == 1 or merging:
             args = ["commit", "--quiet", "--no-verify", "-m", message]
             for key, value in trailers.items():
                 args += ["--trailer", f"{key}: {value}"]
             run_git(args, path, identity=IDENTITY, tree=tree)
-        head = run_git(["rev-parse", branch], repo)
+        return self._recorded(ws, nested)
+
+    def _recorded(self, ws: WorkspaceRecord, nested: list[str]) -> WorkspaceRecord:
+        """``ws`` with its branch's head commit, diffstat and files changed since its base."""
+        assert ws.repo_path is not None
+        repo = Path(ws.repo_path)
+        head = run_git(["rev-parse", f"refs/heads/{ws.branch}"], repo)
         span = f"{ws.base_ref}..{head}"
         diffstat = run_git(["diff", *DIFF_SAFE, "--stat", span], repo)
         if nested:
@@ -237,39 +282,83 @@ class Workspaces:
         files = tuple(f for f in listed.split("\0") if f)
         return replace(ws, head_commit=head, diffstat=diffstat.strip(), files_changed=files)
 
+    # -- children's work merged into their parent's worktree (see agentgrove.child_merges) --
+
+    def refreshed(self, ws: WorkspaceRecord) -> WorkspaceRecord:
+        """``ws`` with its head commit, diffstat and files as its branch has them now (after
+        grove merged children into it); nothing is committed."""
+        if ws.repo_path is None:
+            return ws
+        return self._recorded(ws, nested_repositories(Path(ws.worktree_path)))
+
+    def contains(self, ws: WorkspaceRecord, commit: str) -> bool:
+        """``commit`` is in the history of the agent's branch (asked of the main repository,
+        never of the worktree)."""
+        if ws.repo_path is None or not _is_sha(commit):
+            return False
+        repo = Path(ws.repo_path)
+        ancestor = ["merge-base", "--is-ancestor", commit, f"refs/heads/{ws.branch}"]
+        return run(ancestor, repo).returncode == 0
+
+    def merge_in_progress(self, ws: WorkspaceRecord) -> bool:
+        """A merge is in progress in the agent's worktree (git's MERGE_HEAD, kept in the main
+        repository's record of the worktree, out of the agent's reach)."""
+        if ws.repo_path is None:
+            return False
+        path = Path(ws.worktree_path)
+        return _merging_in(path, worktree(Path(ws.repo_path), path))
+
+    def merge_child(self, ws: WorkspaceRecord, commit: str, message: str) -> ChildMergeResult:
+        """Merge ``commit`` (a child's head) into the agent's worktree, ``--no-ff`` and
+        hooks off, committed with grove's identity; its files. On a conflict the merge is left
+        in progress (markers in the files) for the agent to resolve, and the result names the
+        conflicted files. Git refusing to start (a commit it does not have, changes in the
+        way) raises :class:`GitError` with git's words, leaving nothing in progress.
+
+        Commit the worktree first: git refuses to merge over uncommitted changes it would
+        overwrite."""
+        if ws.repo_path is None:
+            raise BadInput(f"agent {ws.agent_id} runs outside git: nothing can be merged into it")
+        if not _is_sha(commit):  # only ever a commit id from the store: never an option
+            raise GitError(f"not a commit id: {commit!r}")
+        repo, path = Path(ws.repo_path), Path(ws.worktree_path)
+        tree = worktree(repo, path)
+        before = run_git(["rev-parse", f"refs/heads/{ws.branch}"], repo)
+        merge = ["merge", "--no-verify", "--no-edit", "--no-ff", "--no-stat", "-m", message]
+        proc = run([*merge, commit], path, identity=IDENTITY, tree=tree)
+        if proc.returncode != 0:
+            conflicted = _unmerged_in(path, tree)
+            if conflicted and _merging_in(path, tree):
+                return ChildMergeResult(conflicted=tuple(conflicted))
+            if _merging_in(path, tree):
+                run(["merge", "--abort"], path, tree=tree)
+            words = " ".join((proc.stderr.strip() or proc.stdout.strip()).split())
+            raise GitError(f"git merge {commit[:12]} refused: {words}")
+        after = run_git(["rev-parse", f"refs/heads/{ws.branch}"], repo)
+        listed = run_git(["diff", *DIFF_SAFE, "--name-only", "-z", f"{before}..{after}"], repo)
+        return ChildMergeResult(files=tuple(f for f in listed.split("\0") if f))
+
+    def abort_merge(self, ws: WorkspaceRecord) -> None:
+        """Undo a merge in progress in the agent's worktree (back to its last commit)."""
+        if ws.repo_path is None:
+            return
+        path = Path(ws.worktree_path)
+        tree = worktree(Path(ws.repo_path), path)
+        if _merging_in(path, tree):
+            run_git(["merge", "--abort"], path, tree=tree)
+
     def diff(self, ws: WorkspaceRecord) -> str:
         """The patch from the agent's base to its branch head (its committed work)."""
         if ws.repo_path is None or ws.branch is None:
             return ""
         return run_git(["diff", *DIFF_SAFE, f"{ws.base_ref}..{ws.branch}"], Path(ws.repo_path))
 
-    def merge_into_checkout(self, ws: WorkspaceRecord) -> str:
-        """Merge the agent's branch into the repository's checked-out branch (``--no-ff``, so
-        the agent's commits stay one unit); the new HEAD. Uses the user's git identity, or
-        grove's when none is configured. A conflict aborts the merge, leaving the checkout as
-        it was, and raises :class:`MergeConflict`; a checkout git refuses to merge into
-        (uncommitted changes in the way, a merge in progress, a detached HEAD is fine) raises
-        :class:`GitError` with git's words."""
+    def merge_into_checkout(self, ws: WorkspaceRecord) -> CheckoutMerge:
+        """Merge the agent's branch into the repository's checked-out branch: see
+        :meth:`merge_branch_into_checkout`. :class:`BadInput` when the agent ran outside git."""
         if ws.repo_path is None or ws.branch is None:
             raise BadInput(f"agent {ws.agent_id} has no branch to merge (it ran outside git)")
-        repo = Path(ws.repo_path)
-        if _merging(repo) or _unmerged(repo):
-            # Never touch a merge the user has in progress (an abort would throw their work
-            # away): they finish it first.
-            raise BadInput(
-                f"{repo} has a merge in progress: finish it (`git merge --continue`) or abort "
-                f"it (`git merge --abort`), then merge {ws.branch}"
-            )
-        merge = ["merge", "--no-verify", "--no-ff", "--no-edit", "-m", f"Merge {ws.branch}"]
-        proc = run([*merge, ws.branch], repo, identity=user_identity(repo) or IDENTITY)
-        if proc.returncode != 0:
-            conflicted = _unmerged(repo)
-            if conflicted and _merging(repo):  # our merge stopped on conflicts: undo it
-                run_git(["merge", "--abort"], repo, check=False)
-                raise MergeConflict(ws.branch, conflicted)
-            words = " ".join((proc.stderr.strip() or proc.stdout.strip()).split())
-            raise GitError(f"git merge {ws.branch} refused: {words}")
-        return run_git(["rev-parse", "HEAD"], repo)
+        return merge_branch_into_checkout(Path(ws.repo_path), ws.branch)
 
     def remove_path(self, path: Path) -> None:
         """Remove a worktree directory no record owns (see :mod:`agentgrove.cleanup`)."""
@@ -296,6 +385,74 @@ class Workspaces:
         return replace(ws, state="removed")
 
 
+@dataclass(frozen=True)
+class CheckoutMerge:
+    """What merging a branch into the user's checkout did: the checkout's ``head`` afterwards,
+    whether the branch was ``already_merged`` (its tip already in HEAD's history: nothing was
+    changed), and every path the merge changed in the checkout (HEAD before .. HEAD after),
+    sorted; empty when already merged."""
+
+    head: str
+    already_merged: bool
+    files: tuple[str, ...] = ()
+
+
+def merge_branch_into_checkout(repo: Path, branch: str) -> CheckoutMerge:
+    """Merge ``branch`` into ``repo``'s checked-out branch (``--no-ff``, so the branch's commits
+    stay one unit) and say what it did. A branch whose tip is already in HEAD's history changes
+    nothing (``already_merged``). Uses the user's git identity, or grove's when none is
+    configured. Refuses (:class:`BadInput`) a checkout with a merge in progress, which it never
+    touches. A conflict aborts the merge, leaving the checkout as it was, and raises
+    :class:`MergeConflict`; a checkout git refuses to merge into (uncommitted changes in the
+    way) raises :class:`GitError` with git's words. A detached HEAD is fine."""
+    if _merging(repo) or _unmerged(repo):
+        # Never touch a merge the user has in progress (an abort would throw their work
+        # away): they finish it first.
+        raise BadInput(
+            f"{repo} has a merge in progress: finish it (`git merge --continue`) or abort "
+            f"it (`git merge --abort`), then merge {branch}"
+        )
+    before = run_git(["rev-parse", "-q", "--verify", "HEAD^{commit}"], repo, check=False)
+    tip = run_git(
+        ["rev-parse", "-q", "--verify", f"refs/heads/{branch}^{{commit}}"], repo, check=False
+    )
+    if not tip:
+        raise GitError(f"branch {branch} does not exist in {repo}: nothing to merge")
+    if before and is_merged(repo, tip):
+        return CheckoutMerge(head=before, already_merged=True)
+    merge = ["merge", "--no-verify", "--no-ff", "--no-edit", "-m", f"Merge {branch}"]
+    proc = run([*merge, f"refs/heads/{branch}"], repo, identity=user_identity(repo) or IDENTITY)
+    if proc.returncode != 0:
+        conflicted = _unmerged(repo)
+        if conflicted and _merging(repo):  # our merge stopped on conflicts: undo it
+            run_git(["merge", "--abort"], repo, check=False)
+            raise MergeConflict(branch, conflicted)
+        words = " ".join((proc.stderr.strip() or proc.stdout.strip()).split())
+        raise GitError(f"git merge {branch} refused: {words}")
+    head = run_git(["rev-parse", "HEAD"], repo)
+    listed = run_git(
+        ["diff", *DIFF_SAFE, "--name-only", "--no-renames", "-z", before or EMPTY_TREE, head],
+        repo,
+    )
+    return CheckoutMerge(
+        head=head, already_merged=False, files=tuple(sorted(f for f in listed.split("\0") if f))
+    )
+
+
+def checkout_merge_message(branch: str, merge: CheckoutMerge) -> str:
+    """The one line telling the user what merging ``branch`` did (plain text: the file names
+    are the agent's, so the caller escapes it for its renderer)."""
+    if merge.already_merged:
+        return f"{branch} is already merged into HEAD ({merge.head[:10]}): nothing to merge"
+    if not merge.files:
+        return f"merged {branch} @ {merge.head[:10]}: no files changed"
+    count = len(merge.files)
+    return (
+        f"merged {branch} @ {merge.head[:10]}: {count} file{'' if count == 1 else 's'}: "
+        + ", ".join(merge.files)
+    )
+
+
 def _merging(repo: Path) -> bool:
     """A merge is in progress in ``repo``'s checkout (MERGE_HEAD exists)."""
     return bool(run_git(["rev-parse", "-q", "--verify", "MERGE_HEAD"], repo, check=False))
@@ -305,6 +462,61 @@ def _unmerged(repo: Path) -> list[str]:
     """Paths with unresolved conflicts in ``repo``'s checkout."""
     out = run_git(["diff", *DIFF_SAFE, "--name-only", "--diff-filter=U"], repo, check=False)
     return out.splitlines()
+
+
+def _merging_in(path: Path, tree: Worktree) -> bool:
+    """A merge is in progress in worktree ``path`` (its MERGE_HEAD, in grove's record)."""
+    return bool(
+        run_git(["rev-parse", "-q", "--verify", "MERGE_HEAD"], path, check=False, tree=tree)
+    )
+
+
+def _unmerged_in(path: Path, tree: Worktree) -> list[str]:
+    """Paths of worktree ``path`` with unresolved conflicts in the index."""
+    out = run_git(
+        ["diff", *DIFF_SAFE, "--name-only", "-z", "--diff-filter=U"], path, check=False, tree=tree
+    )
+    return sorted({f for f in out.split("\0") if f})
+
+
+def _markers_left(path: Path, tree: Worktree, conflicted: list[str]) -> list[str]:
+    """Which of the ``conflicted`` files of worktree ``path`` still hold conflict markers, at
+    the marker size git used for each (``git check-attr``, which runs nothing)."""
+    if not conflicted:
+        return []
+    specs = list(conflicted)
+    out = run_git(
+        ["check-attr", "-z", "conflict-marker-size", "--", *specs], path, check=False, tree=tree
+    )
+    fields = out.split("\0")
+    sizes = {fields[i]: fields[i + 2] for i in range(0, len(fields) - 2, 3)}
+    return [p for p in conflicted if _file_holds_markers(path, p, marker_size(sizes.get(p)))]
+
+
+def _file_holds_markers(root: Path, relative: str, size: int) -> bool:
+    """Whether regular file ``relative`` under ``root`` holds conflict marker lines. The file
+    is found without following any symbolic link on the way and opened without blocking on a
+    FIFO (the agent owns every component of the path); missing or not a regular file: no
+    markers (git commits a link as its target's name, and a deletion as nothing)."""
+    parts = [p for p in relative.split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts):
+        return False
+    directory = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=directory)
+            os.close(directory)
+            directory = inner
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+        fd = os.open(parts[-1], flags, dir_fd=directory)
+    except OSError:
+        return False
+    finally:
+        os.close(directory)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return False
+        return holds_markers(handle, size)
 
 
 def exclude_from_git(repo: Path, entry: str) -> None:

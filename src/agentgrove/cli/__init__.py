@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from agentgrove.cli import _agents, _dashboard, _setup, _shell, _up, _workflows
+from agentgrove.cli import _agents, _dashboard, _setup, _shell, _stats, _up, _workflows
 from agentgrove.cli._app import app
 from agentgrove.errors import GroveError
 from agentgrove.secrets import redact
@@ -14,7 +14,8 @@ from agentgrove.text import visible
 
 __all__ = ["app", "main"]
 
-_ = (_agents, _dashboard, _setup, _shell, _up, _workflows)  # each command module registers itself
+# Each command module registers itself.
+_ = (_agents, _dashboard, _setup, _shell, _stats, _up, _workflows)
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from agentgrove import metrics
 from agentgrove.dashboard import _actions, _pages, _stream
 from agentgrove.errors import BadInput, UnknownAgent
 from agentgrove.grove import Grove
-from agentgrove.text import one_line
+from agentgrove.text import one_line, visible
 
 HERE = Path(__file__).parent
 
@@ -89,7 +89,9 @@ def _environment() -> jinja2.Environment:
         autoescape=True,  # everything user-controlled is escaped, in HTML and in SVG text
         undefined=jinja2.StrictUndefined,
     )
-    env.filters.update(money=money, duration=duration, when=when, short=short)
+    env.filters.update(
+        money=money, duration=duration, when=when, short=short, visible=visible, percent=percent
+    )
     return env
 
 
@@ -113,6 +115,10 @@ def duration(ms: int | float | None) -> str:
         return f"{minutes}m {secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes:02d}m"
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
 
 
 def when(value: datetime | None) -> str:

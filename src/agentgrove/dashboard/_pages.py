@@ -14,6 +14,8 @@ from agentgrove.dashboard._transcript import entries
 from agentgrove.errors import BadInput, GroveError
 from agentgrove.grove import Grove
 from agentgrove.models import AgentRecord, AgentStatus, NodeView
+from agentgrove.run_branches import existing_results
+from agentgrove.stats import PASSING
 from agentgrove.store._core import utcnow
 
 router = APIRouter()
@@ -118,12 +120,15 @@ def runs(request: Request) -> HTMLResponse:
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 def run(request: Request, run_id: str) -> Response:
+    grove = _grove(request)
     try:
-        record = _grove(request).store.get_run(run_id)
+        record = grove.store.get_run(run_id)
     except BadInput as exc:
         raise NotFound(str(exc)) from exc
     if record.id != run_id:  # a prefix: one canonical address per run
         return RedirectResponse(f"/runs/{record.id}", status_code=303)
+    # The result branch if it exists; the page writes nothing (`grove workflow show` makes it).
+    (record,) = existing_results(grove.service.workspaces.repo, [record])
     drawn = len(record.nodes) <= MAX_DRAWN_NODES
     dag = layout({n.key: n.depends_on for n in record.nodes}) if drawn else None
     return _render(
@@ -180,6 +185,8 @@ def usage(request: Request, group: str = "role") -> HTMLResponse:
             usage_chart(rows, "role" if group == "role" else "model", "tokens"),
         ],
         table=sorted(by.items(), key=lambda item: -item[1]["cost"]),
+        stats=_grove(request).stats(by=group),
+        passing=PASSING,
     )
 
 

@@ -27,15 +27,22 @@ class DelegationRefused(Exception):
 
 class Delegate(Protocol):
     """The orchestrator tools a running agent gets (``spawn_agent``, ``wait_agents``,
-    ``agent_result``). Implemented by the service for each claimed attempt."""
+    ``merge_agent``, ``agent_result``). Implemented by the service for each claimed attempt."""
 
     async def spawn_agent(self, role: str, task: str) -> str:
         """Commit the caller's work so far, spawn a child from it; the child's id."""
         ...
 
     async def wait_agents(self, ids: list[str], timeout_s: float) -> list[dict[str, Any]]:
-        """Wait (without holding a concurrency slot) until the agents finished or timeout;
-        their ``{id, role, status, output, error}``."""
+        """Wait (without holding a concurrency slot) until the agents (the caller's own
+        children only) finished or timeout, then merge each completed one into the caller's
+        worktree, in spawn order; per child ``{id, role, status, output, error, merge}``, where
+        ``merge`` is ``{result, files | paths, detail}`` (see :mod:`agentgrove.child_merges`)."""
+        ...
+
+    async def merge_agent(self, agent_id: str) -> dict[str, Any]:
+        """Merge one of the caller's children into its worktree now, by the same rules; its
+        entry as in :meth:`wait_agents`."""
         ...
 
     async def agent_result(self, agent_id: str) -> dict[str, Any]:

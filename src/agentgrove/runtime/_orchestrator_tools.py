@@ -1,7 +1,8 @@
 """The orchestrator tools as an in-process MCP server for the Claude CLI.
 
-The model sees them as ``mcp__grove__spawn_agent``, ``mcp__grove__wait_agents`` and
-``mcp__grove__agent_result`` (offered directly because the CLI runs with
+The model sees them as ``mcp__grove__spawn_agent``, ``mcp__grove__wait_agents``,
+``mcp__grove__merge_agent`` and ``mcp__grove__agent_result`` (offered directly because the CLI
+runs with
 ``ENABLE_TOOL_SEARCH=false``). Each tool answers with JSON text; a refusal
 (:class:`DelegationRefused`) comes back as a tool error the model can read and act on.
 """
@@ -17,7 +18,10 @@ from claude_agent_sdk import McpSdkServerConfig, create_sdk_mcp_server, tool
 from agentgrove.runtime._base import Delegate, DelegationRefused
 
 SERVER_NAME = "grove"
-TOOL_NAMES = [f"mcp__{SERVER_NAME}__{n}" for n in ("spawn_agent", "wait_agents", "agent_result")]
+TOOL_NAMES = [
+    f"mcp__{SERVER_NAME}__{n}"
+    for n in ("spawn_agent", "wait_agents", "merge_agent", "agent_result")
+]
 DEFAULT_WAIT_S = 600.0
 
 _SPAWN_SCHEMA = {
@@ -71,6 +75,9 @@ def orchestrator_server(delegate: Delegate) -> McpSdkServerConfig:
         ids = [str(i) for i in args.get("ids", [])]
         return await delegate.wait_agents(ids, float(args.get("timeout_s") or DEFAULT_WAIT_S))
 
+    async def merge(args: dict[str, Any]) -> object:
+        return await delegate.merge_agent(str(args.get("id", "")))
+
     async def result(args: dict[str, Any]) -> object:
         return await delegate.agent_result(str(args.get("id", "")))
 
@@ -83,10 +90,20 @@ def orchestrator_server(delegate: Delegate) -> McpSdkServerConfig:
         )(_guarded(spawn)),
         tool(
             "wait_agents",
-            "Wait until the given agents have finished (or timeout_s passes). Returns each "
-            "one's id, role, status, output and error.",
+            "Wait until the given agents (children you spawned) have finished (or timeout_s "
+            "passes), then merge each completed one's work into your worktree, in spawn order. "
+            "Returns each one's id, role, status, output, error and merge: its result (merged "
+            "with the files, already merged, not completed, conflicted with the paths, not "
+            "merged with why). On a conflict the merge stays in progress: edit the files to "
+            "remove the conflict markers; grove commits the resolution.",
             _WAIT_SCHEMA,
         )(_guarded(wait)),
+        tool(
+            "merge_agent",
+            "Merge one child's work into your worktree now (after resolving a conflict, or "
+            "without waiting). Returns its entry as wait_agents does.",
+            _RESULT_SCHEMA,
+        )(_guarded(merge)),
         tool(
             "agent_result",
             "The current status, output, error, branch and head commit of one agent.",

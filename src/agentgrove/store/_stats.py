@@ -1,5 +1,5 @@
-"""Aggregate, read-only queries for metrics: agents by status, queue depth, usage and latency
-histograms by role and model.
+"""Aggregate, read-only queries for metrics and ``grove stats``: agents by status, queue depth,
+usage and latency histograms by role and model, checks by result, cost per passing work.
 
 Every figure is computed by the database with ``GROUP BY`` in one short read transaction, so
 what travels to Python is one row per (role, model) however many agents there are; histogram
@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Float, case, cast, func, select
+from sqlalchemy import ColumnElement, Connection, Float, case, cast, func, literal_column, select
 
-from agentgrove.models import AgentStatus
+from agentgrove.models import AgentStatus, CheckStatus
+from agentgrove.stats import Grouping, StatsReport, StatsRow
 from agentgrove.store._core import StoreCore
 from agentgrove.store._dialect import claimable
 from agentgrove.store._schema import agents, events
@@ -50,6 +51,16 @@ class Usage:
     tokens_in: int
     tokens_out: int
     cost_usd: float
+
+
+@dataclass(frozen=True)
+class CheckCount:
+    """How many agents of one (role, model) have a check with this result."""
+
+    role: str
+    model: str
+    result: CheckStatus  # passed or failed
+    agents: int
 
 
 @dataclass(frozen=True)
@@ -126,6 +137,50 @@ class StatsQueries(StoreCore):
                 for role, model, t_in, t_out, cost in conn.execute(query).all()
             ]
 
+    def check_counts(self) -> list[CheckCount]:
+        """Finished agents whose check passed or failed, per (role, model), both results always
+        present for a (role, model) that has any; sorted by role, model, result.
+
+        Only finished agents count: while an agent runs, its check's status is that of the
+        latest round, and a fix round can turn failed into passed; a finished agent's is final,
+        so each series only grows, as a counter must."""
+        result = agents.c.check_status
+        checked = agents.c.status.in_(_FINISHED) & result.in_(
+            (CheckStatus.PASSED.value, CheckStatus.FAILED.value)
+        )
+        query = (
+            select(
+                agents.c.role,
+                agents.c.model,
+                func.sum(case((result == CheckStatus.PASSED.value, 1), else_=0)),
+                func.sum(case((result == CheckStatus.FAILED.value, 1), else_=0)),
+            )
+            .where(checked)
+            .group_by(agents.c.role, agents.c.model)
+            .order_by(agents.c.role, agents.c.model)
+        )
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return [
+            CheckCount(role, model, status, int(n))
+            for role, model, passed, failed in rows
+            for status, n in ((CheckStatus.FAILED, failed), (CheckStatus.PASSED, passed))
+        ]
+
+    def agent_stats(self, by: Grouping | None = None, since: datetime | None = None) -> StatsReport:
+        """Cost per passing work (see :mod:`agentgrove.stats` for what counts), per role or
+        model and in total, over the agents that finished at or after ``since``.
+
+        Two statements per grouping in one read transaction: a ``GROUP BY`` for the counts and
+        sums, and the median from a window query that returns at most two rows per group (the
+        middle ones), so nothing per agent travels to Python.
+        """
+        with self._read() as conn:
+            total = _stats_rows(conn, None, since)
+            groups = _stats_rows(conn, by, since) if by is not None else []
+        (whole,) = total
+        return StatsReport(by=by, since=since, groups=tuple(groups), total=whole)
+
     def claim_latency_histograms(
         self, bounds: Sequence[float] = CLAIM_LATENCY_BUCKETS_S
     ) -> list[Histogram]:
@@ -195,6 +250,75 @@ class StatsQueries(StoreCore):
             started_at=claim.at,
             ended_at=end.at,
         )
+
+
+def _stats_rows(conn: Connection, by: Grouping | None, since: datetime | None) -> list[StatsRow]:
+    """One :class:`StatsRow` per value of ``by`` (sorted), or exactly one without it."""
+    # Without a grouping, a constant key: one group of every agent (reported as group None).
+    key: ColumnElement[Any] = agents.c[by] if by is not None else literal_column("''")
+    where: ColumnElement[bool] = agents.c.status.in_(_FINISHED)
+    if since is not None:
+        where = where & (agents.c.finished_at >= since)
+    completed = agents.c.status == AgentStatus.COMPLETED.value
+    check = agents.c.check_status
+    counted = (
+        func.count(),
+        _count_where(completed),
+        _count_where(completed & (check == CheckStatus.PASSED.value)),
+        _count_where(check == CheckStatus.FAILED.value),
+        _count_where(completed & (check == CheckStatus.NONE.value)),
+        func.coalesce(func.sum(agents.c.tokens_in), 0),
+        func.coalesce(func.sum(agents.c.tokens_out), 0),
+        func.coalesce(func.sum(agents.c.cost_usd), 0.0),
+    )
+    sums = select(key.label("g"), *counted).where(where)
+    if by is not None:
+        sums = sums.group_by(key)
+    medians = _medians(conn, key, where & agents.c.started_at.is_not(None), grouped=by is not None)
+    rows = [
+        StatsRow(
+            group=g if by is not None else None,
+            agents=int(n),
+            completed=int(done or 0),
+            passed=int(passed or 0),
+            check_failed=int(failed or 0),
+            unchecked=int(unchecked or 0),
+            tokens_in=int(t_in),
+            tokens_out=int(t_out),
+            cost_usd=float(cost),
+            median_duration_ms=medians.get(g),
+        )
+        for g, n, done, passed, failed, unchecked, t_in, t_out, cost in conn.execute(sums).all()
+    ]
+    return sorted(rows, key=lambda row: row.group or "")
+
+
+def _count_where(condition: ColumnElement[bool]) -> ColumnElement[Any]:
+    return func.sum(case((condition, 1), else_=0))
+
+
+def _medians(
+    conn: Connection, key: ColumnElement[Any], where: ColumnElement[bool], *, grouped: bool
+) -> dict[Any, float]:
+    """The median ``duration_ms`` per group: the mean of the middle one or two values of each
+    group, picked by ``row_number()`` over the group ordered by duration (SQLite has no
+    ``percentile_cont``). Groups without a run agent are absent."""
+    partition = key if grouped else None
+    ordered = (
+        select(
+            key.label("g"),
+            agents.c.duration_ms.label("v"),
+            func.row_number()
+            .over(order_by=agents.c.duration_ms, partition_by=partition)
+            .label("rn"),
+            func.count().over(partition_by=partition).label("n"),
+        )
+        .where(where)
+        .subquery("ordered")
+    )
+    middle = ordered.c.rn.in_(((ordered.c.n + 1) // 2, (ordered.c.n + 2) // 2))
+    query = select(ordered.c.g, func.avg(ordered.c.v)).where(middle).group_by(ordered.c.g)
+    return {g: float(v) for g, v in conn.execute(query).all()}
 
 
 def _seconds_between(conn: Connection, start: Any, end: Any) -> ColumnElement[Any]:
