@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,7 @@ from agentgrove.checks import (
 )
 from agentgrove.errors import BadInput, ConfigError
 from agentgrove.grove import Grove
-from agentgrove.models import AgentStatus, CheckStatus, ErrorKind
+from agentgrove.models import AgentStatus, CheckRecord, CheckStatus, ErrorKind
 from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
 from agentgrove.workflows.spec import WorkflowError
 from tests.conftest import run_cli
@@ -422,3 +423,33 @@ def test_bad_check_input_on_the_command_line_exits_2_writing_nothing(repo: Path)
     listed = run_cli("ls", "--json", cwd=repo)
     assert listed.returncode == 0 and listed.stdout.strip() == "[]"
     assert "grove/" not in _git(repo, "branch", "--list")
+
+
+def test_a_cancelled_check_is_killed_at_once(tmp_path: Path) -> None:
+    stop = threading.Event()
+    stop.set()
+    run = run_check(
+        "sleep 600", tmp_path, timeout_s=600, home=None, git_dir=None, sandbox="off", cancel=stop
+    )
+    assert run.timed_out and not run.passed and run.exit_code is None
+
+
+def test_the_check_write_is_fenced_by_the_lease(repo: Path) -> None:
+    with Grove.init(repo, runtime=ScriptedRuntime()) as grove:
+        agent = grove.spawn("implementer", "work", check="true")
+        claimed = grove.store.claim("w1", 60, agent_id=agent.id)
+        assert claimed is not None
+        record = CheckRecord(command="true", status=CheckStatus.FAILED, rounds=1, exit_code=1)
+        stale = grove.store.record_check(agent.id, "w0", claimed.attempt, record, {"round": 1})
+        assert not stale
+        assert grove.store.get_agent(agent.id).check.status is CheckStatus.NONE
+        held = grove.store.record_check(agent.id, "w1", claimed.attempt, record, {"round": 1})
+        assert held
+        after = grove.store.get_agent(agent.id)
+        kinds = [e.kind for e in grove.store.events(agent_id=agent.id)]
+    assert (after.check.status, after.check.rounds, after.check.exit_code) == (
+        CheckStatus.FAILED,
+        1,
+        1,
+    )
+    assert kinds.count("agent.check") == 1
