@@ -453,3 +453,26 @@ def test_the_check_write_is_fenced_by_the_lease(repo: Path) -> None:
         1,
     )
     assert kinds.count("agent.check") == 1
+
+
+@needs_bwrap
+def test_a_retried_attempt_whose_run_fails_does_not_keep_the_earlier_verdict(repo: Path) -> None:
+    _role_config(repo, "exit 1", fix_rounds=1)
+    calls: list[int] = []
+
+    def behave(spec: RunSpec) -> RunResult:
+        calls.append(spec.attempt)
+        if len(calls) == 1:
+            return RunResult(success=True, output="done", session_id="s1")
+        if len(calls) == 2:  # the fix round: the API is overloaded, the attempt is retried
+            return RunResult(success=False, error="overloaded", error_kind=ErrorKind.MODEL_ERROR)
+        return RunResult(success=False, error="bad key", error_kind=ErrorKind.PERMANENT)
+
+    with Grove.init(repo, runtime=ScriptedRuntime(behave)) as grove:
+        grove.configure_worker(retry_base_s=0.01)
+        agent = grove.run("implementer", "work")
+        events = [e.data for e in grove.store.events(agent_id=agent.id) if e.kind == "agent.check"]
+    assert calls == [1, 1, 2]
+    assert agent.error_kind is ErrorKind.PERMANENT
+    assert agent.check.status is CheckStatus.NONE and agent.check.rounds == 0
+    assert [(e["round"], e["status"]) for e in events] == [(1, "failed"), (0, "none")]

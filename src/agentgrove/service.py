@@ -434,7 +434,12 @@ class AgentService:
         as an ``agent.check`` event, fenced by the lease. A failed run is not checked. The
         rounds share the attempt's budget cap and timeout: none starts without what is left."""
         command = agent.check.command
-        if command is None or not result.success:
+        if command is None:
+            return result
+        if not result.success:
+            if agent.check.status is not CheckStatus.NONE:
+                # An earlier attempt's verdict is not this attempt's: its run was not checked.
+                await self._record_check(agent, lease, command, 0, None)
             return result
         role = spec.role
         total = result
@@ -513,23 +518,26 @@ class AgentService:
             raise
 
     async def _record_check(
-        self, agent: AgentRecord, lease: Lease, command: str, rounds: int, run: CheckRun
+        self, agent: AgentRecord, lease: Lease, command: str, rounds: int, run: CheckRun | None
     ) -> None:
-        record = CheckRecord(
-            command=command,
-            status=CheckStatus.PASSED if run.passed else CheckStatus.FAILED,
-            rounds=rounds,
-            exit_code=run.exit_code,
-            duration_ms=run.duration_ms,
-            output_tail=self.redact(run.output_tail),
-        )
+        """Write round ``rounds`` of the check (``run=None``: not checked, status ``none``)."""
+        record = CheckRecord(command=command)
+        if run is not None:
+            record = CheckRecord(
+                command=command,
+                status=CheckStatus.PASSED if run.passed else CheckStatus.FAILED,
+                rounds=rounds,
+                exit_code=run.exit_code,
+                duration_ms=run.duration_ms,
+                output_tail=self.redact(run.output_tail),
+            )
         data = {
             "round": rounds,
             "status": record.status.value,
-            "exit_code": run.exit_code,
-            "duration_ms": run.duration_ms,
-            "timed_out": run.timed_out,
-            "error": run.error,
+            "exit_code": record.exit_code,
+            "duration_ms": record.duration_ms,
+            "timed_out": run is not None and run.timed_out,
+            "error": run.error if run is not None else "the run failed: not checked",
         }
         await self.owed(
             agent.id,
