@@ -143,7 +143,10 @@ def list_agents(
     if not agents:
         console.print("no agents" + (f" with status {wanted.value}" if wanted else ""))
         return
-    table = Table("id", "role", "status", "check", "tokens", "cost", "duration", "task", box=None)
+    # The check column only where some agent has a check: a narrow terminal keeps whole ids.
+    checks = any(a.check.command is not None for a in agents)
+    columns = ["id", "role", "status", *(["check"] if checks else []), "tokens", "cost"]
+    table = Table(*columns, "duration", "task", box=None)
     for a in agents:
         state = Text(a.status.value, style=_STYLE[a.status])
         if a.wait_reason:
@@ -152,7 +155,7 @@ def list_agents(
             a.id,
             plain(a.role, newlines=False),
             state,
-            check_cell(a.check),
+            *([check_cell(a.check)] if checks else []),
             f"{a.tokens_in}/{a.tokens_out}",
             f"${a.cost_usd:.4f}",
             _elapsed(a),
