@@ -476,3 +476,19 @@ def test_a_retried_attempt_whose_run_fails_does_not_keep_the_earlier_verdict(rep
     assert agent.error_kind is ErrorKind.PERMANENT
     assert agent.check.status is CheckStatus.NONE and agent.check.rounds == 0
     assert [(e["round"], e["status"]) for e in events] == [(1, "failed"), (0, "none")]
+
+
+def test_a_sandbox_that_cannot_start_is_an_error_naming_the_way_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bubblewrap that fails before starting the command, as where user namespaces are off."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    run = run_check("true", tmp_path, timeout_s=60, home=None, git_dir=None, sandbox="auto")
+    assert not run.passed and run.exit_code is None
+    assert run.error is not None and "No permissions to create new namespace" in run.error
+    assert 'sandbox = "off"' in run.error

@@ -54,6 +54,11 @@ SANDBOX_MISSING = (
     'bubblewrap (or, to run checks unconfined, set [runtime] sandbox = "off" in grove.toml)'
 )
 
+SANDBOX_FAILED = (
+    "the check's sandbox could not start ({detail}): make bubblewrap work here (user "
+    'namespaces), or set [runtime] sandbox = "off" in grove.toml to run checks unconfined'
+)
+
 _MODEL_KEYS = ("ANTHROPIC_*", "CLAUDE_*")
 """On the CLI's allow-list but not a check's: a check has no use for the model's key, and its
 output is stored."""
@@ -244,9 +249,7 @@ def run_check(
     status = _read_status(status_r) if confined else {"child-pid": proc.pid}
     if confined and "child-pid" not in status:
         detail = tail.strip().splitlines()[-1] if tail.strip() else f"bwrap exited {code}"
-        return CheckRun(
-            False, None, duration, tail, f"the check's sandbox could not start: {detail}"
-        )
+        return CheckRun(False, None, duration, tail, SANDBOX_FAILED.format(detail=detail))
     if timed_out:
         log.info("check killed at its timeout", extra={"command": command, "timeout_s": timeout_s})
         return CheckRun(False, None, duration, tail, None, timed_out=True)
