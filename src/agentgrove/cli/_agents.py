@@ -296,9 +296,33 @@ def diff(
 
 
 @app.command()
-def merge(agent_id: str) -> None:
+def merge(
+    agent_ids: Annotated[list[str] | None, typer.Argument(help="Completed agents' ids.")] = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run", help="Queue a workflow run's completed nodes too.")
+    ] = None,
+    into: Annotated[
+        str | None, typer.Option(help="The branch to merge onto (default: the current one).")
+    ] = None,
+    check: Annotated[
+        str | None, typer.Option(help="Shell command run (confined) after each merge.")
+    ] = None,
+    resolve: Annotated[
+        bool, typer.Option("--resolve", help="Hand conflicts and red checks to an integrator.")
+    ] = False,
+) -> None:
     """Merge a completed agent's branch into your checked-out branch (a merge commit, so its
-    work stays one unit). A conflict changes nothing and names the files."""
+    work stays one unit). A conflict changes nothing and names the files.
+
+    Several ids, --run, --into, --check or --resolve make a merge queue: each entry is merged
+    in turn in a scratch worktree and checked; one that conflicts or fails the check is
+    skipped and reported (or, with --resolve, given to an integrator agent); BRANCH then
+    moves once to the result. Exit 0 when every entry landed, 1 when one was skipped."""
+    ids = agent_ids or []
+    if len(ids) != 1 or run_id is not None or into is not None or check is not None or resolve:
+        _merge_queue(ids, run_id=run_id, into=into, check=check, resolve=resolve)
+        return
+    agent_id = ids[0]
     with open_grove() as grove:
         agent = grove.get(agent_id)
         ws = agent.workspace
@@ -313,6 +337,26 @@ def merge(agent_id: str) -> None:
         head = grove.service.workspaces.merge_into_checkout(ws)
     files = ", ".join(ws.files_changed) or "no files changed"
     console.print(f"merged {markup(ws.branch)} @ {head[:10]}: {markup(files)}", highlight=False)
+
+
+def _merge_queue(
+    ids: list[str], *, run_id: str | None, into: str | None, check: str | None, resolve: bool
+) -> None:
+    from agentgrove.merge_queue import plan_queue, report_lines, run_queue
+
+    with open_grove() as grove:
+        plan = plan_queue(grove, ids, run_id=run_id, into=into, check=check, resolve=resolve)
+        count = len(plan.entries)
+        err_console.print(
+            f"merging {count} entr{'y' if count == 1 else 'ies'} onto {markup(plan.branch)} "
+            "in a scratch worktree",
+            highlight=False,
+        )
+        report = run_queue(grove, plan)
+    # Branch names, paths and check output are the agents' text: shown plain, never markup.
+    for line in report_lines(report):
+        console.print(plain(line), highlight=False)
+    raise typer.Exit(report.exit_code)
 
 
 @app.command()

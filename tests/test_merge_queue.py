@@ -1,0 +1,262 @@
+"""The merge queue (`grove merge ID... --into --check --resolve`): entries land one at a time on
+a branch in a scratch worktree, each checked; conflicts and red checks are skipped and reported,
+or handed to an integrator. ScriptedRuntime groves here, the real CLI for bad input and for the
+integrator against the scripted model server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import anyio
+import pytest
+
+from agentgrove.errors import BadInput
+from agentgrove.grove import Grove
+from agentgrove.merge_queue import (
+    Entry,
+    Outcome,
+    Step,
+    integrator_task,
+    marker_paths,
+    merge_queue,
+    next_step,
+    plan_queue,
+    report_lines,
+    run_queue,
+)
+from agentgrove.models import AgentRecord
+from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
+from tests.conftest import run_cli
+
+USER = ["-c", "user.name=t", "-c", "user.email=t@x.invalid"]
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def _writer(resolution: dict[str, str] | None = None) -> ScriptedRuntime:
+    """Agents write the files their task names (the task is a JSON object of path: content).
+    An integrator replaces each conflicted file it is told about with ``resolution[path]``
+    (a path missing there is left as it is, markers and all)."""
+
+    def behave(spec: RunSpec) -> RunResult:
+        if spec.role.name == "integrator":
+            done = []
+            for line in spec.prompt.splitlines():
+                path = line.removeprefix("- ")
+                if line.startswith("- ") and path in (resolution or {}):
+                    assert "<<<<<<<" in (spec.cwd / path).read_text()  # it sees the conflict
+                    (spec.cwd / path).write_text((resolution or {})[path])
+                    done.append(path)
+            return RunResult(success=True, output=f"resolved {done}")
+        for name, content in json.loads(spec.prompt).items():
+            (spec.cwd / name).write_text(content)
+        return RunResult(success=True, output="wrote")
+
+    return ScriptedRuntime(behave)
+
+
+def _agents(grove: Grove, *tasks: dict[str, str]) -> list[AgentRecord]:
+    return [grove.run("implementer", json.dumps(t)) for t in tasks]
+
+
+def _no_scratch_left(grove: Grove, repo: Path) -> None:
+    merges = grove.config.home / "merges"
+    assert not merges.exists() or not any(merges.iterdir())
+    assert "merges" not in _git(repo, "worktree", "list")
+
+
+class _Watcher:
+    """A checker that passes, recording the user's checkout each time the queue checks."""
+
+    def __init__(self, repo: Path) -> None:
+        self.repo = repo
+        self.seen: list[tuple[str, str, bool]] = []
+
+    def __call__(self, command: str, cwd: Path, **_: object) -> _Passed:
+        merging = (self.repo / ".git" / "MERGE_HEAD").exists()
+        status = _git(self.repo, "status", "--porcelain")
+        self.seen.append((_git(self.repo, "rev-parse", "HEAD"), status, merging))
+        return _Passed()
+
+
+class _Passed:
+    passed = True
+    exit_code = 0
+    output_tail = ""
+    error = None
+
+
+def test_a_conflicting_entry_is_skipped_and_the_rest_land_then_the_checkout_fast_forwards(
+    repo: Path,
+) -> None:
+    with Grove.init(repo, runtime=_writer()) as grove:
+        a, b, c = _agents(grove, {"shared.txt": "A\n"}, {"shared.txt": "B\n"}, {"c.txt": "C\n"})
+        # The user's own uncommitted work, which the queue brings nothing over.
+        (repo / "README.md").write_text("# my edit, not committed\n")
+        (repo / "notes.txt").write_text("mine\n")
+        old = _git(repo, "rev-parse", "HEAD")
+        status = _git(repo, "status", "--porcelain")
+        watcher = _Watcher(repo)
+        plan = plan_queue(grove, [a.id, b.id, c.id], check="true")
+        report = run_queue(grove, plan, checker=watcher)
+        lines = report_lines(report)
+        _no_scratch_left(grove, repo)
+    assert [r.outcome for r in report.results] == [
+        Outcome.MERGED,
+        Outcome.CONFLICTED,
+        Outcome.MERGED,
+    ]
+    assert report.results[1].paths == ("shared.txt",)
+    assert f"skipped grove/{b.id}: conflicts in shared.txt" in lines
+    assert f"merged grove/{c.id}: c.txt" in lines
+    assert report.exit_code == 1
+    # While the queue ran, the user's checkout stayed where it was, never mid-merge.
+    assert watcher.seen == [(old, status, False)] * 2
+    # Then it was fast-forwarded to the result, keeping the user's changes.
+    new = _git(repo, "rev-parse", "HEAD")
+    assert new == report.new_tip != old
+    assert _git(repo, "rev-list", "--first-parent", f"{old}..{new}").count("\n") == 1
+    assert _git(repo, "show", "HEAD:shared.txt") == "A"
+    assert (repo / "c.txt").read_text() == "C\n"
+    assert (repo / "README.md").read_text() == "# my edit, not committed\n"
+    assert (repo / "notes.txt").read_text() == "mine\n"
+    assert _git(repo, "status", "--porcelain") == status
+
+
+def test_into_another_branch_moves_only_that_branch(repo: Path) -> None:
+    _git(repo, "branch", "release")
+    with Grove.init(repo, runtime=_writer()) as grove:
+        [a] = _agents(grove, {"a.txt": "A\n"})
+        again = plan_queue(grove, [a.id, a.id], into="release")
+        report = run_queue(grove, again)
+    assert [r.outcome for r in report.results] == [Outcome.MERGED, Outcome.ALREADY_MERGED]
+    assert report.exit_code == 0
+    assert _git(repo, "show", "release:a.txt") == "A"
+    assert not (repo / "a.txt").exists()
+    assert _git(repo, "rev-parse", "HEAD") == _git(repo, "rev-parse", "main")
+    assert f"already merged grove/{a.id}" in report_lines(report)
+
+
+def test_uncommitted_changes_in_the_way_refuse_the_fast_forward_and_lose_nothing(
+    repo: Path,
+) -> None:
+    with Grove.init(repo, runtime=_writer()) as grove:
+        [a] = _agents(grove, {"README.md": "the agent's\n"})
+        (repo / "README.md").write_text("the user's, not committed\n")
+        old = _git(repo, "rev-parse", "HEAD")
+        report = run_queue(grove, plan_queue(grove, [a.id]))
+        _no_scratch_left(grove, repo)
+    assert report.exit_code == 1 and not report.updated
+    assert report.refusal is not None and "README.md" in report.refusal
+    assert _git(repo, "rev-parse", "HEAD") == old
+    assert (repo / "README.md").read_text() == "the user's, not committed\n"
+    assert report.kept is not None
+    assert _git(repo, "show", f"{report.kept}:README.md") == "the agent's"
+    assert f"`git merge --ff-only {report.kept}` takes it" in "\n".join(report_lines(report))
+
+
+def test_a_red_check_skips_the_entry_with_its_tail_and_the_queue_goes_on(repo: Path) -> None:
+    check = 'if [ -e bad.txt ]; then echo "bad.txt must not exist"; exit 3; fi'
+    with Grove.init(repo, runtime=_writer()) as grove:
+        a, b, c = _agents(grove, {"a.txt": "A\n"}, {"bad.txt": "x\n"}, {"c.txt": "C\n"})
+        report = run_queue(grove, plan_queue(grove, [a.id, b.id, c.id], check=check))
+        lines = report_lines(report)
+        _no_scratch_left(grove, repo)
+    assert [r.outcome for r in report.results] == [
+        Outcome.MERGED,
+        Outcome.CHECK_FAILED,
+        Outcome.MERGED,
+    ]
+    failed = report.results[1]
+    assert failed.exit_code == 3 and "bad.txt must not exist" in (failed.check_tail or "")
+    assert f"skipped grove/{b.id}: check failed (exit 3)" in lines
+    assert "    bad.txt must not exist" in lines
+    assert sorted(_git(repo, "ls-tree", "--name-only", "HEAD").split()) == [
+        "README.md",
+        "a.txt",
+        "c.txt",
+    ]
+
+
+def test_resolve_lands_the_integrators_result_and_skips_one_that_leaves_markers(
+    repo: Path,
+) -> None:
+    runtime = _writer(resolution={"s.txt": "A and B\n"})
+    with Grove.init(repo, runtime=runtime) as grove:
+        a, b, c = _agents(
+            grove,
+            {"s.txt": "A\n", "k.txt": "A\n"},
+            {"s.txt": "B\n"},
+            {"k.txt": "C\n"},
+        )
+        plan = plan_queue(grove, [a.id, b.id, c.id], check="test -e s.txt", resolve=True)
+        report = anyio.run(lambda: merge_queue(grove, plan))
+        integrators = [r for r in grove.store.list_agents() if r.role == "integrator"]
+        _no_scratch_left(grove, repo)
+    assert [r.outcome for r in report.results] == [
+        Outcome.MERGED,
+        Outcome.RESOLVED,
+        Outcome.CONFLICTED,
+    ]
+    resolved, left = report.results[1], report.results[2]
+    assert resolved.paths == ("s.txt",) and resolved.integrator == integrators[0].id
+    assert left.note == "conflict markers left in k.txt"
+    assert _git(repo, "show", "HEAD:s.txt") == "A and B"
+    assert _git(repo, "show", "HEAD:k.txt") == "A"
+    # The integrator started from the conflicted merge: both parents, markers committed.
+    start = integrators[0].base_ref
+    assert start is not None
+    assert len(_git(repo, "rev-list", "--parents", "-n", "1", start).split()) == 3
+    assert "<<<<<<<" in _git(repo, "show", f"{start}:s.txt")
+    assert "s.txt" in integrators[0].task and "test -e s.txt" in integrators[0].task
+
+
+def test_pure_decisions() -> None:
+    assert next_step(conflicted=False, check_passed=True, resolve=True) is Step.LAND
+    assert next_step(conflicted=True, check_passed=True, resolve=False) is Step.SKIP
+    assert next_step(conflicted=False, check_passed=False, resolve=True) is Step.RESOLVE
+    assert marker_paths(
+        {"a": "x\n<<<<<<< HEAD\ny\n", "b": "Title\n=======\n", "c": ">>>>>>> theirs\n"}
+    ) == ["a", "c"]
+    task = integrator_task(Entry("id1", "grove/id1", "c0"), "main", ["p"], "make", "E: 1")
+    assert "- p" in task and "make" in task and "E: 1" in task
+
+
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(repo: Path) -> None:
+    def fails(spec: RunSpec) -> RunResult:
+        return RunResult(success=False, error="no")
+
+    with Grove.init(repo, runtime=_writer()) as grove:
+        [done] = _agents(grove, {"a.txt": "A\n"})
+    with Grove.open(repo, runtime=ScriptedRuntime(fails)) as grove:
+        failed = grove.run("implementer", "fail")
+        with pytest.raises(BadInput):
+            plan_queue(grove, [done.id], check="  ")
+    before = (
+        _git(repo, "for-each-ref"),
+        _git(repo, "status", "--porcelain"),
+        _git(repo, "worktree", "list"),
+    )
+    cases = {
+        ("merge", done.id, "nosuchid"): "unknown agent id 'nosuchid'",
+        ("merge", done.id, failed.id): f"agent {failed.id} is failed, not completed",
+        ("merge", done.id, "--into", "nope"): "--into 'nope': no such branch",
+        ("merge", done.id, "--check", ""): "--check is empty",
+    }
+    for args, words in cases.items():
+        result = run_cli(*args, cwd=repo)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert words in result.stderr and result.stderr.count("\n") == 1, result.stderr
+        assert result.stdout == ""
+    after = (
+        _git(repo, "for-each-ref"),
+        _git(repo, "status", "--porcelain"),
+        _git(repo, "worktree", "list"),
+    )
+    assert after == before
