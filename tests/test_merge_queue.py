@@ -148,6 +148,81 @@ def test_into_another_branch_moves_only_that_branch(repo: Path) -> None:
     assert f"already merged grove/{a.id}" in report_lines(report)
 
 
+class _MovesBranch(_Watcher):
+    """A passing checker that, at the first check, moves ``branch`` one empty commit on behind
+    the queue's back (another process finishing first)."""
+
+    def __init__(self, repo: Path, branch: str) -> None:
+        super().__init__(repo)
+        self.branch = branch
+
+    def __call__(self, command: str, cwd: Path, **kw: object) -> _Passed:
+        if not self.seen:
+            ref = f"refs/heads/{self.branch}"
+            tree = _git(self.repo, "rev-parse", f"{ref}^{{tree}}")
+            commit = _git(self.repo, *USER, "commit-tree", tree, "-p", ref, "-m", "meanwhile")
+            _git(self.repo, "update-ref", ref, commit)
+            if (self.repo / ".git" / "HEAD").read_text().strip() == f"ref: {ref}":
+                _git(self.repo, "reset", "-q", "--keep", commit)  # as a user's commit would
+        return super().__call__(command, cwd, **kw)
+
+
+@pytest.mark.parametrize("branch", ["main", "release"])
+def test_a_branch_that_moved_meanwhile_is_left_alone_and_the_result_kept(
+    repo: Path, branch: str
+) -> None:
+    """``main`` is checked out, ``release`` is not: both are compare-and-swapped."""
+    _git(repo, "branch", "release")
+    with Grove.init(repo, runtime=_writer()) as grove:
+        [a] = _agents(grove, {"a.txt": "A\n"})
+        plan = plan_queue(grove, [a.id], into=branch, check="true")
+        report = run_queue(grove, plan, checker=_MovesBranch(repo, branch))
+    assert not report.updated and report.refusal is not None
+    assert "moved while the queue ran" in report.refusal
+    assert _git(repo, "log", "-1", "--format=%s", branch) == "meanwhile"
+    assert not (repo / "a.txt").exists()
+    assert _git(repo, "status", "--porcelain") == ""
+    assert _git(repo, "show", f"{report.kept}:a.txt") == "A"
+
+
+def test_a_runs_completed_nodes_are_queued_in_order_and_the_others_reported(
+    repo: Path,
+) -> None:
+    diamond = """
+name: diamond
+nodes:
+  - {key: a, role: planner, task: '{"a.txt": "a"}'}
+  - {key: b, role: implementer, task: "fail", depends_on: [a]}
+  - {key: c, role: implementer, task: '{"c.txt": "c"}', depends_on: [a]}
+  - {key: d, role: tester, task: '{"d.txt": "d"}', depends_on: [b, c]}
+"""
+
+    def behave(spec: RunSpec) -> RunResult:
+        if spec.prompt == "fail":
+            return RunResult(success=False, error="broken")
+        for name, content in json.loads(spec.prompt).items():
+            (spec.cwd / name).write_text(content)
+        return RunResult(success=True, output="wrote")
+
+    with Grove.init(repo, runtime=ScriptedRuntime(behave)) as grove:
+        run = grove.run_workflow(diamond)
+        plan = plan_queue(grove, [], run_id=run.id, into="main")
+        report = run_queue(grove, plan)
+        lines = report_lines(report)
+    nodes = {n.key: n.agent for n in run.nodes}
+    assert [e.agent_id for e in plan.entries] == [nodes["a"].id, nodes["c"].id]  # type: ignore[union-attr]
+    assert [r.outcome for r in report.results] == [Outcome.MERGED, Outcome.MERGED]
+    assert [r.files for r in report.results] == [("a.txt",), ("c.txt",)]
+    assert any(line.startswith("skipped node b (grove/") for line in lines)
+    assert any(line.startswith("skipped node d") for line in lines)
+    assert report.exit_code == 1
+    assert sorted(_git(repo, "ls-tree", "--name-only", "HEAD").split()) == [
+        "README.md",
+        "a.txt",
+        "c.txt",
+    ]
+
+
 def test_uncommitted_changes_in_the_way_refuse_the_fast_forward_and_lose_nothing(
     repo: Path,
 ) -> None:
