@@ -190,7 +190,7 @@ def test_grove_git_runs_nothing_planted_in_the_worktree(
     try:
         done = workspaces.commit(ws, "grove: a1", {"Grove-Agent": "a1"})
         workspaces.diff(done)
-        head = workspaces.merge_into_checkout(done)
+        head = workspaces.merge_into_checkout(done).head
         workspaces.remove(done)
     finally:  # a planted program that ran is the failure, whatever grove did next
         ran = _markers(outside)

@@ -12,6 +12,12 @@
 * processes marked with the id of one of this grove's agents that is not executing (a worker
   killed mid-run).
 
+Run result branches (``grove/run/<run-id>``, :mod:`agentgrove.run_branches`) are never taken
+for an agent's: ``grove gc`` keeps them and says so; ``--force`` deletes those of finished runs
+of this grove in this repository (nothing of the run still moves; ``grove workflow show`` makes
+the branch again while git still has the sinks' commits). One of a run this grove does not know
+is foreign and never deleted.
+
 Workers run it at start-up without ``finished_worktrees``: they clear orphans and processes and
 touch no branch. ``dry_run`` reports what would go and removes nothing. It never touches an
 executing agent.
@@ -22,9 +28,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentgrove.errors import UnknownAgent
+from agentgrove.errors import BadInput, UnknownAgent
 from agentgrove.models import AgentStatus
 from agentgrove.processes import agent_processes, kill_agent_processes
+from agentgrove.run_branches import run_id_of
 from agentgrove.store import Store
 from agentgrove.workspaces import (
     BRANCH_PREFIX,
@@ -42,6 +49,8 @@ class CleanupReport:
     deleted_branches: list[str] = field(default_factory=list)
     unmerged_branches: list[str] = field(default_factory=list)
     foreign_branches: list[str] = field(default_factory=list)
+    run_branches: list[str] = field(default_factory=list)
+    deleted_run_branches: list[str] = field(default_factory=list)
     killed_processes: dict[int, str] = field(default_factory=dict)
     dry_run: bool = False
 
@@ -57,7 +66,17 @@ class CleanupReport:
             "(`grove gc --force` deletes them)" + _listing(self.unmerged_branches),
             f"kept {len(self.foreign_branches)} branch(es) no agent of this grove owns "
             "(grove never deletes them)" + _listing(self.foreign_branches),
+            f"kept {len(self.run_branches)} result branch(es) of workflow runs "
+            "(`grove gc --force` deletes those of finished runs)" + _listing(self.run_branches),
+            f"{delete} {len(self.deleted_run_branches)} result branch(es) of finished workflow "
+            "runs" + _listing(self.deleted_run_branches),
         ]
+        optional = (
+            self.unmerged_branches,
+            self.foreign_branches,
+            self.run_branches,
+            self.deleted_run_branches,
+        )
         return [
             f"{remove} {len(self.finished_worktrees)} worktree(s) of finished agents",
             f"{remove} {len(self.orphaned_worktrees)} orphaned worktree(s)"
@@ -66,13 +85,7 @@ class CleanupReport:
             + _listing(self.deleted_branches),
             f"{kill} {len(self.killed_processes)} leftover process(es)"
             + _listing([f"{pid} ({agent})" for pid, agent in self.killed_processes.items()]),
-        ] + [
-            line
-            for line, items in zip(
-                kept, (self.unmerged_branches, self.foreign_branches), strict=True
-            )
-            if items
-        ]
+        ] + [line for line, items in zip(kept, optional, strict=True) if items]
 
 
 def _listing(items: list[str]) -> str:
@@ -142,6 +155,10 @@ def _branches(
     unmerged (a finished agent's) and foreign (no agent of this store, or one whose recorded
     branch is another); branches of agents still running are not mentioned."""
     for branch, tip in sorted(branch_tips(repo).items()):
+        run_id = run_id_of(branch)
+        if run_id is not None:
+            _run_branch(store, repo, report, branch, run_id, tip, force=force, dry_run=dry_run)
+            continue
         try:
             agent = store.get_agent(branch.removeprefix(BRANCH_PREFIX))
         except UnknownAgent:
@@ -161,6 +178,38 @@ def _branches(
         if not dry_run:
             delete_branch(repo, branch, tip)
         report.deleted_branches.append(branch)
+
+
+def _run_branch(
+    store: Store,
+    repo: Path,
+    report: CleanupReport,
+    branch: str,
+    run_id: str,
+    tip: str,
+    *,
+    force: bool,
+    dry_run: bool,
+) -> None:
+    """A run's result branch: foreign when no run of this store has that id or its nodes ran
+    in another repository; deleted only with ``force`` once the run is finished, else kept."""
+    try:
+        run = store.get_run(run_id)
+    except BadInput:
+        run = None
+    if run is None or run.id != run_id:  # get_run also takes a prefix
+        report.foreign_branches.append(branch)
+        return
+    repos = {n.agent.workspace.repo_path for n in run.nodes if n.agent and n.agent.workspace}
+    here = any(_in_repo(path, repo) for path in repos)
+    if repos and not here:  # a run of another repository sharing the database
+        report.foreign_branches.append(branch)
+    elif force and here and run.status.finished:
+        if not dry_run:
+            delete_branch(repo, branch, tip)
+        report.deleted_run_branches.append(branch)
+    else:
+        report.run_branches.append(branch)
 
 
 __all__ = ["CleanupReport", "collect"]

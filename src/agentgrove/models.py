@@ -231,6 +231,10 @@ class RunRecord:
     error: str | None = None
     finished_at: datetime | None = None
     nodes: tuple[NodeView, ...] = ()
+    result_branch: str | None = None
+    """``grove/run/<id>`` once the completed run's result branch exists (filled in by
+    :mod:`agentgrove.run_branches` where it is read, not stored)."""
+    result_commit: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -246,6 +250,8 @@ class RunRecord:
             "tokens_out": sum(n.agent.tokens_out for n in self.nodes if n.agent),
             "cost_usd": sum(n.agent.cost_usd for n in self.nodes if n.agent),
             "nodes": [n.to_json() for n in self.nodes],
+            "result_branch": self.result_branch,
+            "result_commit": self.result_commit,
         }
 
 

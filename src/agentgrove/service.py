@@ -46,6 +46,7 @@ from agentgrove.models import (
 )
 from agentgrove.processes import kill_agent_processes
 from agentgrove.retry import decide
+from agentgrove.run_branches import after_node_completed
 from agentgrove.runtime import RunResult, RunSpec, Runtime
 from agentgrove.runtime._policy import can_write
 from agentgrove.secrets import Redactor
@@ -512,6 +513,9 @@ class AgentService:
             agent.id, lambda: self.store.finish(agent.id, lease.owner, lease.attempt, outcome)
         ) or await self.db(self._recorded, agent.id, lease, outcome):
             self._emit(agent.id, f"agent.{outcome.status.value}", {"error": result.error})
+            if agent.workflow_run_id and outcome.status is AgentStatus.COMPLETED:
+                # The run's result branch, if this completed the run (never fails the agent).
+                await after_node_completed(self.store, self.workspaces.repo, agent.workflow_run_id)
         else:
             print(
                 f"grove: agent {agent.id} attempt {lease.attempt}: result not recorded: "

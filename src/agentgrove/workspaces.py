@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from agentgrove.errors import BadInput, BadRef, GroveError
@@ -37,6 +37,8 @@ from agentgrove.gitexec import (
 from agentgrove.models import WorkspaceRecord
 
 BRANCH_PREFIX = "grove/"
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+"""Git's empty tree: what an unborn HEAD is compared against."""
 
 
 class MergeConflict(GroveError):
@@ -243,33 +245,12 @@ class Workspaces:
             return ""
         return run_git(["diff", *DIFF_SAFE, f"{ws.base_ref}..{ws.branch}"], Path(ws.repo_path))
 
-    def merge_into_checkout(self, ws: WorkspaceRecord) -> str:
-        """Merge the agent's branch into the repository's checked-out branch (``--no-ff``, so
-        the agent's commits stay one unit); the new HEAD. Uses the user's git identity, or
-        grove's when none is configured. A conflict aborts the merge, leaving the checkout as
-        it was, and raises :class:`MergeConflict`; a checkout git refuses to merge into
-        (uncommitted changes in the way, a merge in progress, a detached HEAD is fine) raises
-        :class:`GitError` with git's words."""
+    def merge_into_checkout(self, ws: WorkspaceRecord) -> CheckoutMerge:
+        """Merge the agent's branch into the repository's checked-out branch: see
+        :meth:`merge_branch_into_checkout`. :class:`BadInput` when the agent ran outside git."""
         if ws.repo_path is None or ws.branch is None:
             raise BadInput(f"agent {ws.agent_id} has no branch to merge (it ran outside git)")
-        repo = Path(ws.repo_path)
-        if _merging(repo) or _unmerged(repo):
-            # Never touch a merge the user has in progress (an abort would throw their work
-            # away): they finish it first.
-            raise BadInput(
-                f"{repo} has a merge in progress: finish it (`git merge --continue`) or abort "
-                f"it (`git merge --abort`), then merge {ws.branch}"
-            )
-        merge = ["merge", "--no-verify", "--no-ff", "--no-edit", "-m", f"Merge {ws.branch}"]
-        proc = run([*merge, ws.branch], repo, identity=user_identity(repo) or IDENTITY)
-        if proc.returncode != 0:
-            conflicted = _unmerged(repo)
-            if conflicted and _merging(repo):  # our merge stopped on conflicts: undo it
-                run_git(["merge", "--abort"], repo, check=False)
-                raise MergeConflict(ws.branch, conflicted)
-            words = " ".join((proc.stderr.strip() or proc.stdout.strip()).split())
-            raise GitError(f"git merge {ws.branch} refused: {words}")
-        return run_git(["rev-parse", "HEAD"], repo)
+        return merge_branch_into_checkout(Path(ws.repo_path), ws.branch)
 
     def remove_path(self, path: Path) -> None:
         """Remove a worktree directory no record owns (see :mod:`agentgrove.cleanup`)."""
@@ -294,6 +275,74 @@ class Workspaces:
         with self._locked():
             self._drop_worktree(Path(ws.worktree_path), Path(ws.repo_path))
         return replace(ws, state="removed")
+
+
+@dataclass(frozen=True)
+class CheckoutMerge:
+    """What merging a branch into the user's checkout did: the checkout's ``head`` afterwards,
+    whether the branch was ``already_merged`` (its tip already in HEAD's history: nothing was
+    changed), and every path the merge changed in the checkout (HEAD before .. HEAD after),
+    sorted; empty when already merged."""
+
+    head: str
+    already_merged: bool
+    files: tuple[str, ...] = ()
+
+
+def merge_branch_into_checkout(repo: Path, branch: str) -> CheckoutMerge:
+    """Merge ``branch`` into ``repo``'s checked-out branch (``--no-ff``, so the branch's commits
+    stay one unit) and say what it did. A branch whose tip is already in HEAD's history changes
+    nothing (``already_merged``). Uses the user's git identity, or grove's when none is
+    configured. Refuses (:class:`BadInput`) a checkout with a merge in progress, which it never
+    touches. A conflict aborts the merge, leaving the checkout as it was, and raises
+    :class:`MergeConflict`; a checkout git refuses to merge into (uncommitted changes in the
+    way) raises :class:`GitError` with git's words. A detached HEAD is fine."""
+    if _merging(repo) or _unmerged(repo):
+        # Never touch a merge the user has in progress (an abort would throw their work
+        # away): they finish it first.
+        raise BadInput(
+            f"{repo} has a merge in progress: finish it (`git merge --continue`) or abort "
+            f"it (`git merge --abort`), then merge {branch}"
+        )
+    before = run_git(["rev-parse", "-q", "--verify", "HEAD^{commit}"], repo, check=False)
+    tip = run_git(
+        ["rev-parse", "-q", "--verify", f"refs/heads/{branch}^{{commit}}"], repo, check=False
+    )
+    if not tip:
+        raise GitError(f"branch {branch} does not exist in {repo}: nothing to merge")
+    if before and is_merged(repo, tip):
+        return CheckoutMerge(head=before, already_merged=True)
+    merge = ["merge", "--no-verify", "--no-ff", "--no-edit", "-m", f"Merge {branch}"]
+    proc = run([*merge, f"refs/heads/{branch}"], repo, identity=user_identity(repo) or IDENTITY)
+    if proc.returncode != 0:
+        conflicted = _unmerged(repo)
+        if conflicted and _merging(repo):  # our merge stopped on conflicts: undo it
+            run_git(["merge", "--abort"], repo, check=False)
+            raise MergeConflict(branch, conflicted)
+        words = " ".join((proc.stderr.strip() or proc.stdout.strip()).split())
+        raise GitError(f"git merge {branch} refused: {words}")
+    head = run_git(["rev-parse", "HEAD"], repo)
+    listed = run_git(
+        ["diff", *DIFF_SAFE, "--name-only", "--no-renames", "-z", before or EMPTY_TREE, head],
+        repo,
+    )
+    return CheckoutMerge(
+        head=head, already_merged=False, files=tuple(sorted(f for f in listed.split("\0") if f))
+    )
+
+
+def checkout_merge_message(branch: str, merge: CheckoutMerge) -> str:
+    """The one line telling the user what merging ``branch`` did (plain text: the file names
+    are the agent's, so the caller escapes it for its renderer)."""
+    if merge.already_merged:
+        return f"{branch} is already merged into HEAD ({merge.head[:10]}): nothing to merge"
+    if not merge.files:
+        return f"merged {branch} @ {merge.head[:10]}: no files changed"
+    count = len(merge.files)
+    return (
+        f"merged {branch} @ {merge.head[:10]}: {count} file{'' if count == 1 else 's'}: "
+        + ", ".join(merge.files)
+    )
 
 
 def _merging(repo: Path) -> bool:

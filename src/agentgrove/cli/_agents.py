@@ -27,6 +27,7 @@ from agentgrove.models import AgentRecord, AgentStatus, Event, SpawnRequest
 from agentgrove.store import Store
 from agentgrove.store._core import utcnow
 from agentgrove.text import markup, one_line, plain, visible
+from agentgrove.workspaces import checkout_merge_message
 
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print the stable JSON object (docs/json.md).")
@@ -334,9 +335,8 @@ def merge(
                 f"partial work; `grove diff {agent.id}` shows it, `git merge {ws.branch}` "
                 "takes it anyway"
             )
-        head = grove.service.workspaces.merge_into_checkout(ws)
-    files = ", ".join(ws.files_changed) or "no files changed"
-    console.print(f"merged {markup(ws.branch)} @ {head[:10]}: {markup(files)}", highlight=False)
+        merged = grove.service.workspaces.merge_into_checkout(ws)
+    console.print(markup(checkout_merge_message(ws.branch, merged)), highlight=False)
 
 
 def _merge_queue(

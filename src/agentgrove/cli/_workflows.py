@@ -1,4 +1,4 @@
-"""`grove workflow ...`: validate, run, ls, show, cancel, rerun, templates."""
+"""`grove workflow ...`: validate, run, ls, show, merge, cancel, rerun, templates."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ from rich.table import Table
 from agentgrove.cli._app import app, console, err_console, is_tty, open_grove, print_json
 from agentgrove.cli._live import STATUS_STYLE, LiveProgress, Mode, run_source
 from agentgrove.config import load_config
+from agentgrove.errors import BadInput
 from agentgrove.grove import Grove
 from agentgrove.models import RunRecord, RunStatus
+from agentgrove.run_branches import RunBranch, existing_results, with_result
 from agentgrove.text import markup, plain, visible
 from agentgrove.workflows import builtin_templates, find_workflow, load_workflow
 from agentgrove.workflows.spec import parse_input_args
+from agentgrove.workspaces import checkout_merge_message, merge_branch_into_checkout
 
 workflow_app = typer.Typer(
     help="Workflows: DAGs of agents described in YAML.", no_args_is_help=True
@@ -74,10 +77,12 @@ def run(
         if not json_out:
             err_console.print(f"workflow run [bold]{run_record.id}[/] ({markup(run_record.name)})")
         final = _execute_with_progress(grove, run_record.id, mode=_mode(json_out=json_out))
+        final, made = with_result(grove.service.workspaces.repo, final)
     if json_out:
         print_json(final.to_json())
     else:
         console.print(_run_table(final))
+        console.print(_result_line(final, made), highlight=False)
     raise typer.Exit(0 if final.status is RunStatus.COMPLETED else 1)
 
 
@@ -85,7 +90,7 @@ def run(
 def list_runs(json_out: JsonOpt = False) -> None:
     """List workflow runs."""
     with open_grove() as grove:
-        runs = grove.store.list_runs()
+        runs = existing_results(grove.service.workspaces.repo, grove.store.list_runs())
     if json_out:
         print_json([r.to_json() for r in runs])
         return
@@ -105,13 +110,34 @@ def list_runs(json_out: JsonOpt = False) -> None:
 
 @workflow_app.command("show")
 def show(run_id: str, json_out: JsonOpt = False) -> None:
-    """Show a run: each node's state, agent, base → result commit, tokens and cost."""
+    """Show a run: each node's state, agent, base → result commit, tokens and cost, and the
+    run's result branch grove/run/RUN (made here if it is missing)."""
     with open_grove() as grove:
-        record = grove.workflows.get(run_id)
+        record, made = with_result(grove.service.workspaces.repo, grove.workflows.get(run_id))
     if json_out:
         print_json(record.to_json())
     else:
         console.print(_run_table(record))
+        console.print(_result_line(record, made), highlight=False)
+
+
+@workflow_app.command("merge")
+def merge(run_id: str) -> None:
+    """Merge a completed run's result branch (grove/run/RUN: its sink nodes' work) into your
+    checked-out branch, like `grove merge`: a merge commit; a conflict changes nothing and
+    names the files; a branch already merged changes nothing."""
+    with open_grove() as grove:
+        repo = grove.service.workspaces.repo
+        record, made = with_result(repo, grove.workflows.get(run_id))
+        if record.status is not RunStatus.COMPLETED:
+            raise BadInput(
+                f"run {record.id} is {record.status.value}, not completed: only a completed "
+                f"run has a result to merge (`grove workflow show {record.id}` shows its nodes)"
+            )
+        if repo is None or made.branch is None:
+            raise BadInput(f"run {record.id} has no result branch: {made.problem}")
+        merged = merge_branch_into_checkout(repo, made.branch)
+    console.print(markup(checkout_merge_message(made.branch, merged)), highlight=False)
 
 
 @workflow_app.command("cancel")
@@ -181,3 +207,13 @@ def _run_table(record: RunRecord) -> Table:
             f"${view['cost_usd']:.4f}",
         )
     return table
+
+
+def _result_line(record: RunRecord, made: RunBranch) -> str:
+    """The run's result as one line of grove's markup (the problem may name agents' paths)."""
+    if made.branch is not None and made.commit is not None:
+        merge = f"`grove workflow merge {record.id}` brings it into your branch"
+        return f"result: [bold]{markup(made.branch)}[/] @ {made.commit[:10]} ({merge})"
+    if record.status is RunStatus.RUNNING:
+        return "result: none yet (the run is still running)"
+    return f"result: no branch: {markup(made.problem)}"

@@ -1,0 +1,286 @@
+"""A completed workflow run's result: branch ``grove/run/<run-id>``.
+
+The branch is a pure function of the run's sink nodes (the nodes nothing depends on) and their
+result commits. One distinct result (sinks whose commits are in another sink's history add
+nothing): the branch points at it. Several: at a merge commit whose parents are those results in
+the workflow's node order, made without a worktree (``git merge-tree --write-tree`` and
+``commit-tree``, through :mod:`agentgrove.gitexec`). Sinks that conflict get no branch; the
+result names the conflicting paths.
+
+Because it is a function of what the database holds, creation is idempotent and safe to repeat:
+:func:`ensure_run_branch` is called right after the transaction that completes the run (the
+worker's hook, :func:`after_node_completed`) and again wherever the branch is read (``grove
+workflow show``, ``grove workflow merge``), so a crash between the two loses nothing. Two
+processes creating it at once cannot both win: the ref is created only where none exists, and
+the loser checks that the branch holds what it would have made.
+
+A branch that already exists and is not this run's result is replaced only when grove made it
+for this run (a result from before a ``workflow rerun``: a commit of grove's identity carrying
+``Grove-Run: <id>``, or a result commit of a node of the run); anything else is someone's own
+work and is left alone, with a message saying how to make room.
+
+The decisions (:func:`sink_keys`, :func:`sink_commits`) are pure; git runs only in
+:func:`ensure_run_branch` and its helpers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import anyio
+
+from agentgrove.gitexec import IDENTITY, GitError, run_git
+from agentgrove.gitexec import run as git_run
+from agentgrove.models import RunRecord, RunStatus
+from agentgrove.store import Store
+
+log = logging.getLogger(__name__)
+
+RUN_BRANCH_PREFIX = "grove/run/"
+"""Run branches live under ``grove/run/``; agent branches are ``grove/<12 hex digits>``, so
+no agent id can name one (and ``grove/run`` itself is never an agent's branch)."""
+
+
+def run_branch_name(run_id: str) -> str:
+    return f"{RUN_BRANCH_PREFIX}{run_id}"
+
+
+def run_id_of(branch: str) -> str | None:
+    """The run id a ``grove/run/<id>`` branch name carries; ``None`` for any other name."""
+    if not branch.startswith(RUN_BRANCH_PREFIX):
+        return None
+    rest = branch.removeprefix(RUN_BRANCH_PREFIX)
+    return rest if rest and "/" not in rest else None
+
+
+@dataclass(frozen=True)
+class RunBranch:
+    """A run's result branch, or why it has none. ``branch`` and ``commit`` are set together;
+    otherwise ``problem`` says why (the run is not completed, the sinks conflict, ...) and
+    ``conflicts`` lists the paths when the sinks conflict."""
+
+    branch: str | None = None
+    commit: str | None = None
+    problem: str | None = None
+    conflicts: tuple[str, ...] = ()
+    sinks: tuple[str, ...] = ()
+
+
+# -- decisions (pure) ------------------------------------------------------------------------
+
+
+def sink_keys(run: RunRecord) -> list[str]:
+    """The run's nodes that no node depends on, in the workflow's order."""
+    needed = {dep for node in run.nodes for dep in node.depends_on}
+    return [node.key for node in run.nodes if node.key not in needed]
+
+
+def sink_commits(run: RunRecord) -> tuple[list[tuple[str, str]], str | None]:
+    """Each sink's ``(key, result commit)``, or ``([], why not)`` when the run has no result
+    yet: it is not completed, or a sink has no commit (it ran outside git)."""
+    if run.status is not RunStatus.COMPLETED:
+        return [], f"run {run.id} is {run.status.value}, not completed"
+    nodes = {node.key: node for node in run.nodes}
+    found: list[tuple[str, str]] = []
+    for key in sink_keys(run):
+        agent = nodes[key].agent
+        ws = agent.workspace if agent else None
+        if ws is None or ws.head_commit is None or ws.branch is None:
+            return [], f"node {key} has no result commit (it ran outside a git repository)"
+        found.append((key, ws.head_commit))
+    return found, None
+
+
+# -- git -------------------------------------------------------------------------------------
+
+
+def ensure_run_branch(repo: Path | None, run: RunRecord) -> RunBranch:
+    """Make sure ``grove/run/<id>`` holds the completed run's result; what it holds, or why
+    there is none. Idempotent; never raises :class:`GitError` (a git failure is the problem)."""
+    sinks, why_not = sink_commits(run)
+    keys = tuple(key for key, _ in sinks)
+    if why_not is not None:
+        return RunBranch(problem=why_not)
+    if repo is None:
+        return RunBranch(problem="the grove is not in a git repository", sinks=keys)
+    branch = run_branch_name(run.id)
+    try:
+        result = _result_commit(repo, run, sinks)
+        if isinstance(result, RunBranch):
+            return replace(result, sinks=keys)
+        commit, tree, parents = result
+        return replace(_put_branch(repo, run, branch, commit, tree, parents), sinks=keys)
+    except GitError as exc:
+        return RunBranch(problem=f"git failed making {branch}: {exc}", sinks=keys)
+
+
+def with_result(repo: Path | None, run: RunRecord) -> tuple[RunRecord, RunBranch]:
+    """``run`` with ``result_branch`` / ``result_commit`` filled in by :func:`ensure_run_branch`
+    (only for a completed run: any other has no result yet), and the branch itself."""
+    made = ensure_run_branch(repo, run)
+    return replace(run, result_branch=made.branch, result_commit=made.commit), made
+
+
+def existing_results(repo: Path | None, runs: Sequence[RunRecord]) -> list[RunRecord]:
+    """``runs`` with the result branches that exist now (one git call, nothing made)."""
+    if repo is None:
+        return list(runs)
+    out = run_git(
+        ["for-each-ref", "--format=%(refname:strip=2) %(objectname)", "refs/heads/grove/run/"],
+        repo,
+    )
+    tips = dict(line.split(" ", 1) for line in out.splitlines() if line)
+    return [
+        replace(r, result_branch=run_branch_name(r.id), result_commit=tips[run_branch_name(r.id)])
+        if run_branch_name(r.id) in tips and r.status is RunStatus.COMPLETED
+        else r
+        for r in runs
+    ]
+
+
+_Made = tuple[str | None, str, tuple[str, ...]]
+"""What the run's result is: a commit (``None``: a merge still to be made), its tree, and the
+parents a merge has."""
+
+
+def _result_commit(repo: Path, run: RunRecord, sinks: list[tuple[str, str]]) -> _Made | RunBranch:
+    """The one result commit, or the tree and parents of the merge to make, or the conflict."""
+    commits = list(dict.fromkeys(commit for _, commit in sinks))
+    if len(commits) > 1:
+        # A sink whose result is already in another's history adds nothing to the merge.
+        independent = set(run_git(["merge-base", "--independent", *commits], repo).split())
+        commits = [c for c in commits if c in independent]
+    if len(commits) == 1:
+        return commits[0], run_git(["rev-parse", f"{commits[0]}^{{tree}}"], repo), ()
+    left = commits[0]
+    tree = ""
+    for i, right in enumerate(commits[1:], start=2):
+        proc = git_run(
+            ["merge-tree", "--write-tree", "--no-messages", "--name-only", "-z", left, right],
+            repo,
+        )
+        fields = proc.stdout.split("\0")
+        if proc.returncode == 1:
+            paths = tuple(dict.fromkeys(f for f in fields[1:] if f))
+            named = [key for key, commit in sinks if commit in commits]
+            return RunBranch(
+                problem=f"the results of its sink nodes {', '.join(named)} conflict in: "
+                f"{', '.join(paths) or '(unknown)'}; no run branch was made",
+                conflicts=paths,
+            )
+        if proc.returncode != 0:
+            raise GitError(f"git merge-tree failed: {proc.stderr.strip()}")
+        tree = fields[0]
+        if i < len(commits):
+            # merge-tree in git 2.39 merges commits only: carry the partial merge as one.
+            left = _commit_tree(repo, tree, (left, right), f"grove: partial result of {run.id}")
+    return None, tree, tuple(commits)
+
+
+def _commit_tree(repo: Path, tree: str, parents: tuple[str, ...], message: str) -> str:
+    args = ["commit-tree", tree, "-m", message]
+    for parent in parents:
+        args += ["-p", parent]
+    return run_git(args, repo, identity=IDENTITY)
+
+
+def _merge_message(run: RunRecord, sinks: tuple[str, ...]) -> str:
+    return (
+        f"grove: result of workflow run {run.id} ({run.name})\n\n"
+        f"Merges the results of its sink nodes {', '.join(sinks)}.\n\n"
+        f"Grove-Run: {run.id}"
+    )
+
+
+def _put_branch(
+    repo: Path, run: RunRecord, branch: str, commit: str | None, tree: str, parents: tuple[str, ...]
+) -> RunBranch:
+    ref = f"refs/heads/{branch}"
+    tip = run_git(["rev-parse", "-q", "--verify", f"{ref}^{{commit}}"], repo, check=False)
+    if tip and _holds(repo, tip, commit, tree, parents):
+        return RunBranch(branch=branch, commit=tip)
+    if tip and not _grove_made(repo, tip, run):
+        return RunBranch(
+            problem=f"branch {branch} already exists and does not hold this run's result: "
+            f"rename it (git branch -m {branch} NEW), then `grove workflow show {run.id}` "
+            "makes it again"
+        )
+    if commit is None:
+        commit = _commit_tree(repo, tree, parents, _merge_message(run, tuple(sink_keys(run))))
+    # Created only where nothing is (or replaced only from the tip checked above): of two
+    # processes making it at once, one wins and the other finds the winner's result.
+    proc = git_run(["update-ref", ref, commit, tip or ""], repo)
+    if proc.returncode != 0:
+        tip = run_git(["rev-parse", "-q", "--verify", f"{ref}^{{commit}}"], repo, check=False)
+        if tip and _holds(repo, tip, commit, tree, parents):
+            return RunBranch(branch=branch, commit=tip)
+        raise GitError(f"git update-ref {ref} failed: {proc.stderr.strip()}")
+    log.info("run %s: result branch %s at %s", run.id, branch, commit[:12])
+    return RunBranch(branch=branch, commit=commit)
+
+
+def _holds(repo: Path, tip: str, commit: str | None, tree: str, parents: tuple[str, ...]) -> bool:
+    """Whether ``tip`` is the run's result: that commit, or a merge of exactly those parents
+    with that tree (one made by another process differs only in its dates)."""
+    if commit is not None:
+        return tip == commit
+    shape = run_git(["show", "-s", "--format=%T %P", tip], repo).split()
+    return shape[0] == tree and tuple(shape[1:]) == parents
+
+
+def _grove_made(repo: Path, tip: str, run: RunRecord) -> bool:
+    """Whether ``tip`` is a result grove made (for this run, before a rerun changed it): a
+    commit of grove's identity that is this run's merge (``Grove-Run: <id>``) or an agent's
+    result (``Grove-Agent``, whose own branch still holds it). Nobody's own work is either."""
+    made = run_git(
+        [
+            "show",
+            "-s",
+            "--format=%ce%n%(trailers:key=Grove-Run,valueonly,separator=%x2C)"
+            "%n%(trailers:key=Grove-Agent,valueonly,separator=%x2C)",
+            tip,
+        ],
+        repo,
+    ).split("\n")
+    committer, run_trailer, agent_trailer = [*made, "", ""][:3]  # stdout comes stripped
+    if committer != IDENTITY[1]:
+        return False
+    return run_trailer.strip() == run.id or bool(agent_trailer.strip())
+
+
+# -- the worker's hook -----------------------------------------------------------------------
+
+
+async def after_node_completed(store: Store, repo: Path | None, run_id: str) -> None:
+    """Called by the worker after a node of ``run_id`` completed (its transaction committed):
+    when that completed the run, make its result branch. On a thread; any failure is logged
+    as a warning and nothing else (the branch is made again wherever it is read)."""
+
+    def make() -> None:
+        if store.run_status(run_id) is not RunStatus.COMPLETED:
+            return
+        made = ensure_run_branch(repo, store.get_run(run_id))
+        if made.branch is None:
+            log.warning("run %s: no result branch: %s", run_id, made.problem)
+
+    try:
+        await anyio.to_thread.run_sync(make)
+    except Exception as exc:  # the agent's result is recorded; this must never undo it
+        log.warning("run %s: making the result branch failed: %s", run_id, exc)
+
+
+__all__ = [
+    "RUN_BRANCH_PREFIX",
+    "RunBranch",
+    "after_node_completed",
+    "ensure_run_branch",
+    "existing_results",
+    "run_branch_name",
+    "run_id_of",
+    "sink_commits",
+    "sink_keys",
+    "with_result",
+]
