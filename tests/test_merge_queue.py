@@ -119,7 +119,8 @@ def test_a_conflicting_entry_is_skipped_and_the_rest_land_then_the_checkout_fast
     ]
     assert report.results[1].paths == ("shared.txt",)
     assert f"skipped grove/{b.id}: conflicts in shared.txt" in lines
-    assert f"merged grove/{c.id}: c.txt" in lines
+    c_head = report.results[2].head or ""
+    assert f"merged grove/{c.id} @ {c_head[:10]}: 1 file: c.txt" in lines
     assert report.exit_code == 1
     # While the queue ran, the user's checkout stayed where it was, never mid-merge.
     assert watcher.seen == [(old, status, False)] * 2
@@ -145,7 +146,7 @@ def test_into_another_branch_moves_only_that_branch(repo: Path) -> None:
     assert _git(repo, "show", "release:a.txt") == "A"
     assert not (repo / "a.txt").exists()
     assert _git(repo, "rev-parse", "HEAD") == _git(repo, "rev-parse", "main")
-    assert f"already merged grove/{a.id}" in report_lines(report)
+    assert f"grove/{a.id} is already merged into release: nothing to merge" in report_lines(report)
 
 
 class _MovesBranch(_Watcher):
@@ -391,13 +392,17 @@ def test_resolve_through_the_cli_with_an_integrator_on_the_real_sdk(repo: Path) 
     ]
     assert integrator["status"] == "completed"
     lines = merged.stdout.splitlines()
-    assert f"merged grove/{ids[0]}: shared.txt" in lines
+    first, second = (r.split(" @ ")[1][:10] for r in lines[:2])
+    assert f"merged grove/{ids[0]} @ {first}: 1 file: shared.txt" in lines
     assert (
-        f"resolved grove/{ids[1]} by integrator {integrator['id']} (conflicts in shared.txt): "
-        "shared.txt" in lines
+        f"resolved grove/{ids[1]} by integrator {integrator['id']} (conflicts in shared.txt) "
+        f"@ {second}: 1 file: shared.txt" in lines
     )
-    assert lines[-1].startswith("main: 2 of 2 landed; main ")
-    assert lines[-1].endswith("(your checkout was fast-forwarded)")
+    new = _git(repo, "rev-parse", "HEAD")
+    assert second == new[:10]  # the integrator's result is BRANCH's tip
+    assert lines[-1] == (
+        f"main: 2 of 2 landed; main {old[:10]} -> {new[:10]} (your checkout was fast-forwarded)"
+    )
     assert (repo / "shared.txt").read_text() == "A and B\n"
     assert _git(repo, "status", "--porcelain") == ""
     assert _git(repo, "merge-base", "--is-ancestor", old, "HEAD") == ""

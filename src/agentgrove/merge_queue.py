@@ -136,9 +136,11 @@ class EntryResult:
     entry: Entry
     outcome: Outcome
     files: tuple[str, ...] = ()
-    """Every file the entry brought onto BRANCH (landed), in git's order."""
+    """Every path the entry changed on BRANCH (landed), sorted."""
     paths: tuple[str, ...] = ()
     """The paths that conflicted (also for an entry the integrator resolved)."""
+    head: str | None = None
+    """The commit that landed it in the queue (the merge, or the integrator's result)."""
     exit_code: int | None = None
     check_tail: str | None = None
     """The tail of the red check's output (attacker-controlled text)."""
@@ -265,18 +267,26 @@ def _tail(text: str | None, lines: int = TAIL_SHOWN) -> str:
     return "\n".join((text or "").rstrip().splitlines()[-lines:])
 
 
-def result_lines(result: EntryResult) -> list[str]:
-    """How the report states one entry (plain text; the caller escapes it)."""
+def _files(files: Sequence[str]) -> str:
+    """Every file, counted first (the wording of ``grove merge`` for one agent)."""
+    if not files:
+        return "no files changed"
+    return f"{len(files)} file{'' if len(files) == 1 else 's'}: {', '.join(files)}"
+
+
+def result_lines(result: EntryResult, branch: str) -> list[str]:
+    """How the report states one entry landed on (or skipped from) ``branch``: plain text,
+    which the caller escapes."""
     e, o = result.entry, result.outcome
-    files = ", ".join(result.files) or "no files changed"
+    at = f" @ {result.head[:10]}" if result.head else ""
     by = f" by integrator {result.integrator}" if result.integrator else ""
     if o is Outcome.MERGED:
-        return [f"merged {e.label}: {files}"]
+        return [f"merged {e.label}{at}: {_files(result.files)}"]
     if o is Outcome.ALREADY_MERGED:
-        return [f"already merged {e.label}"]
+        return [f"{e.label} is already merged into {branch}: nothing to merge"]
     if o is Outcome.RESOLVED:
         how = f"conflicts in {', '.join(result.paths)}" if result.paths else "a red check"
-        return [f"resolved {e.label}{by} ({how}): {files}"]
+        return [f"resolved {e.label}{by} ({how}){at}: {_files(result.files)}"]
     if o is Outcome.NOT_COMPLETED:
         return [f"skipped {e.label}: {e.agent_id or 'no agent'} {result.note}"]
     head = f"skipped {e.label}{by}: "
@@ -294,7 +304,7 @@ def result_lines(result: EntryResult) -> list[str]:
 def report_lines(report: QueueReport) -> list[str]:
     """The whole report: each entry, then what became of BRANCH and the checkout."""
     plan = report.plan
-    lines = [line for r in (*plan.skipped, *report.results) for line in result_lines(r)]
+    lines = [ln for r in (*plan.skipped, *report.results) for ln in result_lines(r, plan.branch)]
     total = len(plan.entries) + len(plan.skipped)
     summary = f"{plan.branch}: {report.landed_count} of {total} landed"
     if report.refusal:
@@ -457,7 +467,7 @@ class MergeQueue:
 
     def _changed(self, old: str, new: str) -> tuple[str, ...]:
         out = self._git("diff", *DIFF_SAFE, "--name-only", "-z", f"{old}..{new}")
-        return tuple(f for f in out.split("\0") if f)
+        return tuple(sorted(f for f in out.split("\0") if f))
 
     # -- one entry --
 
@@ -490,7 +500,8 @@ class MergeQueue:
         passed, code, tail = (False, None, None) if paths else self._check()
         step = next_step(conflicted=bool(paths), check_passed=passed, resolve=self.plan.resolve)
         if step is Step.LAND:
-            return EntryResult(entry, Outcome.MERGED, self._changed(before, self._head()))
+            after = self._head()
+            return EntryResult(entry, Outcome.MERGED, self._changed(before, after), head=after)
         failed = Outcome.CONFLICTED if paths else Outcome.CHECK_FAILED
         if step is Step.SKIP:
             self._undo(before)
@@ -566,7 +577,12 @@ class MergeQueue:
             )
             return replace(after, integrator=agent.id, note="still red after the integrator")
         return EntryResult(
-            entry, Outcome.RESOLVED, self._changed(before, result), paths, integrator=agent.id
+            entry,
+            Outcome.RESOLVED,
+            self._changed(before, result),
+            paths,
+            head=result,
+            integrator=agent.id,
         )
 
     def _blob(self, commit: str, path: str) -> str:
