@@ -139,6 +139,9 @@ def test_into_another_branch_moves_only_that_branch(repo: Path) -> None:
     _git(repo, "branch", "release")
     with Grove.init(repo, runtime=_writer()) as grove:
         [a] = _agents(grove, {"a.txt": "A\n"})
+        # A queue that died (killed mid-run) left its scratch worktree: the next one clears it.
+        dead = grove.config.home / "merges" / "0123456789ab"
+        _git(repo, "worktree", "add", "-q", "--detach", "--lock", str(dead), "HEAD")
         again = plan_queue(grove, [a.id, a.id], into="release")
         report = run_queue(grove, again)
     assert [r.outcome for r in report.results] == [Outcome.MERGED, Outcome.ALREADY_MERGED]
@@ -147,6 +150,7 @@ def test_into_another_branch_moves_only_that_branch(repo: Path) -> None:
     assert not (repo / "a.txt").exists()
     assert _git(repo, "rev-parse", "HEAD") == _git(repo, "rev-parse", "main")
     assert f"grove/{a.id} is already merged into release: nothing to merge" in report_lines(report)
+    assert not dead.exists() and str(dead) not in _git(repo, "worktree", "list")
 
 
 class _MovesBranch(_Watcher):

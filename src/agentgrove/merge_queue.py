@@ -26,6 +26,7 @@ render it escaped.
 from __future__ import annotations
 
 import enum
+import fcntl
 import logging
 import re
 import uuid
@@ -430,20 +431,41 @@ class MergeQueue:
 
     async def run(self) -> QueueReport:
         """Merge every entry, then update BRANCH (see the module docstring)."""
-        self._add_worktree()
-        try:
-            results = []
-            for entry in self.plan.entries:
-                results.append(await self._one(entry))
-            tip = self._head()
-        finally:
-            self.grove.service.workspaces.remove_path(self.path)
+        merges = self.path.parent
+        merges.mkdir(parents=True, exist_ok=True)
+        with (merges / f"{self.id}.lock").open("a") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)  # a new name: nobody else holds it
+            self._sweep(merges)
+            try:
+                self._add_worktree()
+                results = []
+                for entry in self.plan.entries:
+                    results.append(await self._one(entry))
+                tip = self._head()
+            finally:
+                self.grove.service.workspaces.remove_path(self.path)
+                (merges / f"{self.id}.lock").unlink(missing_ok=True)
         return self._land(tuple(results), tip)
 
     # -- the scratch worktree --
 
+    def _sweep(self, merges: Path) -> None:
+        """Remove scratch worktrees of queues that died (killed, a crash): each running queue
+        holds the lock file named after its worktree, so an unheld one is stale."""
+        for path in sorted(merges.iterdir()):
+            if not path.is_dir() or path.name == self.id:
+                continue
+            lock = merges / f"{path.name}.lock"
+            with lock.open("a") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # that queue is running
+                log.info("removing a dead merge queue's scratch worktree", extra={"path": path})
+                self.grove.service.workspaces.remove_path(path)
+                lock.unlink(missing_ok=True)
+
     def _add_worktree(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         # The worktree lock serialises `git worktree add` with the agents' (see Workspaces).
         with self.grove.service.workspaces._locked():
             run_git(
