@@ -12,6 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from agentgrove.checks import CheckRun
 from agentgrove.errors import BadInput
 from agentgrove.grove import Grove
 from agentgrove.merge_queue import (
@@ -20,12 +21,10 @@ from agentgrove.merge_queue import (
     Step,
     integrator_task,
     marker_paths,
-    merge_queue,
     next_step,
-    plan_queue,
     report_lines,
-    run_queue,
 )
+from agentgrove.merge_scratch import merge_queue, plan_queue, run_queue
 from agentgrove.models import AgentRecord
 from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
 from agentgrove.testing import ModelRequest, ModelServer, Script, Turn, read_file, say, write_file
@@ -83,18 +82,14 @@ class _Watcher:
         self.repo = repo
         self.seen: list[tuple[str, str, bool]] = []
 
-    def __call__(self, command: str, cwd: Path, **_: object) -> _Passed:
+    def __call__(self, command: str, cwd: Path, **_: object) -> CheckRun:
         merging = (self.repo / ".git" / "MERGE_HEAD").exists()
         status = _git(self.repo, "status", "--porcelain")
         self.seen.append((_git(self.repo, "rev-parse", "HEAD"), status, merging))
-        return _Passed()
+        return _PASSED
 
 
-class _Passed:
-    passed = True
-    exit_code = 0
-    output_tail = ""
-    error = None
+_PASSED = CheckRun(passed=True, exit_code=0, duration_ms=1, output_tail="", error=None)
 
 
 def test_a_conflicting_entry_is_skipped_and_the_rest_land_then_the_checkout_fast_forwards(
@@ -161,7 +156,7 @@ class _MovesBranch(_Watcher):
         super().__init__(repo)
         self.branch = branch
 
-    def __call__(self, command: str, cwd: Path, **kw: object) -> _Passed:
+    def __call__(self, command: str, cwd: Path, **kw: object) -> CheckRun:
         if not self.seen:
             ref = f"refs/heads/{self.branch}"
             tree = _git(self.repo, "rev-parse", f"{ref}^{{tree}}")
@@ -311,8 +306,8 @@ def test_pure_decisions() -> None:
     assert marker_paths(
         {"a": "x\n<<<<<<< HEAD\ny\n", "b": "Title\n=======\n", "c": ">>>>>>> theirs\n"}
     ) == ["a", "c"]
-    task = integrator_task(Entry("id1", "grove/id1", "c0"), "main", ["p"], "make", "E: 1")
-    assert "- p" in task and "make" in task and "E: 1" in task
+    task = integrator_task(Entry("id1", "grove/id1", "c0"), "main", ["p"], "make", "E:\x00 1")
+    assert "- p" in task and "make" in task and "E:\\x00 1" in task and "\x00" not in task
 
 
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(repo: Path) -> None:

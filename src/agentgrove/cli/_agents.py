@@ -342,7 +342,8 @@ def merge(
 def _merge_queue(
     ids: list[str], *, run_id: str | None, into: str | None, check: str | None, resolve: bool
 ) -> None:
-    from agentgrove.merge_queue import plan_queue, report_lines, run_queue
+    from agentgrove.merge_queue import report_lines
+    from agentgrove.merge_scratch import plan_queue, run_queue
 
     with open_grove() as grove:
         plan = plan_queue(grove, ids, run_id=run_id, into=into, check=check, resolve=resolve)
