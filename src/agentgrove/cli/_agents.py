@@ -317,8 +317,9 @@ def merge(
 
     Several ids, --run, --into, --check or --resolve make a merge queue: each entry is merged
     in turn in a scratch worktree and checked; one that conflicts or fails the check is
-    skipped and reported (or, with --resolve, given to an integrator agent); BRANCH then
-    moves once to the result. Exit 0 when every entry landed, 1 when one was skipped."""
+    skipped and reported (or, with --resolve, given to an integrator agent); the branch then
+    moves once to the result, your checkout only by a fast-forward. Exit 0 when every entry
+    landed, 1 when one was skipped or the branch could not move."""
     ids = agent_ids or []
     if len(ids) != 1 or run_id is not None or into is not None or check is not None or resolve:
         _merge_queue(ids, run_id=run_id, into=into, check=check, resolve=resolve)
