@@ -348,6 +348,10 @@ def _merge_queue(
 
     with open_grove() as grove:
         plan = plan_queue(grove, ids, run_id=run_id, into=into, check=check, resolve=resolve)
+        if resolve and grove.config.runtime.kind != "scripted":
+            from agentgrove.runtime._endpoint import check_endpoint
+
+            check_endpoint()  # an integrator may be needed: know the model answers first
         count = len(plan.entries)
         err_console.print(
             f"merging {count} entr{'y' if count == 1 else 'ies'} onto {markup(plan.branch)} "
