@@ -266,6 +266,24 @@ def test_a_red_check_skips_the_entry_with_its_tail_and_the_queue_goes_on(repo: P
 
 
 @_CHECK_PIPE
+def test_the_check_runs_an_entrys_code_confined(repo: Path) -> None:
+    """The check is the user's command, but it runs the agent's files: an entry whose test
+    script writes into the user's checkout and $HOME changes nothing outside the scratch
+    worktree (the sandbox's /tmp is its own, and the tests' repositories live under /tmp)."""
+    home = Path.home()
+    evil = f"echo pwned > {repo / 'README.md'}; echo pwned > {home / 'planted'}\n"
+    with Grove.init(repo, runtime=_writer()) as grove:
+        [a] = _agents(grove, {"test.sh": evil})
+        report = run_queue(grove, plan_queue(grove, [a.id], check="sh -e test.sh"))
+    [result] = report.results
+    assert result.outcome is Outcome.CHECK_FAILED, result
+    assert "cannot create" in (result.check_tail or "")
+    assert (repo / "README.md").read_text() == "# test repo\n"
+    assert not (home / "planted").exists()
+    assert _git(repo, "status", "--porcelain") == ""
+
+
+@_CHECK_PIPE
 def test_resolve_lands_the_integrators_result_and_skips_one_that_leaves_markers(
     repo: Path,
 ) -> None:
