@@ -23,10 +23,10 @@ from __future__ import annotations
 import fcntl
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -60,7 +60,6 @@ from agentgrove.merge_queue import (
     run_entries,
 )
 from agentgrove.models import SpawnRequest
-from agentgrove.runtime._policy import SandboxMode
 from agentgrove.text import one_line
 
 if TYPE_CHECKING:
@@ -69,20 +68,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Checker(Protocol):
-    """Runs a check in ``cwd`` (the signature of :func:`agentgrove.checks.run_check`)."""
-
-    def __call__(
-        self,
-        command: str,
-        cwd: Path,
-        *,
-        timeout_s: float,
-        home: Path | None,
-        git_dir: Path | None,
-        sandbox: SandboxMode,
-        env_allow: Iterable[str] = (),
-    ) -> CheckRun: ...
+Checker = Callable[..., CheckRun]
+"""Runs the check: :func:`agentgrove.checks.run_check` or a stand-in with its signature."""
 
 
 # -- validation (reads only) -------------------------------------------------------------------
