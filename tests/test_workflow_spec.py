@@ -178,7 +178,7 @@ def test_design_implement_test_passes_the_design_on() -> None:
         ("implement", "implementer"),
         ("test", "tester"),
     ]
-    assert list(spec.inputs) == ["feature"]
+    assert list(spec.inputs) == ["feature", "check"]
     assert topological_order(spec) == ["design", "implement", "test"]
     inputs = resolve_inputs(spec, {"feature": "a calculator"})
     implement = render_task(

@@ -181,12 +181,14 @@ def run_check(
     git_dir: Path | None,
     sandbox: SandboxMode,
     env_allow: Iterable[str] = (),
+    cancel: threading.Event | None = None,
 ) -> CheckRun:
     """Run ``command`` with ``/bin/sh -c`` in ``cwd`` (the agent's worktree), confined unless
     ``sandbox`` is ``"off"``, killed with everything it started after ``timeout_s`` seconds.
     ``home``: the grove home (hidden from it); ``git_dir``: the main repository's git
     directory (readable, not writable). Never raises for the command: a command that cannot
-    start is a run with ``error`` set."""
+    start is a run with ``error`` set. ``cancel``: once set (from another thread), the check
+    is killed like at its timeout, at once."""
     started = time.monotonic()
     cwd = cwd.resolve()
     confined = sandbox != "off"
@@ -224,7 +226,7 @@ def run_check(
     reader = _Tail(proc.stdout)
     reader.start()
     try:
-        timed_out = not _wait_unreaped(proc.pid, started + timeout_s)
+        timed_out = not _wait_unreaped(proc.pid, started + timeout_s, cancel)
     finally:
         # The leader is not reaped yet, so its process group id cannot be reused: killing
         # the group reaches exactly what the check left behind.
@@ -233,6 +235,8 @@ def run_check(
         kill_agent_processes(token)
         code = proc.wait()
         reader.join(_DRAIN_S)
+        if not reader.is_alive():
+            proc.stdout.close()
     duration = _ms_since(started)
     tail = output_tail(reader.data())
     status = _read_status(status_r) if confined else {"child-pid": proc.pid}
@@ -250,6 +254,27 @@ def run_check(
             False, code, duration, tail, f"the check's command was not found (exit 127): {first}"
         )
     return CheckRun(code == 0, code, duration, tail, None)
+
+
+def fix_prompt(command: str, run: CheckRun, *, tries_left: int) -> str:
+    """What an agent whose check failed is told in its next round: the exit code first, then
+    the output's tail (the agent's own doing, shown to the agent as it is). Pure."""
+    if run.timed_out:
+        opening = "The check was killed at its timeout (no exit code)"
+    else:
+        opening = f"The check failed with exit code {run.exit_code}"
+    after = (
+        f"{tries_left} more {'try' if tries_left == 1 else 'tries'} after this one"
+        if tries_left
+        else "this is the last try"
+    )
+    return (
+        f"{opening}: {command}\n\n"
+        f"The last lines of its output:\n--- check output ---\n{run.output_tail.rstrip()}\n"
+        "--- end of check output ---\n\n"
+        "Fix the cause in your worktree. When you finish, grove runs the check again "
+        f"({after}). Finish with a summary of what you changed."
+    )
 
 
 class _Tail(threading.Thread):
@@ -273,9 +298,9 @@ class _Tail(threading.Thread):
             return bytes(self._buffer)
 
 
-def _wait_unreaped(pid: int, deadline: float) -> bool:
-    """Wait until ``pid`` exits or ``deadline`` (monotonic) passes, leaving it a zombie;
-    whether it exited."""
+def _wait_unreaped(pid: int, deadline: float, cancel: threading.Event | None) -> bool:
+    """Wait until ``pid`` exits, ``deadline`` (monotonic) passes or ``cancel`` is set, leaving
+    it a zombie; whether it exited."""
     pause = 0.001
     while True:
         try:
@@ -285,7 +310,7 @@ def _wait_unreaped(pid: int, deadline: float) -> bool:
         if done is not None:
             return True
         left = deadline - time.monotonic()
-        if left <= 0:
+        if left <= 0 or (cancel is not None and cancel.is_set()):
             return False
         time.sleep(min(pause, left))
         pause = min(pause * 2, 0.05)

@@ -14,7 +14,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agentgrove.budgets import MIN_GRANT_USD
@@ -145,6 +153,10 @@ class _RoleOverride(BaseModel):
     bash: Literal["full", "read-only", "none"] | None = None
     max_depth: int | None = None
     may_spawn: list[str] | None = None
+    # Strict: TOML's true is not a round count, nor 1.5.
+    check: StrictStr | None = None
+    fix_rounds: StrictInt | None = None
+    check_timeout_s: float | None = None
 
 
 class _ConfigFile(BaseModel):

@@ -40,6 +40,7 @@ class SpawnOptions(TypedDict, total=False):
     model: str | None
     base: str | None
     budget_usd: float | None
+    check: str | None
 
 
 class Grove:
@@ -118,11 +119,14 @@ class Grove:
         model: str | None = None,
         base: str | None = None,
         budget_usd: float | None = None,
+        check: str | None = None,
     ) -> AgentRecord:
         """Create a pending agent (validated; nothing is written on bad input).
 
         With ``parent_id`` the agent starts once the parent has completed, from the parent's
-        branch, with the parent's output in its prompt.
+        branch, with the parent's output in its prompt. ``check``: a shell command run in the
+        agent's worktree after it ends (exit 0 passes; see :mod:`agentgrove.checks`), instead
+        of its role's check.
         """
         return self.service.spawn(
             SpawnRequest(
@@ -133,6 +137,7 @@ class Grove:
                 base=base,
                 budget_usd=budget_usd,
                 after_parent=parent_id is not None,
+                check=check,
             )
         )
 

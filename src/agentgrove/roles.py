@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from agentgrove.models import unstorable
 
 SONNET = "claude-sonnet-4-5"
 HAIKU = "claude-haiku-4-5"
@@ -43,6 +45,30 @@ class Role(BaseModel):
     may_spawn: tuple[str, ...] | None = None
     """The roles an agent of this role may spawn. Unset: any role whose tools and Bash policy
     are within this one's. Either way a child's powers are clamped to its parent's."""
+    check: str | None = Field(default=None, min_length=1)
+    """A shell command grove runs in the agent's worktree after it ends (exit 0 passes; see
+    :mod:`agentgrove.checks`). A node's ``check:`` or ``--check`` overrides it."""
+    fix_rounds: int = Field(default=2, ge=0, le=20)
+    """When the check fails: how many more tries the agent gets in the same session."""
+    check_timeout_s: float = Field(default=600.0, gt=0, le=86_400)
+    """Each run of the check is killed, with everything it started, after this long."""
+
+    @field_validator("check")
+    @classmethod
+    def _check_command(cls, value: str | None) -> str | None:
+        reason = None if value is None else check_command_refusal(value)
+        if reason is not None:
+            raise ValueError(reason)
+        return value
+
+
+def check_command_refusal(command: str) -> str | None:
+    """Why ``command`` cannot be a check (blank, or text no database stores), or ``None``.
+    Pure."""
+    if not command.strip():
+        return "a check is a shell command and cannot be empty; give one, e.g. 'pytest -q'"
+    reason = unstorable(command)
+    return None if reason is None else f"the check command {reason}"
 
 
 _BASH_RANK: dict[str, int] = {"none": 0, "read-only": 1, "full": 2}

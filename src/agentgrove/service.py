@@ -31,7 +31,8 @@ from typing import Any, TypeVar
 import anyio
 
 from agentgrove.admission import ModelPacer
-from agentgrove.budgets import check_budget
+from agentgrove.budgets import MIN_GRANT_USD, check_budget
+from agentgrove.checks import CheckRun, fix_prompt, run_check
 from agentgrove.config import GroveConfig
 from agentgrove.delegation import AgentDelegate, NoSlots, Slots, effective_role
 from agentgrove.errors import BadInput, StoreUnavailable, UnknownRole
@@ -39,6 +40,8 @@ from agentgrove.gitexec import common_dir
 from agentgrove.models import (
     AgentRecord,
     AgentStatus,
+    CheckRecord,
+    CheckStatus,
     ErrorKind,
     SpawnRequest,
     WorkspaceRecord,
@@ -46,8 +49,9 @@ from agentgrove.models import (
 )
 from agentgrove.processes import kill_agent_processes
 from agentgrove.retry import decide
+from agentgrove.roles import check_command_refusal
 from agentgrove.run_branches import after_node_completed
-from agentgrove.runtime import RunResult, RunSpec, Runtime
+from agentgrove.runtime import MessageSink, RunResult, RunSpec, Runtime
 from agentgrove.runtime._policy import can_write
 from agentgrove.secrets import Redactor
 from agentgrove.store import NewAgent, RunOutcome, Store
@@ -213,6 +217,10 @@ class AgentService:
         if request.model is not None and not request.model.strip():
             raise BadInput("--model is empty: give a model name or leave it out")
         check_budget(request.budget_usd)
+        if request.check is not None:
+            refusal = check_command_refusal(request.check)
+            if refusal is not None:
+                raise BadInput(f"--check: {refusal}")
         parent_id = None
         depth = 0
         parent_cap = float("inf")
@@ -241,6 +249,7 @@ class AgentService:
             depth=depth,
             after_parent=request.after_parent,
             workflow_run_id=run_id,
+            check_command=request.check if request.check is not None else spec.check,
         )
 
     def cancel(self, agent_id: str, *, tree: bool = False) -> list[str]:
@@ -392,6 +401,9 @@ class AgentService:
             try:
                 progress.ran = True
                 result = progress.result = await self.runtime.run(spec, transcript.sink)
+                result = progress.result = await self._check(
+                    agent, lease, spec, result, transcript.sink
+                )
             except anyio.get_cancelled_exc_class():
                 # Interrupted (shutdown, a cancel, a lost lease): what is queued gets a few
                 # seconds to reach the database before the release.
@@ -406,6 +418,113 @@ class AgentService:
         if writes:
             await self._commit(agent, current[0], result, lease)
         await self._settle(agent, lease, result)
+
+    async def _check(
+        self,
+        agent: AgentRecord,
+        lease: Lease,
+        spec: RunSpec,
+        result: RunResult,
+        sink: MessageSink,
+    ) -> RunResult:
+        """Run the agent's check after a successful run, and while it fails give the agent
+        ``fix_rounds`` more tries in the same session (each told the check's exit code and
+        output tail), each followed by the check again. The result: the last run's, with the
+        tokens, cost and duration of every round and check added up; failed ``check_failed``
+        when the check stayed red (or could not run). Each round is recorded on the agent and
+        as an ``agent.check`` event, fenced by the lease. A failed run is not checked. The
+        rounds share the attempt's budget cap and timeout: none starts without what is left."""
+        command = agent.check.command
+        if command is None or not result.success:
+            return result
+        role = spec.role
+        total = result
+        rounds = 0
+        while True:
+            rounds += 1
+            run = await self._run_check(command, spec, role.check_timeout_s)
+            total = replace(total, duration_ms=total.duration_ms + run.duration_ms)
+            await self._record_check(agent, lease, command, rounds, run)
+            if run.passed:
+                return total
+            failed = f"the check failed ({_check_ending(run)}) after {rounds} round(s): {command}"
+            if run.error is not None:
+                return _check_failure(total, f"{run.error}: {command}")
+            budget_left = spec.max_budget_usd - total.cost_usd
+            time_left = spec.timeout_s - total.duration_ms / 1000
+            if rounds > role.fix_rounds:
+                return _check_failure(total, failed)
+            if budget_left < MIN_GRANT_USD or time_left <= 0:
+                spent = "budget" if budget_left < MIN_GRANT_USD else "time"
+                return _check_failure(total, f"{failed}; no {spent} left for a fix round")
+            message = fix_prompt(command, run, tries_left=role.fix_rounds - rounds)
+            fix = await self.runtime.run(
+                replace(
+                    spec,
+                    prompt=self.redact(message)
+                    if total.session_id
+                    else f"{spec.prompt}\n\n---\n{self.redact(message)}",
+                    resume_session_id=total.session_id,
+                    max_budget_usd=budget_left,
+                    timeout_s=time_left,
+                ),
+                sink,
+            )
+            total = replace(
+                fix,
+                tokens_in=total.tokens_in + fix.tokens_in,
+                tokens_out=total.tokens_out + fix.tokens_out,
+                cost_usd=total.cost_usd + fix.cost_usd,
+                duration_ms=total.duration_ms + fix.duration_ms,
+                session_id=fix.session_id or total.session_id,
+            )
+            if not fix.success:
+                return total
+
+    async def _run_check(self, command: str, spec: RunSpec, timeout_s: float) -> CheckRun:
+        """One run of the check on a thread; cancelled, it is killed at once."""
+        stop = threading.Event()
+        call = functools.partial(
+            run_check,
+            command,
+            spec.cwd,
+            timeout_s=timeout_s,
+            home=spec.home,
+            git_dir=spec.git_dir,
+            sandbox=self.config.runtime.sandbox,
+            env_allow=self.config.runtime.env_allow,
+            cancel=stop,
+        )
+        try:
+            return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+        except anyio.get_cancelled_exc_class():
+            stop.set()
+            raise
+
+    async def _record_check(
+        self, agent: AgentRecord, lease: Lease, command: str, rounds: int, run: CheckRun
+    ) -> None:
+        record = CheckRecord(
+            command=command,
+            status=CheckStatus.PASSED if run.passed else CheckStatus.FAILED,
+            rounds=rounds,
+            exit_code=run.exit_code,
+            duration_ms=run.duration_ms,
+            output_tail=self.redact(run.output_tail),
+        )
+        data = {
+            "round": rounds,
+            "status": record.status.value,
+            "exit_code": run.exit_code,
+            "duration_ms": run.duration_ms,
+            "timed_out": run.timed_out,
+            "error": run.error,
+        }
+        await self.owed(
+            agent.id,
+            lambda: self.store.record_check(agent.id, lease.owner, lease.attempt, record, data),
+        )
+        self._emit(agent.id, "agent.check", data)
 
     def _prompt_and_base(self, agent: AgentRecord) -> tuple[str, str | None]:
         """The task as the model sees it, and the commit to start from."""
@@ -616,6 +735,15 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 def _rate_limited(event: tuple[str, dict[str, Any]]) -> bool:
     """The CLI is retrying a 429: the model's pace must slow down now, not after the run."""
     return event[0] == "agent.api_retry" and event[1].get("status") == 429
+
+
+def _check_ending(run: CheckRun) -> str:
+    return "killed at its timeout" if run.timed_out else f"exit {run.exit_code}"
+
+
+def _check_failure(result: RunResult, message: str) -> RunResult:
+    """``result`` (its output and usage kept) failed ``check_failed`` with ``message``."""
+    return replace(result, success=False, error=message, error_kind=ErrorKind.CHECK_FAILED)
 
 
 def _failure(kind: ErrorKind, message: str) -> RunResult:

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from agentgrove.admission import limits_concurrency, slot_reason
 from agentgrove.cli._app import app, console, err_console, is_tty, open_grove, print_json
+from agentgrove.cli._checks import check_cell, check_rows
 from agentgrove.cli._live import (
     LiveProgress,
     agent_source,
@@ -23,7 +24,7 @@ from agentgrove.cli._live import (
 )
 from agentgrove.errors import BadInput
 from agentgrove.grove import Grove
-from agentgrove.models import AgentRecord, AgentStatus, Event, SpawnRequest
+from agentgrove.models import AgentRecord, AgentStatus, CheckStatus, Event, SpawnRequest
 from agentgrove.store import Store
 from agentgrove.store._core import utcnow
 from agentgrove.text import markup, one_line, plain, visible
@@ -31,6 +32,15 @@ from agentgrove.workspaces import checkout_merge_message
 
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print the stable JSON object (docs/json.md).")
+]
+
+CheckOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--check",
+        help="Shell command run in the agent's worktree after it ends (exit 0 passes; "
+        "a failure gets the role's fix_rounds), instead of the role's check.",
+    ),
 ]
 
 _STYLE = {
@@ -55,12 +65,19 @@ def spawn(
     budget_usd: Annotated[
         float | None, typer.Option(help="Hard limit on this agent and all its descendants.")
     ] = None,
+    check: CheckOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Create a pending agent for a worker to run; prints its id."""
     with open_grove() as grove:
         agent = grove.spawn(
-            role, task, parent_id=parent, model=model, base=base, budget_usd=budget_usd
+            role,
+            task,
+            parent_id=parent,
+            model=model,
+            base=base,
+            budget_usd=budget_usd,
+            check=check,
         )
     if json_out:
         print_json(agent.to_json())
@@ -77,6 +94,7 @@ def run(
     budget_usd: Annotated[
         float | None, typer.Option(help="Hard limit on this agent and all its descendants.")
     ] = None,
+    check: CheckOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Spawn an agent and run it here with live progress. Exit 0 completed, 1 failed."""
@@ -84,7 +102,7 @@ def run(
 
     with open_grove() as grove:
         new = grove.service.prepare(
-            SpawnRequest(role, task, model=model, base=base, budget_usd=budget_usd)
+            SpawnRequest(role, task, model=model, base=base, budget_usd=budget_usd, check=check)
         )
         if grove.config.runtime.kind != "scripted":  # the scripted stand-in needs no model
             check_endpoint()  # the model answers and takes the key: only now write anything
@@ -125,7 +143,7 @@ def list_agents(
     if not agents:
         console.print("no agents" + (f" with status {wanted.value}" if wanted else ""))
         return
-    table = Table("id", "role", "status", "tokens", "cost", "duration", "task", box=None)
+    table = Table("id", "role", "status", "check", "tokens", "cost", "duration", "task", box=None)
     for a in agents:
         state = Text(a.status.value, style=_STYLE[a.status])
         if a.wait_reason:
@@ -134,6 +152,7 @@ def list_agents(
             a.id,
             plain(a.role, newlines=False),
             state,
+            check_cell(a.check),
             f"{a.tokens_in}/{a.tokens_out}",
             f"${a.cost_usd:.4f}",
             _elapsed(a),
@@ -178,6 +197,7 @@ def show(agent_id: str, json_out: JsonOpt = False) -> None:
                 f"${totals.cost_usd:.6f}",
             )
         )
+    rows += check_rows(agent.check)
     if agent.workspace:
         ws = agent.workspace
         rows += [
@@ -503,6 +523,8 @@ def _print_summary(agent: AgentRecord) -> None:
             f"branch {markup(agent.workspace.branch)} @ "
             f"{(agent.workspace.head_commit or '')[:10]}: {markup(files)}"
         )
+    if agent.check.status is not CheckStatus.NONE:
+        console.print(Text("check ").append(check_cell(agent.check)))
     if agent.error:
         console.print(plain(f"{agent.error_kind}: {agent.error}", "red"))
     elif agent.output:

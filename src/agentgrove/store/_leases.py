@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, and_, bindparam, select, update
 
-from agentgrove.models import AgentStatus
+from agentgrove.models import AgentStatus, CheckRecord
+from agentgrove.store._core import StoreCore
 from agentgrove.store._schema import agents
 
 if TYPE_CHECKING:
@@ -98,3 +99,53 @@ FINISH = (
 )
 """End the attempt: its outcome (``p_status`` ... ``p_session_id``; usage is added to the
 agent's sums) at ``p_finished_at``, the lease and reservation cleared."""
+
+
+RECORD_CHECK = (
+    update(agents)
+    .where(FENCE)
+    .values(
+        check_status=_param("check_status"),
+        check_rounds=_param("check_rounds"),
+        check_exit_code=_param("check_exit_code"),
+        check_duration_ms=_param("check_duration_ms"),
+        check_output=_param("check_output"),
+    )
+)
+"""What the attempt's check did so far (``p_check_status`` ... ``p_check_output``)."""
+
+
+class CheckWrites(StoreCore):
+    """Mixed into :class:`agentgrove.store.Store`: the fenced write of an agent's check."""
+
+    def record_check(
+        self,
+        agent_id: str,
+        owner: str,
+        attempt: int,
+        check: CheckRecord,
+        round_data: dict[str, Any],
+    ) -> bool:
+        """Record what the attempt's check did (status, rounds, exit code, duration, output
+        tail; the command is the spawn's) and its ``agent.check`` event ``round_data``, in one
+        transaction fenced by the lease: ``False``, and nothing written, when the lease is no
+        longer ours. Idempotent: made twice, the row is the same and the second event says so
+        again."""
+        with self._write() as conn:
+            result = conn.execute(
+                RECORD_CHECK,
+                {
+                    "p_id": agent_id,
+                    "p_owner": owner,
+                    "p_attempt": attempt,
+                    "p_check_status": check.status.value,
+                    "p_check_rounds": check.rounds,
+                    "p_check_exit_code": check.exit_code,
+                    "p_check_duration_ms": check.duration_ms,
+                    "p_check_output": check.output_tail,
+                },
+            )
+            if result.rowcount != 1:
+                return False
+            self._event(conn, agent_id, "agent.check", round_data, None)
+        return True

@@ -33,6 +33,15 @@ from agentgrove.workflows.spec import NodeSpec, WorkflowSpec
 from agentgrove.workflows.templates import DepResult, TaskTemplateError, render_task
 
 
+def node_check(
+    template: str | None, inputs: Mapping[str, str], role_check: str | None
+) -> str | None:
+    """A node's check command: its ``check:`` rendered with the run's inputs (it may use no
+    node's result), or the role's check when it has none or it renders blank. Pure."""
+    rendered = render_task(template, inputs, {}).strip() if template is not None else ""
+    return rendered or role_check
+
+
 def node_state(agent: AgentRecord) -> NodeState:
     if agent.error_kind is ErrorKind.DEPENDENCY_FAILED:
         return NodeState.DEPENDENCY_FAILED
@@ -327,6 +336,7 @@ class RunQueries(StoreCore):
             }
             try:
                 values["task"] = render_task(node.task, run.inputs, results)
+                values["check_command"] = node_check(node.check, run.inputs, plan.get("check"))
                 values["status"] = AgentStatus.PENDING.value
             except TaskTemplateError as exc:
                 values |= {

@@ -58,6 +58,7 @@ class Store(
     AdmissionQueries,
     LogQueries,
     PaceQueries,
+    _leases.CheckWrites,
 ):
     """The database of one grove. Thread-safe; cheap calls, short transactions."""
 

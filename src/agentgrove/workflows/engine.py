@@ -74,6 +74,7 @@ class WorkflowEngine:
                 "timeout_s": node.timeout_s or role.timeout_s,
                 "max_attempts": node.max_attempts or role.max_attempts,
                 "max_budget_usd": role.max_budget_usd,
+                "check": role.check,
             }
         return plan
 

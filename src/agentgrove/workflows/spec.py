@@ -18,6 +18,7 @@ Jinja2 template (see :mod:`agentgrove.workflows.templates`)::
         model: claude-haiku-4-5                 # optional overrides of the role's settings
         timeout_s: 600
         max_attempts: 2
+        check: "pytest -q"                      # run after the agent; the role's otherwise
 
 ``inputs`` may also be a plain list of names, each then required. An input is required unless it
 has a default or says ``required: false`` (it then resolves to ``""``).
@@ -115,6 +116,10 @@ class NodeSpec(BaseModel):
     model: str | None = Field(default=None, min_length=1)
     timeout_s: float | None = Field(default=None, gt=0, le=7 * 86400, allow_inf_nan=False)
     max_attempts: int | None = Field(default=None, ge=1, le=20)
+    check: str | None = Field(default=None, min_length=1)
+    """A shell command run after the node's agent (see :mod:`agentgrove.checks`), overriding
+    the role's; a template over ``inputs`` only (never a dependency's result: that is agent
+    text, and this is a command). Rendering to blank text means "the role's check"."""
 
 
 class WorkflowSpec(BaseModel):
@@ -582,6 +587,30 @@ def _check_templates(spec: WorkflowSpec, origin: str) -> None:
         if unknown:
             problem = _reference_problem(spec, node, unknown[0], nodes_by_name)
             raise WorkflowError(f"{origin}: node {node.key!r} template {problem}", node=node.key)
+        if node.check is not None:
+            _check_check(spec, node, origin)
+
+
+def _check_check(spec: WorkflowSpec, node: NodeSpec, origin: str) -> None:
+    """A node's ``check:``: not blank, and a template that uses declared inputs only."""
+    assert node.check is not None
+    if not node.check.strip():
+        raise WorkflowError(
+            f"{origin}: node {node.key!r} check: is blank; give a shell command or drop it",
+            node=node.key,
+        )
+    try:
+        unknown = check_template(node.check, {"inputs": frozenset(spec.inputs)})
+    except TaskTemplateError as exc:
+        raise WorkflowError(f"{origin}: node {node.key!r} check: {exc}", node=node.key) from exc
+    if unknown:
+        ref = unknown[0]
+        declared = ", ".join(spec.inputs) or "none"
+        raise WorkflowError(
+            f"{origin}: node {node.key!r} check: uses {str(ref)!r}; a check may use only "
+            f"inputs.NAME (declared: {declared}), never a node's result",
+            node=node.key,
+        )
 
 
 def _reference_problem(
