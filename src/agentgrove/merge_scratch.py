@@ -60,6 +60,7 @@ from agentgrove.merge_queue import (
     run_entries,
 )
 from agentgrove.models import SpawnRequest
+from agentgrove.roles import check_command_refusal
 from agentgrove.text import one_line
 
 if TYPE_CHECKING:
@@ -90,10 +91,9 @@ def plan_queue(
     repo = grove.service.workspaces.repo
     if repo is None:
         raise BadInput(f"{grove.config.root} is not a git repository: there is nothing to merge")
-    if check is not None and not check.strip():
-        raise BadInput(
-            "--check is empty: give the command to run after each merge, or leave it out"
-        )
+    reason = None if check is None else check_command_refusal(check)
+    if reason is not None:  # the wording of --check on spawn and run
+        raise BadInput(f"--check: {reason}")
     if not agent_ids and run_id is None:
         raise BadInput("nothing to merge: give agent ids, or --run RUN")
     if resolve and INTEGRATOR not in grove.config.roles:
