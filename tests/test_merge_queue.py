@@ -53,6 +53,9 @@ def _writer(resolution: dict[str, str] | None = None) -> ScriptedRuntime:
                     assert "<<<<<<<" in (spec.cwd / path).read_text()  # it sees the conflict
                     (spec.cwd / path).write_text((resolution or {})[path])
                     done.append(path)
+            if "not pass the check" in spec.prompt and "bad.txt must go" in spec.prompt:
+                (spec.cwd / "bad.txt").unlink()  # it read the check's output
+                done.append("bad.txt")
             return RunResult(success=True, output=f"resolved {done}")
         for name, content in json.loads(spec.prompt).items():
             (spec.cwd / name).write_text(content)
@@ -308,6 +311,26 @@ def test_resolve_lands_the_integrators_result_and_skips_one_that_leaves_markers(
     assert len(_git(repo, "rev-list", "--parents", "-n", "1", start).split()) == 3
     assert "<<<<<<<" in _git(repo, "show", f"{start}:s.txt")
     assert "s.txt" in integrators[0].task and "test -e s.txt" in integrators[0].task
+
+
+def test_resolve_hands_a_red_check_to_the_integrator_and_checks_its_result(repo: Path) -> None:
+    check = "for f in bad.txt worse.txt; do if [ -e $f ]; then echo $f must go; exit 1; fi; done"
+    with Grove.init(repo, runtime=_writer()) as grove:
+        a, b = _agents(grove, {"a.txt": "A\n", "bad.txt": "x\n"}, {"worse.txt": "y\n"})
+        report = run_queue(grove, plan_queue(grove, [a.id, b.id], check=check, resolve=True))
+        integrator, gave_up = [r for r in grove.store.list_agents() if r.role == "integrator"]
+    result, red = report.results
+    assert red.outcome is Outcome.CHECK_FAILED and red.integrator == gave_up.id
+    assert red.note is not None and red.note.startswith("the integrator ended failed")
+    assert "worse.txt must go" in (red.check_tail or "")
+    assert result.outcome is Outcome.RESOLVED and result.integrator == integrator.id
+    assert result.files == ("a.txt",)
+    assert (
+        f"resolved grove/{a.id} by integrator {integrator.id} (a red check)"
+        in (report_lines(report)[0])
+    )
+    assert "bad.txt must go" in integrator.task
+    assert _git(repo, "ls-tree", "--name-only", "HEAD").split() == ["README.md", "a.txt"]
 
 
 def test_pure_decisions() -> None:
