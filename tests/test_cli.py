@@ -36,7 +36,15 @@ from agentgrove.testing import (
 from agentgrove.workspaces import init_repo
 from tests.conftest import run_cli
 
-BUILTIN_ROLES = ["spec-writer", "planner", "implementer", "tester", "reviewer", "file-writer"]
+BUILTIN_ROLES = [
+    "spec-writer",
+    "planner",
+    "implementer",
+    "tester",
+    "reviewer",
+    "file-writer",
+    "integrator",
+]
 AGENT_KEYS = {
     "id",
     "role",

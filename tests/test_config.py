@@ -20,6 +20,7 @@ def test_builtin_roles_and_their_model_classes() -> None:
         "tester",
         "reviewer",
         "file-writer",
+        "integrator",
     }
     assert BUILTIN_ROLES["file-writer"].model == HAIKU
     assert all(r.model == SONNET for n, r in BUILTIN_ROLES.items() if n != "file-writer")

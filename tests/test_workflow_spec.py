@@ -354,7 +354,7 @@ INVALID: list[tuple[str, Any, list[str], str | None]] = [
     (
         "unknown-role",
         workflow(node("a"), node("b", role="deployer")),
-        ["node 'b': unknown role 'deployer' (known: file-writer, implementer, planner"],
+        ["node 'b': unknown role 'deployer' (known: file-writer, implementer, integrator, planner"],
         "b",
     ),
     (

@@ -213,5 +213,21 @@ BUILTIN_ROLES: dict[str, Role] = {
             max_budget_usd=0.25,
             timeout_s=300,
         ),
+        _role(
+            "integrator",
+            "Resolves a merge's conflicts and makes the project's check pass (the merge queue).",
+            SONNET,
+            "You are an integrator. The merge queue left you a merge it could not finish: the "
+            "task lists files holding git conflict markers (<<<<<<<, =======, >>>>>>>), the "
+            "check command, and its output. Read each conflicted file, keep what both sides "
+            "meant, and remove every marker line. Then run the check with Bash and edit until it "
+            "passes. Change only what the merge needs; do not commit (grove does) and do not "
+            "start other agents. Finish with what you changed and why.",
+            _EDIT_TOOLS,
+            max_turns=40,
+            max_budget_usd=2.0,
+            timeout_s=1800,
+            max_children=0,
+        ),
     ]
 }

@@ -320,9 +320,34 @@ def diff(
 
 
 @app.command()
-def merge(agent_id: str) -> None:
+def merge(
+    agent_ids: Annotated[list[str] | None, typer.Argument(help="Completed agents' ids.")] = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run", help="Queue a workflow run's completed nodes too.")
+    ] = None,
+    into: Annotated[
+        str | None, typer.Option(help="The branch to merge onto (default: the current one).")
+    ] = None,
+    check: Annotated[
+        str | None, typer.Option(help="Shell command run (confined) after each merge.")
+    ] = None,
+    resolve: Annotated[
+        bool, typer.Option("--resolve", help="Hand conflicts and red checks to an integrator.")
+    ] = False,
+) -> None:
     """Merge a completed agent's branch into your checked-out branch (a merge commit, so its
-    work stays one unit). A conflict changes nothing and names the files."""
+    work stays one unit). A conflict changes nothing and names the files.
+
+    Several ids, --run, --into, --check or --resolve make a merge queue: each entry is merged
+    in turn in a scratch worktree and checked; one that conflicts or fails the check is
+    skipped and reported (or, with --resolve, given to an integrator agent); the branch then
+    moves once to the result, your checkout only by a fast-forward. Exit 0 when every entry
+    landed, 1 when one was skipped or the branch could not move."""
+    ids = agent_ids or []
+    if len(ids) != 1 or run_id is not None or into is not None or check is not None or resolve:
+        _merge_queue(ids, run_id=run_id, into=into, check=check, resolve=resolve)
+        return
+    agent_id = ids[0]
     with open_grove() as grove:
         agent = grove.get(agent_id)
         ws = agent.workspace
@@ -336,6 +361,31 @@ def merge(agent_id: str) -> None:
             )
         merged = grove.service.workspaces.merge_into_checkout(ws)
     console.print(markup(checkout_merge_message(ws.branch, merged)), highlight=False)
+
+
+def _merge_queue(
+    ids: list[str], *, run_id: str | None, into: str | None, check: str | None, resolve: bool
+) -> None:
+    from agentgrove.merge_queue import report_lines
+    from agentgrove.merge_scratch import plan_queue, run_queue
+
+    with open_grove() as grove:
+        plan = plan_queue(grove, ids, run_id=run_id, into=into, check=check, resolve=resolve)
+        if resolve and grove.config.runtime.kind != "scripted":
+            from agentgrove.runtime._endpoint import check_endpoint
+
+            check_endpoint()  # an integrator may be needed: know the model answers first
+        count = len(plan.entries)
+        err_console.print(
+            f"merging {count} entr{'y' if count == 1 else 'ies'} onto {markup(plan.branch)} "
+            "in a scratch worktree",
+            highlight=False,
+        )
+        report = run_queue(grove, plan)
+    # Branch names, paths and check output are the agents' text: shown plain, never markup.
+    for line in report_lines(report):
+        console.print(plain(line), highlight=False)
+    raise typer.Exit(report.exit_code)
 
 
 @app.command()
