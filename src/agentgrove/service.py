@@ -484,6 +484,10 @@ class AgentService:
             )
             if not fix.success:
                 return total
+            # Children the fix round spawned and never merged: in before the check runs again.
+            total = await self._merge_unmerged_children(spec, total)
+            if not total.success:
+                return total
 
     async def _fix_round(self, transcript: _TranscriptWriter, spec: RunSpec) -> RunResult:
         """One more run of the agent, its transcript written before it returns (interrupted,
