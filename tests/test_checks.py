@@ -492,4 +492,3 @@ def test_a_sandbox_that_cannot_start_is_an_error_naming_the_way_out(
     assert not run.passed and run.exit_code is None
     assert run.error is not None and "No permissions to create new namespace" in run.error
     assert 'sandbox = "off"' in run.error
-
