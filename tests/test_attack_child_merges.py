@@ -158,3 +158,58 @@ print("ok")
         [sys.executable, "-c", script], capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_marker_text_a_child_brought_cleanly_does_not_wedge_a_later_resolution(
+    repo: Path,
+) -> None:
+    """A first child brings doc.md holding `<<<<<<< HEAD` as text (no conflict); the next two
+    conflict on conf.txt. The parent resolves conf.txt and edits doc.md too: the text it keeps
+    there is not a marker of this merge, and the merge concludes."""
+    text = "<<<<<<< HEAD\\nhow a conflict looks\\n"
+
+    async def plan(spec: RunSpec) -> RunResult:
+        assert spec.delegate is not None
+        ids = [
+            await spec.delegate.spawn_agent("implementer", f"write doc.md={text}"),
+            await spec.delegate.spawn_agent("implementer", "write conf.txt=one\\n"),
+            await spec.delegate.spawn_agent("implementer", "write conf.txt=two\\n"),
+        ]
+        entries = await spec.delegate.wait_agents(ids, timeout_s=60)
+        assert [e["merge"]["result"] for e in entries] == ["merged", "merged", "conflicted"]
+        (spec.cwd / "conf.txt").write_text("one and two\n")
+        with (spec.cwd / "doc.md").open("a") as doc:
+            doc.write("edited by the parent\n")
+        return ok()
+
+    with Grove.init(repo, runtime=behaviour(plan)) as grove:
+        record = grove.get(grove.run("planner", "plan").id)
+    assert record.status is AgentStatus.COMPLETED, record.error
+    assert record.workspace is not None and record.workspace.branch is not None
+    assert show(repo, record.workspace.branch, "conf.txt") == "one and two\n"
+
+
+def test_a_merge_never_writes_through_a_link_the_parent_left_in_its_worktree(
+    repo: Path, tmp_path: Path
+) -> None:
+    """The parent leaves an ignored (so uncommitted) link `d` to a directory outside; the
+    child brings `d/evil.txt`. Grove's merge, outside any sandbox, replaces the link and
+    writes nothing outside the worktree (git's own guard; kept as a promise)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+
+    async def plan(spec: RunSpec) -> RunResult:
+        assert spec.delegate is not None
+        child = await spec.delegate.spawn_agent("implementer", "write d/evil.txt=evil\\n")
+        (spec.cwd / ".gitignore").write_text("d\n")
+        (spec.cwd / "d").symlink_to(outside)
+        [entry] = await spec.delegate.wait_agents([child], timeout_s=60)
+        assert entry["merge"]["result"] == "merged", entry
+        return ok()
+
+    with Grove.init(repo, runtime=behaviour(plan)) as grove:
+        record = grove.get(grove.run("planner", "plan").id)
+    assert list(outside.iterdir()) == []
+    assert record.status is AgentStatus.COMPLETED, record.error
+    assert record.workspace is not None and record.workspace.branch is not None
+    assert show(repo, record.workspace.branch, "d/evil.txt") == "evil\n"

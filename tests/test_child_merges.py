@@ -444,6 +444,11 @@ def test_marker_lines(lines: list[bytes], expected: bool) -> None:
     assert holds_markers(lines, THEIRS) is expected
 
 
+def test_outside_conflicted_files_only_the_closing_label_is_a_marker() -> None:
+    assert not holds_markers([b"<<<<<<< HEAD\n"], THEIRS, conflicted=False)
+    assert holds_markers([f">>>>>>> {THEIRS}\n".encode()], THEIRS, conflicted=False)
+
+
 def test_children_not_completed_are_reported_not_merged(repo: Path) -> None:
     """A child that failed and one still running when the wait times out: each entry says
     not completed with its status (and error); nothing of theirs reaches the parent."""

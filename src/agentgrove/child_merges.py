@@ -18,9 +18,9 @@ Contracts:
   (either label may end ``:path`` after a rename). Any marker size counts: the size git used
   came from attributes that the merge itself may have changed (a child's ``.gitattributes``),
   so it cannot be known afterwards. ``=======`` alone is not a marker (a Markdown heading's
-  underline looks the same). With labels this specific, every file the parent changed is
-  checked, not only the ones git reported as conflicted (a conflicted file moved away keeps
-  its markers).
+  underline looks the same). The closing label names this merge only, so it is looked for in
+  every file the parent changed, not only the ones git reported as conflicted (a conflicted
+  file moved away keeps its markers); the opening one only in those.
 """
 
 from __future__ import annotations
@@ -123,17 +123,20 @@ def not_children(children: Sequence[AgentRecord], ids: Iterable[str]) -> list[st
     return [i for i in ids if i not in own]
 
 
-def marker_pattern(theirs: str) -> re.Pattern[bytes]:
-    """A line git writes to open or close a conflict while merging commit ``theirs`` (a full
-    commit id) into ``HEAD``, at any marker size."""
+def marker_pattern(theirs: str, *, conflicted: bool = True) -> re.Pattern[bytes]:
+    """A line git writes to open (``conflicted`` files only) or close a conflict while merging
+    commit ``theirs`` (a full commit id) into ``HEAD``, at any marker size. ``<<<<<<< HEAD``
+    is not specific to one merge (a child may bring it as text, cleanly merged): outside the
+    files git reported as conflicted only the closing line, which names ``theirs``, counts."""
     label = re.escape(theirs.encode())
-    return re.compile(rb"^(?:<+ HEAD|>+ %s)(?::[^\n]*)?\r?\n?$" % label, re.DOTALL)
+    opening = rb"<+ HEAD|" if conflicted else b""
+    return re.compile(rb"^(?:%s>+ %s)(?::[^\n]*)?\r?\n?$" % (opening, label), re.DOTALL)
 
 
-def holds_markers(lines: Iterable[bytes], theirs: str) -> bool:
+def holds_markers(lines: Iterable[bytes], theirs: str, *, conflicted: bool = True) -> bool:
     """Whether any of ``lines`` (bytes, as read from the file) is a conflict marker line of
-    the merge of ``theirs``."""
-    pattern = marker_pattern(theirs)
+    the merge of ``theirs`` (see :func:`marker_pattern`)."""
+    pattern = marker_pattern(theirs, conflicted=conflicted)
     return any(pattern.match(line) for line in lines)
 
 

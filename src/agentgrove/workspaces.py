@@ -443,21 +443,26 @@ def _unmerged_in(path: Path, tree: Worktree) -> list[str]:
     return sorted({f for f in out.split("\0") if f})
 
 
-def _changed_in(path: Path, tree: Worktree) -> list[str]:
-    """Files of worktree ``path`` a commit would take: conflicted, changed against the index,
+def _changed_in(path: Path, tree: Worktree, unmerged: set[str]) -> list[str]:
+    """Files of worktree ``path`` a commit would take: ``unmerged``, changed against the index,
     or untracked and not ignored (``ls-files`` and ``diff`` read no agent configuration that
     runs anything)."""
     changed = run_git(["diff", *DIFF_SAFE, "--name-only", "-z"], path, check=False, tree=tree)
     others = ["ls-files", "-z", "--others", "--exclude-standard"]
     untracked = run_git(others, path, check=False, tree=tree)
     listed = {f for f in f"{changed}\0{untracked}".split("\0") if f}
-    return sorted(listed | set(_unmerged_in(path, tree)))
+    return sorted(listed | unmerged)
 
 
 def _markers_left(path: Path, tree: Worktree, theirs: str) -> list[str]:
     """Which files the commit of worktree ``path`` would take hold conflict markers of the
     merge of ``theirs`` in progress (see :mod:`agentgrove.child_merges`)."""
-    return [p for p in _changed_in(path, tree) if _file_holds_markers(path, p, theirs)]
+    unmerged = set(_unmerged_in(path, tree))
+    return [
+        p
+        for p in _changed_in(path, tree, unmerged)
+        if _file_holds_markers(path, p, theirs, conflicted=p in unmerged)
+    ]
 
 
 MAX_LINE = 8192
@@ -483,7 +488,7 @@ def _bounded_lines(handle: BinaryIO, limit: int = MAX_LINE) -> Iterator[bytes]:
         yield partial
 
 
-def _file_holds_markers(root: Path, relative: str, theirs: str) -> bool:
+def _file_holds_markers(root: Path, relative: str, theirs: str, *, conflicted: bool) -> bool:
     """Whether regular file ``relative`` under ``root`` holds conflict marker lines. The file
     is found without following any symbolic link on the way and opened without blocking on a
     FIFO (the agent owns every component of the path), and read in bounded memory; missing or
@@ -507,7 +512,7 @@ def _file_holds_markers(root: Path, relative: str, theirs: str) -> bool:
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             return False
-        return holds_markers(_bounded_lines(handle), theirs)
+        return holds_markers(_bounded_lines(handle), theirs, conflicted=conflicted)
 
 
 def exclude_from_git(repo: Path, entry: str) -> None:
