@@ -36,6 +36,15 @@ def run_refused_for_markers(repo: Path, plan: Any) -> AgentRecord:
     return record
 
 
+def run_completed(repo: Path, plan: Any) -> tuple[AgentRecord, str]:
+    """Run the planner ``plan``: it must complete; its record and branch."""
+    with Grove.init(repo, runtime=behaviour(plan)) as grove:
+        record = grove.get(grove.run("planner", "plan").id)
+    assert record.status is AgentStatus.COMPLETED, record.error
+    assert record.workspace is not None and record.workspace.branch is not None
+    return record, record.workspace.branch
+
+
 def test_a_marker_size_that_arrives_with_the_conflict_does_not_hide_the_markers(
     repo: Path,
 ) -> None:
@@ -92,11 +101,8 @@ def test_a_resolved_file_with_a_heading_underline_concludes_the_merge(repo: Path
         (spec.cwd / "doc.md").write_text("Install\n=======\none and two\n")
         return ok()
 
-    with Grove.init(repo, runtime=behaviour(plan)) as grove:
-        record = grove.get(grove.run("planner", "plan").id)
-    assert record.status is AgentStatus.COMPLETED, record.error
-    assert record.workspace is not None and record.workspace.branch is not None
-    assert show(repo, record.workspace.branch, "doc.md") == "Install\n=======\none and two\n"
+    _, branch = run_completed(repo, plan)
+    assert show(repo, branch, "doc.md") == "Install\n=======\none and two\n"
 
 
 def test_merge_child_never_merges_onto_a_branch_the_head_was_pointed_at(
@@ -182,11 +188,8 @@ def test_marker_text_a_child_brought_cleanly_does_not_wedge_a_later_resolution(
             doc.write("edited by the parent\n")
         return ok()
 
-    with Grove.init(repo, runtime=behaviour(plan)) as grove:
-        record = grove.get(grove.run("planner", "plan").id)
-    assert record.status is AgentStatus.COMPLETED, record.error
-    assert record.workspace is not None and record.workspace.branch is not None
-    assert show(repo, record.workspace.branch, "conf.txt") == "one and two\n"
+    _, branch = run_completed(repo, plan)
+    assert show(repo, branch, "conf.txt") == "one and two\n"
 
 
 def test_a_merge_never_writes_through_a_link_the_parent_left_in_its_worktree(
@@ -207,9 +210,41 @@ def test_a_merge_never_writes_through_a_link_the_parent_left_in_its_worktree(
         assert entry["merge"]["result"] == "merged", entry
         return ok()
 
-    with Grove.init(repo, runtime=behaviour(plan)) as grove:
-        record = grove.get(grove.run("planner", "plan").id)
+    _, branch = run_completed(repo, plan)
     assert list(outside.iterdir()) == []
-    assert record.status is AgentStatus.COMPLETED, record.error
-    assert record.workspace is not None and record.workspace.branch is not None
-    assert show(repo, record.workspace.branch, "d/evil.txt") == "evil\n"
+    assert show(repo, branch, "d/evil.txt") == "evil\n"
+
+
+def test_a_child_branch_the_user_moved_merges_the_childs_recorded_work_only(
+    repo: Path, tmp_path: Path
+) -> None:
+    """After the child completes, someone points its branch at other work (the user's
+    secret commit): grove merges the head commit it recorded for the child, never whatever
+    the branch names now."""
+    base = git(repo, "rev-parse", "HEAD").strip()
+    (repo / "secret.txt").write_text("the user's\n")
+    git(repo, "add", "secret.txt")
+    git(repo, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "secret")
+    secret = git(repo, "rev-parse", "HEAD").strip()
+    git(repo, "reset", "-q", "--hard", base)
+    seen: dict[str, Any] = {}
+
+    async def plan_moved(spec: RunSpec) -> RunResult:
+        assert spec.delegate is not None
+        ids = [
+            await spec.delegate.spawn_agent("implementer", "write conf.txt=one\\n"),
+            await spec.delegate.spawn_agent("implementer", "write conf.txt=two\\n"),
+            await spec.delegate.spawn_agent("implementer", "write c.txt=child\\n"),
+        ]
+        # The conflict keeps the third child completed and not merged yet.
+        entries = await spec.delegate.wait_agents(ids, timeout_s=60)
+        assert [e["merge"]["result"] for e in entries] == ["merged", "conflicted", "not merged"]
+        git(repo, "update-ref", f"refs/heads/grove/{ids[2]}", secret)
+        (spec.cwd / "conf.txt").write_text("one and two\n")
+        seen["entry"] = await spec.delegate.merge_agent(ids[2])
+        return ok()
+
+    _, branch = run_completed(repo, plan_moved)
+    assert seen["entry"]["merge"] == {"result": "merged", "files": ["c.txt"]}
+    assert "secret.txt" not in files_on(repo, branch)
+    assert show(repo, branch, "c.txt") == "child\n"
