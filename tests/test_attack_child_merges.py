@@ -248,3 +248,41 @@ def test_a_child_branch_the_user_moved_merges_the_childs_recorded_work_only(
     assert seen["entry"]["merge"] == {"result": "merged", "files": ["c.txt"]}
     assert "secret.txt" not in files_on(repo, branch)
     assert show(repo, branch, "c.txt") == "child\n"
+
+
+def test_conflicted_files_replaced_by_links_to_marked_files_outside_are_not_followed(
+    repo: Path, tmp_path: Path
+) -> None:
+    """The parent copies the marked conflicted files outside its worktree, then replaces
+    `conf.txt` with a link to one copy and the directory `sub` with a link to the other's
+    directory. Grove's marker check (outside any sandbox) follows neither link: the links are
+    the resolution, committed as links, and nothing outside is read as the worktree's or
+    changed (kept as a promise). A repository the parent nested meanwhile is no file to read
+    either (it was: the check crashed on it, wedging the merge)."""
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+
+    async def plan(spec: RunSpec) -> RunResult:
+        assert spec.delegate is not None
+        ids = [
+            await spec.delegate.spawn_agent("implementer", "write conf.txt=1\\n;sub/deep.txt=1\\n"),
+            await spec.delegate.spawn_agent("implementer", "write conf.txt=2\\n;sub/deep.txt=2\\n"),
+        ]
+        entries = await spec.delegate.wait_agents(ids, timeout_s=60)
+        assert entries[1]["merge"]["paths"] == ["conf.txt", "sub/deep.txt"]
+        for name in ("conf.txt", "sub/deep.txt"):
+            (outside / name).write_bytes((spec.cwd / name).read_bytes())
+        (spec.cwd / "conf.txt").unlink()
+        (spec.cwd / "conf.txt").symlink_to(outside / "conf.txt")
+        (spec.cwd / "sub" / "deep.txt").unlink()
+        (spec.cwd / "sub").rmdir()
+        (spec.cwd / "sub").symlink_to(outside / "sub")
+        # A repository nested in the worktree is listed as a directory: not a file to read.
+        git(spec.cwd, "init", "-q", "nested")
+        return ok()
+
+    _, branch = run_completed(repo, plan)
+    copies = {p.name: p.read_text() for p in (outside / "conf.txt", outside / "sub" / "deep.txt")}
+    assert all(has_markers(text) for text in copies.values())
+    listed = git(repo, "ls-tree", branch, "conf.txt", "sub").split()
+    assert listed.count("120000") == 2, listed  # both committed as links

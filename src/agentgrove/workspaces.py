@@ -509,9 +509,10 @@ def _file_holds_markers(root: Path, relative: str, theirs: str, *, conflicted: b
         return False
     finally:
         os.close(directory)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses a directory
+        os.close(fd)
+        return False
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            return False
         return holds_markers(_bounded_lines(handle), theirs, conflicted=conflicted)
 
 
