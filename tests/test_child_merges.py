@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from agentgrove.child_merges import BLOCKED, holds_markers, marker_size
+from agentgrove.child_merges import BLOCKED, holds_markers
 from agentgrove.grove import Grove
 from agentgrove.models import AgentStatus, ErrorKind
 from agentgrove.runtime import DelegationRefused, RunResult, RunSpec, ScriptedRuntime
@@ -425,28 +425,28 @@ def test_marker_like_text_a_child_brings_without_a_conflict_is_merged(repo: Path
     assert show(repo, record.workspace.branch, "doc.md") == text
 
 
+THEIRS = "1234abcd" * 5
+
+
 @pytest.mark.parametrize(
-    ("lines", "size", "expected"),
+    ("lines", "expected"),
     [
-        ([b"a\n", b"<<<<<<< HEAD\n", b"b\n"], 7, True),
-        ([b"=======\n"], 7, True),
-        ([b">>>>>>> 1234abcd (grove: merge)\r\n"], 7, True),
-        ([b"||||||| base\n"], 7, True),
-        ([b"<<<<<<<<< HEAD\n"], 7, False),  # a longer run is not git's marker at size 7
-        ([b"<<<<<<<<< HEAD\n"], 9, True),
-        ([b"========\n", b"<<<<<<<x\n", b" <<<<<<< x\n"], 7, False),
-        ([b"== ====\n", b"text\n"], 7, False),
+        ([b"a\n", b"<<<<<<< HEAD\n", b"b\n"], True),
+        ([f">>>>>>> {THEIRS}\r\n".encode()], True),
+        ([b"<<<<<<<<<<<< HEAD:old/name.py\n"], True),  # any marker size, a renamed path
+        ([f">>> {THEIRS}:f.txt".encode()], True),
+        ([b"=======\n", b"||||||| base\n"], False),  # a heading underline is not a marker
+        ([b">>>>>>> 0000000000000000000000000000000000000000\n"], False),  # another merge's
+        ([b"<<<<<<<x HEAD\n", b" <<<<<<< HEAD\n", b"<<<<<<< HEADS\n"], False),
     ],
 )
-def test_marker_lines(lines: list[bytes], size: int, expected: bool) -> None:
-    assert holds_markers(lines, size) is expected
+def test_marker_lines(lines: list[bytes], expected: bool) -> None:
+    assert holds_markers(lines, THEIRS) is expected
 
 
-@pytest.mark.parametrize(
-    ("value", "size"), [(None, 7), ("unspecified", 7), ("12", 12), ("0", 7), ("-3", 7)]
-)
-def test_marker_size(value: str | None, size: int) -> None:
-    assert marker_size(value) == size
+def test_outside_conflicted_files_only_the_closing_label_is_a_marker() -> None:
+    assert not holds_markers([b"<<<<<<< HEAD\n"], THEIRS, conflicted=False)
+    assert holds_markers([f">>>>>>> {THEIRS}\n".encode()], THEIRS, conflicted=False)
 
 
 def test_children_not_completed_are_reported_not_merged(repo: Path) -> None:

@@ -13,9 +13,14 @@ Contracts:
   commit, and that commit is not yet in the parent's history ("already merged").
 * While a merge is in progress (a conflict the parent has not resolved), no further child is
   merged: each gets :data:`BLOCKED` instead.
-* Conflict markers are recognised as git writes them (``<<<<<<< ``, ``=======``, ``>>>>>>> ``,
-  ``||||||| ``), at the marker size git used for the file (``conflict-marker-size``, which the
-  child's ``.gitattributes`` may set), and only in files git reported as conflicted.
+* Conflict markers are recognised by the labels git gives them when grove merges a child's
+  commit: ``<<<<<<< HEAD`` opens a conflict and ``>>>>>>> <the child's commit id>`` closes it
+  (either label may end ``:path`` after a rename). Any marker size counts: the size git used
+  came from attributes that the merge itself may have changed (a child's ``.gitattributes``),
+  so it cannot be known afterwards. ``=======`` alone is not a marker (a Markdown heading's
+  underline looks the same). The closing label names this merge only, so it is looked for in
+  every file the parent changed, not only the ones git reported as conflicted (a conflicted
+  file moved away keeps its markers); the opening one only in those.
 """
 
 from __future__ import annotations
@@ -27,8 +32,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentgrove.models import AgentRecord, AgentStatus
-
-DEFAULT_MARKER_SIZE = 7
 
 BLOCKED = "not merged: resolve the conflict first, then call merge_agent"
 """The entry of a child not merged because an earlier merge is still in progress."""
@@ -120,28 +123,21 @@ def not_children(children: Sequence[AgentRecord], ids: Iterable[str]) -> list[st
     return [i for i in ids if i not in own]
 
 
-def marker_pattern(size: int = DEFAULT_MARKER_SIZE) -> re.Pattern[bytes]:
-    """A line git writes to mark a conflict, at marker size ``size``."""
-    n = max(1, size)
-    return re.compile(
-        rb"^(?:(?:<{%d}|>{%d}|\|{%d})(?: .*)?|={%d})\r?\n?$" % (n, n, n, n), re.DOTALL
-    )
+def marker_pattern(theirs: str, *, conflicted: bool = True) -> re.Pattern[bytes]:
+    """A line git writes to open (``conflicted`` files only) or close a conflict while merging
+    commit ``theirs`` (a full commit id) into ``HEAD``, at any marker size. ``<<<<<<< HEAD``
+    is not specific to one merge (a child may bring it as text, cleanly merged): outside the
+    files git reported as conflicted only the closing line, which names ``theirs``, counts."""
+    label = re.escape(theirs.encode())
+    opening = rb"<+ HEAD|" if conflicted else b""
+    return re.compile(rb"^(?:%s>+ %s)(?::[^\n]*)?\r?\n?$" % (opening, label), re.DOTALL)
 
 
-def holds_markers(lines: Iterable[bytes], size: int = DEFAULT_MARKER_SIZE) -> bool:
-    """Whether any of ``lines`` (bytes, as read from the file) is a conflict marker line."""
-    pattern = marker_pattern(size)
+def holds_markers(lines: Iterable[bytes], theirs: str, *, conflicted: bool = True) -> bool:
+    """Whether any of ``lines`` (bytes, as read from the file) is a conflict marker line of
+    the merge of ``theirs`` (see :func:`marker_pattern`)."""
+    pattern = marker_pattern(theirs, conflicted=conflicted)
     return any(pattern.match(line) for line in lines)
-
-
-def marker_size(value: str | None) -> int:
-    """The ``conflict-marker-size`` attribute's value as git applies it (unset or not a
-    positive number: the default 7)."""
-    try:
-        size = int(value or "")
-    except ValueError:
-        return DEFAULT_MARKER_SIZE
-    return size if size > 0 else DEFAULT_MARKER_SIZE
 
 
 @dataclass
@@ -164,7 +160,6 @@ __all__ = [
     "holds_markers",
     "in_spawn_order",
     "marker_pattern",
-    "marker_size",
     "not_children",
     "summary",
 ]

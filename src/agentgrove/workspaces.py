@@ -22,8 +22,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
-from agentgrove.child_merges import holds_markers, marker_size
+from agentgrove.child_merges import holds_markers
 from agentgrove.errors import BadInput, BadRef, GroveError
 from agentgrove.gitexec import (
     DIFF_SAFE,
@@ -237,20 +238,13 @@ class Workspaces:
             return ws
         repo, path = Path(ws.repo_path), Path(ws.worktree_path)
         tree = worktree(repo, path)
-        # Commit only onto the agent's own branch: a HEAD pointed elsewhere (the user's main,
-        # detached) by an unconfined agent is refused, never followed.
-        branch = f"refs/heads/{ws.branch}"
-        head_ref = run(["symbolic-ref", "-q", "HEAD"], path, tree=tree).stdout.strip()
-        if head_ref != branch:
-            raise GitError(
-                f"the worktree's HEAD names {head_ref or 'no branch'}, not {branch}: grove "
-                "commits an agent's work only onto its own branch, so nothing was committed"
-            )
+        _on_own_branch(path, tree, ws, "nothing was committed")
         # A merge of a child in progress (a conflict the agent resolves): the commit concludes
-        # it, but never with conflict markers still in the files that conflicted.
-        merging = _merging_in(path, tree)
+        # it, but never with git's conflict markers still in a file (wherever the agent moved
+        # them).
+        merging = _merge_head(path, tree)
         if merging:
-            left = _markers_left(path, tree, _unmerged_in(path, tree))
+            left = _markers_left(path, tree, merging)
             if left:
                 raise ConflictMarkersLeft(left)
         nested = nested_repositories(path)
@@ -323,6 +317,7 @@ class Workspaces:
             raise GitError(f"not a commit id: {commit!r}")
         repo, path = Path(ws.repo_path), Path(ws.worktree_path)
         tree = worktree(repo, path)
+        _on_own_branch(path, tree, ws, "nothing was merged")
         before = run_git(["rev-parse", f"refs/heads/{ws.branch}"], repo)
         merge = ["merge", "--no-verify", "--no-edit", "--no-ff", "--no-stat", "-m", message]
         proc = run([*merge, commit], path, identity=IDENTITY, tree=tree)
@@ -464,11 +459,29 @@ def _unmerged(repo: Path) -> list[str]:
     return out.splitlines()
 
 
+def _on_own_branch(path: Path, tree: Worktree, ws: WorkspaceRecord, nothing: str) -> None:
+    """Raise :class:`GitError` unless worktree ``path``'s HEAD names the agent's own branch:
+    a HEAD pointed elsewhere (the user's main, detached) by an unconfined agent is refused,
+    never followed, by anything that commits there (a commit, a merge)."""
+    branch = f"refs/heads/{ws.branch}"
+    head_ref = run(["symbolic-ref", "-q", "HEAD"], path, tree=tree).stdout.strip()
+    if head_ref != branch:
+        raise GitError(
+            f"the worktree's HEAD names {head_ref or 'no branch'}, not {branch}: grove "
+            f"commits an agent's work only onto its own branch, so {nothing}"
+        )
+
+
+def _merge_head(path: Path, tree: Worktree) -> str:
+    """The commit being merged into worktree ``path`` (its MERGE_HEAD, in grove's record);
+    empty when no merge is in progress."""
+    out = run_git(["rev-parse", "-q", "--verify", "MERGE_HEAD"], path, check=False, tree=tree)
+    return out if _is_sha(out) else ""
+
+
 def _merging_in(path: Path, tree: Worktree) -> bool:
     """A merge is in progress in worktree ``path`` (its MERGE_HEAD, in grove's record)."""
-    return bool(
-        run_git(["rev-parse", "-q", "--verify", "MERGE_HEAD"], path, check=False, tree=tree)
-    )
+    return bool(_merge_head(path, tree))
 
 
 def _unmerged_in(path: Path, tree: Worktree) -> list[str]:
@@ -479,25 +492,57 @@ def _unmerged_in(path: Path, tree: Worktree) -> list[str]:
     return sorted({f for f in out.split("\0") if f})
 
 
-def _markers_left(path: Path, tree: Worktree, conflicted: list[str]) -> list[str]:
-    """Which of the ``conflicted`` files of worktree ``path`` still hold conflict markers, at
-    the marker size git used for each (``git check-attr``, which runs nothing)."""
-    if not conflicted:
-        return []
-    specs = list(conflicted)
-    out = run_git(
-        ["check-attr", "-z", "conflict-marker-size", "--", *specs], path, check=False, tree=tree
-    )
-    fields = out.split("\0")
-    sizes = {fields[i]: fields[i + 2] for i in range(0, len(fields) - 2, 3)}
-    return [p for p in conflicted if _file_holds_markers(path, p, marker_size(sizes.get(p)))]
+def _changed_in(path: Path, tree: Worktree, unmerged: set[str]) -> list[str]:
+    """Files of worktree ``path`` a commit would take: ``unmerged``, changed against the index,
+    or untracked and not ignored (``ls-files`` and ``diff`` read no agent configuration that
+    runs anything)."""
+    changed = run_git(["diff", *DIFF_SAFE, "--name-only", "-z"], path, check=False, tree=tree)
+    others = ["ls-files", "-z", "--others", "--exclude-standard"]
+    untracked = run_git(others, path, check=False, tree=tree)
+    listed = {f for f in f"{changed}\0{untracked}".split("\0") if f}
+    return sorted(listed | unmerged)
 
 
-def _file_holds_markers(root: Path, relative: str, size: int) -> bool:
+def _markers_left(path: Path, tree: Worktree, theirs: str) -> list[str]:
+    """Which files the commit of worktree ``path`` would take hold conflict markers of the
+    merge of ``theirs`` in progress (see :mod:`agentgrove.child_merges`)."""
+    unmerged = set(_unmerged_in(path, tree))
+    return [
+        p
+        for p in _changed_in(path, tree, unmerged)
+        if _file_holds_markers(path, p, theirs, conflicted=p in unmerged)
+    ]
+
+
+MAX_LINE = 8192
+"""Longest line the marker check looks at: git's marker lines are short (a marker, a commit
+id, a path), and a longer line is never held in memory whole."""
+
+
+def _bounded_lines(handle: BinaryIO, limit: int = MAX_LINE) -> Iterator[bytes]:
+    """The lines of ``handle``, read in chunks; a line longer than ``limit`` comes out empty
+    (never a marker), so a huge file without newlines costs one chunk of memory."""
+    partial, overlong = b"", False
+    while chunk := handle.read(1 << 16):
+        *complete, rest = chunk.split(b"\n")
+        for piece in complete:
+            line = partial + piece + b"\n"
+            yield b"" if overlong or len(line) > limit else line
+            partial, overlong = b"", False
+        if overlong or len(partial) + len(rest) > limit:
+            partial, overlong = b"", True
+        else:
+            partial += rest
+    if partial and not overlong:
+        yield partial
+
+
+def _file_holds_markers(root: Path, relative: str, theirs: str, *, conflicted: bool) -> bool:
     """Whether regular file ``relative`` under ``root`` holds conflict marker lines. The file
     is found without following any symbolic link on the way and opened without blocking on a
-    FIFO (the agent owns every component of the path); missing or not a regular file: no
-    markers (git commits a link as its target's name, and a deletion as nothing)."""
+    FIFO (the agent owns every component of the path), and read in bounded memory; missing or
+    not a regular file: no markers (git commits a link as its target's name, and a deletion as
+    nothing)."""
     parts = [p for p in relative.split("/") if p]
     if not parts or any(p in (".", "..") for p in parts):
         return False
@@ -513,10 +558,11 @@ def _file_holds_markers(root: Path, relative: str, size: int) -> bool:
         return False
     finally:
         os.close(directory)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses a directory
+        os.close(fd)
+        return False
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            return False
-        return holds_markers(handle, size)
+        return holds_markers(_bounded_lines(handle), theirs, conflicted=conflicted)
 
 
 def exclude_from_git(repo: Path, entry: str) -> None:
