@@ -1,0 +1,60 @@
+"""Attacks on checks, the merge queue and run branches (THREATS.md): an agent controls its
+branch's content and its check's output. Each test shows the attack failing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from agentgrove.grove import Grove
+from agentgrove.merge_queue import report_lines
+from agentgrove.merge_scratch import plan_queue, run_queue
+from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def _writer() -> ScriptedRuntime:
+    """Agents write the files their task names (a JSON object of path: content; an empty
+    content deletes the file)."""
+
+    def behave(spec: RunSpec) -> RunResult:
+        for name, content in json.loads(spec.prompt).items():
+            path = spec.cwd / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if content:
+                path.write_text(content)
+            else:
+                path.unlink()
+        return RunResult(success=True, output="wrote")
+
+    return ScriptedRuntime(behave)
+
+
+def test_the_queue_never_overwrites_an_ignored_file_in_the_users_checkout(repo: Path) -> None:
+    """git's fast-forward overwrites ignored files silently: an agent that un-ignores ``.env``
+    and commits its own would replace the user's (secrets, local settings) unseen."""
+    (repo / ".gitignore").write_text(".env\nbuild\n")
+    _git(repo, "add", ".gitignore")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@x.invalid", "commit", "-qm", "ignore")
+    (repo / ".env").write_text("SECRET=the user's\n")
+    (repo / "build").write_text("the user's ignored file\n")
+    with Grove.init(repo, runtime=_writer()) as grove:
+        a = grove.run(
+            "implementer",
+            json.dumps({".gitignore": "", ".env": "the agent's\n", "build/x": "the agent's\n"}),
+        )
+        old = _git(repo, "rev-parse", "HEAD")
+        report = run_queue(grove, plan_queue(grove, [a.id]))
+    assert (repo / ".env").read_text() == "SECRET=the user's\n"
+    assert (repo / "build").read_text() == "the user's ignored file\n"
+    assert _git(repo, "rev-parse", "HEAD") == old
+    assert not report.updated and report.kept is not None
+    assert report.refusal is not None and ".env" in report.refusal and "build" in report.refusal
+    assert _git(repo, "show", f"{report.kept}:.env") == "the agent's"
+    assert any(".env" in line for line in report_lines(report))
