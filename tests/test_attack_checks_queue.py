@@ -7,9 +7,12 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from agentgrove.grove import Grove
 from agentgrove.merge_queue import report_lines
 from agentgrove.merge_scratch import plan_queue, run_queue
+from agentgrove.models import ErrorKind
 from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
 
 
@@ -58,3 +61,20 @@ def test_the_queue_never_overwrites_an_ignored_file_in_the_users_checkout(repo: 
     assert report.refusal is not None and ".env" in report.refusal and "build" in report.refusal
     assert _git(repo, "show", f"{report.kept}:.env") == "the agent's"
     assert any(".env" in line for line in report_lines(report))
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres"], indirect=True)
+def test_check_output_with_nul_and_bad_bytes_is_stored_and_fixed_in_the_next_round(
+    repo: Path, database: str
+) -> None:
+    """A check prints a NUL (PostgreSQL refuses it in text), bytes that are not UTF-8 and an
+    escape sequence; the round is still recorded, the fix round still runs, the agent ends."""
+    check = "printf 'bad\\000nul \\377\\033[2J\\n'; exit 1"
+    runtime = ScriptedRuntime(lambda spec: RunResult(success=True, output="done"))
+    with Grove.init(repo, runtime=runtime) as grove:
+        agent = grove.run("implementer", "work", check=check)
+    assert len(runtime.runs) >= 2, agent.error  # the check's output reached a fix round
+    assert agent.error_kind is ErrorKind.CHECK_FAILED, agent.error
+    tail = agent.check.output_tail or ""
+    assert "\0" not in tail and tail.startswith("bad") and "nul \ufffd" in tail
+    assert "\0" not in runtime.runs[1].prompt

@@ -92,8 +92,9 @@ class CheckRun:
 
 def output_tail(data: bytes, *, lines: int = TAIL_LINES, max_bytes: int = TAIL_BYTES) -> str:
     """The last ``lines`` lines of ``data`` (decoded as UTF-8, bad bytes replaced), cut to at
-    most ``max_bytes`` bytes from the end, never in the middle of a character. Pure."""
-    text = data.decode("utf-8", errors="replace")
+    most ``max_bytes`` bytes from the end, never in the middle of a character; a NUL becomes
+    U+FFFD like a bad byte (PostgreSQL stores no NUL in text, and the tail is stored). Pure."""
+    text = data.decode("utf-8", errors="replace").replace("\0", "\ufffd")
     kept = text.splitlines(keepends=True)[-lines:] if lines > 0 else []
     tail = "".join(kept).encode("utf-8")
     if len(tail) > max_bytes:
