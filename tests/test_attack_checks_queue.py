@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from agentgrove.checkout_guard import in_the_way
+from agentgrove.gitexec import GitError
 from agentgrove.grove import Grove
 from agentgrove.merge_queue import report_lines
 from agentgrove.merge_scratch import plan_queue, run_queue
@@ -78,3 +80,40 @@ def test_check_output_with_nul_and_bad_bytes_is_stored_and_fixed_in_the_next_rou
     tail = agent.check.output_tail or ""
     assert "\0" not in tail and tail.startswith("bad") and "nul \ufffd" in tail
     assert "\0" not in runtime.runs[1].prompt
+
+
+def test_grove_merge_never_overwrites_an_ignored_file_in_the_users_checkout(repo: Path) -> None:
+    """The same attack through ``grove merge ID`` (and ``grove workflow merge``): the merge is
+    refused naming the file, the checkout is untouched, not mid-merge."""
+    (repo / ".gitignore").write_text(".env\n")
+    _git(repo, "add", ".gitignore")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@x.invalid", "commit", "-qm", "ignore")
+    (repo / ".env").write_text("SECRET=the user's\n")
+    with Grove.init(repo, runtime=_writer()) as grove:
+        a = grove.run("implementer", json.dumps({".gitignore": "", ".env": "the agent's\n"}))
+        old = _git(repo, "rev-parse", "HEAD")
+        assert a.workspace is not None
+        with pytest.raises(GitError, match=r"\.env.*move them away"):
+            grove.service.workspaces.merge_into_checkout(a.workspace)
+    assert (repo / ".env").read_text() == "SECRET=the user's\n"
+    assert _git(repo, "rev-parse", "HEAD") == old
+    assert not (repo / ".git" / "MERGE_HEAD").exists()
+
+
+def test_in_the_way_names_untracked_entries_an_added_path_needs_and_nothing_tracked(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "ignored").write_text("x")
+    (tmp_path / "was-a-file").mkdir()  # a tracked file the merge turns into a folder: fine
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "link").symlink_to("/nowhere")
+    changes = [
+        ("A", "ignored"),
+        ("A", "dir/new.txt"),
+        ("A", "link/x"),
+        ("D", "was-a-file"),
+        ("A", "was-a-file/x"),
+        ("M", "README.md"),
+        ("A", "absent.txt"),
+    ]
+    assert in_the_way(changes, tmp_path) == ["ignored", "link"]

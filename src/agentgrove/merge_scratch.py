@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from agentgrove.checkout_guard import files_in_the_way, in_the_way_refusal
 from agentgrove.checks import CheckRun, run_check
 from agentgrove.errors import BadInput
 from agentgrove.gitexec import (
@@ -394,13 +394,9 @@ class MergeQueue:
         current = run_git(["symbolic-ref", "-q", "HEAD"], self.repo, check=False)
         if current != ref or head != plan.old_tip:
             return "your checkout moved while the queue ran"
-        blocking = in_the_way(self._name_status(plan.old_tip, tip), self.repo)
-        if blocking:
-            shown = one_line(", ".join(blocking), 300)
-            return (
-                f"files the merge would overwrite are in your checkout, untracked or ignored "
-                f"({shown}): move them away first"
-            )
+        blocking = files_in_the_way(self.repo, plan.old_tip, tip)
+        if blocking:  # git would overwrite the ignored ones silently
+            return in_the_way_refusal(blocking)
         # git's fast-forward: refused, with nothing touched, when uncommitted changes are in
         # the way; changes it does not touch stay as they are. It moves HEAD only from the
         # HEAD it read, so a commit made meanwhile makes it refuse too.
@@ -409,39 +405,6 @@ class MergeQueue:
             words = one_line(proc.stderr or proc.stdout, 400)
             return f"git could not fast-forward your checkout: {words}"
         return None
-
-    def _name_status(self, old: str, new: str) -> list[tuple[str, str]]:
-        out = run_git(
-            ["diff", *DIFF_SAFE, "--no-renames", "--name-status", "-z", old, new], self.repo
-        )
-        fields = out.split("\0")
-        return [(fields[i], fields[i + 1]) for i in range(0, len(fields) - 1, 2)]
-
-
-def in_the_way(changes: Sequence[tuple[str, str]], checkout: Path) -> list[str]:
-    """The paths in ``checkout`` a fast-forward bringing ``changes`` (``git diff
-    --name-status`` pairs) would overwrite unseen: an existing entry where a file is added, or
-    a file where an added file needs a folder, neither tracked before. git refuses untracked
-    ones itself but overwrites ignored ones (a user's ``.env``, an agent un-ignored); both are
-    refused here. Reads only ``lstat``."""
-    gone = {path for status, path in changes if status == "D"}
-    found: list[str] = []
-    for status, path in changes:
-        if status != "A":
-            continue
-        parts = path.split("/")
-        for depth in range(1, len(parts)):
-            parent = "/".join(parts[:depth])
-            target = checkout / parent
-            if parent in gone:
-                continue  # a tracked file git replaces with the folder itself
-            if target.is_symlink() or (target.exists() and not target.is_dir()):
-                found.append(parent)
-                break
-        else:
-            if os.path.lexists(checkout / path) and not any(g.startswith(f"{path}/") for g in gone):
-                found.append(path)
-    return sorted(set(found))
 
 
 async def merge_queue(
@@ -456,4 +419,4 @@ def run_queue(grove: Grove, plan: QueuePlan, *, checker: Checker | None = None) 
     return anyio.run(lambda: merge_queue(grove, plan, checker=checker))
 
 
-__all__ = ["Checker", "MergeQueue", "in_the_way", "merge_queue", "plan_queue", "run_queue"]
+__all__ = ["Checker", "MergeQueue", "merge_queue", "plan_queue", "run_queue"]
