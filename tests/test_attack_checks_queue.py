@@ -12,7 +12,7 @@ import pytest
 from agentgrove.checkout_guard import in_the_way
 from agentgrove.gitexec import GitError
 from agentgrove.grove import Grove
-from agentgrove.merge_queue import report_lines
+from agentgrove.merge_queue import Outcome, report_lines
 from agentgrove.merge_scratch import plan_queue, run_queue
 from agentgrove.models import ErrorKind
 from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
@@ -117,3 +117,22 @@ def test_in_the_way_names_untracked_entries_an_added_path_needs_and_nothing_trac
         ("A", "absent.txt"),
     ]
     assert in_the_way(changes, tmp_path) == ["ignored", "link"]
+
+
+def test_what_one_entrys_check_leaves_in_ignored_files_never_reaches_the_next_check(
+    repo: Path,
+) -> None:
+    """Entry A ignores ``junk`` and its check writes one: the next entry's check must run on
+    that entry's content only, not on A's leftovers (here the leftover would turn it red; in
+    the attack it turns a red entry green, e.g. an ignored conftest.py)."""
+    with Grove.init(repo, runtime=_writer()) as grove:
+        a, b = (
+            grove.run("implementer", json.dumps({".gitignore": "junk\n", "a.txt": "A\n"})),
+            grove.run("implementer", json.dumps({"b.txt": "B\n"})),
+        )
+        report = run_queue(
+            grove, plan_queue(grove, [a.id, b.id], check="test ! -e junk && : > junk")
+        )
+    assert [r.outcome for r in report.results] == [Outcome.MERGED, Outcome.MERGED], report_lines(
+        report
+    )

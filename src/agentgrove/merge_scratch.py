@@ -241,7 +241,7 @@ class MergeQueue:
         merge, the check or an integrator left behind."""
         self._git("merge", "--abort", check=False)
         self._git("reset", "--quiet", "--hard", commit)
-        self._git("clean", "-ffdq")
+        self._git("clean", "-ffdqx")
 
     def _changed(self, old: str, new: str) -> tuple[str, ...]:
         out = self._git("diff", *DIFF_SAFE, "--name-only", "-z", f"{old}..{new}")
@@ -303,9 +303,10 @@ class MergeQueue:
             sandbox=config.runtime.sandbox,
             env_allow=config.runtime.env_allow,
         )
-        # What the check wrote is not part of the entry: the next merge starts clean.
+        # What the check wrote is not part of the entry: the next merge starts clean, ignored
+        # files too (an entry's check could leave an ignored conftest.py for the next one).
         self._git("reset", "--quiet", "--hard", "HEAD")
-        self._git("clean", "-ffdq")
+        self._git("clean", "-ffdqx")
         tail = done.output_tail
         if done.error:
             tail = f"{tail.rstrip()}\n{done.error}".lstrip()
