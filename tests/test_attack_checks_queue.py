@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from agentgrove.checkout_guard import in_the_way
+from agentgrove.errors import BadInput
 from agentgrove.gitexec import GitError
 from agentgrove.grove import Grove
 from agentgrove.merge_queue import Outcome, report_lines
@@ -136,3 +137,13 @@ def test_what_one_entrys_check_leaves_in_ignored_files_never_reaches_the_next_ch
     assert [r.outcome for r in report.results] == [Outcome.MERGED, Outcome.MERGED], report_lines(
         report
     )
+
+
+@pytest.mark.parametrize("into", ["main~0", "main^{commit}", "-f", "HEAD", "@"])
+def test_into_must_name_a_branch_not_a_revision(repo: Path, into: str) -> None:
+    """``--into main~0`` resolved (``refs/heads/main~0^{commit}`` is main's tip) and the queue
+    ran, then no branch could be moved and the report blamed the user's branch for moving."""
+    with Grove.init(repo, runtime=_writer()) as grove:
+        a = grove.run("implementer", json.dumps({"a.txt": "A\n"}))
+        with pytest.raises(BadInput, match="--into"):
+            plan_queue(grove, [a.id], into=into)

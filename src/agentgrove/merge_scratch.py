@@ -126,6 +126,10 @@ def plan_queue(
             )
         into = head_ref.removeprefix("refs/heads/")
     ref = f"refs/heads/{into}"
+    if into.startswith("-") or run(["check-ref-format", ref], repo).returncode != 0:
+        # Not a branch name (``main~0``, ``main^{commit}``): it would resolve as a revision,
+        # and no branch of that name could be moved at the end.
+        raise BadInput(f"--into {into!r} is not a branch name: name a branch, like main")
     old_tip = run_git(["rev-parse", "-q", "--verify", f"{ref}^{{commit}}"], repo, check=False)
     if not old_tip:
         raise BadInput(
