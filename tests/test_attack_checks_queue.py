@@ -4,12 +4,14 @@ branch's content and its check's output. Each test shows the attack failing."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from agentgrove.checkout_guard import in_the_way
+from agentgrove.checks import check_env, run_check
 from agentgrove.errors import BadInput
 from agentgrove.gitexec import GitError
 from agentgrove.grove import Grove
@@ -147,3 +149,19 @@ def test_into_must_name_a_branch_not_a_revision(repo: Path, into: str) -> None:
         a = grove.run("implementer", json.dumps({"a.txt": "A\n"}))
         with pytest.raises(BadInput, match="--into"):
             plan_queue(grove, [a.id], into=into)
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
+def test_a_confined_check_gets_no_proxy_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proxy URL often carries a password; a confined check has no network to use it on,
+    and what it prints is stored and shown (``grove show``, the dashboard)."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://u:proxy-password@proxy.example:3128")
+    monkeypatch.setenv("all_proxy", "socks5://u:proxy-password@proxy.example:1080")
+    run = run_check("env", tmp_path, timeout_s=60, home=None, git_dir=None, sandbox="auto")
+    assert run.passed, run.error
+    assert "proxy-password" not in run.output_tail
+    assert "PATH=" in run.output_tail
+    unconfined = check_env({"HTTPS_PROXY": "http://p"}, confined=False)
+    assert unconfined["HTTPS_PROXY"] == "http://p"  # sandbox = "off": it may need the network

@@ -63,6 +63,11 @@ _MODEL_KEYS = ("ANTHROPIC_*", "CLAUDE_*")
 """On the CLI's allow-list but not a check's: a check has no use for the model's key, and its
 output is stored."""
 
+_PROXIES: tuple[str, ...] = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY")
+_PROXIES += tuple(name.lower() for name in _PROXIES)
+"""Not a confined check's either: it has no network to use a proxy on, and a proxy URL may
+carry a password."""
+
 _SHELL = "/bin/sh"
 _KEEP_RAW = 4 * TAIL_BYTES
 """Bytes of output held while the check runs (the tail is cut from them at the end)."""
@@ -109,9 +114,10 @@ def check_env(
     environ: Mapping[str, str], env_allow: Iterable[str] = (), *, confined: bool = True
 ) -> dict[str, str]:
     """A check's environment: the inherited variables on the CLI's allow-list (plus
-    ``env_allow``), without the model's key; in the sandbox ``TMPDIR`` is its private /tmp.
-    Pure."""
-    patterns = [p for p in DEFAULT_ALLOW if p not in _MODEL_KEYS] + list(env_allow)
+    ``env_allow``), without the model's key; in the sandbox ``TMPDIR`` is its private /tmp
+    and the proxy settings are gone too. Pure."""
+    dropped = _MODEL_KEYS + (_PROXIES if confined else ())
+    patterns = [p for p in DEFAULT_ALLOW if p not in dropped] + list(env_allow)
     env = {name: value for name, value in environ.items() if allowed(name, patterns)}
     if confined:
         env["TMPDIR"] = "/tmp"
