@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agentgrove.checkout_guard import in_the_way
-from agentgrove.checks import check_env, run_check
+from agentgrove.checks import CheckRun, check_env, run_check
 from agentgrove.errors import BadInput
 from agentgrove.gitexec import GitError
 from agentgrove.grove import Grove
@@ -165,3 +165,27 @@ def test_a_confined_check_gets_no_proxy_credentials(
     assert "PATH=" in run.output_tail
     unconfined = check_env({"HTTPS_PROXY": "http://p"}, confined=False)
     assert unconfined["HTTPS_PROXY"] == "http://p"  # sandbox = "off": it may need the network
+
+
+def test_a_branch_checked_out_while_the_queue_ran_is_not_moved_under_that_checkout(
+    repo: Path,
+) -> None:
+    """``--into release`` with release not checked out; while the queue runs the user switches
+    to it. Moving it then would leave their checkout's files behind its HEAD (the queue's work
+    shown as staged reversals): it is left alone and the result kept."""
+
+    def switches(command: str, cwd: Path, **_: object) -> CheckRun:
+        _git(repo, "switch", "-q", "release")
+        return CheckRun(passed=True, exit_code=0, duration_ms=1, output_tail="", error=None)
+
+    _git(repo, "branch", "release")
+    with Grove.init(repo, runtime=_writer()) as grove:
+        a = grove.run("implementer", json.dumps({"a.txt": "A\n"}))
+        old = _git(repo, "rev-parse", "release")
+        report = run_queue(
+            grove, plan_queue(grove, [a.id], into="release", check="true"), checker=switches
+        )
+    assert _git(repo, "rev-parse", "release") == old
+    assert _git(repo, "status", "--porcelain") == ""
+    assert not report.updated and report.kept is not None
+    assert _git(repo, "show", f"{report.kept}:a.txt") == "A"

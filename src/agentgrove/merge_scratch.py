@@ -62,6 +62,7 @@ from agentgrove.merge_queue import (
 )
 from agentgrove.models import SpawnRequest
 from agentgrove.roles import check_command_refusal
+from agentgrove.run_branches import checked_out
 from agentgrove.text import one_line
 
 if TYPE_CHECKING:
@@ -393,6 +394,10 @@ class MergeQueue:
         """Move BRANCH from its old tip to ``tip`` atomically; why not, or ``None``."""
         plan, ref = self.plan, f"refs/heads/{self.plan.branch}"
         if not plan.checked_out:
+            if checked_out(self.repo, ref):
+                # Checked out since the plan: moving it would leave that checkout's files
+                # behind its HEAD.
+                return f"it was checked out while the queue ran ({ref})"
             proc = run(["update-ref", ref, tip, plan.old_tip], self.repo)
             return None if proc.returncode == 0 else f"it moved while the queue ran ({ref})"
         head = run_git(["rev-parse", "-q", "--verify", "HEAD"], self.repo, check=False)
