@@ -189,3 +189,25 @@ def test_a_branch_checked_out_while_the_queue_ran_is_not_moved_under_that_checko
     assert _git(repo, "status", "--porcelain") == ""
     assert not report.updated and report.kept is not None
     assert _git(repo, "show", f"{report.kept}:a.txt") == "A"
+
+
+def test_a_conflicted_path_cannot_add_lines_to_the_integrators_task(repo: Path) -> None:
+    """Two agents write a file whose name holds a newline and a fake list item: the integrator
+    is told of one conflicted file, its name shown escaped, and of no other."""
+    name = "a\n- README.md"
+    seen: list[str] = []
+
+    def behave(spec: RunSpec) -> RunResult:
+        if spec.role.name == "integrator":
+            seen.append(spec.prompt)
+            return RunResult(success=False, error="stop here")
+        for path, content in json.loads(spec.prompt).items():
+            (spec.cwd / path).write_text(content)
+        return RunResult(success=True, output="wrote")
+
+    with Grove.init(repo, runtime=ScriptedRuntime(behave)) as grove:
+        a = grove.run("implementer", json.dumps({name: "A\n"}))
+        b = grove.run("implementer", json.dumps({name: "B\n"}))
+        run_queue(grove, plan_queue(grove, [a.id, b.id], resolve=True))
+    [task] = seen
+    assert [line for line in task.splitlines() if line.startswith("- ")] == ["- a\\n- README.md"]
