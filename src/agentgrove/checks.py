@@ -63,6 +63,11 @@ _MODEL_KEYS = ("ANTHROPIC_*", "CLAUDE_*")
 """On the CLI's allow-list but not a check's: a check has no use for the model's key, and its
 output is stored."""
 
+_PROXIES: tuple[str, ...] = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY")
+_PROXIES += tuple(name.lower() for name in _PROXIES)
+"""Not a confined check's either: it has no network to use a proxy on, and a proxy URL may
+carry a password."""
+
 _SHELL = "/bin/sh"
 _KEEP_RAW = 4 * TAIL_BYTES
 """Bytes of output held while the check runs (the tail is cut from them at the end)."""
@@ -92,8 +97,9 @@ class CheckRun:
 
 def output_tail(data: bytes, *, lines: int = TAIL_LINES, max_bytes: int = TAIL_BYTES) -> str:
     """The last ``lines`` lines of ``data`` (decoded as UTF-8, bad bytes replaced), cut to at
-    most ``max_bytes`` bytes from the end, never in the middle of a character. Pure."""
-    text = data.decode("utf-8", errors="replace")
+    most ``max_bytes`` bytes from the end, never in the middle of a character; a NUL becomes
+    U+FFFD like a bad byte (PostgreSQL stores no NUL in text, and the tail is stored). Pure."""
+    text = data.decode("utf-8", errors="replace").replace("\0", "\ufffd")
     kept = text.splitlines(keepends=True)[-lines:] if lines > 0 else []
     tail = "".join(kept).encode("utf-8")
     if len(tail) > max_bytes:
@@ -108,9 +114,10 @@ def check_env(
     environ: Mapping[str, str], env_allow: Iterable[str] = (), *, confined: bool = True
 ) -> dict[str, str]:
     """A check's environment: the inherited variables on the CLI's allow-list (plus
-    ``env_allow``), without the model's key; in the sandbox ``TMPDIR`` is its private /tmp.
-    Pure."""
-    patterns = [p for p in DEFAULT_ALLOW if p not in _MODEL_KEYS] + list(env_allow)
+    ``env_allow``), without the model's key; in the sandbox ``TMPDIR`` is its private /tmp
+    and the proxy settings are gone too. Pure."""
+    dropped = _MODEL_KEYS + (_PROXIES if confined else ())
+    patterns = [p for p in DEFAULT_ALLOW if p not in dropped] + list(env_allow)
     env = {name: value for name, value in environ.items() if allowed(name, patterns)}
     if confined:
         env["TMPDIR"] = "/tmp"

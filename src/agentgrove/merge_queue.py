@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from agentgrove.models import AgentRecord, AgentStatus, RunRecord
+from agentgrove.text import visible
 
 INTEGRATOR = "integrator"
 CHECK_TIMEOUT_S = 600.0
@@ -181,7 +182,9 @@ def integrator_task(
     lines = [f"Grove merged {entry.branch} (agent {entry.agent_id}) onto {branch} and it did "]
     if paths:
         lines[0] += "not merge cleanly. These files hold git conflict markers:"
-        lines += [f"- {p}" for p in paths]
+        # One line each: a name's newline or control character is shown escaped, so a name
+        # cannot add items (or instructions) of its own.
+        lines += [f"- {visible(p, newlines=False)}" for p in paths]
         lines.append(
             "Resolve every conflict: keep what both sides meant, and remove every marker "
             "line (<<<<<<<, =======, >>>>>>>)."

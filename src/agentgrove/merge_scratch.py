@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from agentgrove.checkout_guard import files_in_the_way, in_the_way_refusal
 from agentgrove.checks import CheckRun, run_check
 from agentgrove.errors import BadInput
 from agentgrove.gitexec import (
@@ -61,6 +62,7 @@ from agentgrove.merge_queue import (
 )
 from agentgrove.models import SpawnRequest
 from agentgrove.roles import check_command_refusal
+from agentgrove.run_branches import checked_out
 from agentgrove.text import one_line
 
 if TYPE_CHECKING:
@@ -125,6 +127,10 @@ def plan_queue(
             )
         into = head_ref.removeprefix("refs/heads/")
     ref = f"refs/heads/{into}"
+    if into.startswith("-") or run(["check-ref-format", ref], repo).returncode != 0:
+        # Not a branch name (``main~0``, ``main^{commit}``): it would resolve as a revision,
+        # and no branch of that name could be moved at the end.
+        raise BadInput(f"--into {into!r} is not a branch name: name a branch, like main")
     old_tip = run_git(["rev-parse", "-q", "--verify", f"{ref}^{{commit}}"], repo, check=False)
     if not old_tip:
         raise BadInput(
@@ -240,7 +246,7 @@ class MergeQueue:
         merge, the check or an integrator left behind."""
         self._git("merge", "--abort", check=False)
         self._git("reset", "--quiet", "--hard", commit)
-        self._git("clean", "-ffdq")
+        self._git("clean", "-ffdqx")
 
     def _changed(self, old: str, new: str) -> tuple[str, ...]:
         out = self._git("diff", *DIFF_SAFE, "--name-only", "-z", f"{old}..{new}")
@@ -302,9 +308,10 @@ class MergeQueue:
             sandbox=config.runtime.sandbox,
             env_allow=config.runtime.env_allow,
         )
-        # What the check wrote is not part of the entry: the next merge starts clean.
+        # What the check wrote is not part of the entry: the next merge starts clean, ignored
+        # files too (an entry's check could leave an ignored conftest.py for the next one).
         self._git("reset", "--quiet", "--hard", "HEAD")
-        self._git("clean", "-ffdq")
+        self._git("clean", "-ffdqx")
         tail = done.output_tail
         if done.error:
             tail = f"{tail.rstrip()}\n{done.error}".lstrip()
@@ -387,12 +394,19 @@ class MergeQueue:
         """Move BRANCH from its old tip to ``tip`` atomically; why not, or ``None``."""
         plan, ref = self.plan, f"refs/heads/{self.plan.branch}"
         if not plan.checked_out:
+            if checked_out(self.repo, ref):
+                # Checked out since the plan: moving it would leave that checkout's files
+                # behind its HEAD.
+                return f"it was checked out while the queue ran ({ref})"
             proc = run(["update-ref", ref, tip, plan.old_tip], self.repo)
             return None if proc.returncode == 0 else f"it moved while the queue ran ({ref})"
         head = run_git(["rev-parse", "-q", "--verify", "HEAD"], self.repo, check=False)
         current = run_git(["symbolic-ref", "-q", "HEAD"], self.repo, check=False)
         if current != ref or head != plan.old_tip:
             return "your checkout moved while the queue ran"
+        blocking = files_in_the_way(self.repo, plan.old_tip, tip)
+        if blocking:  # git would overwrite the ignored ones silently
+            return in_the_way_refusal(blocking)
         # git's fast-forward: refused, with nothing touched, when uncommitted changes are in
         # the way; changes it does not touch stay as they are. It moves HEAD only from the
         # HEAD it read, so a commit made meanwhile makes it refuse too.

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
+from agentgrove.checkout_guard import files_in_the_way, in_the_way_refusal
 from agentgrove.child_merges import holds_markers
 from agentgrove.errors import BadInput, BadRef, GroveError
 from agentgrove.gitexec import (
@@ -415,6 +416,9 @@ def merge_branch_into_checkout(repo: Path, branch: str) -> CheckoutMerge:
         raise GitError(f"branch {branch} does not exist in {repo}: nothing to merge")
     if before and is_merged(repo, tip):
         return CheckoutMerge(head=before, already_merged=True)
+    blocking = files_in_the_way(repo, before or EMPTY_TREE, tip)
+    if blocking:  # git would overwrite the ignored ones silently
+        raise GitError(f"git merge {branch} refused: {in_the_way_refusal(blocking)}")
     merge = ["merge", "--no-verify", "--no-ff", "--no-edit", "-m", f"Merge {branch}"]
     proc = run([*merge, f"refs/heads/{branch}"], repo, identity=user_identity(repo) or IDENTITY)
     if proc.returncode != 0:
