@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from agentgrove.processes import kill_agent_processes, marker_env
+from agentgrove.processes import kill_until_gone, marker_env
 from agentgrove.runtime._environment import DEFAULT_ALLOW, allowed
 from agentgrove.runtime._homes import private_homes
 from agentgrove.runtime._policy import SandboxMode
@@ -246,7 +246,7 @@ def run_check(
         # the group reaches exactly what the check left behind.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        kill_agent_processes(token)
+        kill_until_gone(token)
         code = proc.wait()
         reader.join(_DRAIN_S)
         if not reader.is_alive():

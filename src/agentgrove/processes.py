@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 AGENT_ENV = "GROVE_AGENT_ID"
@@ -75,6 +76,15 @@ def kill_agent_processes(
         except ProcessLookupError:
             continue
     return killed
+
+
+def kill_until_gone(agent_id: str, timeout_s: float = 2.0) -> None:
+    """SIGKILL every process carrying ``agent_id``'s marker, again, until none is left (a
+    killed process keeps its environment until it has really exited, and one forked between
+    two scans is caught by the next) or ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while kill_agent_processes(agent_id) and time.monotonic() < deadline:
+        time.sleep(0.005)  # the kernel tears the killed processes down; nothing to wait on
 
 
 def available_memory_mb() -> int | None:
