@@ -62,8 +62,9 @@ from agentgrove.merge_queue import (
 )
 from agentgrove.models import SpawnRequest
 from agentgrove.roles import check_command_refusal
-from agentgrove.run_branches import checked_out
+from agentgrove.run_branches import checked_out, worktrees_on
 from agentgrove.text import one_line
+from agentgrove.workspaces import checkout_merge_in_progress
 
 if TYPE_CHECKING:
     from agentgrove.grove import Grove
@@ -137,37 +138,19 @@ def plan_queue(
             f"--into {into!r}: no such branch in {repo}; create it first (`git branch {into}`)"
         )
     checked_out = head_ref == ref
-    elsewhere = _checked_out_elsewhere(repo, ref)
+    here = repo.resolve()
+    elsewhere = next((p for p in worktrees_on(repo, ref) if p.resolve() != here), None)
     if elsewhere is not None:
         raise BadInput(
             f"--into {into}: that branch is checked out in another worktree ({elsewhere}); "
             "merge into a branch checked out here or in none"
         )
-    if checked_out and _merge_in_progress(repo):
+    if checked_out and checkout_merge_in_progress(repo):
         raise BadInput(
             f"{repo} has a merge in progress: finish it (`git merge --continue`) or abort it "
             "(`git merge --abort`), then run the queue"
         )
     return QueuePlan(into, old_tip, checked_out, tuple(entries), tuple(skipped), check, resolve)
-
-
-def _checked_out_elsewhere(repo: Path, ref: str) -> str | None:
-    """The path of another worktree (not ``repo``'s checkout) that has ``ref`` checked out."""
-    listing = run_git(["worktree", "list", "--porcelain", "-z"], repo).split("\0")
-    here = repo.resolve()
-    path: str | None = None
-    for item in listing:
-        if item.startswith("worktree "):
-            path = item.removeprefix("worktree ")
-        elif item == f"branch {ref}" and path is not None and Path(path).resolve() != here:
-            return path
-    return None
-
-
-def _merge_in_progress(repo: Path) -> bool:
-    merging = run_git(["rev-parse", "-q", "--verify", "MERGE_HEAD"], repo, check=False)
-    unmerged = run_git(["diff", *DIFF_SAFE, "--name-only", "--diff-filter=U"], repo, check=False)
-    return bool(merging or unmerged)
 
 
 # -- carrying it out ---------------------------------------------------------------------------

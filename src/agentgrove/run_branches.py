@@ -258,11 +258,23 @@ def _holds(repo: Path, tip: str, commit: str | None, tree: str, parents: tuple[s
     return shape[0] == tree and tuple(shape[1:]) == parents
 
 
+def worktrees_on(repo: Path, ref: str) -> list[Path]:
+    """The checkouts (the repository's own and its worktrees') that have branch ``ref``
+    checked out, read from the main repository's records, never from a worktree."""
+    found: list[Path] = []
+    path: str | None = None
+    for item in run_git(["worktree", "list", "--porcelain", "-z"], repo).split("\0"):
+        if item.startswith("worktree "):
+            path = item.removeprefix("worktree ")
+        elif item == f"branch {ref}" and path is not None:
+            found.append(Path(path))
+    return found
+
+
 def checked_out(repo: Path, ref: str) -> bool:
     """Whether ``ref`` is the checked-out branch of the repository or of any of its worktrees
     (read from the main repository's records, never from a worktree)."""
-    listed = run_git(["worktree", "list", "--porcelain", "-z"], repo).split("\0")
-    return f"branch {ref}" in listed
+    return bool(worktrees_on(repo, ref))
 
 
 def _grove_made(repo: Path, tip: str, run: RunRecord) -> bool:
@@ -321,4 +333,5 @@ __all__ = [
     "sink_commits",
     "sink_keys",
     "with_result",
+    "worktrees_on",
 ]

@@ -401,7 +401,7 @@ def merge_branch_into_checkout(repo: Path, branch: str) -> CheckoutMerge:
     touches. A conflict aborts the merge, leaving the checkout as it was, and raises
     :class:`MergeConflict`; a checkout git refuses to merge into (uncommitted changes in the
     way) raises :class:`GitError` with git's words. A detached HEAD is fine."""
-    if _merging(repo) or _unmerged(repo):
+    if checkout_merge_in_progress(repo):
         # Never touch a merge the user has in progress (an abort would throw their work
         # away): they finish it first.
         raise BadInput(
@@ -450,6 +450,12 @@ def checkout_merge_message(branch: str, merge: CheckoutMerge) -> str:
         f"merged {branch} @ {merge.head[:10]}: {count} file{'' if count == 1 else 's'}: "
         + ", ".join(merge.files)
     )
+
+
+def checkout_merge_in_progress(repo: Path) -> bool:
+    """Whether ``repo``'s checkout is mid-merge (MERGE_HEAD, or unresolved conflicts): the
+    user's merge, which grove never touches."""
+    return _merging(repo) or bool(_unmerged(repo))
 
 
 def _merging(repo: Path) -> bool:
