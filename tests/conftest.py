@@ -91,6 +91,14 @@ def database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     admin.dispose()
 
 
+def git(repo: Path, *args: str) -> str:
+    """Run the real ``git`` (the user's, not grove's hardened one) in ``repo``; its stripped
+    stdout. A failure raises ``CalledProcessError``."""
+    return subprocess.run(
+        ["git", *args], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 def wait_until(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
     """Poll ``condition`` until it holds; ``AssertionError`` after ``timeout_s`` (no test
     sleeps to wait for something: it waits for the thing)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,12 +18,7 @@ from agentgrove.merge_queue import Outcome, report_lines
 from agentgrove.merge_scratch import plan_queue, run_queue
 from agentgrove.models import ErrorKind
 from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
-
-
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=repo, capture_output=True, text=True, check=True
-    ).stdout.strip()
+from tests.conftest import git
 
 
 def _writer() -> ScriptedRuntime:
@@ -48,8 +42,8 @@ def test_the_queue_never_overwrites_an_ignored_file_in_the_users_checkout(repo: 
     """git's fast-forward overwrites ignored files silently: an agent that un-ignores ``.env``
     and commits its own would replace the user's (secrets, local settings) unseen."""
     (repo / ".gitignore").write_text(".env\nbuild\n")
-    _git(repo, "add", ".gitignore")
-    _git(repo, "-c", "user.name=t", "-c", "user.email=t@x.invalid", "commit", "-qm", "ignore")
+    git(repo, "add", ".gitignore")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@x.invalid", "commit", "-qm", "ignore")
     (repo / ".env").write_text("SECRET=the user's\n")
     (repo / "build").write_text("the user's ignored file\n")
     with Grove.init(repo, runtime=_writer()) as grove:
@@ -57,14 +51,14 @@ def test_the_queue_never_overwrites_an_ignored_file_in_the_users_checkout(repo: 
             "implementer",
             json.dumps({".gitignore": "", ".env": "the agent's\n", "build/x": "the agent's\n"}),
         )
-        old = _git(repo, "rev-parse", "HEAD")
+        old = git(repo, "rev-parse", "HEAD")
         report = run_queue(grove, plan_queue(grove, [a.id]))
     assert (repo / ".env").read_text() == "SECRET=the user's\n"
     assert (repo / "build").read_text() == "the user's ignored file\n"
-    assert _git(repo, "rev-parse", "HEAD") == old
+    assert git(repo, "rev-parse", "HEAD") == old
     assert not report.updated and report.kept is not None
     assert report.refusal is not None and ".env" in report.refusal and "build" in report.refusal
-    assert _git(repo, "show", f"{report.kept}:.env") == "the agent's"
+    assert git(repo, "show", f"{report.kept}:.env") == "the agent's"
     assert any(".env" in line for line in report_lines(report))
 
 
@@ -89,17 +83,17 @@ def test_grove_merge_never_overwrites_an_ignored_file_in_the_users_checkout(repo
     """The same attack through ``grove merge ID`` (and ``grove workflow merge``): the merge is
     refused naming the file, the checkout is untouched, not mid-merge."""
     (repo / ".gitignore").write_text(".env\n")
-    _git(repo, "add", ".gitignore")
-    _git(repo, "-c", "user.name=t", "-c", "user.email=t@x.invalid", "commit", "-qm", "ignore")
+    git(repo, "add", ".gitignore")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@x.invalid", "commit", "-qm", "ignore")
     (repo / ".env").write_text("SECRET=the user's\n")
     with Grove.init(repo, runtime=_writer()) as grove:
         a = grove.run("implementer", json.dumps({".gitignore": "", ".env": "the agent's\n"}))
-        old = _git(repo, "rev-parse", "HEAD")
+        old = git(repo, "rev-parse", "HEAD")
         assert a.workspace is not None
         with pytest.raises(GitError, match=r"\.env.*move them away"):
             grove.service.workspaces.merge_into_checkout(a.workspace)
     assert (repo / ".env").read_text() == "SECRET=the user's\n"
-    assert _git(repo, "rev-parse", "HEAD") == old
+    assert git(repo, "rev-parse", "HEAD") == old
     assert not (repo / ".git" / "MERGE_HEAD").exists()
 
 
@@ -175,20 +169,20 @@ def test_a_branch_checked_out_while_the_queue_ran_is_not_moved_under_that_checko
     shown as staged reversals): it is left alone and the result kept."""
 
     def switches(command: str, cwd: Path, **_: object) -> CheckRun:
-        _git(repo, "switch", "-q", "release")
+        git(repo, "switch", "-q", "release")
         return CheckRun(passed=True, exit_code=0, duration_ms=1, output_tail="", error=None)
 
-    _git(repo, "branch", "release")
+    git(repo, "branch", "release")
     with Grove.init(repo, runtime=_writer()) as grove:
         a = grove.run("implementer", json.dumps({"a.txt": "A\n"}))
-        old = _git(repo, "rev-parse", "release")
+        old = git(repo, "rev-parse", "release")
         report = run_queue(
             grove, plan_queue(grove, [a.id], into="release", check="true"), checker=switches
         )
-    assert _git(repo, "rev-parse", "release") == old
-    assert _git(repo, "status", "--porcelain") == ""
+    assert git(repo, "rev-parse", "release") == old
+    assert git(repo, "status", "--porcelain") == ""
     assert not report.updated and report.kept is not None
-    assert _git(repo, "show", f"{report.kept}:a.txt") == "A"
+    assert git(repo, "show", f"{report.kept}:a.txt") == "A"
 
 
 def test_a_conflicted_path_cannot_add_lines_to_the_integrators_task(repo: Path) -> None:

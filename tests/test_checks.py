@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 import threading
 import uuid
@@ -29,15 +28,9 @@ from agentgrove.grove import Grove
 from agentgrove.models import AgentStatus, CheckRecord, CheckStatus, ErrorKind
 from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
 from agentgrove.workflows.spec import WorkflowError
-from tests.conftest import run_cli
+from tests.conftest import git, run_cli
 
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
-
-
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=repo, capture_output=True, text=True, check=True
-    ).stdout.strip()
 
 
 def _processes_with(marker: str) -> list[int]:
@@ -280,7 +273,7 @@ def test_a_check_that_fails_every_round_fails_the_agent_with_its_work_kept(repo:
     assert agent.check.output_tail == "still red\n"
     assert agent.error is not None and "exit 1" in agent.error and "3 round" in agent.error
     assert agent.workspace is not None and agent.workspace.branch is not None
-    assert _git(repo, "show", f"{agent.workspace.branch}:work.txt") == "work"
+    assert git(repo, "show", f"{agent.workspace.branch}:work.txt") == "work"
 
 
 @needs_bwrap
@@ -422,7 +415,7 @@ def test_bad_check_input_on_the_command_line_exits_2_writing_nothing(repo: Path)
     (repo / "grove.toml").unlink()
     listed = run_cli("ls", "--json", cwd=repo)
     assert listed.returncode == 0 and listed.stdout.strip() == "[]"
-    assert "grove/" not in _git(repo, "branch", "--list")
+    assert "grove/" not in git(repo, "branch", "--list")
 
 
 def test_a_cancelled_check_is_killed_at_once(tmp_path: Path) -> None:

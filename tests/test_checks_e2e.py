@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from agentgrove.testing import (
     strip_system_reminders,
     write_file,
 )
-from tests.conftest import run_cli
+from tests.conftest import git, run_cli
 
 pytestmark = [
     pytest.mark.e2e,
@@ -52,12 +51,6 @@ def _fix_after_seeing_the_check(seen: list[str]) -> Any:
         return say("I was not told what the check said")
 
     return turn
-
-
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=repo, capture_output=True, text=True, check=True
-    ).stdout.strip()
 
 
 def test_a_red_check_gets_a_fix_round_in_the_same_session_and_then_passes(repo: Path) -> None:
@@ -96,7 +89,7 @@ def test_a_red_check_gets_a_fix_round_in_the_same_session_and_then_passes(repo: 
         "duration_ms": agent["check"]["duration_ms"],
         "output_tail": "",
     }
-    assert _git(repo, "show", f"{agent['workspace']['branch']}:calc.py") == FIXED.strip()
+    assert git(repo, "show", f"{agent['workspace']['branch']}:calc.py") == FIXED.strip()
     listed = run_cli("ls", cwd=repo).stdout
     assert "passed (2 rounds)" in listed
     shown = run_cli("show", agent["id"], cwd=repo).stdout
@@ -135,5 +128,5 @@ def test_a_check_red_after_every_round_fails_check_failed_with_the_work_on_its_b
     check = agent["check"]
     assert (check["status"], check["rounds"], check["exit_code"]) == ("failed", 2, 4)
     assert check["output_tail"] == "still failing\n"
-    assert _git(repo, "show", f"{agent['workspace']['branch']}:work.py") == "print('work')"
+    assert git(repo, "show", f"{agent['workspace']['branch']}:work.py") == "print('work')"
     assert "failed (2 rounds)" in run_cli("ls", cwd=repo).stdout

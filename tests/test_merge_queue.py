@@ -6,7 +6,6 @@ integrator against the scripted model server."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import anyio
@@ -28,15 +27,9 @@ from agentgrove.merge_scratch import merge_queue, plan_queue, run_queue
 from agentgrove.models import AgentRecord
 from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
 from agentgrove.testing import ModelRequest, ModelServer, Script, Turn, read_file, say, write_file
-from tests.conftest import run_cli
+from tests.conftest import git, run_cli
 
 USER = ["-c", "user.name=t", "-c", "user.email=t@x.invalid"]
-
-
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=repo, capture_output=True, text=True, check=True
-    ).stdout.strip()
 
 
 def _writer(resolution: dict[str, str] | None = None) -> ScriptedRuntime:
@@ -71,7 +64,7 @@ def _agents(grove: Grove, *tasks: dict[str, str]) -> list[AgentRecord]:
 def _no_scratch_left(grove: Grove, repo: Path) -> None:
     merges = grove.config.home / "merges"
     assert not merges.exists() or not any(merges.iterdir())
-    assert "merges" not in _git(repo, "worktree", "list")
+    assert "merges" not in git(repo, "worktree", "list")
 
 
 class _Watcher:
@@ -83,8 +76,8 @@ class _Watcher:
 
     def __call__(self, command: str, cwd: Path, **_: object) -> CheckRun:
         merging = (self.repo / ".git" / "MERGE_HEAD").exists()
-        status = _git(self.repo, "status", "--porcelain")
-        self.seen.append((_git(self.repo, "rev-parse", "HEAD"), status, merging))
+        status = git(self.repo, "status", "--porcelain")
+        self.seen.append((git(self.repo, "rev-parse", "HEAD"), status, merging))
         return _PASSED
 
 
@@ -99,8 +92,8 @@ def test_a_conflicting_entry_is_skipped_and_the_rest_land_then_the_checkout_fast
         # The user's own uncommitted work, which the queue brings nothing over.
         (repo / "README.md").write_text("# my edit, not committed\n")
         (repo / "notes.txt").write_text("mine\n")
-        old = _git(repo, "rev-parse", "HEAD")
-        status = _git(repo, "status", "--porcelain")
+        old = git(repo, "rev-parse", "HEAD")
+        status = git(repo, "status", "--porcelain")
         watcher = _Watcher(repo)
         plan = plan_queue(grove, [a.id, b.id, c.id], check="true")
         report = run_queue(grove, plan, checker=watcher)
@@ -119,32 +112,32 @@ def test_a_conflicting_entry_is_skipped_and_the_rest_land_then_the_checkout_fast
     # While the queue ran, the user's checkout stayed where it was, never mid-merge.
     assert watcher.seen == [(old, status, False)] * 2
     # Then it was fast-forwarded to the result, keeping the user's changes.
-    new = _git(repo, "rev-parse", "HEAD")
+    new = git(repo, "rev-parse", "HEAD")
     assert new == report.new_tip != old
-    assert _git(repo, "rev-list", "--first-parent", f"{old}..{new}").count("\n") == 1
-    assert _git(repo, "show", "HEAD:shared.txt") == "A"
+    assert git(repo, "rev-list", "--first-parent", f"{old}..{new}").count("\n") == 1
+    assert git(repo, "show", "HEAD:shared.txt") == "A"
     assert (repo / "c.txt").read_text() == "C\n"
     assert (repo / "README.md").read_text() == "# my edit, not committed\n"
     assert (repo / "notes.txt").read_text() == "mine\n"
-    assert _git(repo, "status", "--porcelain") == status
+    assert git(repo, "status", "--porcelain") == status
 
 
 def test_into_another_branch_moves_only_that_branch(repo: Path) -> None:
-    _git(repo, "branch", "release")
+    git(repo, "branch", "release")
     with Grove.init(repo, runtime=_writer()) as grove:
         [a] = _agents(grove, {"a.txt": "A\n"})
         # A queue that died (killed mid-run) left its scratch worktree: the next one clears it.
         dead = grove.config.home / "merges" / "0123456789ab"
-        _git(repo, "worktree", "add", "-q", "--detach", "--lock", str(dead), "HEAD")
+        git(repo, "worktree", "add", "-q", "--detach", "--lock", str(dead), "HEAD")
         again = plan_queue(grove, [a.id, a.id], into="release")
         report = run_queue(grove, again)
     assert [r.outcome for r in report.results] == [Outcome.MERGED, Outcome.ALREADY_MERGED]
     assert report.exit_code == 0
-    assert _git(repo, "show", "release:a.txt") == "A"
+    assert git(repo, "show", "release:a.txt") == "A"
     assert not (repo / "a.txt").exists()
-    assert _git(repo, "rev-parse", "HEAD") == _git(repo, "rev-parse", "main")
+    assert git(repo, "rev-parse", "HEAD") == git(repo, "rev-parse", "main")
     assert f"grove/{a.id} is already merged into release: nothing to merge" in report_lines(report)
-    assert not dead.exists() and str(dead) not in _git(repo, "worktree", "list")
+    assert not dead.exists() and str(dead) not in git(repo, "worktree", "list")
 
 
 class _MovesBranch(_Watcher):
@@ -158,11 +151,11 @@ class _MovesBranch(_Watcher):
     def __call__(self, command: str, cwd: Path, **kw: object) -> CheckRun:
         if not self.seen:
             ref = f"refs/heads/{self.branch}"
-            tree = _git(self.repo, "rev-parse", f"{ref}^{{tree}}")
-            commit = _git(self.repo, *USER, "commit-tree", tree, "-p", ref, "-m", "meanwhile")
-            _git(self.repo, "update-ref", ref, commit)
+            tree = git(self.repo, "rev-parse", f"{ref}^{{tree}}")
+            commit = git(self.repo, *USER, "commit-tree", tree, "-p", ref, "-m", "meanwhile")
+            git(self.repo, "update-ref", ref, commit)
             if (self.repo / ".git" / "HEAD").read_text().strip() == f"ref: {ref}":
-                _git(self.repo, "reset", "-q", "--keep", commit)  # as a user's commit would
+                git(self.repo, "reset", "-q", "--keep", commit)  # as a user's commit would
         return super().__call__(command, cwd, **kw)
 
 
@@ -171,17 +164,17 @@ def test_a_branch_that_moved_meanwhile_is_left_alone_and_the_result_kept(
     repo: Path, branch: str
 ) -> None:
     """``main`` is checked out, ``release`` is not: both are compare-and-swapped."""
-    _git(repo, "branch", "release")
+    git(repo, "branch", "release")
     with Grove.init(repo, runtime=_writer()) as grove:
         [a] = _agents(grove, {"a.txt": "A\n"})
         plan = plan_queue(grove, [a.id], into=branch, check="true")
         report = run_queue(grove, plan, checker=_MovesBranch(repo, branch))
     assert not report.updated and report.refusal is not None
     assert "moved while the queue ran" in report.refusal
-    assert _git(repo, "log", "-1", "--format=%s", branch) == "meanwhile"
+    assert git(repo, "log", "-1", "--format=%s", branch) == "meanwhile"
     assert not (repo / "a.txt").exists()
-    assert _git(repo, "status", "--porcelain") == ""
-    assert _git(repo, "show", f"{report.kept}:a.txt") == "A"
+    assert git(repo, "status", "--porcelain") == ""
+    assert git(repo, "show", f"{report.kept}:a.txt") == "A"
 
 
 def test_a_runs_completed_nodes_are_queued_in_order_and_the_others_reported(
@@ -215,7 +208,7 @@ nodes:
     assert any(line.startswith("skipped node b (grove/") for line in lines)
     assert any(line.startswith("skipped node d") for line in lines)
     assert report.exit_code == 1
-    assert sorted(_git(repo, "ls-tree", "--name-only", "HEAD").split()) == [
+    assert sorted(git(repo, "ls-tree", "--name-only", "HEAD").split()) == [
         "README.md",
         "a.txt",
         "c.txt",
@@ -228,15 +221,15 @@ def test_uncommitted_changes_in_the_way_refuse_the_fast_forward_and_lose_nothing
     with Grove.init(repo, runtime=_writer()) as grove:
         [a] = _agents(grove, {"README.md": "the agent's\n"})
         (repo / "README.md").write_text("the user's, not committed\n")
-        old = _git(repo, "rev-parse", "HEAD")
+        old = git(repo, "rev-parse", "HEAD")
         report = run_queue(grove, plan_queue(grove, [a.id]))
         _no_scratch_left(grove, repo)
     assert report.exit_code == 1 and not report.updated
     assert report.refusal is not None and "README.md" in report.refusal
-    assert _git(repo, "rev-parse", "HEAD") == old
+    assert git(repo, "rev-parse", "HEAD") == old
     assert (repo / "README.md").read_text() == "the user's, not committed\n"
     assert report.kept is not None
-    assert _git(repo, "show", f"{report.kept}:README.md") == "the agent's"
+    assert git(repo, "show", f"{report.kept}:README.md") == "the agent's"
     assert f"`git merge --ff-only {report.kept}` takes it" in "\n".join(report_lines(report))
 
 
@@ -256,7 +249,7 @@ def test_a_red_check_skips_the_entry_with_its_tail_and_the_queue_goes_on(repo: P
     assert failed.exit_code == 3 and "bad.txt must not exist" in (failed.check_tail or "")
     assert f"skipped grove/{b.id}: check failed (exit 3)" in lines
     assert "    bad.txt must not exist" in lines
-    assert sorted(_git(repo, "ls-tree", "--name-only", "HEAD").split()) == [
+    assert sorted(git(repo, "ls-tree", "--name-only", "HEAD").split()) == [
         "README.md",
         "a.txt",
         "c.txt",
@@ -277,7 +270,7 @@ def test_the_check_runs_an_entrys_code_confined(repo: Path) -> None:
     assert "cannot create" in (result.check_tail or "")
     assert (repo / "README.md").read_text() == "# test repo\n"
     assert not (home / "planted").exists()
-    assert _git(repo, "status", "--porcelain") == ""
+    assert git(repo, "status", "--porcelain") == ""
 
 
 def test_resolve_lands_the_integrators_result_and_skips_one_that_leaves_markers(
@@ -303,13 +296,13 @@ def test_resolve_lands_the_integrators_result_and_skips_one_that_leaves_markers(
     resolved, left = report.results[1], report.results[2]
     assert resolved.paths == ("s.txt",) and resolved.integrator == integrators[0].id
     assert left.note == "conflict markers left in k.txt"
-    assert _git(repo, "show", "HEAD:s.txt") == "A and B"
-    assert _git(repo, "show", "HEAD:k.txt") == "A"
+    assert git(repo, "show", "HEAD:s.txt") == "A and B"
+    assert git(repo, "show", "HEAD:k.txt") == "A"
     # The integrator started from the conflicted merge: both parents, markers committed.
     start = integrators[0].base_ref
     assert start is not None
-    assert len(_git(repo, "rev-list", "--parents", "-n", "1", start).split()) == 3
-    assert "<<<<<<<" in _git(repo, "show", f"{start}:s.txt")
+    assert len(git(repo, "rev-list", "--parents", "-n", "1", start).split()) == 3
+    assert "<<<<<<<" in git(repo, "show", f"{start}:s.txt")
     assert "s.txt" in integrators[0].task and "test -e s.txt" in integrators[0].task
 
 
@@ -330,7 +323,7 @@ def test_resolve_hands_a_red_check_to_the_integrator_and_checks_its_result(repo:
         in (report_lines(report)[0])
     )
     assert "bad.txt must go" in integrator.task
-    assert _git(repo, "ls-tree", "--name-only", "HEAD").split() == ["README.md", "a.txt"]
+    assert git(repo, "ls-tree", "--name-only", "HEAD").split() == ["README.md", "a.txt"]
 
 
 def test_pure_decisions() -> None:
@@ -355,9 +348,9 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(repo: Path) -> None:
         with pytest.raises(BadInput):
             plan_queue(grove, [done.id], check="  ")
     before = (
-        _git(repo, "for-each-ref"),
-        _git(repo, "status", "--porcelain"),
-        _git(repo, "worktree", "list"),
+        git(repo, "for-each-ref"),
+        git(repo, "status", "--porcelain"),
+        git(repo, "worktree", "list"),
     )
     cases = {
         ("merge", done.id, "nosuchid"): "unknown agent id 'nosuchid'",
@@ -371,9 +364,9 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(repo: Path) -> None:
         assert words in result.stderr and result.stderr.count("\n") == 1, result.stderr
         assert result.stdout == ""
     after = (
-        _git(repo, "for-each-ref"),
-        _git(repo, "status", "--porcelain"),
-        _git(repo, "worktree", "list"),
+        git(repo, "for-each-ref"),
+        git(repo, "status", "--porcelain"),
+        git(repo, "worktree", "list"),
     )
     assert after == before
 
@@ -405,7 +398,7 @@ def test_resolve_through_the_cli_with_an_integrator_on_the_real_sdk(repo: Path) 
         )
     )
     assert run_cli("init", cwd=repo).returncode == 0
-    old = _git(repo, "rev-parse", "HEAD")
+    old = git(repo, "rev-parse", "HEAD")
     with ModelServer(script) as server:
         ids = []
         for version in ("A", "B"):
@@ -430,12 +423,12 @@ def test_resolve_through_the_cli_with_an_integrator_on_the_real_sdk(repo: Path) 
         f"resolved grove/{ids[1]} by integrator {integrator['id']} (conflicts in shared.txt) "
         f"@ {second}: 1 file: shared.txt" in lines
     )
-    new = _git(repo, "rev-parse", "HEAD")
+    new = git(repo, "rev-parse", "HEAD")
     assert second == new[:10]  # the integrator's result is BRANCH's tip
     assert lines[-1] == (
         f"main: 2 of 2 landed; main {old[:10]} -> {new[:10]} (your checkout was fast-forwarded)"
     )
     assert (repo / "shared.txt").read_text() == "A and B\n"
-    assert _git(repo, "status", "--porcelain") == ""
-    assert _git(repo, "merge-base", "--is-ancestor", old, "HEAD") == ""
+    assert git(repo, "status", "--porcelain") == ""
+    assert git(repo, "merge-base", "--is-ancestor", old, "HEAD") == ""
     assert not any((repo / ".grove" / "merges").iterdir())

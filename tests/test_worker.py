@@ -14,13 +14,7 @@ from agentgrove.grove import Grove
 from agentgrove.models import AgentStatus, ErrorKind
 from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
 from agentgrove.worker import Worker
-from tests.conftest import run_cli
-
-
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=repo, capture_output=True, text=True, check=True
-    ).stdout.strip()
+from tests.conftest import git, run_cli
 
 
 def test_run_writes_in_worktree_and_commits_with_trailers(repo: Path) -> None:
@@ -39,17 +33,17 @@ def test_run_writes_in_worktree_and_commits_with_trailers(repo: Path) -> None:
     assert ws.files_changed == ("out.txt",)
     assert not (repo / "out.txt").exists()
     assert (Path(ws.worktree_path) / "out.txt").read_text() == "hello\n"
-    body = _git(repo, "log", "-1", "--format=%B", ws.branch)
+    body = git(repo, "log", "-1", "--format=%B", ws.branch)
     assert f"Grove-Agent: {agent.id}" in body and "Grove-Role: implementer" in body
-    assert _git(repo, "rev-parse", ws.branch) == ws.head_commit
-    assert _git(repo, "rev-parse", f"{ws.branch}~1") == ws.base_ref
+    assert git(repo, "rev-parse", ws.branch) == ws.head_commit
+    assert git(repo, "rev-parse", f"{ws.branch}~1") == ws.base_ref
 
 
 def test_base_ref_is_where_the_branch_starts(grove: Grove, repo: Path) -> None:
-    first = _git(repo, "rev-parse", "HEAD")
+    first = git(repo, "rev-parse", "HEAD")
     (repo / "later.txt").write_text("x")
-    _git(repo, "add", "-A")
-    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "later")
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "later")
     agent = grove.run("implementer", "look", base=first)
     assert agent.base_ref == first
     assert agent.workspace is not None
@@ -247,12 +241,12 @@ def test_merge_brings_a_completed_agents_work_into_the_checkout(repo: Path) -> N
     with Grove.init(repo, runtime=ScriptedRuntime(_writes("feature.txt", "new\n"))) as grove:
         done = grove.run("implementer", "write feature.txt")
         waiting = grove.spawn("implementer", "not run yet")
-    head_before = _git(repo, "rev-parse", "HEAD")
+    head_before = git(repo, "rev-parse", "HEAD")
     merged = run_cli("merge", done.id[:6], cwd=repo)
     assert merged.returncode == 0, merged.stderr
     assert f"merged grove/{done.id}" in merged.stdout and "feature.txt" in merged.stdout
     assert (repo / "feature.txt").read_text() == "new\n"
-    parents = _git(repo, "rev-list", "--parents", "-n", "1", "HEAD").split()[1:]
+    parents = git(repo, "rev-list", "--parents", "-n", "1", "HEAD").split()[1:]
     assert parents == [head_before, done.workspace.head_commit]  # one merge commit
     refused = run_cli("merge", waiting.id, cwd=repo)
     assert refused.returncode == 2
@@ -263,14 +257,14 @@ def test_a_conflicting_merge_changes_nothing_and_names_the_files(repo: Path) -> 
     with Grove.init(repo, runtime=ScriptedRuntime(_writes("README.md", "agent's\n"))) as grove:
         done = grove.run("implementer", "rewrite the README")
     (repo / "README.md").write_text("mine\n")
-    _git(repo, "-c", "user.name=t", "-c", "user.email=t@x.invalid", "commit", "-qam", "mine")
-    head_before = _git(repo, "rev-parse", "HEAD")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@x.invalid", "commit", "-qam", "mine")
+    head_before = git(repo, "rev-parse", "HEAD")
     result = run_cli("merge", done.id, cwd=repo)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert f"merging grove/{done.id} conflicts in: README.md; nothing was changed" in result.stderr
-    assert _git(repo, "rev-parse", "HEAD") == head_before
-    assert _git(repo, "status", "--porcelain") == ""
+    assert git(repo, "rev-parse", "HEAD") == head_before
+    assert git(repo, "status", "--porcelain") == ""
     assert (repo / "README.md").read_text() == "mine\n"
 
 
@@ -278,18 +272,18 @@ def test_merge_never_touches_a_merge_the_user_has_in_progress(repo: Path) -> Non
     with Grove.init(repo, runtime=ScriptedRuntime(_writes("feature.txt", "new\n"))) as grove:
         done = grove.run("implementer", "write feature.txt")
     user = ["-c", "user.name=t", "-c", "user.email=t@x.invalid"]
-    _git(repo, "checkout", "-q", "-b", "theirs")
+    git(repo, "checkout", "-q", "-b", "theirs")
     (repo / "README.md").write_text("theirs\n")
-    _git(repo, *user, "commit", "-qam", "theirs")
-    _git(repo, "checkout", "-q", "-")
+    git(repo, *user, "commit", "-qam", "theirs")
+    git(repo, "checkout", "-q", "-")
     (repo / "README.md").write_text("ours\n")
-    _git(repo, *user, "commit", "-qam", "ours")
+    git(repo, *user, "commit", "-qam", "ours")
     subprocess.run(["git", *user, "merge", "theirs"], cwd=repo, capture_output=True, check=False)
     (repo / "staged.txt").write_text("the user's own work\n")
-    _git(repo, "add", "staged.txt")
+    git(repo, "add", "staged.txt")
     result = run_cli("merge", done.id, cwd=repo)
     assert result.returncode == 2
     assert "has a merge in progress: finish it" in result.stderr
-    assert _git(repo, "rev-parse", "-q", "--verify", "MERGE_HEAD")  # still the user's merge
+    assert git(repo, "rev-parse", "-q", "--verify", "MERGE_HEAD")  # still the user's merge
     assert (repo / "staged.txt").exists()
-    assert "README.md" in _git(repo, "diff", "--name-only", "--diff-filter=U")
+    assert "README.md" in git(repo, "diff", "--name-only", "--diff-filter=U")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import anyio
@@ -15,6 +14,7 @@ from agentgrove.models import AgentStatus, ErrorKind, RunStatus
 from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
 from agentgrove.store._schema import agents
 from agentgrove.worker import Worker
+from tests.conftest import git
 
 CHAIN = """
 name: dit
@@ -43,12 +43,6 @@ nodes:
 """
 
 
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=repo, capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
 def writes_its_node(spec: RunSpec) -> RunResult:
     """Each agent writes <first word of its task>.txt and reports its prompt."""
     name = spec.prompt.split()[0].lower()
@@ -70,7 +64,7 @@ def test_chain_runs_in_order_with_templates_and_branches(repo: Path) -> None:
     # Each node starts from its dependency's result; the last branch holds all three commits.
     test_ws = nodes["test"].agent.workspace  # type: ignore[union-attr]
     assert test_ws.base_ref == impl_ws.head_commit  # type: ignore[union-attr]
-    log = _git(repo, "log", "--format=%s", test_ws.branch)  # type: ignore[union-attr]
+    log = git(repo, "log", "--format=%s", test_ws.branch)  # type: ignore[union-attr]
     assert [line.split(":")[0] for line in log.splitlines()[:3]] == [
         "tester",
         "implementer",
