@@ -19,7 +19,6 @@ hold the same tree.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shutil
 import statistics
@@ -27,10 +26,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
+from overhead import percentile  # bench/ is the script's folder: one percentile for every bench
 from rich.console import Console
 from rich.table import Table
 
@@ -41,16 +40,6 @@ from agentgrove.worker import Worker
 from agentgrove.workspaces import init_repo
 
 console = Console(width=None if sys.stdout.isatty() else 150)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile, ``q`` in [0, 100]."""
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    pos = (len(ordered) - 1) * q / 100
-    low, high = math.floor(pos), math.ceil(pos)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
 def git(cwd: Path, *args: str) -> str:
