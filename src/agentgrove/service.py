@@ -670,8 +670,14 @@ class AgentService:
             agent.id, lambda: self.store.finish(agent.id, lease.owner, lease.attempt, outcome)
         ) or await self.db(self._recorded, agent.id, lease, outcome):
             self._emit(agent.id, f"agent.{outcome.status.value}", {"error": result.error})
-            if agent.workflow_run_id and outcome.status is AgentStatus.COMPLETED:
+            if (
+                agent.workflow_run_id
+                and agent.node_key is not None
+                and outcome.status is AgentStatus.COMPLETED
+            ):
                 # The run's result branch, if this completed the run (never fails the agent).
+                # Only a node's completion can complete a run: a node's delegated children
+                # carry its run id but no node key.
                 await after_node_completed(self.store, self.workspaces.repo, agent.workflow_run_id)
         else:
             print(
