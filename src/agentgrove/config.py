@@ -138,6 +138,38 @@ class TelemetrySettings(BaseModel):
     otel: bool = False
 
 
+class GitSettings(BaseModel):
+    """``remote``: a git remote (a remote name of the repository, or a URL) that carries agents'
+    work between machines. Set, a worker fetches every commit an agent starts from or merges
+    that it lacks, and pushes grove's branches (``grove/agent/*``, ``grove/run/*``,
+    ``grove/queue/*``) there whenever grove commits on them; an agent completes only once its
+    branch is on the remote. The user's own branches are never pushed. ``push_retry_s``: how
+    long a push that fails for a transient reason (network, a busy remote) is retried, with
+    back-off, before the agent fails ``internal`` (its commits stay in the local branch)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    remote: StrictStr | None = None
+    push_retry_s: float = Field(default=600.0, ge=0, le=DAY_S)
+
+
+class WorkspaceSettings(BaseModel):
+    """How each agent's worktree is prepared before the agent starts. ``copy``: git-ignored
+    files (paths relative to the repository root) copied from the main checkout into each new
+    worktree. ``setup``: a shell command run in the new worktree (confined like a check), at
+    most ``setup_timeout_s``; a failure fails the agent ``setup_failed`` with its output and
+    keeps the worktree. ``ports``: the size of the block of TCP ports each running agent holds
+    on its host (``GROVE_PORT_BASE`` .. +ports-1), ``port_range_start``: where blocks begin."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    copy_files: list[StrictStr] = Field(default_factory=list, alias="copy")
+    setup: StrictStr | None = None
+    setup_timeout_s: float = Field(default=600.0, gt=0, le=DAY_S)
+    ports: int = Field(default=10, ge=1, le=1000)
+    port_range_start: int = Field(default=20000, ge=1024, le=65000)
+
+
 class _RoleOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -168,6 +200,8 @@ class _ConfigFile(BaseModel):
     budget: BudgetSettings = Field(default_factory=BudgetSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
+    git: GitSettings = Field(default_factory=GitSettings)
+    workspace: WorkspaceSettings = Field(default_factory=WorkspaceSettings)
 
 
 @dataclass(frozen=True)
@@ -184,6 +218,8 @@ class GroveConfig:
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
+    git: GitSettings = field(default_factory=GitSettings)
+    workspace: WorkspaceSettings = field(default_factory=WorkspaceSettings)
 
     @property
     def worktrees_dir(self) -> Path:
@@ -236,6 +272,8 @@ def load_config(start: Path | None = None) -> GroveConfig:
         budget=file.budget,
         telemetry=file.telemetry,
         admission=file.admission,
+        git=file.git,
+        workspace=file.workspace,
     )
 
 

@@ -37,6 +37,7 @@ class ErrorKind(enum.StrEnum):
     INTERNAL = "internal"  # a bug or environment failure inside grove itself
     MERGE_CONFLICT = "merge_conflict"  # files still hold conflict markers at the final commit
     CHECK_FAILED = "check_failed"  # the agent's check stayed red after every fix round
+    SETUP_FAILED = "setup_failed"  # [workspace] setup failed in the new worktree
 
     @property
     def transient(self) -> bool:
@@ -54,9 +55,11 @@ class WorkspaceRecord:
     diffstat: str | None = None
     files_changed: tuple[str, ...] = ()
     state: str = "active"  # active | removed | unisolated
+    pushed_commit: str | None = None  # the branch head last pushed to [git] remote
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "pushed_commit": self.pushed_commit,
             "path": self.worktree_path,
             "branch": self.branch,
             "base_ref": self.base_ref,
@@ -135,6 +138,7 @@ class AgentRecord:
     finished_at: datetime | None = None
     workspace: WorkspaceRecord | None = None
     check: CheckRecord = field(default_factory=CheckRecord)
+    host: str | None = None  # the host whose worker claimed the latest attempt
 
     def to_json(self) -> dict[str, Any]:
         """The stable object printed by ``--json`` (documented in docs/json.md)."""
@@ -165,6 +169,7 @@ class AgentRecord:
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "workspace": self.workspace.to_json() if self.workspace else None,
             "check": self.check.to_json(),
+            "host": self.host,
         }
 
 

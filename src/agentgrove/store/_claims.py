@@ -83,6 +83,8 @@ class ClaimQueries(StoreCore):
         params |= {
             "p_now": now,
             "p_owner": owner,
+            # A worker's owner id starts with its host name (agentgrove.worker.new_owner_id).
+            "p_host": owner.split(":", 1)[0],
             "p_expires": now + timedelta(seconds=lease_s),
         }
         # An exception tied to the one agent being claimed (its reservation, say) fails that

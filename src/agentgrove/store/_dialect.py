@@ -173,7 +173,7 @@ def claimable(now: Any) -> ColumnElement[bool]:
 
 def claim_statements(engine: Engine, *, gated: bool = False) -> dict[str, Any]:
     """The claim as one guarded ``UPDATE ... RETURNING`` per way of choosing the agent, built
-    once and run with parameters ``p_now``, ``p_owner``, ``p_expires`` and, by kind, ``p_id``,
+    once and run with parameters ``p_now``, ``p_owner``, ``p_host``, ``p_expires`` and, by kind, ``p_id``,
     ``p_parents`` (a list) or ``p_run``. Kinds: ``next``, ``id``, ``parents``, ``run``.
     ``gated``: also pass over the roles in ``p_skip_roles`` and the models in
     ``p_skip_models`` (non-empty lists: admission)."""
@@ -211,6 +211,7 @@ def claim_statements(engine: Engine, *, gated: bool = False) -> dict[str, Any]:
             status=AgentStatus.EXECUTING.value,
             lease_owner=bindparam("p_owner"),
             lease_expires_at=bindparam("p_expires", type_=agents.c.created_at.type),
+            host=bindparam("p_host"),
             attempt=agents.c.attempt + 1,
             started_at=func.coalesce(agents.c.started_at, now),
             wait_reason=None,  # a refusal of this claim (budget, admission) sets it again

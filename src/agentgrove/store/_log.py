@@ -41,6 +41,7 @@ class LogQueries(StoreCore):
             "diffstat": ws.diffstat,
             "files_changed": list(ws.files_changed),
             "state": ws.state,
+            "pushed_commit": ws.pushed_commit,
         }
         with self._write() as conn:
             if lease is not None:

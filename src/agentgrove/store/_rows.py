@@ -43,6 +43,7 @@ def _workspace_from_row(row: Row[Any], prefix: str = "") -> WorkspaceRecord:
         diffstat=m[f"{prefix}diffstat"],
         files_changed=tuple(m[f"{prefix}files_changed"] or ()),
         state=m[f"{prefix}state"],
+        pushed_commit=m[f"{prefix}pushed_commit"],
     )
 
 
@@ -92,4 +93,5 @@ def _agent_from_row(row: Row[Any]) -> AgentRecord:
             duration_ms=m["check_duration_ms"],
             output_tail=m["check_output"],
         ),
+        host=m["host"],
     )

@@ -128,6 +128,8 @@ agents = Table(
     Column("check_exit_code", Integer, nullable=True),
     Column("check_duration_ms", Integer, nullable=True),
     Column("check_output", RedactedText, nullable=True),
+    # The host whose worker claimed the latest attempt (migration 0007).
+    Column("host", String(255), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime, nullable=True),
     Column("finished_at", UTCDateTime, nullable=True),
@@ -149,6 +151,8 @@ workspaces = Table(
     Column("diffstat", RedactedText, nullable=True),
     Column("files_changed", RedactedJSON, nullable=False, default=list),
     Column("state", String(20), nullable=False),
+    # The branch head last pushed to [git] remote (migration 0007).
+    Column("pushed_commit", String(64), nullable=True),
 )
 
 workflow_runs = Table(
