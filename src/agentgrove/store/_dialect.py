@@ -174,8 +174,8 @@ def claimable(now: Any) -> ColumnElement[bool]:
 def claim_statements(engine: Engine, *, gated: bool = False) -> dict[str, Any]:
     """The claim as one guarded ``UPDATE ... RETURNING`` per way of choosing the agent, built
     once and run with parameters ``p_now``, ``p_owner``, ``p_host``, ``p_expires`` and, by
-    kind, ``p_id``, ``p_parents`` (a list) or ``p_run``. Kinds: ``next``, ``id``, ``parents``, ``run``.
-    ``gated``: also pass over the roles in ``p_skip_roles`` and the models in
+    kind, ``p_id``, ``p_parents`` (a list) or ``p_run``. Kinds: ``next``, ``id``, ``parents``,
+    ``run``. ``gated``: also pass over the roles in ``p_skip_roles`` and the models in
     ``p_skip_models`` (non-empty lists: admission)."""
     now = bindparam("p_now", type_=agents.c.created_at.type)
     skip_locked = engine.dialect.name == "postgresql"
