@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import threading
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from agentgrove.errors import BadInput
 from agentgrove.remotes import PushFailed, fetch_commit, push_branch, push_failure_kind
+from agentgrove.workspaces import Workspaces
 from tests.conftest import git, run_cli, wait_until, write_scripted_config
 
 _ME = ["-c", "user.name=me", "-c", "user.email=me@example.invalid"]
@@ -51,13 +53,15 @@ def machines(repo: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
 def _env(tmp_path: Path, machine: str) -> dict[str, str]:
     return {
         "GROVE_HOME": str(tmp_path / f"home-{machine}"),
-        "GROVE_DB_URL": f"sqlite:///{tmp_path / 'shared.db'}",
+        "GROVE_DB_URL": os.environ.get("GROVE_DB_URL", f"sqlite:///{tmp_path / 'shared.db'}"),
     }
 
 
 def test_an_agent_with_a_base_only_the_remote_has_runs_on_the_other_machine(
-    machines: tuple[Path, Path, Path], tmp_path: Path
+    database: str, machines: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
+    """Spawned on A with a base B lacks; B's worker fetches it, runs the agent, pushes its
+    branch; the recorded head is on the remote (SQLite file and PostgreSQL)."""
     bare, a, b = machines
     before = _heads(bare)
     only_a = _commit(a, "from-a.txt")
@@ -185,3 +189,23 @@ def test_a_push_failing_past_the_deadline_raises_transient(
     with pytest.raises(PushFailed) as raised:
         push_branch(a, "origin", "grove/z", retry_s=0.5, backoff_s=0.1)
     assert raised.value.kind == "transient"
+
+
+def test_a_retry_on_a_machine_without_the_branch_continues_from_the_remote(
+    machines: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    bare, a, b = machines
+    base = git(a, "rev-parse", "HEAD")
+    on_a = Workspaces(a, tmp_path / "wa", a, remote="origin", push_retry_s=5)
+    ws = on_a.create("agent1", base)
+    (Path(ws.worktree_path) / "progress.txt").write_text("half done\n")
+    ws = on_a.push(on_a.commit(ws, "wip", {"Grove-Agent": "agent1"}))
+    assert ws.pushed_commit == ws.head_commit == _heads(bare)["refs/heads/grove/agent1"]
+    on_b = Workspaces(b, tmp_path / "wb", b, remote="origin", push_retry_s=5)
+    again = on_b.create("agent1", base)
+    assert again.head_commit == ws.head_commit
+    assert (Path(again.worktree_path) / "progress.txt").read_text() == "half done\n"
+    # A branch of that name grove did not make (not the remote's) is still refused.
+    git(b, "branch", "grove/agent2", _commit(b, "someone.txt"))
+    with pytest.raises(BadInput, match="grove did not create it"):
+        on_b.create("agent2", base)
