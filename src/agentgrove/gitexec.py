@@ -70,6 +70,16 @@ _HARDENED = {
 CONFIG = [arg for key, value in _HARDENED.items() for arg in ("-c", f"{key}={value}")]
 """The ``-c`` overrides every grove git call starts with."""
 
+_TRANSPORT_KEYS = ("core.sshCommand", "credential.helper", "protocol.allow")
+REMOTE_CONFIG = [
+    *(arg for k, v in _HARDENED.items() if k not in _TRANSPORT_KEYS for arg in ("-c", f"{k}={v}")),
+    *("-c", "protocol.allow=never"),
+    *(arg for p in ("file", "ssh", "https", "git") for arg in ("-c", f"protocol.{p}.allow=always")),
+]
+"""The overrides of a call that talks to a remote (:mod:`agentgrove.remotes`): the same, except
+that the file, ssh, https and git transports are allowed and ssh and credentials are left to the
+user's own configuration (hooks, including ``pre-push``, stay off)."""
+
 DIFF_SAFE = ["--no-ext-diff", "--no-textconv", "--ignore-submodules=all"]
 """Options for every ``git diff`` grove runs."""
 
@@ -102,12 +112,16 @@ def run(
     tree: Worktree | None = None,
     identity: tuple[str, str] | None = None,
     user_config: bool = False,
+    remote: bool = False,
+    timeout_s: float | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run git once, hardened; the finished process (any exit code).
 
     ``tree``: name the repository instead of letting git discover it from ``cwd`` (required
-    for anything run in an agent's worktree)."""
-    command = ["git", "--no-pager", *CONFIG]
+    for anything run in an agent's worktree). ``remote``: a call that talks to a remote
+    (:data:`REMOTE_CONFIG`, the user's configuration read); run it in the main repository only.
+    ``timeout_s``: raises :class:`subprocess.TimeoutExpired` past it."""
+    command = ["git", "--no-pager", *(REMOTE_CONFIG if remote else CONFIG)]
     if identity is not None:
         command += ["-c", f"user.name={identity[0]}", "-c", f"user.email={identity[1]}"]
     if tree is not None:
@@ -115,11 +129,12 @@ def run(
     return subprocess.run(
         [*command, *args],
         cwd=cwd,
-        env=environment(user_config=user_config),
+        env=environment(user_config=user_config or remote),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         check=False,
+        timeout=timeout_s,
     )
 
 
@@ -213,6 +228,7 @@ __all__ = [
     "CONFIG",
     "DIFF_SAFE",
     "IDENTITY",
+    "REMOTE_CONFIG",
     "GitError",
     "Worktree",
     "common_dir",

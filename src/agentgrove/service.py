@@ -48,6 +48,7 @@ from agentgrove.models import (
     unstorable,
 )
 from agentgrove.processes import kill_agent_processes
+from agentgrove.remotes import PushFailed
 from agentgrove.retry import decide
 from agentgrove.roles import check_command_refusal
 from agentgrove.run_branches import after_node_completed
@@ -138,7 +139,11 @@ class AgentService:
         self.config = config
         self.runtime = runtime
         self.workspaces = workspaces or Workspaces(
-            config.root if config.is_git else None, config.worktrees_dir, config.root
+            config.root if config.is_git else None,
+            config.worktrees_dir,
+            config.root,
+            remote=config.git.remote,
+            push_retry_s=config.git.push_retry_s,
         )
         self.wakeup = wakeup or Wakeup()
         if config.telemetry.otel:  # imported only when enabled: OpenTelemetry is optional
@@ -416,6 +421,8 @@ class AgentService:
         result = replace(result, output=self.redact(result.output), error=self.redact(result.error))
         if writes:
             result = await self._commit(agent, current[0], result, lease)
+        else:  # nothing committed, but dependents on other machines start from its head
+            result = await self._push(agent, current[0], result, lease)
         await self._settle(agent, lease, result)
 
     async def _check(
@@ -567,7 +574,30 @@ class AgentService:
         trailers = {"Grove-Agent": agent.id, "Grove-Role": agent.role}
         committed = await anyio.to_thread.run_sync(self.workspaces.commit, ws, message, trailers)
         await self._save_workspace(committed, lease)
-        return committed
+        # On the remote before a child (maybe on another machine) starts from it.
+        pushed = await anyio.to_thread.run_sync(self.workspaces.push, committed)
+        if pushed != committed:
+            await self._save_workspace(pushed, lease)
+        return pushed
+
+    async def _push(
+        self, agent: AgentRecord, ws: WorkspaceRecord, result: RunResult, lease: Lease
+    ) -> RunResult:
+        """With ``[git] remote``, push the agent's branch and record ``pushed_commit`` (before
+        the ending, so a completed agent's head is always on the remote). A push failing fails
+        a successful run (``internal`` after the retries, ``permanent`` when the remote rejects
+        it; the local branch keeps the work); a failed run's ending stands, with a warning."""
+        try:
+            pushed = await anyio.to_thread.run_sync(self.workspaces.push, ws)
+        except PushFailed as exc:
+            if not result.success:
+                await self._warn(agent.id, str(exc))
+                return result
+            kind = ErrorKind.PERMANENT if exc.kind == "rejected" else ErrorKind.INTERNAL
+            return _failure(kind, f"{exc} (the work is on the local branch {ws.branch})")
+        if pushed != ws:
+            await self._save_workspace(pushed, lease)
+        return result
 
     async def _save_workspace(self, ws: WorkspaceRecord, lease: Lease) -> bool:
         return await self.owed(
@@ -621,7 +651,7 @@ class AgentService:
             return result
         if committed != ws:  # an unisolated workspace comes back unchanged: nothing to record
             await self._save_workspace(committed, lease)
-        return result
+        return await self._push(agent, committed, result, lease)
 
     async def _settle(self, agent: AgentRecord, lease: Lease, result: RunResult) -> None:
         if result.success:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
+from agentgrove import remotes
 from agentgrove.checkout_guard import files_in_the_way, in_the_way_refusal
 from agentgrove.child_merges import holds_markers
 from agentgrove.errors import BadInput, BadRef, GroveError
@@ -79,6 +80,10 @@ class ChildMergeResult:
     conflicted: tuple[str, ...] = ()
 
 
+def _is_hex(ref: str) -> bool:
+    return all(c in "0123456789abcdef" for c in ref.lower())
+
+
 def _is_sha(ref: str) -> bool:
     return len(ref) == 40 and all(c in "0123456789abcdef" for c in ref)
 
@@ -99,10 +104,36 @@ class Workspaces:
 
     _thread_lock = threading.Lock()
 
-    def __init__(self, repo: Path | None, worktrees_dir: Path, cwd: Path) -> None:
+    def __init__(
+        self,
+        repo: Path | None,
+        worktrees_dir: Path,
+        cwd: Path,
+        *,
+        remote: str | None = None,
+        push_retry_s: float = 600.0,
+    ) -> None:
         self.repo = repo
         self.worktrees_dir = worktrees_dir
         self.cwd = cwd
+        # ``[git] remote`` (see agentgrove.remotes): commits are fetched from it before use
+        # and agents' branches pushed to it.
+        self.remote = remote if repo is not None else None
+        self.push_retry_s = push_retry_s
+
+    def fetch(self, commit: str | None) -> None:
+        """With a remote, make ``commit`` present in the repository (fetched when missing);
+        without one, or outside git, nothing."""
+        if self.repo is not None and self.remote and commit:
+            remotes.fetch_commit(self.repo, self.remote, commit)
+
+    def push(self, ws: WorkspaceRecord) -> WorkspaceRecord:
+        """With a remote, push the agent's branch; ``ws`` with ``pushed_commit`` set. Without
+        one (or unisolated) ``ws`` unchanged. Raises :class:`agentgrove.remotes.PushFailed`."""
+        if self.repo is None or not self.remote or ws.branch is None:
+            return ws
+        pushed = remotes.push_branch(self.repo, self.remote, ws.branch, retry_s=self.push_retry_s)
+        return replace(ws, pushed_commit=pushed)
 
     @contextmanager
     def _locked(self, timeout_s: float = 60.0) -> Iterator[None]:
@@ -137,6 +168,8 @@ class Workspaces:
         if self.repo is None:
             return None
         name = ref or "HEAD"
+        if ref is not None and self.remote and len(ref) >= 7 and _is_hex(ref):
+            self.fetch(ref)  # a commit only the remote has (another machine's)
         try:
             return run_git(["rev-parse", "--verify", "--quiet", f"{name}^{{commit}}"], self.repo)
         except GitError:
@@ -170,6 +203,11 @@ class Workspaces:
         path = self.worktrees_dir / agent_id
         branch = branch_name(agent_id)
         base_commit = base or self.resolve_base(None)
+        remote_tip = None
+        if self.remote:  # another machine's commits (the base, dependencies, this branch)
+            for commit in (base_commit, *merge):
+                self.fetch(commit)
+            remote_tip = remotes.remote_tip(self.repo, self.remote, branch)
         with self._locked():
             run_git(["worktree", "prune"], self.repo)
             if registered_worktree(self.repo, path) is None:
@@ -177,7 +215,10 @@ class Workspaces:
                 tip = run_git(
                     ["rev-parse", "-q", "--verify", f"refs/heads/{branch}"], self.repo, check=False
                 )
-                if tip and tip != base_commit:
+                if not tip and remote_tip:  # an earlier attempt's work, from another machine
+                    run_git(["branch", branch, remote_tip], self.repo)
+                    tip = remote_tip
+                if tip and tip not in (base_commit, remote_tip):
                     # Not one grove made for this agent (that one has its worktree): adopting
                     # it would hand the agent someone's work and later commit onto it.
                     raise BadInput(
@@ -317,6 +358,7 @@ class Workspaces:
         if not _is_sha(commit):  # only ever a commit id from the store: never an option
             raise GitError(f"not a commit id: {commit!r}")
         repo, path = Path(ws.repo_path), Path(ws.worktree_path)
+        self.fetch(commit)  # a child that ran on another machine
         tree = worktree(repo, path)
         _on_own_branch(path, tree, ws, "nothing was merged")
         before = run_git(["rev-parse", f"refs/heads/{ws.branch}"], repo)

@@ -110,6 +110,10 @@ def worker(
     if concurrency is not None and concurrency < 1:
         raise BadInput(f"--concurrency {concurrency}: give at least 1")
     with open_grove() as grove:
+        if grove.config.git.remote and grove.config.is_git:  # before any claim
+            from agentgrove.remotes import resolve_remote
+
+            resolve_remote(grove.config.root, grove.config.git.remote)
         settings = grove.config.worker
         if grace is not None:  # validated as grove.toml's grace_s is (finite, in range)
             settings = with_worker(grove.config, grace_s=grace).worker
