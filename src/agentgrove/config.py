@@ -141,9 +141,9 @@ class TelemetrySettings(BaseModel):
 class GitSettings(BaseModel):
     """``remote``: a git remote (a remote name of the repository, or a URL) that carries agents'
     work between machines. Set, a worker fetches every commit an agent starts from or merges
-    that it lacks, and pushes grove's branches (``grove/agent/*``, ``grove/run/*``,
-    ``grove/queue/*``) there whenever grove commits on them; an agent completes only once its
-    branch is on the remote. The user's own branches are never pushed. ``push_retry_s``: how
+    that it lacks, and pushes each agent's branch (``grove/<id>``) there whenever grove commits
+    on it; an agent completes only once its branch is on the remote (run branches and queue
+    results are not pushed yet). The user's own branches are never pushed. ``push_retry_s``: how
     long a push that fails for a transient reason (network, a busy remote) is retried, with
     back-off, before the agent fails ``internal`` (its commits stay in the local branch)."""
 
