@@ -594,7 +594,13 @@ class AgentService:
                 await self._warn(agent.id, str(exc))
                 return result
             kind = ErrorKind.PERMANENT if exc.kind == "rejected" else ErrorKind.INTERNAL
-            return _failure(kind, f"{exc} (the work is on the local branch {ws.branch})")
+            # The run's output, tokens and cost stay recorded: only its ending changes.
+            return replace(
+                result,
+                success=False,
+                error_kind=kind,
+                error=self.redact(f"{exc} (the work is on the local branch {ws.branch})"),
+            )
         if pushed != ws:
             await self._save_workspace(pushed, lease)
         return result
