@@ -196,18 +196,24 @@ def run_check(
     sandbox: SandboxMode,
     env_allow: Iterable[str] = (),
     cancel: threading.Event | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> CheckRun:
     """Run ``command`` with ``/bin/sh -c`` in ``cwd`` (the agent's worktree), confined unless
     ``sandbox`` is ``"off"``, killed with everything it started after ``timeout_s`` seconds.
     ``home``: the grove home (hidden from it); ``git_dir``: the main repository's git
     directory (readable, not writable). Never raises for the command: a command that cannot
     start is a run with ``error`` set. ``cancel``: once set (from another thread), the check
-    is killed like at its timeout, at once."""
+    is killed like at its timeout, at once. ``extra_env``: variables grove sets for it
+    (``GROVE_AGENT_ID``, ``GROVE_PORT_BASE``)."""
     started = time.monotonic()
     cwd = cwd.resolve()
     confined = sandbox != "off"
     token = f"{_MARK_PREFIX}{uuid.uuid4().hex}"
-    env = {**check_env(os.environ, env_allow, confined=confined), **marker_env(token, 0)}
+    env = {
+        **check_env(os.environ, env_allow, confined=confined),
+        **(extra_env or {}),
+        **marker_env(token, 0),
+    }
     status_r = status_w = -1
     if confined:
         bwrap = shutil.which("bwrap")

@@ -169,6 +169,17 @@ class WorkspaceSettings(BaseModel):
     ports: int = Field(default=10, ge=1, le=1000)
     port_range_start: int = Field(default=20000, ge=1024, le=65000)
 
+    @field_validator("copy_files")
+    @classmethod
+    def _inside_repository(cls, paths: list[str]) -> list[str]:
+        from agentgrove.worktree_env import copy_path_problem
+
+        for path in paths:
+            problem = copy_path_problem(path)
+            if problem is not None:
+                raise ValueError(problem)
+        return paths
+
 
 class _RoleOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -22,8 +22,8 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,6 +58,13 @@ from agentgrove.secrets import Redactor
 from agentgrove.store import NewAgent, RunOutcome, Store
 from agentgrove.store._core import utcnow
 from agentgrove.workspaces import ConflictMarkersLeft, MergeConflict, Workspaces
+from agentgrove.worktree_env import (
+    agent_env,
+    copy_files,
+    hold_ports,
+    mark_setup_done,
+    setup_marker,
+)
 
 T = TypeVar("T")
 
@@ -285,7 +292,8 @@ class AgentService:
         """
         progress = _Progress()
         try:
-            await self._execute(agent, lease, slots or NoSlots(), lease_lost, progress)
+            with progress.held:  # the attempt's port block, released at its end
+                await self._execute(agent, lease, slots or NoSlots(), lease_lost, progress)
         except Exception as exc:
             # An error inside grove tied to this one agent (its prompt, its workspace, the
             # runtime, a full disk) fails the agent at once, not the worker; database outages
@@ -363,6 +371,9 @@ class AgentService:
             await self._finish(agent, lease, _failure(ErrorKind.INTERNAL, f"workspace: {exc}"))
             return
         await self._save_workspace(ws, lease)
+        agent_vars = await self._prepare_worktree(agent, lease, ws, progress)
+        if agent_vars is None:
+            return
         if ws.repo_path is None:
             await self._warn(
                 agent.id, "not a git repository: running unisolated, in the directory itself"
@@ -390,6 +401,7 @@ class AgentService:
             timeout_s=agent.timeout_s or role.timeout_s,
             attempt=lease.attempt,
             resume_session_id=resume,
+            env=agent_vars,
             delegate=AgentDelegate(
                 service=self,
                 agent=agent,
@@ -508,19 +520,69 @@ class AgentService:
         await transcript.flush()
         return fix
 
+    async def _prepare_worktree(
+        self, agent: AgentRecord, lease: Lease, ws: WorkspaceRecord, progress: _Progress
+    ) -> dict[str, str] | None:
+        """``[workspace]`` (see :mod:`agentgrove.worktree_env`): a port block held for the
+        attempt, ignored files copied in, setup run once per worktree; the agent's variables,
+        or ``None`` when setup failed (the agent is then finished ``setup_failed``, its
+        worktree kept)."""
+        settings = self.config.workspace
+        block = progress.held.enter_context(hold_ports(settings.ports, settings.port_range_start))
+        agent_vars = agent_env(agent.id, block)
+        if ws.repo_path is None:
+            return agent_vars
+        cwd = Path(ws.worktree_path)
+        copied = functools.partial(copy_files, self.config.root, cwd, list(settings.copy_files))
+        for warning in await anyio.to_thread.run_sync(copied):
+            await self._warn(agent.id, warning)
+        if settings.setup is None or setup_marker(self.config.home, agent.id).exists():
+            return agent_vars
+        git_dir = await anyio.to_thread.run_sync(_git_dir, ws)
+        run = await self._run_confined(
+            settings.setup, cwd, git_dir, agent_vars, settings.setup_timeout_s
+        )
+        if run.passed:
+            await anyio.to_thread.run_sync(mark_setup_done, self.config.home, agent.id)
+            return agent_vars
+        why = run.error or (
+            f"killed at its timeout ({settings.setup_timeout_s:g} s)"
+            if run.timed_out
+            else f"exit code {run.exit_code}"
+        )
+        message = (
+            f"[workspace] setup failed ({why}): {settings.setup}; the worktree is kept at "
+            f"{cwd}\n--- setup output ---\n{run.output_tail.rstrip()}"
+        )
+        await self._finish(agent, lease, _failure(ErrorKind.SETUP_FAILED, self.redact(message)))
+        return None
+
     async def _run_check(self, command: str, spec: RunSpec, timeout_s: float) -> CheckRun:
         """One run of the check on a thread; cancelled, it is killed at once."""
+        return await self._run_confined(command, spec.cwd, spec.git_dir, spec.env, timeout_s)
+
+    async def _run_confined(
+        self,
+        command: str,
+        cwd: Path,
+        git_dir: Path | None,
+        env: Mapping[str, str],
+        timeout_s: float,
+    ) -> CheckRun:
+        """``command`` run like a check (a check, ``[workspace] setup``) on a thread, with
+        ``env`` added; cancelled, it is killed at once."""
         stop = threading.Event()
         call = functools.partial(
             run_check,
             command,
-            spec.cwd,
+            cwd,
             timeout_s=timeout_s,
-            home=spec.home,
-            git_dir=spec.git_dir,
+            home=self.config.home,
+            git_dir=git_dir,
             sandbox=self.config.runtime.sandbox,
             env_allow=self.config.runtime.env_allow,
             cancel=stop,
+            extra_env=dict(env),
         )
         try:
             return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
@@ -783,6 +845,9 @@ def _outcome(result: RunResult) -> RunOutcome:
 @dataclass
 class _Progress:
     """How far an attempt got, for the ending of one that an error inside grove cut short."""
+
+    held: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    """What the attempt holds until its end (its port block)."""
 
     ran: bool = False  # the runtime was started: the model may have been paid
     result: RunResult | None = None  # what the runtime reported, if it returned
