@@ -83,19 +83,29 @@ class BudgetQueries(StoreCore):
                 rows.append((f"run {run_id}", limit, reserved, spent))
         return rows
 
+    def shares_a_limit(self, limits: Sequence[Row[*tuple[Any, ...]]]) -> bool:
+        """Whether an agent with ``limits`` (rows of :data:`_LIMITS`) belongs to a limited
+        scope others count against too: the daily limit, a tree's or a run's budget."""
+        return self.daily_limit_usd is not None or any(
+            row.budget_usd is not None or row.run_budget_usd is not None for row in limits
+        )
+
     def reserve(self, conn: Connection, agent_id: str, attempt: int, now: datetime) -> Grant:
         """Inside the claim's transaction: reserve the agent's grant, or undo the claim.
 
         Refused, the agent goes back to pending (attempt not counted) with the reason shown,
         to be looked at again later — or fails ``budget_exceeded`` when so configured.
         """
-        if conn.dialect.name == "postgresql":
-            # Serialise reservations across the database: two claims must not both see the
-            # same money left.
-            conn.execute(ADVISORY_LOCK)
         # The agent's cap and every ancestor's limits in one query: an agent under no limit
         # (the common case) costs nothing more.
         limits = conn.execute(_LIMITS, {"p_id": agent_id}).all()
+        if conn.dialect.name == "postgresql" and self.shares_a_limit(limits):
+            # Serialise reservations that count shared money across the database: two claims
+            # must not both see the same money left. An agent in no limited scope reserves
+            # from nothing shared (its own cap at most) and adds to no limited scope's sum,
+            # so its claim does not queue behind every other one. Limits are fixed at spawn:
+            # reading them before the lock is safe.
+            conn.execute(ADVISORY_LOCK)
         cap = next(row.max_budget_usd for row in limits if row.id == agent_id)
         scopes = self._scopes(conn, limits, now)
         if cap is None and not scopes:
