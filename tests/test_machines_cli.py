@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
+from agentgrove.models import AgentStatus
 from agentgrove.workspaces import init_repo
 from tests.conftest import GROVE, PG_URL, git, run_cli, write_scripted_config
 
-pytestmark = [pytest.mark.postgres, pytest.mark.e2e]
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
@@ -60,6 +61,7 @@ def _agents(clone: Path, env: dict[str, str]) -> list[dict[str, object]]:
     return agents
 
 
+@pytest.mark.postgres
 def test_a_worker_with_roles_runs_only_those_roles_and_records_its_host(
     machines: list[tuple[Path, dict[str, str]]],
 ) -> None:
@@ -100,6 +102,7 @@ def test_a_worker_with_roles_runs_only_those_roles_and_records_its_host(
     )
 
 
+@pytest.mark.postgres
 def test_print_systemd_unit_names_the_executable_the_repo_and_the_options(
     machines: list[tuple[Path, dict[str, str]]], tmp_path: Path
 ) -> None:
@@ -133,6 +136,7 @@ def _env() -> dict[str, str]:
     return dict(os.environ)
 
 
+@pytest.mark.postgres
 @pytest.mark.parametrize(
     ("args", "says"),
     [
@@ -168,6 +172,7 @@ def _quick_start() -> str:
     return section.split("```sh\n", 1)[1].split("```", 1)[0]
 
 
+@pytest.mark.postgres
 def test_the_deploy_quick_start_runs_as_written(pg_url: str, tmp_path: Path) -> None:
     import os
 
@@ -190,3 +195,33 @@ def test_the_deploy_quick_start_runs_as_written(pg_url: str, tmp_path: Path) -> 
     assert len(rows) == 2, result.stdout
     assert all(socket.gethostname() in row for row in rows)
     assert {row.split()[1] for row in rows} == {"file-writer", "tester"}
+
+
+@pytest.mark.usefixtures("database")
+def test_claim_with_roles_passes_over_other_roles_with_and_without_admission(repo: Path) -> None:
+    import time
+
+    from agentgrove.admission import AdmissionGate
+    from agentgrove.grove import Grove
+    from agentgrove.runtime import ScriptedRuntime
+
+    # per_role makes the gate exclude a role, so the gated statement set is used too.
+    (repo / "grove.toml").write_text("[admission]\nper_role = {reviewer = 1}\n")
+    with Grove.init(repo, runtime=ScriptedRuntime()) as g:
+        gate = AdmissionGate(g.config.admission, g.service.pacer, time.time)
+        tester = g.spawn("tester", "t").id
+        writer = g.spawn("file-writer", "w").id
+        reviewers = [g.spawn("reviewer", f"r{i}").id for i in range(2)]
+        assert g.store.claim("w1", 60, roles=["nosuch"]) is None
+        first = g.store.claim("w1", 60, roles=["file-writer", "reviewer"])
+        assert first is not None and first.id == writer  # the older tester is passed over
+        second = g.store.claim("w1", 60, roles=["reviewer"], gate=gate)
+        assert second is not None and second.id == reviewers[0]
+        # reviewer is at its limit: the gated, role-restricted claim finds nothing.
+        assert g.store.claim("w1", 60, roles=["reviewer"], gate=gate) is None
+        assert g.store.claim("w1", 60, roles=["reviewer"], agent_id=tester) is None
+        assert g.get(tester).status.value == "pending"
+        assert g.store.count_by_status(["reviewer"]) == {
+            AgentStatus.EXECUTING: 1,
+            AgentStatus.PENDING: 1,
+        }
