@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -139,12 +139,15 @@ class Worker:
         owner: str | None = None,
         only: set[str] | None = None,
         run_id: str | None = None,
+        roles: Collection[str] | None = None,
         memory_probe: Callable[[], int | None] = available_memory_mb,
     ) -> None:
         """``drain``: return once no agent is pending or executing (by any worker).
         ``only``: claim just these ids (``grove run``) and their children, returning when all
         of them have finished.
         ``run_id``: claim just that workflow run's agents, returning when the run is over.
+        ``roles`` (non-empty): claim only agents of these roles (``grove worker --roles``);
+        with ``drain``, return once none of *those* is pending or executing.
         ``memory_probe``: available memory in MB (``[admission] min_available_mb``)."""
         self.service = service
         self.store = service.store
@@ -154,6 +157,7 @@ class Worker:
         self.owner = owner or new_owner_id()
         self.only = set(only) if only is not None else None
         self.run_id = run_id
+        self.roles = frozenset(roles) if roles else None
         self.stats = WorkerStats()
         self.admission = service.config.admission
         # Unix time: the pace is shared through the database with other processes.
@@ -310,15 +314,21 @@ class Worker:
         lease_s, gate = self.settings.lease_s, self._gate
         if self.run_id is not None:
             # Nodes, and the children they delegate to, carry the run's id.
-            return self.store.claim(self.owner, lease_s, run_id=self.run_id, gate=gate)
+            return self.store.claim(
+                self.owner, lease_s, run_id=self.run_id, gate=gate, roles=self.roles
+            )
         if self.only is None:
-            return self.store.claim(self.owner, lease_s, gate=gate)
+            return self.store.claim(self.owner, lease_s, gate=gate, roles=self.roles)
         for agent_id in sorted(self.only):
-            claimed = self.store.claim(self.owner, lease_s, agent_id=agent_id, gate=gate)
+            claimed = self.store.claim(
+                self.owner, lease_s, agent_id=agent_id, gate=gate, roles=self.roles
+            )
             if claimed is not None:
                 return claimed
         # Children the tracked agents spawn are run here too, and tracked in turn.
-        child = self.store.claim(self.owner, lease_s, parent_ids=self.only, gate=gate)
+        child = self.store.claim(
+            self.owner, lease_s, parent_ids=self.only, gate=gate, roles=self.roles
+        )
         if child is not None:
             self.only.add(child.id)
         return child
@@ -334,7 +344,7 @@ class Worker:
             return False
         # Drained when nothing is queued or running anywhere: an agent still executing under
         # another worker may come back (its lease expiring) and must not be left behind.
-        counts = self.store.count_by_status()
+        counts = self.store.count_by_status(self.roles)
         return counts.get(AgentStatus.PENDING, 0) + counts.get(AgentStatus.EXECUTING, 0) == 0
 
     async def _run_one(self, agent: AgentRecord, scope: anyio.CancelScope) -> None:

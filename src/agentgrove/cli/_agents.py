@@ -145,7 +145,7 @@ def list_agents(
         return
     # The check column only where some agent has a check: a narrow terminal keeps whole ids.
     checks = any(a.check.command is not None for a in agents)
-    columns = ["id", "role", "status", *(["check"] if checks else []), "tokens", "cost"]
+    columns = ["id", "role", "status", "host", *(["check"] if checks else []), "tokens", "cost"]
     table = Table(*columns, "duration", "task", box=None)
     for a in agents:
         state = Text(a.status.value, style=_STYLE[a.status])
@@ -155,6 +155,7 @@ def list_agents(
             a.id,
             plain(a.role, newlines=False),
             state,
+            plain(a.host or "-", newlines=False),  # the machine that last claimed it
             *([check_cell(a.check)] if checks else []),
             f"{a.tokens_in}/{a.tokens_out}",
             f"${a.cost_usd:.4f}",
@@ -182,6 +183,7 @@ def show(agent_id: str, json_out: JsonOpt = False) -> None:
         ("role", plain(agent.role)),
         ("status", Text(agent.status.value, style=_STYLE[agent.status])),
         ("parent", agent.parent_id or "-"),
+        ("host", plain(agent.host or "-")),
         ("model", plain(agent.model)),
         ("attempt", f"{agent.attempt} of {agent.max_attempts}"),
         ("tokens", f"{agent.tokens_in} in / {agent.tokens_out} out"),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import anyio
@@ -13,9 +15,10 @@ from anyio.abc import TaskStatus
 from rich.table import Table
 
 from agentgrove.cli._app import app, console, dev_app, err_console, open_grove
-from agentgrove.config import load_config, with_worker
+from agentgrove.config import find_root, load_config, with_worker
 from agentgrove.errors import BadInput
 from agentgrove.grove import Grove
+from agentgrove.systemd_unit import render_unit
 from agentgrove.text import plain
 from agentgrove.worker import Worker
 
@@ -100,24 +103,56 @@ def doctor() -> None:
 def worker(
     concurrency: Annotated[int | None, typer.Option(help="Agents run at once.")] = None,
     drain: Annotated[
-        bool, typer.Option(help="Exit once no agent is pending or executing anywhere.")
+        bool,
+        typer.Option(
+            help="Exit once no agent (of --roles, if given) is pending or executing anywhere."
+        ),
     ] = False,
     grace: Annotated[
         float | None, typer.Option(help="Seconds in-flight agents get on shutdown.")
     ] = None,
+    roles: Annotated[
+        str | None,
+        typer.Option(help="Claim only agents of these roles (comma-separated, e.g. coder,tester)."),
+    ] = None,
+    repo: Annotated[
+        Path | None,
+        typer.Option(help="The clone to work on, as if started there (default: this one)."),
+    ] = None,
+    print_systemd_unit: Annotated[
+        bool,
+        typer.Option(
+            "--print-systemd-unit",
+            help="Print a systemd unit running this worker (with these options) and exit.",
+        ),
+    ] = False,
 ) -> None:
     """Claim and run pending agents until SIGINT/SIGTERM (or, with --drain, until idle)."""
     if concurrency is not None and concurrency < 1:
         raise BadInput(f"--concurrency {concurrency}: give at least 1")
+    root = _worker_repo(repo) if repo is not None else None
+    if root is not None:
+        os.chdir(root)  # everything after (config, GROVE_HOME, worktrees) as if started there
+    config = load_config()
+    only_roles = _parse_roles(roles, set(config.roles)) if roles is not None else None
+    settings = config.worker
+    if grace is not None:  # validated as grove.toml's grace_s is (finite, in range)
+        settings = with_worker(config, grace_s=grace).worker
+    if print_systemd_unit:
+        args = [
+            *(["--roles", ",".join(only_roles)] if only_roles else []),
+            *(["--repo", str(config.root)] if root is not None else []),
+            *(["--concurrency", str(concurrency)] if concurrency is not None else []),
+            *(["--grace", f"{settings.grace_s:g}"] if grace is not None else []),
+        ]
+        sys.stdout.write(render_unit(repo=config.root, worker_args=args, grace_s=settings.grace_s))
+        return
     with open_grove() as grove:
         if grove.config.git.remote and grove.config.is_git:  # before any claim
             from agentgrove.remotes import resolve_remote
 
             resolve_remote(grove.config.root, grove.config.git.remote)
-        settings = grove.config.worker
-        if grace is not None:  # validated as grove.toml's grace_s is (finite, in range)
-            settings = with_worker(grove.config, grace_s=grace).worker
-        w = Worker(grove.service, settings, concurrency=concurrency, drain=drain)
+        w = Worker(grove.service, settings, concurrency=concurrency, drain=drain, roles=only_roles)
 
         async def main() -> None:
             async with anyio.create_task_group() as tg:
@@ -136,8 +171,41 @@ def worker(
                 err_console.print(f"grove worker: {stats.summary()}")
                 tg.cancel_scope.cancel()
 
-        err_console.print(f"grove worker {w.owner}: concurrency {w.concurrency}")
+        shown_roles = f", roles {','.join(only_roles)}" if only_roles else ""
+        err_console.print(
+            f"grove worker {w.owner}: concurrency {w.concurrency}{shown_roles}",
+            markup=False,
+            highlight=False,
+        )
         anyio.run(main)
+
+
+def _worker_repo(repo: Path) -> Path:
+    """The root of the clone ``--repo`` names, or :class:`BadInput`."""
+    path = repo.expanduser()
+    if not path.is_dir():
+        raise BadInput(f"--repo {repo}: no such directory; give the path of a clone")
+    root, is_git = find_root(path)
+    if not is_git:
+        raise BadInput(
+            f"--repo {repo}: not a git repository; give the path of a clone "
+            "(git clone URL DIR, then grove init in DIR)"
+        )
+    return root
+
+
+def _parse_roles(raw: str, known: set[str]) -> list[str]:
+    """``--roles a,b`` as a sorted list of known role names, or :class:`BadInput`."""
+    names = sorted({name.strip() for name in raw.split(",") if name.strip()})
+    if not names:
+        raise BadInput("--roles: give one or more role names, comma-separated (grove roles)")
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise BadInput(
+            f"--roles: unknown role {', '.join(map(repr, unknown))}; known roles: "
+            f"{', '.join(sorted(known))}"
+        )
+    return names
 
 
 @app.command()

@@ -12,12 +12,12 @@ from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from agentgrove.budgets import Grant
 from agentgrove.errors import StoreUnavailable
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind
-from agentgrove.store import _leases
+from agentgrove.store import _dialect, _leases
 from agentgrove.store._admission import Gate
 from agentgrove.store._core import StoreCore, utcnow
 from agentgrove.store._pace import PaceState, save_pace
@@ -29,8 +29,12 @@ class ClaimQueries(StoreCore):
     """Mixed into :class:`agentgrove.store.Store`."""
 
     _claim_statements: dict[str, Any]
+    _role_statements: dict[bool, dict[str, Any]]
+    """The claim statements restricted to roles, by whether gated (built on first use)."""
 
     if TYPE_CHECKING:
+        engine: Engine
+
         # Defined by the other parts of Store (admission, budgets, runs, the store itself).
         def _admissible(
             self, conn: Connection, gate: Gate, kind: str, params: dict[str, Any]
@@ -58,6 +62,7 @@ class ClaimQueries(StoreCore):
         run_id: str | None = None,
         gate: Gate | None = None,
         at: datetime | None = None,
+        roles: Collection[str] | None = None,
     ) -> AgentRecord | None:
         """Atomically move the next claimable pending agent (or ``agent_id``, or the next child
         of one of ``parent_ids``) to executing under ``owner``'s lease.
@@ -69,6 +74,8 @@ class ClaimQueries(StoreCore):
         Returns ``None`` when nothing is claimable. Safe against any number of concurrent
         claimers, processes included. With a ``gate`` (admission), agents of roles and models
         it excludes are passed over, and ``None`` comes back when nothing may start at all.
+        ``roles`` (non-empty): only agents of these roles are claimed (``grove worker
+        --roles``); the others are left for other workers.
         """
         now = at or utcnow()
         params: dict[str, Any]
@@ -92,7 +99,7 @@ class ClaimQueries(StoreCore):
         # picks the agent up. Each round fails one agent, so this ends.
         while True:
             try:
-                return self._claim_one(owner, kind, params, gate, now)
+                return self._claim_one(owner, kind, params, gate, now, roles)
             except _Unclaimable as broken:
                 self._fail_unclaimable(broken.agent_id, broken.cause, now)
                 if agent_id is not None:
@@ -105,6 +112,7 @@ class ClaimQueries(StoreCore):
         params: dict[str, Any],
         gate: Gate | None,
         now: datetime,
+        roles: Collection[str] | None = None,
     ) -> AgentRecord | None:
         statement = self._claim_statements[kind]
         pace: PaceState = {}
@@ -116,6 +124,8 @@ class ClaimQueries(StoreCore):
                 if admitted is None:
                     return None
                 statement, params, pace = admitted
+            if roles:
+                statement, params = self._only_roles(kind, params, roles)
             claimed = conn.execute(statement, params).first()
             if claimed is None:
                 return None
@@ -143,6 +153,19 @@ class ClaimQueries(StoreCore):
                 gate.started(claimed.model)
                 save_pace(conn, gate.pacer, pace)  # every worker sees the start
         return self.get_agent(claimed.id)
+
+    def _only_roles(
+        self, kind: str, params: dict[str, Any], roles: Collection[str]
+    ) -> tuple[Any, dict[str, Any]]:
+        """The claim statement of ``kind`` restricted to ``roles`` (gated too when ``params``
+        carry admission's exclusions), built on first use, and its parameters."""
+        gated = "p_skip_roles" in params
+        cache: dict[bool, dict[str, Any]] | None = getattr(self, "_role_statements", None)
+        if cache is None:
+            cache = self._role_statements = {}
+        if gated not in cache:
+            cache[gated] = _dialect.claim_statements(self.engine, gated=gated, roles=True)
+        return cache[gated][kind], params | {"p_roles": sorted(roles)}
 
     def _fail_unclaimable(self, agent_id: str, cause: BaseException, now: datetime) -> None:
         """pending -> failed ``internal``, naming the error that made its claim impossible."""

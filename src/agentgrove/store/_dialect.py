@@ -171,12 +171,13 @@ def claimable(now: Any) -> ColumnElement[bool]:
     )
 
 
-def claim_statements(engine: Engine, *, gated: bool = False) -> dict[str, Any]:
+def claim_statements(engine: Engine, *, gated: bool = False, roles: bool = False) -> dict[str, Any]:
     """The claim as one guarded ``UPDATE ... RETURNING`` per way of choosing the agent, built
     once and run with parameters ``p_now``, ``p_owner``, ``p_host``, ``p_expires`` and, by
     kind, ``p_id``, ``p_parents`` (a list) or ``p_run``. Kinds: ``next``, ``id``, ``parents``,
     ``run``. ``gated``: also pass over the roles in ``p_skip_roles`` and the models in
-    ``p_skip_models`` (non-empty lists: admission)."""
+    ``p_skip_models`` (non-empty lists: admission). ``roles``: only agents of the roles in
+    ``p_roles`` (a non-empty list: ``grove worker --roles``)."""
     now = bindparam("p_now", type_=agents.c.created_at.type)
     skip_locked = engine.dialect.name == "postgresql"
     gate: list[ColumnElement[bool]] = []
@@ -185,6 +186,8 @@ def claim_statements(engine: Engine, *, gated: bool = False) -> dict[str, Any]:
             agents.c.role.not_in(bindparam("p_skip_roles", expanding=True)),
             agents.c.model.not_in(bindparam("p_skip_models", expanding=True)),
         ]
+    if roles:
+        gate.append(agents.c.role.in_(bindparam("p_roles", expanding=True)))
 
     def next_of(*conditions: ColumnElement[bool]) -> Any:
         query = (

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -232,11 +232,13 @@ class Store(
                 ).scalar_one()
             )
 
-    def count_by_status(self) -> dict[AgentStatus, int]:
+    def count_by_status(self, roles: Collection[str] | None = None) -> dict[AgentStatus, int]:
+        """Agents by status; with ``roles``, only agents of those roles."""
+        query = select(agents.c.status, func.count()).group_by(agents.c.status)
+        if roles is not None:
+            query = query.where(agents.c.role.in_(sorted(roles)))
         with self._read() as conn:
-            rows = conn.execute(
-                select(agents.c.status, func.count()).group_by(agents.c.status)
-            ).all()
+            rows = conn.execute(query).all()
         return {AgentStatus(s): n for s, n in rows}
 
     # -- leases (claiming and the sweep: :mod:`._claims`) ----------------------------------
