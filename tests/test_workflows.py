@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import anyio
@@ -10,7 +11,7 @@ from sqlalchemy import update
 
 from agentgrove.errors import BadInput
 from agentgrove.grove import Grove
-from agentgrove.models import AgentStatus, ErrorKind, RunStatus
+from agentgrove.models import AgentStatus, ErrorKind, RunRecord, RunStatus
 from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
 from agentgrove.store._schema import agents
 from agentgrove.worker import Worker
@@ -209,5 +210,14 @@ def test_runs_survive_the_migrations_down_and_up(repo: Path) -> None:
     with Grove.open(repo) as grove:  # a new process's view: nothing cached
         after = grove.workflows.get(run.id)
         rerun = grove.workflows.rerun(run.id, "b")
-    assert before.status is RunStatus.COMPLETED and after == before
+    assert before.status is RunStatus.COMPLETED and after == _without_hosts(before)
     assert rerun  # the spec read back from its new table drives a rerun
+
+
+def _without_hosts(run: RunRecord) -> RunRecord:
+    """``run`` as it reads after a downgrade past 0007, which drops ``agents.host``: the
+    one thing such a round trip loses, by design (the column goes)."""
+    nodes = tuple(
+        replace(n, agent=replace(n.agent, host=None) if n.agent else None) for n in run.nodes
+    )
+    return replace(run, nodes=nodes)

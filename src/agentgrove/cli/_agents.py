@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from agentgrove.admission import limits_concurrency, slot_reason
@@ -145,10 +145,16 @@ def list_agents(
         return
     # The check column only where some agent has a check: a narrow terminal keeps whole ids.
     checks = any(a.check.command is not None for a in agents)
-    columns = ["id", "role", "status", "host", *(["check"] if checks else []), "tokens", "cost"]
-    table = Table(*columns, "duration", "task", box=None)
+    names = ["id", "role", "status", "host", *(["check"] if checks else []), "tokens", "cost"]
+    # One line per agent whatever the width: every column keeps its text whole but the task
+    # and a status's wait reason, which give way, cut with an ellipsis.
+    columns = [
+        Column(name, no_wrap=name != "status", overflow="ellipsis")
+        for name in [*names, "duration"]
+    ]
+    table = Table(*columns, Column("task", overflow="ellipsis"), box=None)
     for a in agents:
-        state = Text(a.status.value, style=_STYLE[a.status])
+        state = Text(a.status.value, style=_STYLE[a.status], no_wrap=True, overflow="ellipsis")
         if a.wait_reason:
             state.append(f" ({visible(a.wait_reason, newlines=False)})", style="dim")
         table.add_row(
@@ -160,7 +166,7 @@ def list_agents(
             f"{a.tokens_in}/{a.tokens_out}",
             f"${a.cost_usd:.4f}",
             _elapsed(a),
-            plain(one_line(a.task, 50)),
+            Text(one_line(a.task, 50), no_wrap=True, overflow="ellipsis"),
         )
     console.print(table)
 
