@@ -23,8 +23,17 @@ GROVE = [sys.executable, "-m", "agentgrove"]
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No real key, no inherited grove settings, a private HOME for the CLI."""
-    for var in ("GROVE_HOME", "GROVE_DB_URL", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN"):
+    """No real key, no inherited grove settings or terminal size, a private HOME for the CLI."""
+    # COLUMNS/LINES: pytest-xdist's workers set 80x24, which would make the CLI's piped output
+    # wrap where a plain pytest run does not.
+    for var in (
+        "GROVE_HOME",
+        "GROVE_DB_URL",
+        "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_AUTH_TOKEN",
+        "COLUMNS",
+        "LINES",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-not-a-real-key")
     home = tmp_path / "home"

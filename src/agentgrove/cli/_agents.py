@@ -148,8 +148,11 @@ def list_agents(
     names = ["id", "role", "status", "host", *(["check"] if checks else []), "tokens", "cost"]
     # One line per agent whatever the width: every column keeps its text whole but the task
     # and a status's wait reason, which give way, cut with an ellipsis.
+    status_width = max(len(s.value) for s in AgentStatus)  # the status itself stays whole
     columns = [
-        Column(name, no_wrap=name != "status", overflow="ellipsis")
+        Column(name, no_wrap=True, overflow="ellipsis")
+        if name != "status"
+        else Column(name, overflow="ellipsis", min_width=status_width)
         for name in [*names, "duration"]
     ]
     table = Table(*columns, Column("task", overflow="ellipsis"), box=None)
