@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from agentgrove.cli._app import app, console, err_console, is_tty, open_grove, print_json
 from agentgrove.cli._live import STATUS_STYLE, LiveProgress, Mode, run_source
@@ -94,13 +95,16 @@ def list_runs(json_out: JsonOpt = False) -> None:
     if json_out:
         print_json([r.to_json() for r in runs])
         return
+    if not runs:
+        console.print("no workflow runs: start one with `grove workflow run TEMPLATE|FILE`")
+        return
     table = Table("id", "name", "status", "nodes", "cost", "created", box=None)
     for r in runs:
         done = sum(1 for n in r.nodes if n.state == "completed")
         table.add_row(
             r.id,
             plain(r.name, newlines=False),
-            f"[{STATUS_STYLE.get(r.status.value, '')}]{r.status.value}[/]",
+            _state(r.status.value),
             f"{done}/{len(r.nodes)}",
             f"${r.to_json()['cost_usd']:.4f}",
             r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -200,13 +204,19 @@ def _run_table(record: RunRecord) -> Table:
         table.add_row(
             plain(node.key, newlines=False),
             plain(node.role, newlines=False),
-            f"[{STATUS_STYLE.get(node.state, '')}]{node.state}[/]",
+            _state(node.state),
             view["agent_id"] or "-",
             commits,
             f"{view['tokens_in']}/{view['tokens_out']}",
             f"${view['cost_usd']:.4f}",
         )
     return table
+
+
+def _state(state: str) -> Text:
+    """A run's or node's state, styled where it has a style; never markup (a state without a
+    style would otherwise render as ``[]running[/]``, which rich refuses)."""
+    return Text(state, style=STATUS_STYLE.get(state, ""))
 
 
 def _result_line(record: RunRecord, made: RunBranch) -> str:
