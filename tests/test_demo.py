@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import select
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -53,7 +54,8 @@ def test_dev_model_server_plays_the_readme_examples(repo: Path) -> None:
         assert ready, "the model server never announced itself"
         url = server.stdout.readline().split(" on ")[-1].strip()
         env_line = server.stdout.readline()
-        env = dict(part.split("=", 1) for part in env_line.split(": ", 1)[1].split())
+        assert env_line.startswith("export "), env_line  # pasteable into a shell
+        env = dict(part.split("=", 1) for part in shlex.split(env_line)[1:])
         assert env["ANTHROPIC_BASE_URL"] == url
         assert run_cli("init", cwd=repo).returncode == 0
 
@@ -73,6 +75,13 @@ def test_dev_model_server_plays_the_readme_examples(repo: Path) -> None:
         other = run_cli("run", "reviewer", "Review the README", cwd=repo, env=env)
         assert other.returncode == 0, other.stdout + other.stderr
         assert "nothing to do for: Review the README" in other.stdout
+        # A second server on the taken port: one line, exit 2, like the dashboard.
+        taken = run_cli("dev", "model-server", "--port", url.rsplit(":", 1)[1], cwd=repo)
+        assert taken.returncode == 2, taken.stderr
+        assert taken.stderr.strip().splitlines() == [
+            f"grove: error: cannot serve the model server on 127.0.0.1:{url.rsplit(':', 1)[1]}: "
+            "Address already in use; choose another --port (0: any free port)"
+        ]
     finally:
         server.terminate()
         server.communicate(timeout=30)  # reaps it and closes its pipes

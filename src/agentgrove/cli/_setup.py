@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -228,9 +229,16 @@ def model_server(
     from agentgrove.testing import ModelServer, playground_script
 
     server = ModelServer(playground_script(), port=port)
-    server.start()
+    try:
+        server.start()
+    except OSError as exc:
+        raise BadInput(
+            f"cannot serve the model server on 127.0.0.1:{port}: {exc.strerror}; "
+            "choose another --port (0: any free port)"
+        ) from None
     print(f"scripted model server on {server.url}")
-    print("point the CLI at it: " + " ".join(f"{k}={v}" for k, v in server.env().items()))
+    # A line to paste into the shell that will run grove (point the CLI at this server).
+    print("export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in server.env().items()))
     try:
         server.serve_forever()
     except KeyboardInterrupt:
