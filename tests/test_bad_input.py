@@ -25,6 +25,7 @@ from agentgrove.errors import (
     BadInput,
     BadRef,
     ConfigError,
+    MissingInputs,
     NotInitialised,
     UnknownAgent,
     UnknownRole,
@@ -256,7 +257,7 @@ CASES: dict[str, Case] = {
     ),
     "workflow-run-missing-input": Case(
         ("workflow", "run", "w.yaml"),
-        "missing required input 'feature'",
+        "missing required input 'feature' for workflow 'w'; pass --input feature=VALUE",
         files={"w.yaml": INPUT_YAML},
     ),
     "workflow-run-unknown-input": Case(
@@ -678,9 +679,9 @@ API_CASES: dict[str, ApiCase] = {
     # workflows: starting one
     "workflow-missing-input": ApiCase(
         _start(_node(task="{{ inputs.f }}"), inputs=["f"]),
-        BadInput,
+        MissingInputs,
         "missing required input 'f'",
-        "f=VALUE",
+        "give inputs={'f': ...}",  # the API's words, not the command line's --input
     ),
     "workflow-unknown-input": ApiCase(
         lambda g, s: g.start_workflow(_workflow(), {"x": "1"}),

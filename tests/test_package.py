@@ -81,3 +81,69 @@ def test_the_cli_does_not_load_the_web_stack_until_the_dashboard_runs() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+# Errors that never reach a caller of the Python API: the worker's fencing (TransitionLost),
+# a push the service turns into the agent's failure (PushFailed), the dashboard's 404 (NotFound).
+_INTERNAL_ERRORS = {"TransitionLost", "PushFailed", "NotFound"}
+
+
+def _api_types() -> set[type]:
+    """Every agentgrove class a public method of Grove returns, and those reachable through
+    the returned records' fields (a RunRecord's NodeView, an AgentRecord's CheckRecord...)."""
+    import dataclasses
+    import enum
+    import typing
+
+    from agentgrove.grove import Grove
+
+    found: set[type] = set()
+
+    def visit(tp: object) -> None:
+        for arg in typing.get_args(tp):
+            visit(arg)
+        origin = typing.get_origin(tp)
+        if origin is None and isinstance(tp, type) and tp.__module__.startswith("agentgrove"):
+            if tp in found:
+                return
+            found.add(tp)
+            if dataclasses.is_dataclass(tp):
+                for hint in typing.get_type_hints(tp).values():
+                    visit(hint)
+            elif not issubclass(tp, enum.Enum):
+                for name in dir(tp):
+                    member = getattr(tp, name)
+                    if (
+                        not name.startswith("_")
+                        and callable(member)
+                        and not isinstance(member, type)
+                    ):
+                        visit(typing.get_type_hints(member).get("return"))
+
+    for name, member in vars(Grove).items():
+        if name.startswith("_") or isinstance(member, property):
+            continue  # properties hand out internal engines (store, workflows), not records
+        function = member.__func__ if isinstance(member, classmethod) else member
+        if callable(function):
+            visit(typing.get_type_hints(function).get("return"))
+    return found
+
+
+def _subclasses(cls: type) -> set[type]:
+    return {sub for child in cls.__subclasses__() for sub in {child, *_subclasses(child)}}
+
+
+def test_all_names_every_type_the_api_returns_or_raises() -> None:
+    import agentgrove.cli
+    from agentgrove.errors import GroveError
+
+    returned = {t.__name__ for t in _api_types()}
+    raised = {e.__name__ for e in {GroveError, *_subclasses(GroveError)}} - _INTERNAL_ERRORS
+    assert returned - set(agentgrove.__all__) == set()
+    assert raised - set(agentgrove.__all__) == set()
+
+
+def test_importing_the_package_loads_none_of_the_api() -> None:
+    code = "import sys, agentgrove; print('agentgrove.grove' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -626,13 +626,12 @@ def test_an_optional_input_without_default_is_empty() -> None:
         (
             ["a", "b"],
             {"b": "2"},
-            "missing required input 'a' for workflow 'wf'; pass --input a=VALUE",
+            "missing required input 'a' for workflow 'wf'; give inputs={'a': ...}",
         ),
         (
             ["a", "b"],
             {},
-            "missing required inputs 'a', 'b' for workflow 'wf'; pass --input a=VALUE "
-            "--input b=VALUE",
+            "missing required inputs 'a', 'b' for workflow 'wf'; give inputs={'a': ..., 'b': ...}",
         ),
     ],
 )

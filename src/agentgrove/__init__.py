@@ -1,21 +1,127 @@
 """agentgrove: orchestrate teams of LLM coding agents through the Claude Agent SDK.
 
-Public surface: :class:`Grove` (the Python API), the records it returns, and the errors.
+Public surface: :class:`Grove` (the Python API), every record and enum it returns, and every
+error it raises. The names load on first use, so ``import agentgrove.cli`` (the ``grove``
+command) pays for none of what it does not touch.
 """
 
-from agentgrove.errors import BadInput, GroveError, ModelUnavailable, NotInitialised
-from agentgrove.grove import Grove
-from agentgrove.models import AgentRecord, AgentStatus, ErrorKind, WorkspaceRecord
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agentgrove.errors import (
+        BadInput,
+        BadRef,
+        ConfigError,
+        DiskFull,
+        GroveError,
+        MissingInputs,
+        ModelUnavailable,
+        NotInitialised,
+        StoreUnavailable,
+        UnknownAgent,
+        UnknownRole,
+    )
+    from agentgrove.gitexec import GitError
+    from agentgrove.grove import Grove, TreeTotals
+    from agentgrove.models import (
+        AgentRecord,
+        AgentStatus,
+        CheckRecord,
+        CheckStatus,
+        ErrorKind,
+        Event,
+        NodeView,
+        RunRecord,
+        RunStatus,
+        WorkspaceRecord,
+    )
+    from agentgrove.stats import StatsReport, StatsRow
+    from agentgrove.workflows.spec import WorkflowError, WorkflowSpec
+    from agentgrove.workflows.templates import TaskTemplateError
+    from agentgrove.workspaces import ConflictMarkersLeft, MergeConflict
+
+_WHERE: dict[str, str] = {
+    "AgentRecord": "agentgrove.models",
+    "AgentStatus": "agentgrove.models",
+    "BadInput": "agentgrove.errors",
+    "BadRef": "agentgrove.errors",
+    "CheckRecord": "agentgrove.models",
+    "CheckStatus": "agentgrove.models",
+    "ConfigError": "agentgrove.errors",
+    "ConflictMarkersLeft": "agentgrove.workspaces",
+    "DiskFull": "agentgrove.errors",
+    "ErrorKind": "agentgrove.models",
+    "Event": "agentgrove.models",
+    "GitError": "agentgrove.gitexec",
+    "Grove": "agentgrove.grove",
+    "GroveError": "agentgrove.errors",
+    "MergeConflict": "agentgrove.workspaces",
+    "MissingInputs": "agentgrove.errors",
+    "ModelUnavailable": "agentgrove.errors",
+    "NodeView": "agentgrove.models",
+    "NotInitialised": "agentgrove.errors",
+    "RunRecord": "agentgrove.models",
+    "RunStatus": "agentgrove.models",
+    "StatsReport": "agentgrove.stats",
+    "StatsRow": "agentgrove.stats",
+    "StoreUnavailable": "agentgrove.errors",
+    "TaskTemplateError": "agentgrove.workflows.templates",
+    "TreeTotals": "agentgrove.grove",
+    "UnknownAgent": "agentgrove.errors",
+    "UnknownRole": "agentgrove.errors",
+    "WorkflowError": "agentgrove.workflows.spec",
+    "WorkflowSpec": "agentgrove.workflows.spec",
+    "WorkspaceRecord": "agentgrove.models",
+}
 
 __all__ = [
     "AgentRecord",
     "AgentStatus",
     "BadInput",
+    "BadRef",
+    "CheckRecord",
+    "CheckStatus",
+    "ConfigError",
+    "ConflictMarkersLeft",
+    "DiskFull",
     "ErrorKind",
+    "Event",
+    "GitError",
     "Grove",
     "GroveError",
+    "MergeConflict",
+    "MissingInputs",
     "ModelUnavailable",
+    "NodeView",
     "NotInitialised",
+    "RunRecord",
+    "RunStatus",
+    "StatsReport",
+    "StatsRow",
+    "StoreUnavailable",
+    "TaskTemplateError",
+    "TreeTotals",
+    "UnknownAgent",
+    "UnknownRole",
+    "WorkflowError",
+    "WorkflowSpec",
     "WorkspaceRecord",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name from the module that owns it, on first use (PEP 562)."""
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agentgrove' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -28,6 +28,23 @@ class BadInput(GroveError):
     """The request is invalid; nothing was written."""
 
 
+class MissingInputs(BadInput):
+    """A workflow was started without its required inputs (``names``); the message says how to
+    give them through the Python API, and the CLI rephrases it for ``--input``."""
+
+    def __init__(self, workflow: str, names: list[str]) -> None:
+        self.workflow = workflow
+        self.names = names
+        super().__init__(
+            f"{self.lead()}; give inputs={{{', '.join(f'{n!r}: ...' for n in names)}}}"
+        )
+
+    def lead(self) -> str:
+        plural = "s" if len(self.names) > 1 else ""
+        listed = ", ".join(repr(name) for name in self.names)
+        return f"missing required input{plural} {listed} for workflow {self.workflow!r}"
+
+
 class UnknownRole(BadInput):
     def __init__(self, role: str, known: list[str]) -> None:
         super().__init__(

@@ -200,9 +200,11 @@ class Grove:
         inputs: Mapping[str, str] | None = None,
         *,
         base: str | None = None,
+        budget_usd: float | None = None,
     ) -> RunRecord:
-        """Start a workflow and execute it here; returns the finished run."""
-        run = self.start_workflow(source, inputs, base=base)
+        """Start a workflow and execute it here; returns the finished run. ``budget_usd``:
+        hard limit on the run's spend, as for :meth:`start_workflow`."""
+        run = self.start_workflow(source, inputs, base=base, budget_usd=budget_usd)
         return anyio.run(self.execute_run_async, run.id)
 
     def stats(self, *, by: str | None = None, since: str | datetime | None = None) -> StatsReport:

@@ -11,7 +11,7 @@ from rich.text import Text
 from agentgrove.cli._app import app, console, err_console, is_tty, open_grove, print_json
 from agentgrove.cli._live import STATUS_STYLE, LiveProgress, Mode, run_source
 from agentgrove.config import load_config
-from agentgrove.errors import BadInput
+from agentgrove.errors import BadInput, MissingInputs
 from agentgrove.grove import Grove
 from agentgrove.models import RunRecord, RunStatus
 from agentgrove.run_branches import RunBranch, existing_results, with_result
@@ -66,9 +66,13 @@ def run(
     """Start a workflow run (workers execute it; --wait runs it here). Prints the run id."""
     inputs = parse_input_args(input_pairs or [])
     with open_grove() as grove:
-        run_record = grove.start_workflow(
-            find_workflow(file), inputs, base=base, budget_usd=budget_usd
-        )
+        try:
+            run_record = grove.start_workflow(
+                find_workflow(file), inputs, base=base, budget_usd=budget_usd
+            )
+        except MissingInputs as exc:  # said the command line's way
+            flags = " ".join(f"--input {name}=VALUE" for name in exc.names)
+            raise BadInput(f"{exc.lead()}; pass {flags}") from None
         if not wait:
             if json_out:
                 print_json(run_record.to_json())

@@ -43,7 +43,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agentgrove.errors import BadInput
+from agentgrove.errors import BadInput, MissingInputs
 from agentgrove.models import unstorable
 from agentgrove.workflows.templates import (
     DEP_FIELDS,
@@ -255,12 +255,7 @@ def resolve_inputs(spec: WorkflowSpec, given: Mapping[str, str]) -> dict[str, st
             raise BadInput(f"unknown input {name!r}; workflow {spec.name!r} {takes}")
     missing = [name for name, i in spec.inputs.items() if i.required and name not in given]
     if missing:
-        names = ", ".join(repr(name) for name in missing)
-        flags = " ".join(f"--input {name}=VALUE" for name in missing)
-        plural = "s" if len(missing) > 1 else ""
-        raise BadInput(
-            f"missing required input{plural} {names} for workflow {spec.name!r}; pass {flags}"
-        )
+        raise MissingInputs(spec.name, missing)
     return {
         name: given.get(name, i.default if i.default is not None else "")
         for name, i in spec.inputs.items()
