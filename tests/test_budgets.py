@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentgrove.budgets import MIN_GRANT_USD, Scope, grant
+from agentgrove.budgets import MIN_GRANT_USD, Scope, grant, usd
 from agentgrove.grove import Grove
 from agentgrove.models import AgentStatus, ErrorKind
 from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
@@ -247,3 +247,18 @@ def test_a_retry_after_midnight_counts_against_the_new_day(repo: Path) -> None:
         grove.service.cancel(agent.id)  # its reservation now counts as spent, today
         report = {row[0]: row[1:] for row in grove.store.budget_report(utcnow())}
     assert report["daily"] == pytest.approx((1.0, 0.0, 0.4))
+
+
+@pytest.mark.parametrize(
+    ("amount", "shown"),
+    [(0.005, "$0.005"), (1.0, "$1.00"), (3.0003, "$3.0003"), (0.0, "$0.00"), (12.5, "$12.50")],
+)
+def test_amounts_are_shown_to_the_micro_dollar_never_rounded_to_cents(
+    amount: float, shown: str
+) -> None:
+    assert usd(amount) == shown
+
+
+def test_a_refusal_names_a_sub_cent_limit_as_it_is() -> None:
+    refusal = grant(1.0, [Scope("daily", 0.005, 0.0)]).refusal
+    assert refusal == "waiting for budget: daily limit $0.005 ($0.00 spent or reserved)"

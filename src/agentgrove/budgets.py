@@ -49,12 +49,20 @@ def grant(cap_usd: float, scopes: list[Scope]) -> Grant:
         tight = min(scopes, key=lambda s: s.left_usd)
         return Grant(
             0.0,
-            f"waiting for budget: {tight.name} limit ${tight.limit_usd:.2f} "
-            f"(${tight.committed_usd:.2f} spent or reserved)",
+            f"waiting for budget: {tight.name} limit {usd(tight.limit_usd)} "
+            f"({usd(tight.committed_usd)} spent or reserved)",
         )
     # Round down to a micro-dollar: rounding up could grant more than is left.
     # (the 1e-6 micro-dollar slack absorbs float noise such as 1.0 - 0.8 = 0.19999...96)
     return Grant(math.floor(amount * 1_000_000 + 1e-6) / 1_000_000)
+
+
+def usd(amount: float) -> str:
+    """``amount`` in dollars as exactly as grove keeps it (to the micro-dollar), never rounded
+    to cents: ``$0.005`` stays ``$0.005``, ``$1`` reads ``$1.00``."""
+    text = f"{amount:.6f}".rstrip("0")
+    whole, _, cents = text.partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"
 
 
 def check_budget(budget_usd: float | None) -> None:
