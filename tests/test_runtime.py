@@ -245,3 +245,21 @@ def test_reviewer_role_cannot_write_with_bash(tmp_path: Path) -> None:
         ).behavior
         == "deny"
     )
+
+
+def test_a_long_text_event_is_cut_with_an_ellipsis() -> None:
+    """``grove logs`` shows ``agent.text`` events: a cut one says it was cut."""
+    from claude_agent_sdk import AssistantMessage, TextBlock
+
+    from agentgrove.runtime.claude import _report
+
+    seen: list[Any] = []
+    text = "x" * 499 + "yz" + "w" * 100
+    message = AssistantMessage(content=[TextBlock(text=text)], model="m")
+    _report(message, lambda kind, payload, event: seen.append(event))
+    [(kind, data)] = seen
+    assert kind == "agent.text"
+    assert data["text"] == "x" * 499 + "…"
+    short = AssistantMessage(content=[TextBlock(text="done")], model="m")
+    _report(short, lambda kind, payload, event: seen.append(event))
+    assert seen[-1] == ("agent.text", {"text": "done"})

@@ -374,7 +374,7 @@ def _report(message: object, sink: MessageSink) -> None:
             if isinstance(block, ToolUseBlock):
                 event = ("agent.tool_use", {"tool": block.name, "input": _short(block.input)})
             elif isinstance(block, TextBlock) and event is None:
-                event = ("agent.text", {"text": redact(block.text)[:500]})
+                event = ("agent.text", {"text": _short(block.text, 500)})
     elif isinstance(message, UserMessage) and isinstance(message.content, list):
         for block in message.content:
             if isinstance(block, ToolResultBlock):
