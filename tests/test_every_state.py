@@ -67,7 +67,10 @@ def test_every_run_status_and_agent_state_renders_in_every_view(repo: Path) -> N
             conn.execute(
                 update(workflow_runs)
                 .where(workflow_runs.c.id == run.id)
-                .values(status=run_status.value)
+                .values(
+                    status=run_status.value,
+                    error="[x] the run went wrong" if run_status is RunStatus.FAILED else None,
+                )
             )
             conn.execute(
                 update(agents)
@@ -86,6 +89,11 @@ def test_every_run_status_and_agent_state_renders_in_every_view(repo: Path) -> N
             assert "Traceback" not in shown.stderr, where
             if view[0] == "workflow":
                 assert run_status.value in shown.stdout, where
+            if view[:2] == ["workflow", "show"]:
+                said = "[x] the run went wrong" in shown.stdout
+                assert said is (run_status is RunStatus.FAILED), where
+                if reason is not None and not status.finished:
+                    assert f"a: {reason}" in shown.stdout, where
             elif kind is not None and view[0] == "show":
                 assert "[bold]x[/] went wrong" in shown.stdout, where
         with Grove.open(repo) as grove:

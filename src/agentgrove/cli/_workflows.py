@@ -126,7 +126,22 @@ def show(run_id: str, json_out: JsonOpt = False) -> None:
         print_json(record.to_json())
     else:
         console.print(_run_table(record))
+        for line in _run_notes(record):
+            console.print(line)
         console.print(_result_line(record, made), highlight=False)
+
+
+def _run_notes(record: RunRecord) -> list[Text]:
+    """What the table has no room for: why a node's agent waits (budget, a slot, its
+    children) while it is unfinished, and the run's error."""
+    notes = [
+        plain(f"{n.key}: {n.agent.wait_reason}", "dim", newlines=False)
+        for n in record.nodes
+        if n.agent is not None and n.agent.wait_reason and not n.agent.status.finished
+    ]
+    if record.error:
+        notes.append(plain(f"error: {record.error}", "red"))
+    return notes
 
 
 @workflow_app.command("merge")
