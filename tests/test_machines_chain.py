@@ -1,0 +1,178 @@
+"""A three-node chain whose nodes run on three machines (issue 11).
+
+Each "machine" is its own clone of one bare remote, its own GROVE_HOME and its own ``grove
+worker`` process; all share one database (PostgreSQL, or one SQLite file). The nodes have
+distinct roles and each worker serves one of them (``--roles``), which pins node 1 to machine
+A, node 2 to B and node 3 to C. Each machine's ``[workspace] setup`` writes a file named after
+the machine, so a node's result shows which machines' work it holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from agentgrove.models import AgentRecord, AgentStatus, RunStatus
+from agentgrove.store import Store
+from agentgrove.workspaces import init_repo
+from tests.conftest import GROVE, git, run_cli, wait_until, write_scripted_config
+
+pytestmark = pytest.mark.e2e
+
+CHAIN = """\
+name: chain
+nodes:
+  - key: one
+    role: file-writer
+    task: Write the first part.
+  - key: two
+    role: tester
+    depends_on: [one]
+    task: "Test what one did: {{ one.files_changed }}"
+  - key: three
+    role: reviewer
+    depends_on: [two]
+    task: Review it all.
+"""
+ROLES = {"a": "file-writer", "b": "tester", "c": "reviewer"}
+
+
+@dataclass(frozen=True)
+class Machine:
+    name: str
+    clone: Path
+    env: dict[str, str]
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, cwd=self.clone, env=self.env)
+
+    def has(self, commit: str) -> bool:
+        proc = subprocess.run(
+            ["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=self.clone, check=False
+        )
+        return proc.returncode == 0
+
+
+@pytest.fixture
+def cluster(database: str, tmp_path: Path) -> Iterator[tuple[Path, str, dict[str, Machine]]]:
+    """The bare remote, the database URL, and machines a, b and c (each ``grove init``-ed)."""
+    seed = tmp_path / "seed"
+    init_repo(seed, {"README.md": "# shared\n"})
+    bare = tmp_path / "origin.git"
+    git(tmp_path, "clone", "--bare", "-q", str(seed), str(bare))
+    url = os.environ.get("GROVE_DB_URL", f"sqlite:///{tmp_path / 'shared.db'}")
+    machines = {}
+    for name in ROLES:
+        clone = tmp_path / name
+        git(tmp_path, "clone", "-q", str(bare), str(clone))
+        write_scripted_config(clone, delay_s=0, lease_s=10)
+        with (clone / "grove.toml").open("a") as f:
+            f.write(
+                f'\n[git]\nremote = "origin"\npush_retry_s = 5\n'
+                f'\n[workspace]\nsetup = "echo {name} > from-{name}.txt"\n'
+            )
+        machine = Machine(name, clone, {"GROVE_HOME": str(tmp_path / f"home-{name}"),
+                                        "GROVE_DB_URL": url})  # fmt: skip
+        init = machine.cli("init")
+        assert init.returncode == 0, init.stderr
+        machines[name] = machine
+    (tmp_path / "chain.yaml").write_text(CHAIN)
+    yield bare, url, machines
+
+
+def _heads(bare: Path) -> dict[str, str]:
+    out = git(bare, "for-each-ref", "--format=%(refname:strip=2) %(objectname)", "refs/heads")
+    return dict(line.split(" ", 1) for line in out.splitlines() if line)
+
+
+def _files(repo: Path, commit: str) -> set[str]:
+    return set(git(repo, "ls-tree", "-r", "--name-only", commit).splitlines())
+
+
+def test_a_chain_runs_across_three_machines_and_the_remote_holds_every_branch(
+    cluster: tuple[Path, str, dict[str, Machine]], tmp_path: Path
+) -> None:
+    bare, url, m = cluster
+    started = m["a"].cli("workflow", "run", str(tmp_path / "chain.yaml"))
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip()
+    store = Store(url)
+    try:
+
+        def node(key: str) -> AgentRecord:
+            found = next(n for n in store.get_run(run_id).nodes if n.key == key).agent
+            assert found is not None
+            return found
+
+        def completed(key: str) -> bool:
+            agent = next(n for n in store.get_run(run_id).nodes if n.key == key).agent
+            return agent is not None and agent.status is AgentStatus.COMPLETED
+
+        # Machine A serves node 1's role, then is drained (SIGTERM) once node 1 is done.
+        worker_a = subprocess.Popen(
+            [*GROVE, "worker", "--roles", ROLES["a"]],
+            cwd=m["a"].clone, env={**os.environ, **m["a"].env},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            wait_until(lambda: completed("one"), timeout_s=120)
+        finally:
+            worker_a.send_signal(signal.SIGTERM)
+            _, err_a = worker_a.communicate(timeout=120)
+        assert worker_a.returncode == 0, err_a
+        one = node("one")
+        assert one.workspace is not None and one.workspace.pushed_commit is not None
+        assert not m["b"].has(one.workspace.pushed_commit), "B must not have A's work yet"
+
+        worked_b = m["b"].cli("worker", "--roles", ROLES["b"], "--drain")
+        assert worked_b.returncode == 0, worked_b.stderr
+        two = node("two")
+        assert two.status is AgentStatus.COMPLETED, two
+        assert two.workspace is not None
+        assert two.workspace.base_ref == one.workspace.pushed_commit  # fetched from the remote
+        assert two.workspace.worktree_path.startswith(str(tmp_path / "home-b"))
+
+        worked_c = m["c"].cli("worker", "--roles", ROLES["c"], "--drain")
+        assert worked_c.returncode == 0, worked_c.stderr
+        run = store.get_run(run_id)
+        three = node("three")
+        assert three.workspace is not None
+        assert three.workspace.worktree_path.startswith(str(tmp_path / "home-c"))
+        events = store.events(limit=100_000)
+    finally:
+        store.close()
+
+    assert run.status is RunStatus.COMPLETED, run
+    nodes = {"one": one, "two": two, "three": three}
+    for key, agent in nodes.items():
+        claims = [e for e in events if e.agent_id == agent.id and e.kind == "agent.claimed"]
+        assert (agent.attempt, len(claims)) == (1, 1), (key, agent.attempt, claims)
+        assert agent.status is AgentStatus.COMPLETED
+
+    # The remote holds every agent's branch at its recorded (pushed) commit, and the run branch.
+    heads = _heads(bare)
+    for key, agent in nodes.items():
+        ws = agent.workspace
+        assert ws is not None and ws.pushed_commit == ws.head_commit, (key, ws)
+        assert heads.get(f"grove/{agent.id}") == ws.pushed_commit, (key, heads)
+    assert three.workspace.pushed_commit is not None
+    assert heads.get(f"grove/run/{run_id}") == three.workspace.pushed_commit, heads
+    # Node 3's result holds the work of all three machines (each setup's file).
+    assert {"from-a.txt", "from-b.txt", "from-c.txt"} <= _files(bare, three.workspace.head_commit)
+    # The user's branches on the remote are untouched: only grove/ branches were pushed.
+    assert {b for b in heads if not b.startswith("grove/")} == {"main"}
+
+    # Machine A, which has none of B's or C's commits, reports the same result branch.
+    shown = m["a"].cli("workflow", "show", run_id, "--json")
+    assert shown.returncode == 0, shown.stderr
+
+    record = json.loads(shown.stdout)
+    assert record["result_branch"] == f"grove/run/{run_id}", record
+    assert record["result_commit"] == heads[f"grove/run/{run_id}"]
