@@ -37,11 +37,11 @@ nodes:
     depends_on: [one]
     task: "Test what one did: {{ one.files_changed }}"
   - key: three
-    role: reviewer
+    role: implementer
     depends_on: [two]
     task: Review it all.
 """
-ROLES = {"a": "file-writer", "b": "tester", "c": "reviewer"}
+ROLES = {"a": "file-writer", "b": "tester", "c": "implementer"}
 
 
 @dataclass(frozen=True)
