@@ -176,3 +176,76 @@ def test_a_chain_runs_across_three_machines_and_the_remote_holds_every_branch(
     record = json.loads(shown.stdout)
     assert record["result_branch"] == f"grove/run/{run_id}", record
     assert record["result_commit"] == heads[f"grove/run/{run_id}"]
+
+
+ONE_NODE = """\
+name: single
+nodes:
+  - key: only
+    role: file-writer
+    task: Write it.
+"""
+
+
+def test_a_rejected_push_of_the_run_branch_is_reported_with_gits_words(
+    cluster: tuple[Path, str, dict[str, Machine]], tmp_path: Path
+) -> None:
+    """Someone else's ``grove/run/<id>`` on the remote: grove never forces it, and says so."""
+    bare, url, m = cluster
+    (tmp_path / "single.yaml").write_text(ONE_NODE)
+    started = m["a"].cli("workflow", "run", str(tmp_path / "single.yaml"))
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip()
+    squatter = m["b"].clone
+    (squatter / "other.txt").write_text("not grove's\n")
+    git(squatter, "add", "other.txt")
+    git(squatter, "-c", "user.name=me", "-c", "user.email=me@example.invalid",
+        "commit", "-q", "-m", "someone's")  # fmt: skip
+    git(squatter, "push", "-q", "origin", f"HEAD:refs/heads/grove/run/{run_id}")
+    theirs = _heads(bare)[f"grove/run/{run_id}"]
+
+    worked = m["a"].cli("worker", "--drain")
+    assert worked.returncode == 0, worked.stderr
+    assert _heads(bare)[f"grove/run/{run_id}"] == theirs  # never forced
+    store = Store(url)
+    try:
+        assert store.get_run(run_id).status is RunStatus.COMPLETED
+        failed = [e for e in store.events(limit=100_000) if e.kind == "run.push_failed"]
+    finally:
+        store.close()
+    assert len(failed) == 1, failed
+    assert failed[0].data["branch"] == f"grove/run/{run_id}"
+    assert "rejected" in failed[0].data["error"], failed[0].data
+    shown = m["a"].cli("workflow", "show", run_id)
+    assert shown.returncode == 0, shown.stderr
+    line = next(ln for ln in shown.stdout.splitlines() if ln.startswith("result:"))
+    assert "not on the remote" in line and "rejected" in line, shown.stdout
+
+
+def test_the_merge_queue_takes_another_machines_result_and_pushes_only_grove_branches(
+    cluster: tuple[Path, str, dict[str, Machine]],
+) -> None:
+    """B queues A's agent: its commit is fetched; main (the user's) is never pushed, and the
+    result kept on ``grove/queue/<id>`` (main could not take it) reaches the remote."""
+    bare, _, m = cluster
+    spawned = m["a"].cli("spawn", "file-writer", "write it")
+    assert spawned.returncode == 0, spawned.stderr
+    agent_id = spawned.stdout.strip()
+    worked = m["a"].cli("worker", "--drain")
+    assert worked.returncode == 0, worked.stderr
+    main_before = _heads(bare)["main"]
+    # An untracked file in the way: the queue must not overwrite it, so it keeps its result.
+    (m["b"].clone / "from-a.txt").write_text("mine, not committed\n")
+    queued = m["b"].cli("merge", agent_id, "--into", "main")
+    assert queued.returncode == 1, queued.stderr + queued.stdout
+    kept = next(
+        word.rstrip(":")
+        for line in queued.stdout.splitlines()
+        for word in line.split()
+        if word.startswith("grove/queue/")
+    )
+    heads = _heads(bare)
+    assert kept in heads, (queued.stdout, heads)
+    assert "from-a.txt" in _files(bare, heads[kept])
+    assert heads["main"] == main_before
+    assert "not on the remote" not in queued.stdout
