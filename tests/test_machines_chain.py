@@ -249,3 +249,46 @@ def test_the_merge_queue_takes_another_machines_result_and_pushes_only_grove_bra
     assert "from-a.txt" in _files(bare, heads[kept])
     assert heads["main"] == main_before
     assert "not on the remote" not in queued.stdout
+
+
+FORK = """\
+name: fork
+nodes:
+  - key: one
+    role: file-writer
+    task: Write the first part.
+  - key: two
+    role: tester
+    depends_on: [one]
+    task: Test it.
+  - key: three
+    role: implementer
+    depends_on: [one]
+    task: Build on it.
+"""
+
+
+def test_two_sinks_on_two_machines_make_one_run_branch_every_machine_agrees_on(
+    cluster: tuple[Path, str, dict[str, Machine]], tmp_path: Path
+) -> None:
+    """The machine completing the run merges a sink another machine ran (fetched), pushes the
+    merge; the other machines take that merge as it is instead of making their own."""
+    bare, _, m = cluster
+    (tmp_path / "fork.yaml").write_text(FORK)
+    started = m["a"].cli("workflow", "run", str(tmp_path / "fork.yaml"))
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip()
+    for name in ("a", "b", "c"):
+        worked = m[name].cli("worker", "--roles", ROLES[name], "--drain")
+        assert worked.returncode == 0, worked.stderr
+    branch = f"grove/run/{run_id}"
+    on_remote = _heads(bare).get(branch)
+    assert on_remote is not None
+    assert {"from-a.txt", "from-b.txt", "from-c.txt"} <= _files(bare, on_remote)
+    assert len(git(bare, "show", "-s", "--format=%P", on_remote).split()) == 2  # a merge
+    for name in ("a", "b"):
+        shown = m[name].cli("workflow", "show", run_id, "--json")
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["result_commit"] == on_remote, name
+        assert git(m[name].clone, "rev-parse", f"refs/heads/{branch}") == on_remote
+    assert _heads(bare)[branch] == on_remote
