@@ -142,8 +142,9 @@ class GitSettings(BaseModel):
     """``remote``: a git remote (a remote name of the repository, or a URL) that carries agents'
     work between machines. Set, a worker fetches every commit an agent starts from or merges
     that it lacks, and pushes each agent's branch (``grove/<id>``) there whenever grove commits
-    on it; an agent completes only once its branch is on the remote (run branches and queue
-    results are not pushed yet). The user's own branches are never pushed. ``push_retry_s``: how
+    on it; an agent completes only once its branch is on the remote. Run branches
+    (``grove/run/<id>``) and the merge queue's ``grove/`` branches are pushed too. The user's
+    own branches are never pushed. ``push_retry_s``: how
     long a push that fails for a transient reason (network, a busy remote) is retried, with
     back-off, before the agent fails ``internal`` (its commits stay in the local branch)."""
 

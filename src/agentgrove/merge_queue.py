@@ -8,6 +8,11 @@ keeps everything that passed; with ``resolve`` it goes to an ``integrator`` agen
 whose result lands only after it is checked again. Everything here is pure: plain data in,
 plain data out.
 
+With ``[git] remote``, the ``grove/`` branches the queue makes or moves (the kept result
+``grove/queue/<id>``; BRANCH when it is one of grove's) are pushed (:func:`branches_to_push`);
+the user's own branches never are. A push that fails is part of the report, with git's words,
+and makes the queue exit 1.
+
 Everything an entry brings (file names, markers, check output) is the agents' text: the lines
 of :func:`report_lines` are plain text that callers render escaped.
 """
@@ -20,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from agentgrove.models import AgentRecord, AgentStatus, RunRecord
+from agentgrove.remotes import PUSHABLE
 from agentgrove.text import visible
 
 INTEGRATOR = "integrator"
@@ -106,6 +112,8 @@ class QueueReport:
     refusal: str | None = None
     """Why BRANCH was not updated although entries landed (the result is on ``kept``)."""
     kept: str | None = None
+    push_error: str | None = None
+    """Why a branch the queue made or moved is not on ``[git] remote`` (git's words)."""
     landed_count: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -113,10 +121,19 @@ class QueueReport:
 
     @property
     def exit_code(self) -> int:
-        """0: every entry landed and BRANCH holds them; 1 otherwise (an entry was skipped, or
-        BRANCH could not be updated)."""
+        """0: every entry landed and BRANCH holds them; 1 otherwise (an entry was skipped,
+        BRANCH could not be updated, or a branch to push did not reach the remote)."""
         skipped = self.plan.skipped or any(not r.outcome.landed for r in self.results)
-        return 1 if skipped or self.refusal else 0
+        return 1 if skipped or self.refusal or self.push_error else 0
+
+
+def branches_to_push(report: QueueReport) -> list[str]:
+    """The branches the queue made or moved that go to ``[git] remote``: the kept result, and
+    BRANCH when it was updated and is one of grove's (``grove/...``), never the user's. Pure."""
+    found = [report.kept] if report.kept else []
+    if report.updated and report.plan.branch.startswith(PUSHABLE):
+        found.append(report.plan.branch)
+    return found
 
 
 def refusal(agent: AgentRecord) -> str | None:
@@ -136,8 +153,8 @@ def refusal(agent: AgentRecord) -> str | None:
 def entry_for(agent: AgentRecord, label: str = "") -> Entry:
     """The queue entry of an agent :func:`refusal` accepted. Pure."""
     ws = agent.workspace
-    assert ws is not None and ws.branch is not None and ws.head_commit is not None
-    return Entry(agent.id, ws.branch, ws.head_commit, label or ws.branch)
+    assert ws is not None and ws.branch is not None and ws.shared_commit is not None
+    return Entry(agent.id, ws.branch, ws.shared_commit, label or ws.branch)
 
 
 def run_entries(run: RunRecord) -> tuple[list[Entry], list[EntryResult]]:
@@ -256,6 +273,8 @@ def report_lines(report: QueueReport) -> list[str]:
         moved = f"{plan.old_tip[:10]} -> {report.new_tip[:10]}"
         where = "your checkout was fast-forwarded" if plan.checked_out else "not checked out"
         lines.append(f"{summary}; {plan.branch} {moved} ({where})")
+    if report.push_error:
+        lines.append(f"not on the remote: {report.push_error}")
     return lines
 
 
@@ -269,6 +288,7 @@ __all__ = [
     "QueuePlan",
     "QueueReport",
     "Step",
+    "branches_to_push",
     "entry_for",
     "integrator_task",
     "marker_paths",

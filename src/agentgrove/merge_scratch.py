@@ -16,6 +16,10 @@ At the end BRANCH moves in one compare-and-swap on its old tip. When BRANCH is t
 checked-out branch, the checkout is brought there by ``git merge --ff-only`` (a fast-forward git
 refuses when uncommitted changes are in the way; it never overwrites them); when it refuses, or
 BRANCH moved meanwhile, BRANCH is left alone and the result is kept on ``grove/queue/<id>``.
+
+With ``[git] remote``, an entry's commit that is not here (it ran on another machine) is
+fetched while planning, and the ``grove/`` branches the queue made or moved are pushed at the
+end (:func:`agentgrove.merge_queue.branches_to_push`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from agentgrove import remotes
 from agentgrove.checkout_guard import files_in_the_way, in_the_way_refusal
 from agentgrove.checks import CheckRun, run_check
 from agentgrove.errors import BadInput
@@ -53,6 +58,7 @@ from agentgrove.merge_queue import (
     QueuePlan,
     QueueReport,
     Step,
+    branches_to_push,
     entry_for,
     integrator_task,
     marker_paths,
@@ -114,7 +120,10 @@ def plan_queue(
         if not from_run and not skipped:
             raise BadInput(f"workflow run {run_id} has no nodes to merge")
         entries += from_run
+    remote = grove.service.workspaces.remote
     for entry in entries:
+        if remote is not None:  # another machine's result: on the remote since it ended
+            remotes.fetch_commit(repo, remote, entry.commit, entry.branch)
         if run(["cat-file", "-e", f"{entry.commit}^{{commit}}"], repo).returncode != 0:
             raise BadInput(
                 f"agent {entry.agent_id}'s result {entry.commit[:12]} is not in {repo} (it ran "
@@ -189,7 +198,7 @@ class MergeQueue:
             finally:
                 self.grove.service.workspaces.remove_path(self.path)
                 (merges / f"{self.id}.lock").unlink(missing_ok=True)
-        return self._land(tuple(results), tip)
+        return self._push(self._land(tuple(results), tip))
 
     # -- the scratch worktree --
 
@@ -372,6 +381,22 @@ class MergeQueue:
         run_git(["update-ref", f"refs/heads/{kept}", tip, "0" * 40], self.repo)
         log.info("merge queue result kept", extra={"branch": kept, "reason": refusal_text})
         return QueueReport(plan, results, tip, updated=False, refusal=refusal_text, kept=kept)
+
+    def _push(self, report: QueueReport) -> QueueReport:
+        """With ``[git] remote``, ``report`` once its grove branches are pushed, or with
+        ``push_error`` (the first failure, git's words; the branches stay here)."""
+        workspaces = self.grove.service.workspaces
+        if workspaces.remote is None:
+            return report
+        for branch in branches_to_push(report):
+            try:
+                remotes.push_branch(
+                    self.repo, workspaces.remote, branch, retry_s=workspaces.push_retry_s
+                )
+            except remotes.PushFailed as exc:
+                log.warning("merge queue: %s", exc)
+                return replace(report, push_error=str(exc))
+        return report
 
     def _update(self, tip: str) -> str | None:
         """Move BRANCH from its old tip to ``tip`` atomically; why not, or ``None``."""

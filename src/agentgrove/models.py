@@ -57,6 +57,13 @@ class WorkspaceRecord:
     state: str = "active"  # active | removed | unisolated
     pushed_commit: str | None = None  # the branch head last pushed to [git] remote
 
+    @property
+    def shared_commit(self) -> str | None:
+        """The commit others build on (dependents, the run branch, the merge queue): the one
+        pushed to ``[git] remote`` when there is one, so another machine can fetch it; else
+        the head. A completed agent's two are the same: its head is pushed before it ends."""
+        return self.pushed_commit or self.head_commit
+
     def to_json(self) -> dict[str, Any]:
         return {
             "pushed_commit": self.pushed_commit,

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 TRACKING = "refs/remotes/grove-remote/"
 """Where branches fetched from the remote are kept (never the user's ``refs/heads``)."""
 PUSHABLE = "grove/"
+"""The only branches grove pushes: its own (agents', runs', the merge queue's)."""
 REACH_TIMEOUT_S = 20.0
 FETCH_TIMEOUT_S = 120.0
 PUSH_TIMEOUT_S = 120.0
@@ -205,6 +206,7 @@ def push_branch(
 
 
 __all__ = [
+    "PUSHABLE",
     "TRACKING",
     "PushFailed",
     "fetch_commit",

@@ -19,6 +19,13 @@ for this run (a result from before a ``workflow rerun``: a commit of grove's ide
 ``Grove-Run: <id>``, or a result commit of a node of the run); anything else is someone's own
 work and is left alone, with a message saying how to make room.
 
+With ``[git] remote`` (several machines), the sinks' commits are fetched when they are not
+here, a merge the remote's branch already holds (made by another machine) is taken as it is
+rather than made again, and the branch is pushed (:func:`agentgrove.remotes.push_branch`,
+never forced) each time it is made or found. A push that fails is reported in
+:attr:`RunBranch.push_error` with git's words; the worker's hook also records it as the run's
+event ``run.push_failed``.
+
 The decisions (:func:`sink_keys`, :func:`sink_commits`) are pure; git runs only in
 :func:`ensure_run_branch` and its helpers.
 """
@@ -32,6 +39,7 @@ from pathlib import Path
 
 import anyio
 
+from agentgrove import remotes
 from agentgrove.gitexec import IDENTITY, GitError, run_git
 from agentgrove.gitexec import run as git_run
 from agentgrove.models import RunRecord, RunStatus
@@ -60,13 +68,15 @@ def run_id_of(branch: str) -> str | None:
 class RunBranch:
     """A run's result branch, or why it has none. ``branch`` and ``commit`` are set together;
     otherwise ``problem`` says why (the run is not completed, the sinks conflict, ...) and
-    ``conflicts`` lists the paths when the sinks conflict."""
+    ``conflicts`` lists the paths when the sinks conflict. With a remote, ``push_error`` says
+    why the branch (made here all the same) is not on the remote: git's words."""
 
     branch: str | None = None
     commit: str | None = None
     problem: str | None = None
     conflicts: tuple[str, ...] = ()
     sinks: tuple[str, ...] = ()
+    push_error: str | None = None
 
 
 # -- decisions (pure) ------------------------------------------------------------------------
@@ -88,42 +98,59 @@ def sink_commits(run: RunRecord) -> tuple[list[tuple[str, str]], str | None]:
     for key in sink_keys(run):
         agent = nodes[key].agent
         ws = agent.workspace if agent else None
-        if ws is None or ws.head_commit is None or ws.branch is None:
+        if ws is None or ws.shared_commit is None or ws.branch is None:
             return [], f"node {key} has no result commit (it ran outside a git repository)"
-        found.append((key, ws.head_commit))
+        found.append((key, ws.shared_commit))
     return found, None
 
 
 # -- git -------------------------------------------------------------------------------------
 
 
-def ensure_run_branch(repo: Path | None, run: RunRecord) -> RunBranch:
+def ensure_run_branch(
+    repo: Path | None, run: RunRecord, *, remote: str | None = None, push_retry_s: float = 0.0
+) -> RunBranch:
     """Make sure ``grove/run/<id>`` holds the completed run's result; what it holds, or why
-    there is none. Idempotent; never raises :class:`GitError` (a git failure is the problem)."""
+    there is none. Idempotent; never raises :class:`GitError` (a git failure is the problem).
+
+    ``remote`` (``[git] remote``): the sinks' commits are fetched from it when missing, its
+    branch is adopted when it already holds the result, and the branch is pushed to it
+    (transient failures retried for ``push_retry_s``); a failed push is ``push_error``."""
     sinks, why_not = sink_commits(run)
     keys = tuple(key for key, _ in sinks)
     if why_not is not None:
         return RunBranch(problem=why_not)
     if repo is None:
         return RunBranch(problem="the grove is not in a git repository", sinks=keys)
-    elsewhere = _elsewhere(repo, run, keys)
-    if elsewhere is not None:  # a clone sharing the database: its commits are not here
-        return RunBranch(problem=f"its nodes ran in another repository, {elsewhere}", sinks=keys)
+    missing = _missing(repo, run, sinks, remote)
+    if missing is not None:
+        return RunBranch(problem=missing, sinks=keys)
     branch = run_branch_name(run.id)
     try:
         result = _result_commit(repo, run, sinks)
         if isinstance(result, RunBranch):
             return replace(result, sinks=keys)
         commit, tree, parents = result
-        return replace(_put_branch(repo, run, branch, commit, tree, parents), sinks=keys)
+        if remote is not None and commit is None:
+            # Another machine may have made (and pushed) this merge: the same result, taken
+            # as it is, so both machines' branches and the remote's agree.
+            theirs = remotes.remote_tip(repo, remote, branch)
+            if theirs is not None and _holds(repo, theirs, None, tree, parents):
+                commit = theirs
+        made = replace(_put_branch(repo, run, branch, commit, tree, parents), sinks=keys)
+        if remote is None or made.commit is None:
+            return made
+        return _pushed(repo, run, made, remote, push_retry_s, (commit, tree, parents))
     except GitError as exc:
         return RunBranch(problem=f"git failed making {branch}: {exc}", sinks=keys)
 
 
-def with_result(repo: Path | None, run: RunRecord) -> tuple[RunRecord, RunBranch]:
+def with_result(
+    repo: Path | None, run: RunRecord, *, remote: str | None = None, push_retry_s: float = 0.0
+) -> tuple[RunRecord, RunBranch]:
     """``run`` with ``result_branch`` / ``result_commit`` filled in by :func:`ensure_run_branch`
     (only for a completed run: any other has no result yet), and the branch itself."""
-    made = ensure_run_branch(repo, run)
+    made = ensure_run_branch(repo, run, remote=remote, push_retry_s=push_retry_s)
     return replace(run, result_branch=made.branch, result_commit=made.commit), made
 
 
@@ -142,6 +169,48 @@ def existing_results(repo: Path | None, runs: Sequence[RunRecord]) -> list[RunRe
         else r
         for r in runs
     ]
+
+
+def _missing(
+    repo: Path, run: RunRecord, sinks: list[tuple[str, str]], remote: str | None
+) -> str | None:
+    """Why the sinks' commits cannot be used here, or ``None``. Without a remote, a sink that
+    ran in another clone (sharing the database) has commits that are not here; with one, a
+    commit missing here is fetched, and only one the remote lacks too is a problem."""
+    if remote is None:
+        elsewhere = _elsewhere(repo, run, tuple(key for key, _ in sinks))
+        return None if elsewhere is None else f"its nodes ran in another repository, {elsewhere}"
+    for key, commit in sinks:
+        branch = _branch_of(run, key)
+        if not remotes.fetch_commit(repo, remote, commit, branch):
+            return (
+                f"node {key}'s result {commit[:12]} is neither in {repo} nor on the remote "
+                f"{remote}: push its branch {branch} from the machine that ran it"
+            )
+    return None
+
+
+def _pushed(
+    repo: Path, run: RunRecord, made: RunBranch, remote: str, retry_s: float, result: _Made
+) -> RunBranch:
+    """``made`` once its branch is pushed to ``remote``, or with ``push_error``. A rejection
+    because another machine pushed the same merge first (its dates differ) is no error: the
+    local branch moves to the remote's commit."""
+    assert made.branch is not None and made.commit is not None
+    try:
+        remotes.push_branch(repo, remote, made.branch, retry_s=retry_s)
+        return made
+    except remotes.PushFailed as exc:
+        commit, tree, parents = result
+        theirs = remotes.remote_tip(repo, remote, made.branch) if exc.kind == "rejected" else None
+        if theirs is not None and commit is None and _holds(repo, theirs, None, tree, parents):
+            ref = f"refs/heads/{made.branch}"
+            if not checked_out(repo, ref) and _grove_made(repo, made.commit, run):
+                moved = git_run(["update-ref", ref, theirs, made.commit], repo)
+                if moved.returncode == 0:
+                    return replace(made, commit=theirs)
+        log.warning("run %s: %s", run.id, exc)
+        return replace(made, push_error=str(exc))
 
 
 def _elsewhere(repo: Path, run: RunRecord, keys: tuple[str, ...]) -> str | None:
@@ -300,20 +369,34 @@ def _grove_made(repo: Path, tip: str, run: RunRecord) -> bool:
 # -- the worker's hook -----------------------------------------------------------------------
 
 
-async def after_node_completed(store: Store, repo: Path | None, run_id: str) -> None:
+async def after_node_completed(
+    store: Store,
+    repo: Path | None,
+    run_id: str,
+    *,
+    remote: str | None = None,
+    push_retry_s: float = 0.0,
+) -> None:
     """Called by the worker after a node of ``run_id`` completed (its transaction committed):
-    when that completed the run, make its result branch. On a thread; any failure is logged
-    as a warning and nothing else (the branch is made again wherever it is read). Outside git
-    there is nothing to make, and nothing to warn about."""
+    when that completed the run, make its result branch (and, with ``remote``, push it). On a
+    thread; any failure is logged as a warning and nothing else (the branch is made, and
+    pushed, again wherever it is read); a failed push is also recorded as the run's event
+    ``run.push_failed`` with git's words. Outside git there is nothing to make, and nothing
+    to warn about."""
     if repo is None:
         return
 
     def make() -> None:
         if store.run_status(run_id) is not RunStatus.COMPLETED:
             return
-        made = ensure_run_branch(repo, store.get_run(run_id))
+        made = ensure_run_branch(
+            repo, store.get_run(run_id), remote=remote, push_retry_s=push_retry_s
+        )
         if made.branch is None:
             log.warning("run %s: no result branch: %s", run_id, made.problem)
+        elif made.push_error is not None:
+            data = {"branch": made.branch, "commit": made.commit, "error": made.push_error}
+            store.append_event(None, "run.push_failed", data, run_id=run_id)
 
     try:
         await anyio.to_thread.run_sync(make)

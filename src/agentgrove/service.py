@@ -776,7 +776,14 @@ class AgentService:
                 # The run's result branch, if this completed the run (never fails the agent).
                 # Only a node's completion can complete a run: a node's delegated children
                 # carry its run id but no node key.
-                await after_node_completed(self.store, self.workspaces.repo, agent.workflow_run_id)
+                ws = self.workspaces
+                await after_node_completed(
+                    self.store,
+                    ws.repo,
+                    agent.workflow_run_id,
+                    remote=ws.remote,
+                    push_retry_s=ws.push_retry_s,
+                )
         else:
             print(
                 f"grove: agent {agent.id} attempt {lease.attempt}: result not recorded: "

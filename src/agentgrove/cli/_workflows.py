@@ -82,7 +82,7 @@ def run(
         if not json_out:
             err_console.print(f"workflow run [bold]{run_record.id}[/] ({markup(run_record.name)})")
         final = _execute_with_progress(grove, run_record.id, mode=_mode(json_out=json_out))
-        final, made = with_result(grove.service.workspaces.repo, final)
+        final, made = _with_result(grove, final)
     if json_out:
         print_json(final.to_json())
     else:
@@ -121,7 +121,7 @@ def show(run_id: str, json_out: JsonOpt = False) -> None:
     """Show a run: each node's state, agent, base → result commit, tokens and cost, and the
     run's result branch grove/run/RUN (made here if it is missing)."""
     with open_grove() as grove:
-        record, made = with_result(grove.service.workspaces.repo, grove.workflows.get(run_id))
+        record, made = _with_result(grove, grove.workflows.get(run_id))
     if json_out:
         print_json(record.to_json())
     else:
@@ -151,7 +151,7 @@ def merge(run_id: str) -> None:
     names the files; a branch already merged changes nothing."""
     with open_grove() as grove:
         repo = grove.service.workspaces.repo
-        record, made = with_result(repo, grove.workflows.get(run_id))
+        record, made = _with_result(grove, grove.workflows.get(run_id))
         if record.status is not RunStatus.COMPLETED:
             raise BadInput(
                 f"run {record.id} is {record.status.value}, not completed: only a completed "
@@ -238,11 +238,21 @@ def _state(state: str) -> Text:
     return Text(state, style=STATUS_STYLE.get(state, ""))
 
 
+def _with_result(grove: Grove, run: RunRecord) -> tuple[RunRecord, RunBranch]:
+    """:func:`with_result` here; with ``[git] remote``, fetched and pushed (one push attempt:
+    a command does not wait out an outage, the worker retries)."""
+    workspaces = grove.service.workspaces
+    return with_result(workspaces.repo, run, remote=workspaces.remote)
+
+
 def _result_line(record: RunRecord, made: RunBranch) -> str:
     """The run's result as one line of grove's markup (the problem may name agents' paths)."""
     if made.branch is not None and made.commit is not None:
         merge = f"`grove workflow merge {record.id}` brings it into your branch"
-        return f"result: [bold]{markup(made.branch)}[/] @ {made.commit[:10]} ({merge})"
+        line = f"result: [bold]{markup(made.branch)}[/] @ {made.commit[:10]} ({merge})"
+        if made.push_error is not None:
+            line += f"; not on the remote: {markup(made.push_error)}"
+        return line
     if record.status is RunStatus.RUNNING:
         return "result: none yet (the run is still running)"
     return f"result: no branch: {markup(made.problem)}"

@@ -69,9 +69,11 @@ class LogQueries(StoreCore):
 
     # -- events and transcripts ------------------------------------------------------------
 
-    def append_event(self, agent_id: str | None, kind: str, data: dict[str, Any]) -> None:
+    def append_event(
+        self, agent_id: str | None, kind: str, data: dict[str, Any], *, run_id: str | None = None
+    ) -> None:
         with self._write() as conn:
-            self._event(conn, agent_id, kind, data, None)
+            self._event(conn, agent_id, kind, data, None, run_id)
 
     def events(
         self, *, agent_id: str | None = None, after_id: int = 0, limit: int = 1000

@@ -300,7 +300,8 @@ class RunQueries(StoreCore):
         deps = [nodes[d] for d in node.depends_on if d in nodes]
         if not blocked and len(deps) != len(node.depends_on):
             deps = list(self._node_agents(conn, run.id, keys=list(node.depends_on)).values())
-        heads = [d.workspace.head_commit for d in deps if d.workspace and d.workspace.head_commit]
+        # The pushed commit: a dependency that ran on another machine is fetched from the remote.
+        heads = [c for d in deps if d.workspace and (c := d.workspace.shared_commit)]
         values: dict[str, Any] = {
             "workflow_run_id": run.id,
             "node_key": key,
