@@ -506,6 +506,12 @@ _RUN_WITH_SPEC = select(workflow_runs, workflow_specs.c.spec).join(
 )
 
 
+def _unstarted_state(run: RunStatus) -> NodeState:
+    """The state of a node that has no agent yet: it waits while its run runs; a cancelled run
+    never starts it, so it is cancelled too (not "waiting" forever)."""
+    return NodeState.CANCELLED if run is RunStatus.CANCELLED else NodeState.WAITING
+
+
 def _run_from_row(row: Any, nodes: Mapping[str, AgentRecord]) -> RunRecord:
     spec = WorkflowSpec.from_json(row.spec["workflow"])
     views = tuple(
@@ -513,7 +519,9 @@ def _run_from_row(row: Any, nodes: Mapping[str, AgentRecord]) -> RunRecord:
             key=n.key,
             role=n.role,
             depends_on=tuple(n.depends_on),
-            state=node_state(nodes[n.key]).value if n.key in nodes else NodeState.WAITING.value,
+            state=node_state(nodes[n.key]).value
+            if n.key in nodes
+            else _unstarted_state(RunStatus(row.status)).value,
             agent=nodes.get(n.key),
         )
         for n in spec.nodes
