@@ -263,3 +263,35 @@ def test_a_long_text_event_is_cut_with_an_ellipsis() -> None:
     short = AssistantMessage(content=[TextBlock(text="done")], model="m")
     _report(short, lambda kind, payload, event: seen.append(event))
     assert seen[-1] == ("agent.text", {"text": "done"})
+
+
+def test_reported_tokens_fall_back_to_the_per_model_figures() -> None:
+    from agentgrove.runtime.claude import reported_tokens
+
+    usage = {"input_tokens": 5, "cache_read_input_tokens": 2, "output_tokens": 3}
+    assert reported_tokens(usage, None) == (7, 3)
+    zero = {"input_tokens": 0, "output_tokens": 0}
+    per_model = {
+        "m1": {"inputTokens": 1000, "cacheReadInputTokens": 10, "outputTokens": 40},
+        "m2": {"inputTokens": 5, "outputTokens": 1},
+    }
+    assert reported_tokens(zero, per_model) == (1015, 41)
+    assert reported_tokens(None, None) == (0, 0)
+
+
+@pytest.mark.e2e
+def test_a_run_stopped_by_its_budget_records_the_tokens_it_spent(tmp_path: Path) -> None:
+    """The CLI's result for a run past ``max_budget_usd`` has all-zero ``usage``; the tokens
+    behind the cost it reports must still be recorded (not 0/0 next to a cost)."""
+    from dataclasses import replace
+
+    from agentgrove.testing import Usage
+
+    big = Usage(input_tokens=1_000_000, output_tokens=1000)
+    turns = [replace(write_file("a.txt", "x\n"), usage=big), say("done")]
+    with ModelServer(Script().on(role="file-writer", turns=turns, optional=True)) as server:
+        runtime = ClaudeRuntime(env=server.env())
+        result = anyio.run(runtime.run, _spec(tmp_path, max_budget_usd=0.01), Recorder())
+    assert result.error_kind is ErrorKind.BUDGET_EXCEEDED, result
+    assert result.cost_usd > 0.01
+    assert result.tokens_in >= 1_000_000 and result.tokens_out >= 1000, result

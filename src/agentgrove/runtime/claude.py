@@ -437,15 +437,40 @@ def _permanent_retry(message: object) -> str | None:
     return f"the model API refused the request: {error} (HTTP {status})"
 
 
+def reported_tokens(
+    usage: dict[str, Any] | None, model_usage: dict[str, Any] | None
+) -> tuple[int, int]:
+    """(tokens in, tokens out) of a run as the CLI's result reports them: ``usage`` (cache
+    reads and writes count as input), else, when that is all zeros, the per-model
+    ``model_usage`` totals (a run stopped by its budget reports zero ``usage`` yet names
+    what it spent there)."""
+
+    def count(source: dict[str, Any], *keys: str) -> int:
+        return sum(int(source.get(key, 0) or 0) for key in keys)
+
+    usage = usage or {}
+    tokens_in = count(
+        usage, "input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"
+    )
+    tokens_out = count(usage, "output_tokens")
+    if tokens_in or tokens_out:
+        return tokens_in, tokens_out
+    per_model = [m for m in (model_usage or {}).values() if isinstance(m, dict)]
+    return (
+        sum(
+            count(m, "inputTokens", "cacheCreationInputTokens", "cacheReadInputTokens")
+            for m in per_model
+        ),
+        sum(count(m, "outputTokens") for m in per_model),
+    )
+
+
 def _result(message: ResultMessage, assistant_error: str | None, started: float) -> RunResult:
-    usage = message.usage or {}
-    tokens_in = int(usage.get("input_tokens", 0) or 0)
-    tokens_in += int(usage.get("cache_creation_input_tokens", 0) or 0)
-    tokens_in += int(usage.get("cache_read_input_tokens", 0) or 0)
+    tokens_in, tokens_out = reported_tokens(message.usage, message.model_usage)
     common: dict[str, Any] = {
         "output": message.result,
         "tokens_in": tokens_in,
-        "tokens_out": int(usage.get("output_tokens", 0) or 0),
+        "tokens_out": tokens_out,
         "cost_usd": float(message.total_cost_usd or 0.0),
         "duration_ms": message.duration_ms or _ms_since(started),
         "session_id": message.session_id,
