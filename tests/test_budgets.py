@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -262,3 +263,19 @@ def test_amounts_are_shown_to_the_micro_dollar_never_rounded_to_cents(
 def test_a_refusal_names_a_sub_cent_limit_as_it_is() -> None:
     refusal = grant(1.0, [Scope("daily", 0.005, 0.0)]).refusal
     assert refusal == "waiting for budget: daily limit $0.005 ($0.00 spent or reserved)"
+
+
+def test_a_budget_wait_is_logged_when_it_begins_not_at_every_retry(repo: Path) -> None:
+    """Each retry of a claim refused for budget (~5 s apart) must not add an event: one
+    ``agent.waiting_for_budget`` per wait, and a new one only when the reason changes."""
+    (repo / "grove.toml").write_text("[budget]\ndaily_usd = 0.005\n")
+    with Grove.init(repo, runtime=ScriptedRuntime()) as grove:
+        agent = grove.spawn("tester", "wait")
+        at = datetime.now(UTC)
+        for retry in range(5):  # each retry past the last one's not_before
+            assert grove.store.claim("w", 30, at=at + timedelta(seconds=10 * retry)) is None
+        waits = [e for e in grove.store.events(agent_id=agent.id) if e.kind.endswith("budget")]
+        record = grove.store.get_agent(agent.id)
+    assert record.wait_reason and record.wait_reason.startswith("waiting for budget: daily")
+    assert len(waits) == 1, waits
+    assert waits[0].data["reason"] == record.wait_reason

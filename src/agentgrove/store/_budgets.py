@@ -12,7 +12,7 @@ from agentgrove.budgets import Grant, Scope, grant
 from agentgrove.models import AgentStatus, ErrorKind
 from agentgrove.store._admission import ADVISORY_LOCK
 from agentgrove.store._core import StoreCore
-from agentgrove.store._schema import agents, workflow_runs
+from agentgrove.store._schema import agents, events, workflow_runs
 
 BUDGET_RETRY_S = 5.0
 """A pending agent held back for budget is looked at again after this long."""
@@ -129,6 +129,17 @@ class BudgetQueries(StoreCore):
             )
             self._event(conn, agent_id, "agent.failed", {"error_kind": "budget_exceeded"}, now)
         else:
+            # Logged when the wait begins or its reason changes, not at every retry (~5 s):
+            # the claim has already cleared wait_reason, so the agent's last event says
+            # whether this wait is news.
+            last = conn.execute(_LAST_EVENT, {"p_id": agent_id}).first()
+            if last is None or (last.kind, last.data.get("reason")) != (
+                "agent.waiting_for_budget",
+                decision.refusal,
+            ):
+                self._event(
+                    conn, agent_id, "agent.waiting_for_budget", {"reason": decision.refusal}, now
+                )
             conn.execute(
                 update(agents)
                 .where(agents.c.id == agent_id)
@@ -144,6 +155,14 @@ class BudgetQueries(StoreCore):
                 )
             )
         return decision
+
+
+_LAST_EVENT = (
+    select(events.c.kind, events.c.data)
+    .where(events.c.agent_id == bindparam("p_id"))
+    .order_by(events.c.id.desc())
+    .limit(1)
+)
 
 
 def _sums(

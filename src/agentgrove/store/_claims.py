@@ -206,8 +206,7 @@ class ClaimQueries(StoreCore):
             self._fail_waiting_children(conn, agent_id, now)
             if row.node_key is not None:
                 self.node_finished(conn, row.workflow_run_id, row.node_key, NodeState.FAILED, now)
-        else:
-            self._event(conn, agent_id, "agent.waiting_for_budget", {}, now)
+        # Else it waits: the reservation logged the wait if its reason changed.
 
     def sweep_expired(
         self,
