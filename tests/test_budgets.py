@@ -279,3 +279,16 @@ def test_a_budget_wait_is_logged_when_it_begins_not_at_every_retry(repo: Path) -
     assert record.wait_reason and record.wait_reason.startswith("waiting for budget: daily")
     assert len(waits) == 1, waits
     assert waits[0].data["reason"] == record.wait_reason
+
+
+def test_a_cancelled_agent_shows_no_wait_reason(repo: Path) -> None:
+    (repo / "grove.toml").write_text("[budget]\ndaily_usd = 0.005\n")
+    with Grove.init(repo, runtime=ScriptedRuntime()) as grove:
+        agent = grove.spawn("tester", "wait")
+        assert grove.store.claim("w", 30) is None
+        assert (grove.store.get_agent(agent.id).wait_reason or "").startswith("waiting")
+        assert grove.store.cancel(agent.id)
+    shown = json.loads(run_cli("show", agent.id, "--json", cwd=repo).stdout)
+    listed = run_cli("ls", cwd=repo).stdout
+    assert shown["status"] == "cancelled" and shown["wait_reason"] is None
+    assert "waiting" not in listed, listed

@@ -76,7 +76,9 @@ def _agent_from_row(row: Row[Any]) -> AgentRecord:
         priority=m["priority"],
         max_budget_usd=m["max_budget_usd"],
         reserved_usd=m["reserved_usd"],
-        wait_reason=m["wait_reason"],
+        # A finished agent waits for nothing, whatever a stale row still says (rows written
+        # by an older grove kept the reason past a cancel).
+        wait_reason=None if AgentStatus(m["status"]).finished else m["wait_reason"],
         depth=m["depth"],
         after_parent=bool(m["after_parent"]),
         merge_refs=tuple(m["merge_refs"]) if m["merge_refs"] is not None else None,

@@ -418,6 +418,7 @@ class Store(
                     # fenced out from now on): count its whole reservation as spent.
                     cost_usd=agents.c.cost_usd + agents.c.reserved_usd,
                     reserved_usd=0.0,
+                    wait_reason=None,  # it waits for nothing any more
                 )
                 .returning(agents.c.workflow_run_id, agents.c.node_key)
             )
