@@ -147,3 +147,49 @@ def test_importing_the_package_loads_none_of_the_api() -> None:
     code = "import sys, agentgrove; print('agentgrove.grove' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+_PROBE = """
+import sys
+sys.argv = ["grove", *sys.argv[1:]]
+from agentgrove.cli import main
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+heavy = ["alembic", "claude_agent_sdk", "fastapi", "prompt_toolkit", "jinja2"]
+print("LOADED", code, *[name for name in heavy if name in sys.modules], file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["--help"], ["ls"], ["show", "AGENT"], ["roles"], ["budget"], ["workflow", "ls"]],
+    ids=lambda c: " ".join(c),
+)
+def test_read_only_commands_load_none_of_the_heavy_modules(repo: Path, command: list[str]) -> None:
+    """What makes a command slow to start: the migration machinery, the SDK, the web stack,
+    the shell and the template engine load only for commands that use them."""
+    from agentgrove.grove import Grove
+
+    with Grove.init(repo) as grove:
+        agent = grove.spawn("tester", "look")
+    argv = [agent.id if part == "AGENT" else part for part in command]
+    probe = subprocess.run(
+        [sys.executable, "-c", _PROBE, *argv], cwd=repo, capture_output=True, text=True
+    )
+    [line] = [ln for ln in probe.stderr.splitlines() if ln.startswith("LOADED")]
+    assert line == "LOADED 0", probe.stderr
+
+
+def test_the_schema_head_constant_is_alembics_head() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from agentgrove.store._migrate import HEAD, MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD

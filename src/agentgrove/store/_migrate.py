@@ -1,4 +1,7 @@
-"""Alembic, driven from code: the store upgrades its own schema; no alembic.ini is needed."""
+"""Alembic, driven from code: the store upgrades its own schema; no alembic.ini is needed.
+
+Alembic loads only to migrate: whether a database is current is one query against
+``alembic_version`` (commands that only read never import it)."""
 
 from __future__ import annotations
 
@@ -6,21 +9,26 @@ import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
 from agentgrove.errors import ConfigError, DiskFull, StoreUnavailable
 from agentgrove.store import _dialect
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+HEAD = "0007"
+"""The newest revision in ``migrations/versions`` (a test checks it is alembic's head)."""
 
 
 def _config() -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     return cfg
@@ -28,11 +36,15 @@ def _config() -> Config:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` (the newest by default; idempotent)."""
+    from alembic import command
+
     _migrate(engine, command.upgrade, revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
     """Take the schema back to ``revision`` (for tests of the migrations themselves)."""
+    from alembic import command
+
     _migrate(engine, command.downgrade, revision)
 
 
@@ -123,13 +135,18 @@ def _no_space(database: str) -> bool:
 
 def is_current(engine: Engine) -> bool:
     """Whether the database carries the newest revision."""
-    with engine.connect() as conn:
-        current = MigrationContext.configure(conn).get_current_revision()
-    return current == ScriptDirectory.from_config(_config()).get_current_head()
+    try:
+        with engine.connect() as conn:
+            current = conn.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+    except (OperationalError, ProgrammingError):  # no such table: never migrated
+        return False
+    return [tuple(row) for row in current] == [(HEAD,)]
 
 
 def autogenerate(engine: Engine, message: str) -> None:
     """Developer aid: write a new revision from the difference between the tables and the DB."""
+    from alembic import command
+
     cfg = _config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
