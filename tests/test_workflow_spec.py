@@ -35,6 +35,7 @@ from agentgrove.workflows import (
     topological_order,
 )
 from agentgrove.workflows.templates import Reference
+from tests.conftest import run_cli
 
 ROLES = sorted(BUILTIN_ROLES)
 
@@ -882,3 +883,56 @@ def test_a_failure_blocks_exactly_its_descendants_and_fails_the_run(
         if key in below:
             assert states.get(key) in (None, S.DEPENDENCY_FAILED)
         assert states.get(key) in (None, S.COMPLETED, S.FAILED, S.DEPENDENCY_FAILED)
+
+
+def test_readmes_workflow_example_is_the_built_in_file() -> None:
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    real = builtin_templates()["design-implement-test"].read_text()
+    assert f"```yaml\n{real}```" in readme
+
+
+BAD_EVERYWHERE = """
+name: bad
+nodes:
+  - {key: a, role: poet, task: "{{ inputs.x }}"}
+  - {key: b, role: tester, depends_on: [zz], task: "ok"}
+  - {key: b, role: tester, task: "ok"}
+"""
+
+
+def test_validate_lists_every_problem_and_run_names_the_first_and_counts_the_rest(
+    repo: Path,
+) -> None:
+    (repo / "bad.yaml").write_text(BAD_EVERYWHERE)
+    assert run_cli("init", cwd=repo).returncode == 0
+    checked = run_cli("workflow", "validate", "bad.yaml", cwd=repo)
+    assert checked.returncode == 2 and "Traceback" not in checked.stderr
+    lines = checked.stderr.strip().splitlines()
+    assert len(lines) == 4, lines
+    assert all(line.startswith("grove: error: bad.yaml: ") for line in lines)
+    for said in (
+        "duplicate node key 'b'",
+        "unknown role 'poet'",
+        "unknown node 'zz'",
+        "unknown input 'inputs.x'",
+    ):
+        assert any(said in line for line in lines), (said, lines)
+    started = run_cli("workflow", "run", "bad.yaml", cwd=repo)
+    assert started.returncode == 2
+    [line] = started.stderr.strip().splitlines()
+    assert line == lines[0] + " (and 3 more problems)"
+    assert run_cli("workflow", "ls", "--json", cwd=repo).stdout.strip() == "[]"
+
+
+def test_templates_show_prints_the_built_in_yaml(repo: Path) -> None:
+
+    shown = run_cli("workflow", "templates", "--show", "feature", cwd=repo)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == builtin_templates()["feature"].read_text()
+    missing = run_cli("workflow", "templates", "--show", "nope", cwd=repo)
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == (
+        "grove: error: no built-in workflow 'nope'; the built-ins are: "
+        "design-implement-test, feature"
+    )

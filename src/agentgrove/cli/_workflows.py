@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -15,9 +16,10 @@ from agentgrove.errors import BadInput, MissingInputs
 from agentgrove.grove import Grove
 from agentgrove.models import RunRecord, RunStatus
 from agentgrove.run_branches import RunBranch, existing_results, with_result
+from agentgrove.secrets import redact
 from agentgrove.text import markup, plain, visible
 from agentgrove.workflows import builtin_templates, find_workflow, load_workflow
-from agentgrove.workflows.spec import parse_input_args
+from agentgrove.workflows.spec import WorkflowError, parse_input_args
 from agentgrove.workspaces import checkout_merge_message, merge_branch_into_checkout
 
 workflow_app = typer.Typer(
@@ -30,15 +32,33 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the run as JSON.")]
 
 @workflow_app.command("validate")
 def validate(file: str) -> None:
-    """Check a workflow file (or built-in name) without running anything."""
-    spec = load_workflow(find_workflow(file), roles=list(load_config().roles))
+    """Check a workflow file (or built-in name) without running anything; every problem
+    found is listed, one per line (exit 2)."""
+    try:
+        spec = load_workflow(find_workflow(file), roles=list(load_config().roles))
+    except WorkflowError as exc:
+        for problem in exc.problems:
+            # As the CLI's one-line errors are printed (agentgrove.cli.main), one per problem.
+            print(f"grove: error: {visible(redact(str(problem)))}", file=sys.stderr)
+        raise typer.Exit(2) from None
     inputs = ", ".join(spec.inputs) or "-"
     print(visible(f"{spec.name}: valid ({len(spec.nodes)} nodes, inputs: {inputs})"))
 
 
 @workflow_app.command("templates")
-def templates() -> None:
-    """List the built-in workflows."""
+def templates(
+    show: Annotated[
+        str | None, typer.Option(help="Print this built-in workflow's YAML, to copy and edit.")
+    ] = None,
+) -> None:
+    """List the built-in workflows (--show NAME prints one's YAML)."""
+    if show is not None:
+        found = builtin_templates().get(show)
+        if found is None:
+            known = ", ".join(builtin_templates())
+            raise BadInput(f"no built-in workflow {show!r}; the built-ins are: {known}")
+        sys.stdout.write(found.read_text(encoding="utf-8"))
+        return
     roles = list(load_config().roles)
     table = Table("name", "nodes", "inputs", "description", box=None)
     for name, path in builtin_templates().items():

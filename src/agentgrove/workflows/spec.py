@@ -42,6 +42,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from agentgrove.errors import BadInput, MissingInputs
 from agentgrove.models import unstorable
@@ -77,6 +78,22 @@ class WorkflowError(BadInput):
     def __init__(self, message: str, *, node: str | None = None) -> None:
         super().__init__(message)
         self.node = node
+        self.problems: tuple[WorkflowError, ...] = (self,)
+        """Every problem found (``grove workflow validate`` lists them all); the message is
+        the first, and says how many more there are."""
+
+    @classmethod
+    def of(cls, problems: list[WorkflowError]) -> WorkflowError:
+        """One error for ``problems`` (at least one): the first one's message and node, with
+        ``(and N more problems)`` when there are others."""
+        first = problems[0]
+        more = len(problems) - 1
+        if not more:
+            return first
+        plural = "s" if more > 1 else ""
+        error = cls(f"{first} (and {more} more problem{plural})", node=first.node)
+        error.problems = tuple(problems)
+        return error
 
 
 class InputSpec(BaseModel):
@@ -388,12 +405,17 @@ def _validate(data: dict[str, Any], *, origin: str, roles: Collection[str] | Non
     try:
         spec = WorkflowSpec.model_validate(data)
     except ValidationError as exc:
-        raise _structure_error(exc, data, origin) from exc
-    _check_names(spec, origin)
+        raise WorkflowError.of(
+            [_structure_error(error, data, origin) for error in exc.errors()]
+        ) from exc
+    problems: list[WorkflowError] = []
+    _check_names(spec, origin, problems)
     if roles is not None:
-        _check_roles(spec, roles, origin)
-    _check_dependencies(spec, origin)
-    _check_templates(spec, origin)
+        _check_roles(spec, roles, origin, problems)
+    _check_dependencies(spec, origin, problems)
+    _check_templates(spec, origin, problems)
+    if problems:
+        raise WorkflowError.of(problems)
     return spec
 
 
@@ -436,9 +458,8 @@ _FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _structure_error(exc: ValidationError, data: dict[str, Any], origin: str) -> WorkflowError:
-    """The first pydantic error as ``origin: nodes[2].role (node 'test'): field required``."""
-    error = exc.errors()[0]
+def _structure_error(error: ErrorDetails, data: dict[str, Any], origin: str) -> WorkflowError:
+    """One pydantic error as ``origin: nodes[2].role (node 'test'): field required``."""
     loc = error["loc"]
     where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
     node: str | None = None
@@ -460,83 +481,108 @@ def _structure_error(exc: ValidationError, data: dict[str, Any], origin: str) ->
     return WorkflowError(prefix + " ".join(message.split()), node=node)
 
 
-def _check_names(spec: WorkflowSpec, origin: str) -> None:
+def _check_names(spec: WorkflowSpec, origin: str, problems: list[WorkflowError]) -> None:
     for name in spec.inputs:
         if not INPUT_NAME_PATTERN.fullmatch(name):
-            raise WorkflowError(
-                f"{origin}: input name {name!r} is invalid: use letters, digits and '_', "
-                "starting with a letter or '_'"
+            problems.append(
+                WorkflowError(
+                    f"{origin}: input name {name!r} is invalid: use letters, digits and '_', "
+                    "starting with a letter or '_'"
+                )
             )
     if not spec.nodes:
-        raise WorkflowError(f"{origin}: the workflow has no nodes; add at least one under 'nodes'")
+        problems.append(
+            WorkflowError(f"{origin}: the workflow has no nodes; add at least one under 'nodes'")
+        )
     seen: dict[str, int] = {}
     as_template: dict[str, str] = {}
     for index, node in enumerate(spec.nodes):
         key = node.key
         if not KEY_PATTERN.fullmatch(key):
-            raise WorkflowError(
-                f"{origin}: nodes[{index}]: node key {key!r} is invalid: use lowercase letters, "
-                "digits, '-' and '_', starting with a letter",
-                node=key,
+            problems.append(
+                WorkflowError(
+                    f"{origin}: nodes[{index}]: node key {key!r} is invalid: use lowercase "
+                    "letters, digits, '-' and '_', starting with a letter",
+                    node=key,
+                )
             )
         if key in seen:
-            raise WorkflowError(
-                f"{origin}: duplicate node key {key!r} (nodes[{seen[key]}] and nodes[{index}]); "
-                "give each node its own key",
-                node=key,
+            problems.append(
+                WorkflowError(
+                    f"{origin}: duplicate node key {key!r} (nodes[{seen[key]}] and "
+                    f"nodes[{index}]); give each node its own key",
+                    node=key,
+                )
             )
         if key in RESERVED_KEYS:
-            raise WorkflowError(
-                f"{origin}: node key {key!r} is reserved in templates; rename the node", node=key
+            problems.append(
+                WorkflowError(
+                    f"{origin}: node key {key!r} is reserved in templates; rename the node",
+                    node=key,
+                )
             )
         other = as_template.get(template_name(key))
-        if other is not None:
-            raise WorkflowError(
-                f"{origin}: node keys {other!r} and {key!r} are both {template_name(key)!r} in "
-                "templates; rename one",
-                node=key,
+        if other is not None and other != key:
+            problems.append(
+                WorkflowError(
+                    f"{origin}: node keys {other!r} and {key!r} are both "
+                    f"{template_name(key)!r} in templates; rename one",
+                    node=key,
+                )
             )
-        seen[key] = index
-        as_template[template_name(key)] = key
+        seen.setdefault(key, index)
+        as_template.setdefault(template_name(key), key)
 
 
-def _check_roles(spec: WorkflowSpec, roles: Collection[str], origin: str) -> None:
+def _check_roles(
+    spec: WorkflowSpec, roles: Collection[str], origin: str, problems: list[WorkflowError]
+) -> None:
     for node in spec.nodes:
         if node.role not in roles:
-            raise WorkflowError(
-                f"{origin}: node {node.key!r}: unknown role {node.role!r} "
-                f"(known: {', '.join(sorted(roles))}); define it in grove.toml under "
-                f"[roles.{node.role}]",
-                node=node.key,
+            problems.append(
+                WorkflowError(
+                    f"{origin}: node {node.key!r}: unknown role {node.role!r} "
+                    f"(known: {', '.join(sorted(roles))}); define it in grove.toml under "
+                    f"[roles.{node.role}]",
+                    node=node.key,
+                )
             )
 
 
-def _check_dependencies(spec: WorkflowSpec, origin: str) -> None:
+def _check_dependencies(spec: WorkflowSpec, origin: str, problems: list[WorkflowError]) -> None:
     keys = spec.keys
     for node in spec.nodes:
-        for dep in node.depends_on:
+        for dep in dict.fromkeys(node.depends_on):  # each listed dependency once
             if dep == node.key:
-                raise WorkflowError(
-                    f"{origin}: node {node.key!r} depends on itself; remove it from depends_on",
-                    node=node.key,
+                problems.append(
+                    WorkflowError(
+                        f"{origin}: node {node.key!r} depends on itself; remove it from depends_on",
+                        node=node.key,
+                    )
                 )
-            if dep not in keys:
-                raise WorkflowError(
-                    f"{origin}: node {node.key!r} depends on unknown node {dep!r} "
-                    f"(nodes: {', '.join(keys)})",
-                    node=node.key,
+            elif dep not in keys:
+                problems.append(
+                    WorkflowError(
+                        f"{origin}: node {node.key!r} depends on unknown node {dep!r} "
+                        f"(nodes: {', '.join(keys)})",
+                        node=node.key,
+                    )
                 )
             if node.depends_on.count(dep) > 1:
-                raise WorkflowError(
-                    f"{origin}: node {node.key!r} lists {dep!r} twice in depends_on",
-                    node=node.key,
+                problems.append(
+                    WorkflowError(
+                        f"{origin}: node {node.key!r} lists {dep!r} twice in depends_on",
+                        node=node.key,
+                    )
                 )
     cycle = find_cycle(spec)
     if cycle:
-        raise WorkflowError(
-            f"{origin}: cycle: {' -> '.join(cycle)} (each node depends on the next); "
-            "remove one of these dependencies",
-            node=cycle[0],
+        problems.append(
+            WorkflowError(
+                f"{origin}: cycle: {' -> '.join(cycle)} (each node depends on the next); "
+                "remove one of these dependencies",
+                node=cycle[0],
+            )
         )
 
 
@@ -570,7 +616,7 @@ def find_cycle(spec: WorkflowSpec) -> list[str] | None:
     return None
 
 
-def _check_templates(spec: WorkflowSpec, origin: str) -> None:
+def _check_templates(spec: WorkflowSpec, origin: str, problems: list[WorkflowError]) -> None:
     nodes_by_name = {template_name(node.key): node.key for node in spec.nodes}
     for node in spec.nodes:
         allowed: dict[str, frozenset[str] | None] = {"inputs": frozenset(spec.inputs)}
@@ -578,33 +624,45 @@ def _check_templates(spec: WorkflowSpec, origin: str) -> None:
         try:
             unknown = check_template(node.task, allowed)
         except TaskTemplateError as exc:
-            raise WorkflowError(f"{origin}: node {node.key!r} task: {exc}", node=node.key) from exc
-        if unknown:
-            problem = _reference_problem(spec, node, unknown[0], nodes_by_name)
-            raise WorkflowError(f"{origin}: node {node.key!r} template {problem}", node=node.key)
+            problems.append(
+                WorkflowError(f"{origin}: node {node.key!r} task: {exc}", node=node.key)
+            )
+            unknown = []
+        for ref in unknown:
+            problem = _reference_problem(spec, node, ref, nodes_by_name)
+            problems.append(
+                WorkflowError(f"{origin}: node {node.key!r} template {problem}", node=node.key)
+            )
         if node.check is not None:
-            _check_check(spec, node, origin)
+            _check_check(spec, node, origin, problems)
 
 
-def _check_check(spec: WorkflowSpec, node: NodeSpec, origin: str) -> None:
+def _check_check(
+    spec: WorkflowSpec, node: NodeSpec, origin: str, problems: list[WorkflowError]
+) -> None:
     """A node's ``check:``: not blank, and a template that uses declared inputs only."""
     assert node.check is not None
     if not node.check.strip():
-        raise WorkflowError(
-            f"{origin}: node {node.key!r} check: is blank; give a shell command or drop it",
-            node=node.key,
+        problems.append(
+            WorkflowError(
+                f"{origin}: node {node.key!r} check: is blank; give a shell command or drop it",
+                node=node.key,
+            )
         )
+        return
     try:
         unknown = check_template(node.check, {"inputs": frozenset(spec.inputs)})
     except TaskTemplateError as exc:
-        raise WorkflowError(f"{origin}: node {node.key!r} check: {exc}", node=node.key) from exc
-    if unknown:
-        ref = unknown[0]
-        declared = ", ".join(spec.inputs) or "none"
-        raise WorkflowError(
-            f"{origin}: node {node.key!r} check: uses {str(ref)!r}; a check may use only "
-            f"inputs.NAME (declared: {declared}), never a node's result",
-            node=node.key,
+        problems.append(WorkflowError(f"{origin}: node {node.key!r} check: {exc}", node=node.key))
+        return
+    declared = ", ".join(spec.inputs) or "none"
+    for ref in unknown:
+        problems.append(
+            WorkflowError(
+                f"{origin}: node {node.key!r} check: uses {str(ref)!r}; a check may use only "
+                f"inputs.NAME (declared: {declared}), never a node's result",
+                node=node.key,
+            )
         )
 
 
