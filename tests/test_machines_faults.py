@@ -252,3 +252,76 @@ def test_a_machine_killed_mid_agent_is_finished_elsewhere_from_its_last_pushed_c
     events = [json.loads(line) for line in logged]
     session = [e for e in events if e["kind"] == "agent.session"]
     assert session and "not on this machine" in session[-1]["data"]["reason"], session
+
+
+def test_a_parent_on_one_machine_merges_children_that_ran_on_two_others(
+    machines: dict[str, Machine], remote: Path
+) -> None:
+    """A planner pinned to machine C fans out an implementer (pinned to A) and a tester
+    (pinned to B) and waits: grove fetches each child's pushed commit on C and merges both
+    into the planner's branch, by the child-merge rules (spawn order, one merge each)."""
+    a, b, c = machines["machine-a"], machines["machine-b"], machines["machine-c"]
+    ids: list[str] = []
+    seen: dict[str, Any] = {}
+
+    def spawn_second(request: ModelRequest) -> Turn:
+        ids.append(json.loads(request.tool_results[0])["id"])
+        return _spawn("tester", "write beta.txt")
+
+    def wait_for_both(request: ModelRequest) -> Turn:
+        ids.append(json.loads(request.tool_results[0])["id"])
+        return Turn([tool_use("mcp__grove__wait_agents", {"ids": list(ids), "timeout_s": 120})])
+
+    def report(request: ModelRequest) -> Turn:
+        seen["wait"] = json.loads(request.tool_results[0])
+        return say("both children merged")
+
+    script = (
+        Script()
+        .on(
+            role="planner",
+            turns=[
+                write_file("plan.txt", "alpha, then beta\n"),
+                _spawn("implementer", "write alpha.txt"),
+                spawn_second,
+                wait_for_both,
+                report,
+            ],
+        )
+        .on(role="implementer", turns=[write_file("alpha.txt", "A\n"), say("wrote alpha.txt")])
+        .on(role="tester", turns=[write_file("beta.txt", "B\n"), say("wrote beta.txt")])
+    )
+    with ModelServer(script) as server:
+        spawned = c.cli("spawn", "planner", "fan out to two machines")
+        assert spawned.returncode == 0, spawned.stderr
+        parent = spawned.stdout.strip()
+        workers = [
+            c.worker(server, "--roles", "planner"),
+            a.worker(server, "--roles", "implementer"),
+            b.worker(server, "--roles", "tester"),
+        ]
+        try:
+            wait_until(lambda: c.show(parent)["status"] in ("completed", "failed"), 180)
+        finally:
+            errors = [_stop(w) for w in workers]
+        server.assert_done()
+    final = c.show(parent)
+    assert final["status"] == "completed", (final["error"], errors)
+    hosts = {final["host"]} | {a.show(i)["host"] for i in ids}
+    assert [c.show(i)["host"] for i in ids] == ["machine-a", "machine-b"]
+    assert final["host"] == "machine-c" and hosts == {"machine-a", "machine-b", "machine-c"}
+    # Each child's branch is on the remote with its own work; the parent's has both.
+    heads = _heads(remote)
+    for child_id, name in zip(ids, ("alpha.txt", "beta.txt"), strict=True):
+        child_tip = heads[f"grove/{child_id}"]
+        assert child_tip == c.show(child_id)["workspace"]["pushed_commit"]
+        assert name in _files(remote, child_tip)
+        git(remote, "merge-base", "--is-ancestor", child_tip, heads[f"grove/{parent}"])
+    tip = heads[f"grove/{parent}"]
+    assert tip == final["workspace"]["pushed_commit"]
+    assert {"plan.txt", "alpha.txt", "beta.txt"} <= _files(remote, tip)
+    assert [(e["id"], e["merge"]["result"]) for e in seen["wait"]] == [
+        (ids[0], "merged"),
+        (ids[1], "merged"),
+    ]
+    assert [e["merge"]["files"] for e in seen["wait"]] == [["alpha.txt"], ["beta.txt"]]
