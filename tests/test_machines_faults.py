@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import uuid
@@ -136,6 +135,13 @@ def _files(bare: Path, ref: str) -> set[str]:
     return set(git(bare, "ls-tree", "-r", "--name-only", ref).split())
 
 
+def _agents(machine: Machine) -> list[dict[str, Any]]:
+    listed = machine.cli("ls", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows: list[dict[str, Any]] = json.loads(listed.stdout)
+    return rows
+
+
 def _spawn(role: str, task: str) -> Turn:
     return Turn([tool_use("mcp__grove__spawn_agent", {"role": role, "task": task})])
 
@@ -150,46 +156,46 @@ def _stop(worker: subprocess.Popen[str]) -> str:
 CONTINUES = "continue earlier work that is already committed"
 
 
+@pytest.mark.parametrize("cli_home", ["own", "shared"])
 def test_a_machine_killed_mid_agent_is_finished_elsewhere_from_its_last_pushed_commit(
-    machines: dict[str, Machine], remote: Path
+    machines: dict[str, Machine], remote: Path, cli_home: str
 ) -> None:
     """Machine A runs a planner that writes wip.txt and spawns a child (grove commits and
     pushes the work in progress first), then A dies: kill -9 of its worker and of every CLI
     process it started. Machine B, which never had the branch, reclaims the planner once the
-    lease expires and finishes it from the pushed commit in a fresh session (A's session file
-    is on A), told what is committed and which child exists: nothing is written or spawned
-    twice."""
+    lease expires and finishes it from the pushed commit. With its own CLI home (``own``: A's
+    session file is on A) B starts a fresh session, told what is committed and which child
+    exists; where the session file is reachable (``shared``, as after a restart of the same
+    machine) B resumes A's session. Either way nothing is written or spawned twice."""
     a, b = machines["machine-a"], machines["machine-b"]
-    child_ids: list[str] = []
+    if cli_home == "shared":
+        b = Machine(b.name, b.clone, {**b.env, "HOME": a.env["HOME"]})
+    known: dict[str, str] = {}
 
     def wait_for_the_child(request: ModelRequest) -> Turn:
-        child_ids.extend(re.findall(r"^- (\w+) \(implementer\)", request.prompt, re.M))
-        return Turn([tool_use("mcp__grove__wait_agents", {"ids": child_ids, "timeout_s": 120})])
+        ids = [known["child"]]
+        return Turn([tool_use("mcp__grove__wait_agents", {"ids": ids, "timeout_s": 120})])
 
     def first_run(request: ModelRequest) -> bool:
         return "This is attempt" not in request.prompt
 
-    script = (
-        Script()
-        .on(
-            role="planner",
-            match=first_run,
-            times=1,
-            turns=[
-                write_file("wip.txt", "written on machine A\n"),
-                _spawn("implementer", "write child.txt"),
-                Fault.slow(3600, say("never")),  # A is killed while the model "thinks"
-            ],
+    done = say("the child's work is merged; done")
+    first = [
+        write_file("wip.txt", "written on machine A\n"),
+        _spawn("implementer", "write child.txt"),
+        Fault.slow(3600, say("never")),  # A is killed while the model "thinks"
+    ]
+    script = Script()
+    if cli_home == "shared":  # the resumed conversation goes on where A's stopped
+        script.on(role="planner", match=first_run, turns=[*first, wait_for_the_child, done])
+    else:
+        script.on(role="planner", match=first_run, times=1, turns=first)
+        script.on(
+            role="planner", prompt_contains="This is attempt 2", turns=[wait_for_the_child, done]
         )
-        .on(
-            role="planner",
-            prompt_contains="This is attempt 2",
-            turns=[wait_for_the_child, say("the child's work is merged; done")],
-        )
-        .on(
-            role="implementer",
-            turns=[write_file("child.txt", "from the child\n"), say("wrote child.txt")],
-        )
+    script.on(
+        role="implementer",
+        turns=[write_file("child.txt", "from the child\n"), say("wrote child.txt")],
     )
     with ModelServer(script) as server:
         spawned = a.cli("spawn", "planner", "plan and delegate")
@@ -203,8 +209,7 @@ def test_a_machine_killed_mid_agent_is_finished_elsewhere_from_its_last_pushed_c
             wait_until(lambda: sum(r.role == "planner" for r in server.requests) >= 3, 120)
             pushed_wip = _heads(remote)[branch]
             assert "wip.txt" in _files(remote, pushed_wip)
-            on_a = agent_processes(parent)
-            assert on_a, "A's CLI is running the planner"
+            assert agent_processes(parent), "A's CLI is running the planner"
         finally:
             worker_a.send_signal(signal.SIGKILL)
             for pid in agent_processes(parent):
@@ -215,6 +220,7 @@ def test_a_machine_killed_mid_agent_is_finished_elsewhere_from_its_last_pushed_c
         killed = a.show(parent)
         assert killed["status"] == "executing" and killed["host"] == "machine-a"
         assert killed["session_id"], "the session A's CLI named was recorded"
+        [known["child"]] = [r["id"] for r in _agents(a) if r["id"] != parent]
 
         worker_b = b.worker(server, "--concurrency", "2")
         try:
@@ -237,21 +243,26 @@ def test_a_machine_killed_mid_agent_is_finished_elsewhere_from_its_last_pushed_c
     git(remote, "merge-base", "--is-ancestor", pushed_wip, tip)
     assert {"wip.txt", "child.txt"} <= _files(remote, tip)
     # Nothing done twice: one child, run once; wip.txt written once (by A); its branch pushed.
-    children = [row for row in json.loads(b.cli("ls", "--json").stdout) if row["id"] != parent]
+    children = [row for row in _agents(b) if row["id"] != parent]
     assert [(c["id"], c["role"], c["attempt"]) for c in children] == [
-        (child_ids[0], "implementer", 1)
+        (known["child"], "implementer", 1)
     ]
-    assert f"grove/{child_ids[0]}" in _heads(remote)
+    assert f"grove/{known['child']}" in _heads(remote)
     writes = [r for r in planner_requests if r.turn_index == 0 and first_run(r)]
     assert len(writes) == 1
-    # B did not resume A's session (its file is on A): a fresh one, told it continues.
-    fresh = [r for r in planner_requests if not first_run(r)]
-    assert fresh and fresh[0].turn_index == 0 and CONTINUES in fresh[0].prompt
-    assert killed["session_id"] not in {r.session_id for r in fresh}
-    logged = b.cli("logs", parent, "--json").stdout.splitlines()
-    events = [json.loads(line) for line in logged]
-    session = [e for e in events if e["kind"] == "agent.session"]
-    assert session and "not on this machine" in session[-1]["data"]["reason"], session
+    on_b = planner_requests[3:]  # A's three requests came first
+    events = [json.loads(line) for line in b.cli("logs", parent, "--json").stdout.splitlines()]
+    [session] = [e["data"] for e in events if e["kind"] == "agent.session"]
+    if cli_home == "own":
+        # Not A's session (its file is on A): a fresh one, told it continues.
+        assert on_b[0].turn_index == 0 and CONTINUES in on_b[0].prompt
+        assert f"- {known['child']} (implementer)" in on_b[0].prompt
+        assert killed["session_id"] not in {r.session_id for r in on_b}
+        assert session["resume"] is None and "not on this machine" in session["reason"]
+    else:
+        # A's session, resumed: its history (the write, the spawn) comes along.
+        assert on_b[0].turn_index == 3 and on_b[0].session_id == killed["session_id"]
+        assert session["resume"] == killed["session_id"]
 
 
 def test_a_parent_on_one_machine_merges_children_that_ran_on_two_others(
