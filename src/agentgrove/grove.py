@@ -24,7 +24,14 @@ import anyio
 from agentgrove.config import HOME_DIR, GroveConfig, load_config, with_worker
 from agentgrove.errors import BadInput, ConfigError, NotInitialised
 from agentgrove.models import AgentRecord, ErrorKind, RunRecord, SpawnRequest
-from agentgrove.runtime import MessageSink, RunResult, RunSpec, Runtime, ScriptedRuntime
+from agentgrove.runtime import (
+    MessageSink,
+    RunResult,
+    RunSpec,
+    Runtime,
+    ScriptedRuntime,
+    SessionLookup,
+)
 from agentgrove.runtime._scripted import delayed_echo
 from agentgrove.service import AgentService, EventObserver
 from agentgrove.stats import StatsReport, parse_by, parse_since
@@ -268,6 +275,16 @@ class _DeferredRuntime:
             except ConfigError as exc:
                 return RunResult(success=False, error=str(exc), error_kind=ErrorKind.PERMANENT)
         return await self._runtime.run(spec, sink)
+
+    def has_session(self, session_id: str) -> bool:
+        """The runtime's answer (see :class:`~agentgrove.runtime.SessionLookup`); a runtime
+        that cannot be built has none."""
+        if self._runtime is None:
+            try:
+                self._runtime = default_runtime(self._config)
+            except ConfigError:
+                return False
+        return not isinstance(self._runtime, SessionLookup) or self._runtime.has_session(session_id)
 
 
 def _store_for(config: GroveConfig) -> Store:

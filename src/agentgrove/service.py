@@ -52,9 +52,10 @@ from agentgrove.remotes import PushFailed
 from agentgrove.retry import decide
 from agentgrove.roles import check_command_refusal
 from agentgrove.run_branches import after_node_completed
-from agentgrove.runtime import RunResult, RunSpec, Runtime
+from agentgrove.runtime import RunResult, RunSpec, Runtime, SessionLookup
 from agentgrove.runtime._policy import can_write
 from agentgrove.secrets import Redactor
+from agentgrove.sessions import Child, EarlierWork, SessionPlan, plan_session
 from agentgrove.store import NewAgent, RunOutcome, Store
 from agentgrove.store._core import utcnow
 from agentgrove.workspaces import ConflictMarkersLeft, MergeConflict, Workspaces
@@ -388,11 +389,11 @@ class AgentService:
                 current[0] = await self._commit_work(current[0], message, agent, lease)
             return current[0]
 
-        resume = agent.session_id if agent.attempt > 1 and agent.workspace is not None else None
+        plan = await self._session_plan(agent, prompt, ws)
         spec = RunSpec(
             agent_id=agent.id,
             role=role,
-            prompt=prompt,
+            prompt=plan.prompt,
             model=agent.model,
             cwd=Path(ws.worktree_path),
             max_turns=role.max_turns,
@@ -400,7 +401,7 @@ class AgentService:
             max_budget_usd=agent.reserved_usd or role.max_budget_usd,
             timeout_s=agent.timeout_s or role.timeout_s,
             attempt=lease.attempt,
-            resume_session_id=resume,
+            resume_session_id=plan.resume,
             env=agent_vars,
             delegate=AgentDelegate(
                 service=self,
@@ -617,6 +618,44 @@ class AgentService:
             lambda: self.store.record_check(agent.id, lease.owner, lease.attempt, record, data),
         )
         self._emit(agent.id, "agent.check", data)
+
+    async def _session_plan(
+        self, agent: AgentRecord, prompt: str, ws: WorkspaceRecord
+    ) -> SessionPlan:
+        """Which session this attempt runs in (see :mod:`agentgrove.sessions`): the earlier
+        one only where this machine's runtime has it, else a fresh one told what the earlier
+        attempts committed (``ws``: this attempt's worktree, on the branch they pushed) and
+        which children they spawned."""
+        earlier = None
+        if agent.attempt > 1 and agent.workspace is not None:
+            children = await self.db(self.store.list_agents, parent_id=agent.id)
+            current = await anyio.to_thread.run_sync(self.workspaces.refreshed, ws)
+            earlier = EarlierWork(
+                branch=current.branch,
+                head_commit=current.head_commit,
+                files=current.files_changed,
+                children=tuple(Child(c.id, c.role, c.status.value) for c in children),
+            )
+        session_id = agent.session_id
+        here = False
+        if earlier is not None and session_id:
+            runtime = self.runtime
+            here = not isinstance(runtime, SessionLookup) or await anyio.to_thread.run_sync(
+                runtime.has_session, session_id
+            )
+        plan = plan_session(
+            prompt,
+            attempt=agent.attempt,
+            session_id=session_id,
+            session_here=here,
+            earlier=earlier,
+        )
+        if earlier is not None:
+            data = {"resume": plan.resume, "reason": plan.reason}
+            with contextlib.suppress(StoreUnavailable):  # a record for people, not owed
+                await self.db(self.store.append_event, agent.id, "agent.session", data)
+            self._emit(agent.id, "agent.session", data)
+        return plan
 
     def _prompt_and_base(self, agent: AgentRecord) -> tuple[str, str | None]:
         """The task as the model sees it, and the commit to start from."""
@@ -884,6 +923,15 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
+def _session_named(kind: str, message: dict[str, Any]) -> str | None:
+    """The session id the CLI announces in its ``init`` system message, if this is it."""
+    if kind != "SystemMessage" or message.get("subtype") != "init":
+        return None
+    data = message.get("data")
+    session = data.get("session_id") if isinstance(data, dict) else None
+    return session if isinstance(session, str) and session else None
+
+
 def _rate_limited(event: tuple[str, dict[str, Any]]) -> bool:
     """The CLI is retrying a 429: the model's pace must slow down now, not after the run."""
     return event[0] == "agent.api_retry" and event[1].get("status") == 429
@@ -932,6 +980,8 @@ class _TranscriptWriter:
         self._seq = 0
         self._dropped = 0
         self.lost = False  # the lease is no longer ours: nothing more is written
+        self.session_id: str | None = None  # the CLI's session, once it named it
+        self._session_saved = False
         self._queued = anyio.Event()
         self._lock = anyio.Lock()
 
@@ -946,6 +996,10 @@ class _TranscriptWriter:
         else:
             self._dropped += 1
         self._seq += 1
+        session = _session_named(kind, message)
+        if session is not None and self.session_id is None:
+            self.session_id = session
+            self._queued.set()
         if event is not None and _rate_limited(event):
             delay_ms = event[1].get("delay_ms")
             retry_after = delay_ms / 1000 if isinstance(delay_ms, int | float) else None
@@ -970,7 +1024,7 @@ class _TranscriptWriter:
 
         backoff = Backoff()
         async with self._lock:
-            while (self._pending or self._dropped) and not self.lost:
+            while (self._pending or self._dropped or self._session_unsaved()) and not self.lost:
                 try:
                     await self._service.db(self._write_batch)
                 except StoreUnavailable as exc:
@@ -983,9 +1037,24 @@ class _TranscriptWriter:
                     continue
                 backoff.reset()
 
+    def _session_unsaved(self) -> bool:
+        return self.session_id is not None and not self._session_saved
+
     def _write_batch(self) -> None:
         """One transaction; on a worker thread. The queue is trimmed here, with the commit,
-        so a flush cancelled while this runs does not write the batch again."""
+        so a flush cancelled while this runs does not write the batch again. The session id,
+        once named, is recorded first (its own fenced write): a worker killed mid-run leaves
+        it for the retry to resume where the session is."""
+        lease = self._lease
+        if self.session_id is not None and not self._session_saved:
+            held = self._service.store.record_session(
+                self._agent.id, lease.owner, lease.attempt, self.session_id
+            )
+            self._session_saved = True
+            if not held:
+                self.lost = True
+            if self.lost or not (self._pending or self._dropped):
+                return
         batch = self._pending[:TRANSCRIPT_BATCH]
         dropped = self._dropped
         if dropped and len(batch) < TRANSCRIPT_BATCH:
@@ -993,7 +1062,6 @@ class _TranscriptWriter:
             batch = [*batch, (self._seq, "TranscriptGap", gap, None, utcnow())]
         else:
             dropped = 0
-        lease = self._lease
         held = self._service.store.record_messages(
             self._agent.id, lease.owner, lease.attempt, batch
         )

@@ -8,6 +8,7 @@ from agentgrove.runtime._base import (
     RunResult,
     RunSpec,
     Runtime,
+    SessionLookup,
 )
 from agentgrove.runtime._scripted import ScriptedRuntime
 
@@ -19,4 +20,5 @@ __all__ = [
     "RunSpec",
     "Runtime",
     "ScriptedRuntime",
+    "SessionLookup",
 ]

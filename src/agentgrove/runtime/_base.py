@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from agentgrove.models import ErrorKind
 from agentgrove.roles import Role
@@ -115,3 +115,12 @@ class Runtime(Protocol):
     """Runs one agent attempt to its end; see the module docstring for the contract."""
 
     async def run(self, spec: RunSpec, sink: MessageSink) -> RunResult: ...
+
+
+@runtime_checkable
+class SessionLookup(Protocol):
+    """A runtime whose sessions live on the machine that ran them: it says whether a session
+    can be resumed here (see :mod:`agentgrove.sessions`). A runtime without this method is
+    taken to resume any session it is given."""
+
+    def has_session(self, session_id: str) -> bool: ...

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -78,6 +79,8 @@ _PATH_TOOLS = {
     "LS": "path",
 }
 _STDERR_KEEP = 20
+_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
+"""What a session id the CLI reported looks like (a UUID): nothing that names another path."""
 
 
 def sandbox_available() -> bool:
@@ -199,6 +202,23 @@ class ClaudeRuntime:
             error_kind=ErrorKind.MODEL_ERROR,
             duration_ms=_ms_since(started),
         )
+
+    def has_session(self, session_id: str) -> bool:
+        """Whether the CLI on this machine can resume ``session_id``: its file is in the CLI's
+        config directory (``$CLAUDE_CONFIG_DIR``, else ``~/.claude``), under any project (the
+        CLI finds a session whatever the directory it ran in). Another machine's session is
+        not here, and the CLI would refuse it ("No conversation found")."""
+        if not _SESSION_ID.fullmatch(session_id):
+            return False
+        env = {**os.environ, **self._env}
+        config = env.get("CLAUDE_CONFIG_DIR") or str(
+            Path(env.get("HOME") or Path.home()) / ".claude"
+        )
+        projects = Path(config) / "projects"
+        try:
+            return any((p / f"{session_id}.jsonl").is_file() for p in projects.iterdir())
+        except OSError:
+            return False
 
     def _options(
         self, spec: RunSpec, stderr_tail: list[str], *, confined: bool, cli_path: Path

@@ -76,6 +76,10 @@ HOLDS_LEASE = select(agents.c.id).where(FENCE).with_for_update()
 HEARTBEAT = update(agents).where(FENCE).values(lease_expires_at=_param("lease_expires_at"))
 """Extend the lease to ``p_lease_expires_at``."""
 
+RECORD_SESSION = update(agents).where(FENCE).values(session_id=_param("session_id"))
+"""The attempt's Claude session ``p_session_id``, as soon as the CLI names it: a retry after a
+crash then knows which session to resume (see :mod:`agentgrove.sessions`)."""
+
 FINISH = (
     update(agents)
     .where(FENCE)

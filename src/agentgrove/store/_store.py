@@ -268,6 +268,20 @@ class Store(
             self._crash_point.mark(HEARTBEAT)
         return result.rowcount == 1
 
+    def record_session(self, agent_id: str, owner: str, attempt: int, session_id: str) -> bool:
+        """Record the attempt's Claude session id, fenced by the lease (``False``: not ours)."""
+        with self._write() as conn:
+            result = conn.execute(
+                _leases.RECORD_SESSION,
+                {
+                    "p_id": agent_id,
+                    "p_owner": owner,
+                    "p_attempt": attempt,
+                    "p_session_id": session_id,
+                },
+            )
+        return result.rowcount == 1
+
     def finish(self, agent_id: str, owner: str, attempt: int, outcome: RunOutcome) -> bool:
         """executing -> completed | failed | cancelled, with the result, as one fenced UPDATE."""
         assert outcome.status.finished
