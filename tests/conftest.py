@@ -3,6 +3,7 @@ network: the model is the scripted server on loopback, and API keys are fake."""
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -80,6 +81,42 @@ def run_cli(
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 """The PostgreSQL the machine runs (trust auth, database ``test``)."""
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+"""``CI=true`` (``.ci/run`` sets it): a missing service fails the tests that need it."""
+
+
+def need(what: str, available: bool, how: str) -> None:
+    """Skip the test, with a reason, when ``what`` is missing on this machine; in CI fail it
+    instead: there every test must run (``.ci/run`` installs and starts what they need)."""
+    if available:
+        return
+    message = f"{what} is not available ({how})"
+    if IN_CI:
+        pytest.fail(f"{message}; CI must run every test", pytrace=False)
+    pytest.skip(message)
+
+
+@functools.cache
+def postgres_answers() -> bool:
+    """Whether the machine's PostgreSQL accepts a connection (asked once per process)."""
+    engine = sqlalchemy.create_engine(PG_URL, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect():
+            return True
+    except sqlalchemy.exc.OperationalError:
+        return False
+    finally:
+        engine.dispose()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("postgres") is not None:
+        need(
+            "PostgreSQL at 127.0.0.1:5432",
+            postgres_answers(),
+            "start it: pg_ctlcluster $(ls /etc/postgresql) main start",
+        )
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

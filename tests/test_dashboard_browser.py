@@ -21,11 +21,18 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from agentgrove.testing import ModelRequest, ModelServer, Script, Turn, read_file, say, write_file
-from tests.conftest import GROVE, run_cli
+from tests.conftest import GROVE, need, run_cli
 
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(autouse=True)
+def _chromium() -> None:
+    need("Chromium", os.access(CHROMIUM, os.X_OK), "apt-get install chromium")
+
+
 WORKFLOW = """
 name: greeting-feature
 description: design, build and test a greeting, then review it

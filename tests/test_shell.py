@@ -32,6 +32,7 @@ from agentgrove.shell import (
     read_status,
 )
 from agentgrove.shell._completion import Kind
+from tests.conftest import need
 
 SCRIPTED = '[runtime]\nkind = "scripted"\n'
 AGENT_ID = re.compile(r"^[0-9a-f]{12}$", re.MULTILINE)
@@ -303,8 +304,7 @@ def prompt_is_back(screen: str) -> bool:
 
 @pytest.fixture
 def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed (apt-get install tmux)")
+    need("tmux", shutil.which("tmux") is not None, "apt-get install tmux")
     session = Tmux(f"grove-test-{os.getpid()}-{tmp_path.name}")
     try:
         yield session
