@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +259,9 @@ def test_demo_with_bwrap_is_confined(tmp_path: Path) -> None:
     result = run_cli("demo", cwd=tmp_path, env={"COLUMNS": "200"})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "unconfined" not in result.stdout
+    # Without --keep the temporary repository is gone afterwards.
+    repo = Path(re.search(r"demo repository: (\S+)", result.stdout).group(1))  # type: ignore[union-attr]
+    assert not repo.exists() and "removed the demo repository" in result.stdout
 
 
 def test_doctor_reports_the_sandbox(repo: Path, tmp_path: Path) -> None:

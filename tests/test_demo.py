@@ -16,9 +16,10 @@ pytestmark = pytest.mark.e2e
 
 
 def test_demo_runs_three_agents_and_the_tester_really_runs_the_code(tmp_path: Path) -> None:
-    result = run_cli("demo", cwd=tmp_path, env={"COLUMNS": "200"})
+    result = run_cli("demo", "--keep", cwd=tmp_path, env={"COLUMNS": "200"})
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
+    assert "kept the demo repository" in out
     for role in ("spec-writer", "implementer", "tester"):
         assert re.search(rf"{role}\s+│\s+completed", out), out
     assert "SPEC.md" in out and "greet.py" in out

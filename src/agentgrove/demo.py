@@ -8,6 +8,7 @@ runs the code with Bash. Each agent branches from the previous one's head commit
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -34,8 +35,9 @@ STEPS = [
 ]
 
 
-def run_demo(*, live: bool, console: Console) -> bool:
-    """Run the three agents; print the table and branches. True when all three completed."""
+def run_demo(*, live: bool, console: Console, keep: bool = False) -> bool:
+    """Run the three agents; print the table and branches. True when all three completed.
+    The temporary repository is removed at the end unless ``keep``."""
     from agentgrove.testing import ModelServer, demo_script
 
     for var in ("GROVE_HOME", "GROVE_DB_URL"):  # the demo keeps its state in its own repository
@@ -89,6 +91,11 @@ def run_demo(*, live: bool, console: Console) -> bool:
         console.print(plain(f"  {line}"))
     if records and records[-1].output:
         console.print(Text.assemble("tester said: ", plain(records[-1].output)))
+    if keep:
+        console.print(plain(f"kept the demo repository: {repo}"))
+    else:
+        shutil.rmtree(repo, ignore_errors=True)
+        console.print("removed the demo repository (grove demo --keep keeps it to look around)")
     return len(records) == len(STEPS) and all(r.status is AgentStatus.COMPLETED for r in records)
 
 

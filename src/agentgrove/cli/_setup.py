@@ -212,11 +212,14 @@ def _parse_roles(raw: str, known: set[str]) -> list[str]:
 @app.command()
 def demo(
     live: Annotated[bool, typer.Option(help="Use the real API (needs ANTHROPIC_API_KEY).")] = False,
+    keep: Annotated[
+        bool, typer.Option(help="Keep the temporary repository afterwards (it is removed).")
+    ] = False,
 ) -> None:
     """spec-writer -> implementer -> tester on a tiny task, in a fresh temporary repository."""
     from agentgrove.demo import run_demo
 
-    ok = run_demo(live=live, console=console)
+    ok = run_demo(live=live, console=console, keep=keep)
     sys.exit(0 if ok else 1)
 
 
