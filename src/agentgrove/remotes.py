@@ -104,6 +104,27 @@ def fetch_commit(repo: Path, remote: str, commit: str, branch_hint: str | None =
     return False
 
 
+def fetch_all(repo: Path, remote: str) -> bool:
+    """Fetch every branch of the remote into :data:`TRACKING` (one ``git fetch``); whether it
+    succeeded. A failure is logged, not raised."""
+    proc = run(
+        [
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            remote,
+            f"+refs/heads/*:{TRACKING}*",
+        ],
+        repo,
+        remote=True,
+        timeout_s=FETCH_TIMEOUT_S,
+    )
+    if proc.returncode != 0:
+        log.warning("git fetch %s failed: %s", remote, proc.stderr.strip())
+    return proc.returncode == 0
+
+
 def remote_tip(repo: Path, remote: str, branch: str) -> str | None:
     """Fetch ``branch`` from the remote into :data:`TRACKING`; its tip there, or ``None`` when
     the remote has no such branch (or cannot be reached)."""
@@ -207,6 +228,7 @@ def push_branch(
 __all__ = [
     "TRACKING",
     "PushFailed",
+    "fetch_all",
     "fetch_commit",
     "has_commit",
     "push_branch",

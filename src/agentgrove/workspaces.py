@@ -208,6 +208,13 @@ class Workspaces:
             for commit in (base_commit, *merge):
                 self.fetch(commit)
             remote_tip = remotes.remote_tip(self.repo, self.remote, branch)
+        # Before anything is made: a base or merge commit this clone lacks (and, with a remote,
+        # could not fetch) would leave a half-made worktree, or pass for a merge conflict.
+        for commit in (base_commit, *merge):
+            if not remotes.has_commit(self.repo, str(commit)):
+                raise BadRef(
+                    self._missing(str(commit), "base" if commit == base_commit else "merge")
+                )
         with self._locked():
             run_git(["worktree", "prune"], self.repo)
             if registered_worktree(self.repo, path) is None:
@@ -241,6 +248,20 @@ class Workspaces:
             branch=branch,
             base_ref=base_commit,
             head_commit=head,
+        )
+
+    def _missing(self, commit: str, what: str) -> str:
+        """The one line naming a ``what`` commit this clone does not have."""
+        shown = commit[:12] if _is_sha(commit) else repr(commit)
+        if self.remote:
+            return (
+                f"{what} commit {shown} is neither in {self.repo} nor on remote "
+                f"{self.remote!r}: push it from the clone that has it (git push {self.remote} "
+                "BRANCH), or run this worker in a clone of the same repository"
+            )
+        return (
+            f"{what} commit {shown} is not in {self.repo}: set [git] remote so that machines "
+            "share commits, or run the agent where the commit is"
         )
 
     def _merge(self, path: Path, branch: str, refs: tuple[str, ...]) -> None:

@@ -149,8 +149,7 @@ def list_agents(
     # One line per agent whatever the width: every column keeps its text whole but the task
     # and a status's wait reason, which give way, cut with an ellipsis.
     columns = [
-        Column(name, no_wrap=name != "status", overflow="ellipsis")
-        for name in [*names, "duration"]
+        Column(name, no_wrap=name != "status", overflow="ellipsis") for name in [*names, "duration"]
     ]
     table = Table(*columns, Column("task", overflow="ellipsis"), box=None)
     for a in agents:
