@@ -9,13 +9,17 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from agentgrove.clone_check import judge_clone
+from agentgrove.dashboard import create_app
 from agentgrove.errors import BadRef
+from agentgrove.grove import Grove
+from agentgrove.testing import ModelServer, Script, say, write_file
 from agentgrove.workspaces import Workspaces, init_repo
 from tests import test_remotes
 from tests.conftest import git, run_cli, write_scripted_config
-from tests.test_remotes import _commit, _env
+from tests.test_remotes import _commit, _env, _heads
 
 machines = test_remotes.machines  # the two-machine fixture (a bare remote, clones a and b)
 
@@ -117,3 +121,74 @@ def test_a_merge_commit_no_clone_has_is_not_taken_for_a_conflict(
     assert not (tmp_path / "wb" / "agent9").exists()
     assert git(b, "branch", "--list", "grove/agent9") == ""
     assert "agent9" not in git(b, "worktree", "list")
+
+
+# -- an agent another machine ran: diff, show, merge and the dashboard fetch its branch ----
+
+_REAL_RUNTIME = """
+[worker]
+lease_s = 10
+heartbeat_s = 0.3
+poll_s = 0.1
+grace_s = 0
+
+[git]
+remote = "origin"
+push_retry_s = {push_retry_s}
+"""
+
+
+def _real_runtime(clone: Path, push_retry_s: float = 5) -> None:
+    """``clone``'s grove runs agents through the real SDK and CLI (against a ModelServer)."""
+    (clone / "grove.toml").write_text(_REAL_RUNTIME.format(push_retry_s=push_retry_s))
+
+
+def test_diff_show_merge_and_the_dashboard_fetch_a_branch_another_machine_pushed(
+    database: str,
+    machines: tuple[Path, Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The agent runs on B; B's disk is then out of A's reach (moved away). On A, `grove diff`
+    shows its change, `show` says where the branch came from, the dashboard shows the patch,
+    and `grove merge` lands it on A's current branch; A's own branches gain nothing."""
+    bare, a, b = machines
+    _real_runtime(b)
+    env_a, env_b = _env(tmp_path, "a"), _env(tmp_path, "b")
+    spawned = run_cli("spawn", "file-writer", "write hello.txt", cwd=a, env=env_a)
+    assert spawned.returncode == 0, spawned.stderr
+    agent_id = spawned.stdout.strip()
+    script = Script().on(
+        role="file-writer", turns=[write_file("hello.txt", "hello from b\n"), say("written")]
+    )
+    with ModelServer(script) as server:
+        worked = run_cli("worker", "--drain", cwd=b, env={**env_b, **server.env()})
+        assert worked.returncode == 0, worked.stderr
+    # Machine B is somewhere else now: A reaches nothing of it but the remote.
+    b.rename(tmp_path / "b-elsewhere")
+    (tmp_path / "home-b").rename(tmp_path / "home-b-elsewhere")
+    before = git(a, "for-each-ref", "--format=%(refname)", "refs/heads")
+
+    diffed = run_cli("diff", agent_id, cwd=a, env=env_a)
+    assert diffed.returncode == 0, diffed.stderr
+    assert "+hello from b" in diffed.stdout and "hello.txt" in diffed.stdout, diffed.stdout
+    tracking = f"refs/remotes/grove-remote/grove/{agent_id}"
+    assert git(a, "rev-parse", tracking) == _heads(bare)[f"refs/heads/grove/{agent_id}"]
+
+    shown = run_cli("show", agent_id, cwd=a, env=env_a)
+    assert shown.returncode == 0, shown.stderr
+    assert f"from the remote: {tracking}" in " ".join(shown.stdout.split()), shown.stdout
+
+    monkeypatch.setenv("GROVE_HOME", env_a["GROVE_HOME"])
+    monkeypatch.setenv("GROVE_DB_URL", env_a["GROVE_DB_URL"])
+    with Grove.open(a) as grove:
+        page = TestClient(create_app(grove)).get(f"/agents/{agent_id}").text
+    assert "+hello from b" in page, page
+
+    merged = run_cli("merge", agent_id, cwd=a, env=env_a)
+    assert merged.returncode == 0, merged.stderr
+    assert git(a, "rev-parse", "--abbrev-ref", "HEAD") == "main"
+    assert git(a, "show", "HEAD:hello.txt") == "hello from b"
+    assert (a / "hello.txt").read_text() == "hello from b\n"
+    # Fetched into grove's tracking refs only: A's own branches are as they were.
+    assert git(a, "for-each-ref", "--format=%(refname)", "refs/heads") == before

@@ -147,6 +147,23 @@ def remote_tip(repo: Path, remote: str, branch: str) -> str | None:
     return tip.stdout.strip() or None
 
 
+BranchSource = Literal["local", "tracking"]
+
+
+def branch_source(
+    local_tip: str | None, local_holds_head: bool, tracking_tip: str | None
+) -> BranchSource | None:
+    """Where to read an agent's branch from in this clone: its own ``refs/heads`` branch when
+    that holds the recorded head (the agent ran here), else the remote's copy fetched into
+    :data:`TRACKING` (it ran on another machine), else whichever exists; ``None``: neither.
+    ``tracking_tip`` is only looked up (a fetch) when the local branch does not hold the head."""
+    if local_tip and local_holds_head:
+        return "local"
+    if tracking_tip:
+        return "tracking"
+    return "local" if local_tip else None
+
+
 _REJECTED = ("non-fast-forward", "[rejected]", "rejected", "denied", "fetch first", "stale info")
 _TRANSIENT = (
     "could not read from remote",
@@ -227,7 +244,9 @@ def push_branch(
 
 __all__ = [
     "TRACKING",
+    "BranchSource",
     "PushFailed",
+    "branch_source",
     "fetch_all",
     "fetch_commit",
     "has_commit",
