@@ -5,8 +5,12 @@ made. Real git, the real ``grove`` CLI, SQLite file and PostgreSQL."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,10 +19,10 @@ from agentgrove.clone_check import judge_clone
 from agentgrove.dashboard import create_app
 from agentgrove.errors import BadRef
 from agentgrove.grove import Grove
-from agentgrove.testing import ModelServer, Script, say, write_file
+from agentgrove.testing import ModelRequest, ModelServer, Script, Turn, say, write_file
 from agentgrove.workspaces import Workspaces, init_repo
 from tests import test_remotes
-from tests.conftest import git, run_cli, write_scripted_config
+from tests.conftest import GROVE, git, run_cli, wait_until, write_scripted_config
 from tests.test_remotes import _commit, _env, _heads
 
 machines = test_remotes.machines  # the two-machine fixture (a bare remote, clones a and b)
@@ -192,3 +196,110 @@ def test_diff_show_merge_and_the_dashboard_fetch_a_branch_another_machine_pushed
     assert (a / "hello.txt").read_text() == "hello from b\n"
     # Fetched into grove's tracking refs only: A's own branches are as they were.
     assert git(a, "for-each-ref", "--format=%(refname)", "refs/heads") == before
+
+
+# -- the remote away for a while as an agent finishes ---------------------------------------
+
+CHAIN = """
+name: across
+nodes:
+  - {key: make, role: file-writer, task: "Write result.txt"}
+  - {key: look, role: tester, task: "Look at it. {{ make.output }}", depends_on: [make]}
+"""
+
+
+def _node(a: Path, env: dict[str, str], run_id: str, key: str) -> dict[str, Any] | None:
+    """The agent of node ``key`` as `grove show --json` prints it; ``None`` before it exists."""
+    shown = run_cli("workflow", "show", run_id, "--json", cwd=a, env=env)
+    assert shown.returncode == 0, shown.stderr
+    nodes = {n["key"]: n for n in json.loads(shown.stdout)["nodes"]}
+    agent_id = nodes[key]["agent_id"]
+    if agent_id is None:
+        return None
+    record: dict[str, Any] = json.loads(run_cli("show", agent_id, "--json", cwd=a, env=env).stdout)
+    return record
+
+
+def test_a_push_to_a_remote_away_for_a_while_lands_and_the_dependent_waits_for_it(
+    database: str, machines: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """Node 1 runs on A (the real CLI), node 2 only on B (``--roles tester``). The bare remote
+    is moved away as node 1 finishes: A's push retries (``push_retry_s`` long), node 1 stays
+    executing and node 2 does not start; moved back, the push lands, node 1 completes with its
+    output and tokens, and node 2 starts on B from the pushed commit (its worktree holds
+    node 1's file, which B could only have fetched from the remote)."""
+    bare, a, b = machines
+    _real_runtime(a, push_retry_s=300)
+    env_a, env_b = _env(tmp_path, "a"), _env(tmp_path, "b")
+    (tmp_path / "across.yaml").write_text(CHAIN)
+    started = run_cli("workflow", "run", str(tmp_path / "across.yaml"), "--json", cwd=a, env=env_a)
+    assert started.returncode == 0, started.stderr
+    run_id = json.loads(started.stdout)["id"]
+
+    written, go = threading.Event(), threading.Event()
+
+    def hold_the_last_turn(request: ModelRequest) -> Turn:
+        written.set()  # the Write tool ran: result.txt is in A's worktree
+        go.wait(timeout=120)
+        return say("result.txt written")
+
+    script = Script().on(
+        role="file-writer", turns=[write_file("result.txt", "made on a\n"), hold_the_last_turn]
+    )
+    away = tmp_path / "away.git"
+    logs = {name: (tmp_path / f"worker-{name}.err").open("w+") for name in ("a", "b")}
+    with ModelServer(script) as server:
+        workers = {
+            "a": subprocess.Popen(
+                [*GROVE, "worker", "--roles", "file-writer"],
+                cwd=a,
+                env={**os.environ, **env_a, **server.env()},
+                stdout=subprocess.DEVNULL,
+                stderr=logs["a"],
+            ),
+            "b": subprocess.Popen(
+                [*GROVE, "worker", "--roles", "tester"],
+                cwd=b,
+                env={**os.environ, **env_b},
+                stdout=subprocess.DEVNULL,
+                stderr=logs["b"],
+            ),
+        }
+        try:
+            wait_until(written.is_set, timeout_s=120)
+            bare.rename(away)
+            go.set()
+            err_a = tmp_path / "worker-a.err"
+            wait_until(lambda: "retrying" in err_a.read_text(), timeout_s=60)
+            # The push is failing: node 1 has not completed, node 2 has not started.
+            make = _node(a, env_a, run_id, "make")
+            assert make is not None and make["status"] == "executing", make
+            assert _node(a, env_a, run_id, "look") is None
+            away.rename(bare)
+
+            def finished() -> bool:
+                make, look = _node(a, env_a, run_id, "make"), _node(a, env_a, run_id, "look")
+                if make is not None and make["status"] == "failed":
+                    return True  # the work was lost: asserted below
+                return look is not None and look["status"] in ("completed", "failed")
+
+            wait_until(finished, timeout_s=120)
+        finally:
+            go.set()
+            for worker in workers.values():
+                worker.send_signal(signal.SIGTERM)
+            for worker in workers.values():
+                worker.wait(timeout=60)
+            for log in logs.values():
+                log.close()
+    make, look = _node(a, env_a, run_id, "make"), _node(a, env_a, run_id, "look")
+    assert make is not None and look is not None
+    assert make["status"] == "completed" and look["status"] == "completed", (make, look)
+    assert make["output"] == "result.txt written" and make["tokens_in"] > 0, make
+    assert make["attempt"] == 1 and look["attempt"] == 1
+    head = make["workspace"]["head_commit"]
+    assert make["workspace"]["pushed_commit"] == head
+    assert _heads(bare)[f"refs/heads/grove/{make['id']}"] == head
+    assert look["workspace"]["base_ref"] == head, look
+    assert look["workspace"]["path"].startswith(str(tmp_path / "home-b")), look
+    assert (Path(look["workspace"]["path"]) / "result.txt").read_text() == "made on a\n"
