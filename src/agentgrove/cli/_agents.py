@@ -177,12 +177,13 @@ def show(agent_id: str, json_out: JsonOpt = False) -> None:
         agent = grove.get(agent_id)
         totals = grove.tree_totals(agent.id)
         children = grove.store.list_agents(parent_id=agent.id)
-        # Where this clone has the branch (fetched when another machine ran the agent).
-        ref = grove.service.workspaces.branch_ref(agent.workspace) if agent.workspace else None
+        # Where this clone has the branch, fetched when another machine ran the agent (not
+        # for --json, whose record is the database's and is polled by scripts).
+        ws = agent.workspace
+        ref = grove.service.workspaces.branch_ref(ws) if ws and not json_out else None
     if json_out:
         print_json(
-            agent.to_json()
-            | {"tree": totals.to_json(), "children": [c.id for c in children], "branch_ref": ref}
+            agent.to_json() | {"tree": totals.to_json(), "children": [c.id for c in children]}
         )
         return
     # Values are Text, never markup: most of them come from the agent or the user.
