@@ -19,6 +19,7 @@ from agentgrove.clone_check import judge_clone
 from agentgrove.dashboard import create_app
 from agentgrove.errors import BadRef
 from agentgrove.grove import Grove
+from agentgrove.remotes import branch_source
 from agentgrove.testing import ModelRequest, ModelServer, Script, Turn, say, write_file
 from agentgrove.workspaces import Workspaces, init_repo
 from tests import test_remotes
@@ -38,6 +39,14 @@ def test_judge_clone() -> None:
     assert judge_clone(bases, frozenset({C_SHA})).foreign == (A_SHA, "agent 1")
     assert judge_clone([], frozenset()).foreign is None  # nothing to judge by
     assert judge_clone([("main", "agent 3")], frozenset()).foreign is None  # not a commit id
+
+
+def test_branch_source() -> None:
+    assert branch_source(A_SHA, True, None) == "local"  # ran here
+    assert branch_source(A_SHA, False, B_SHA) == "tracking"  # a later attempt ran elsewhere
+    assert branch_source(None, False, B_SHA) == "tracking"  # ran on another machine
+    assert branch_source(A_SHA, False, None) == "local"  # the best there is
+    assert branch_source(None, False, None) is None
 
 
 def _foreign_clone(tmp_path: Path) -> Path:
