@@ -105,6 +105,27 @@ def fetch_commit(repo: Path, remote: str, commit: str, branch_hint: str | None =
     return False
 
 
+def fetch_all(repo: Path, remote: str) -> bool:
+    """Fetch every branch of the remote into :data:`TRACKING` (one ``git fetch``); whether it
+    succeeded. A failure is logged, not raised."""
+    proc = run(
+        [
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            remote,
+            f"+refs/heads/*:{TRACKING}*",
+        ],
+        repo,
+        remote=True,
+        timeout_s=FETCH_TIMEOUT_S,
+    )
+    if proc.returncode != 0:
+        log.warning("git fetch %s failed: %s", remote, proc.stderr.strip())
+    return proc.returncode == 0
+
+
 def remote_tip(repo: Path, remote: str, branch: str) -> str | None:
     """Fetch ``branch`` from the remote into :data:`TRACKING`; its tip there, or ``None`` when
     the remote has no such branch (or cannot be reached)."""
@@ -125,6 +146,23 @@ def remote_tip(repo: Path, remote: str, branch: str) -> str | None:
         return None
     tip = run(["rev-parse", "-q", "--verify", f"{TRACKING}{branch}^{{commit}}"], repo)
     return tip.stdout.strip() or None
+
+
+BranchSource = Literal["local", "tracking"]
+
+
+def branch_source(
+    local_tip: str | None, local_holds_head: bool, tracking_tip: str | None
+) -> BranchSource | None:
+    """Where to read an agent's branch from in this clone: its own ``refs/heads`` branch when
+    that holds the recorded head (the agent ran here), else the remote's copy fetched into
+    :data:`TRACKING` (it ran on another machine), else whichever exists; ``None``: neither.
+    ``tracking_tip`` is only looked up (a fetch) when the local branch does not hold the head."""
+    if local_tip and local_holds_head:
+        return "local"
+    if tracking_tip:
+        return "tracking"
+    return "local" if local_tip else None
 
 
 _REJECTED = ("non-fast-forward", "[rejected]", "rejected", "denied", "fetch first", "stale info")
@@ -208,7 +246,10 @@ def push_branch(
 __all__ = [
     "PUSHABLE",
     "TRACKING",
+    "BranchSource",
     "PushFailed",
+    "branch_source",
+    "fetch_all",
     "fetch_commit",
     "has_commit",
     "push_branch",

@@ -32,13 +32,15 @@ from anyio.abc import TaskGroup
 
 from agentgrove.admission import CLI_WARMUP_S, AdmissionGate, memory_refusal
 from agentgrove.cleanup import collect
-from agentgrove.config import WorkerSettings
+from agentgrove.clone_check import check_clone
+from agentgrove.config import GroveConfig, WorkerSettings
 from agentgrove.errors import StoreUnavailable
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind
 from agentgrove.processes import available_memory_mb
+from agentgrove.remotes import resolve_remote
 from agentgrove.secrets import redact
 from agentgrove.service import AgentService, Lease
-from agentgrove.store import RunOutcome
+from agentgrove.store import RunOutcome, Store
 from agentgrove.store._core import utcnow
 from agentgrove.text import visible
 
@@ -91,6 +93,31 @@ def _process_identity(pid: int) -> str | None:
     if len(fields) < 20 or not boot:
         return None
     return f"{boot}.{pid_ns}.{fields[19]}"
+
+
+def check_repository(config: GroveConfig, store: Store) -> list[str]:
+    """The start-up checks of a long-lived worker's clone, before any claim: the ``[git]
+    remote`` answers (:func:`agentgrove.remotes.resolve_remote`) and the clone is of the
+    repository the database's unfinished work comes from (:func:`check_clone`). Raises
+    :class:`BadInput` (one line: the CLI exits 2); returns the notes for the operator (bases
+    found nowhere). Outside git nothing is checked; a database that does not answer yet skips
+    the second check (the claim path refuses a base it cannot find anyway)."""
+    if not config.is_git:
+        return []
+    remote = config.git.remote
+    if remote:
+        resolve_remote(config.root, remote)
+    try:
+        verdict = check_clone(store, config.root, remote)
+    except StoreUnavailable as exc:
+        shown = visible(redact(str(exc)), newlines=False)
+        return [f"base commits not checked (database unavailable: {shown})"]
+    where = f"on remote {remote!r}" if remote else "here"
+    return [
+        f"{whose}'s base {commit[:12]} is neither in {config.root} nor {where}: it will fail "
+        "unless it is pushed"
+        for commit, whose in verdict.missing
+    ]
 
 
 class Backoff:

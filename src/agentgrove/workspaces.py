@@ -208,6 +208,13 @@ class Workspaces:
             for commit in (base_commit, *merge):
                 self.fetch(commit)
             remote_tip = remotes.remote_tip(self.repo, self.remote, branch)
+        # Before anything is made: a base or merge commit this clone lacks (and, with a remote,
+        # could not fetch) would leave a half-made worktree, or pass for a merge conflict.
+        for commit in (base_commit, *merge):
+            if not remotes.has_commit(self.repo, str(commit)):
+                raise BadRef(
+                    self._missing(str(commit), "base" if commit == base_commit else "merge")
+                )
         with self._locked():
             run_git(["worktree", "prune"], self.repo)
             if registered_worktree(self.repo, path) is None:
@@ -241,6 +248,20 @@ class Workspaces:
             branch=branch,
             base_ref=base_commit,
             head_commit=head,
+        )
+
+    def _missing(self, commit: str, what: str) -> str:
+        """The one line naming a ``what`` commit this clone does not have."""
+        shown = commit[:12] if _is_sha(commit) else repr(commit)
+        if self.remote:
+            return (
+                f"{what} commit {shown} is neither in {self.repo} nor on remote "
+                f"{self.remote!r}: push it from the clone that has it (git push {self.remote} "
+                "BRANCH), or run this worker in a clone of the same repository"
+            )
+        return (
+            f"{what} commit {shown} is not in {self.repo}: set [git] remote so that machines "
+            "share commits, or run the agent where the commit is"
         )
 
     def _merge(self, path: Path, branch: str, refs: tuple[str, ...]) -> None:
@@ -385,18 +406,74 @@ class Workspaces:
         if _merging_in(path, tree):
             run_git(["merge", "--abort"], path, tree=tree)
 
+    def branch_ref(self, ws: WorkspaceRecord) -> str | None:
+        """The ref naming the agent's branch in *this* clone (which may not be the one the
+        agent ran in: another machine's): ``refs/heads/grove/<id>`` when it holds the recorded
+        head; otherwise, with a remote, the remote's branch fetched into grove's tracking refs
+        (never into the user's branches); otherwise the local branch if any. ``None``: neither
+        this clone nor the remote has it (or this is not a git clone, or the agent ran outside
+        git). Decided by :func:`agentgrove.remotes.branch_source`."""
+        if self.repo is None or ws.branch is None:
+            return None
+        local = f"refs/heads/{ws.branch}"
+        tip = run_git(
+            ["rev-parse", "-q", "--verify", f"{local}^{{commit}}"], self.repo, check=False
+        )
+        head = ws.head_commit
+        holds = bool(tip) and (
+            not head
+            or tip == head
+            or (
+                _is_sha(head)
+                and run(["merge-base", "--is-ancestor", head, tip], self.repo).returncode == 0
+            )
+        )
+        tracking = None
+        if not holds and self.remote:
+            tracking = remotes.remote_tip(self.repo, self.remote, ws.branch)
+        source = remotes.branch_source(tip or None, holds, tracking)
+        if source == "tracking":
+            return f"{remotes.TRACKING}{ws.branch}"
+        return local if source == "local" else None
+
+    def _readable_ref(self, ws: WorkspaceRecord, doing: str) -> tuple[Path, str]:
+        """This clone and the ref of the agent's branch in it, or :class:`BadInput` saying why
+        there is none."""
+        if ws.repo_path is None or ws.branch is None:
+            raise BadInput(f"agent {ws.agent_id} has no branch to {doing} (it ran outside git)")
+        if self.repo is None:
+            raise BadInput(f"not in a git clone: run grove {doing} in a clone of the repository")
+        ref = self.branch_ref(ws)
+        if ref is None:
+            where = f" nor on remote {self.remote!r}" if self.remote else ""
+            raise BadInput(
+                f"branch {ws.branch} of agent {ws.agent_id} is not in {self.repo}{where}: "
+                + (
+                    "it ran on another machine whose push did not land (or was removed)"
+                    if self.remote
+                    else "set [git] remote when agents run on other machines"
+                )
+            )
+        return self.repo, ref
+
     def diff(self, ws: WorkspaceRecord) -> str:
-        """The patch from the agent's base to its branch head (its committed work)."""
+        """The patch from the agent's base to its branch head (its committed work), read in
+        this clone; the branch (and base) fetched from the remote when another machine ran the
+        agent (see :meth:`branch_ref`). :class:`BadInput` when no clone has the branch."""
         if ws.repo_path is None or ws.branch is None:
             return ""
-        return run_git(["diff", *DIFF_SAFE, f"{ws.base_ref}..{ws.branch}"], Path(ws.repo_path))
+        repo, ref = self._readable_ref(ws, "diff")
+        if ws.base_ref:
+            self.fetch(ws.base_ref)
+        return run_git(["diff", *DIFF_SAFE, f"{ws.base_ref}..{ref}"], repo)
 
     def merge_into_checkout(self, ws: WorkspaceRecord) -> CheckoutMerge:
-        """Merge the agent's branch into the repository's checked-out branch: see
-        :meth:`merge_branch_into_checkout`. :class:`BadInput` when the agent ran outside git."""
-        if ws.repo_path is None or ws.branch is None:
-            raise BadInput(f"agent {ws.agent_id} has no branch to merge (it ran outside git)")
-        return merge_branch_into_checkout(Path(ws.repo_path), ws.branch)
+        """Merge the agent's branch into this clone's checked-out branch (fetched from the
+        remote when another machine ran the agent): see :meth:`merge_branch_into_checkout`.
+        :class:`BadInput` when the agent ran outside git or no clone has its branch."""
+        repo, ref = self._readable_ref(ws, "merge")
+        assert ws.branch is not None
+        return merge_branch_into_checkout(repo, ws.branch, ref=ref)
 
     def remove_path(self, path: Path) -> None:
         """Remove a worktree directory no record owns (see :mod:`agentgrove.cleanup`)."""
@@ -435,14 +512,17 @@ class CheckoutMerge:
     files: tuple[str, ...] = ()
 
 
-def merge_branch_into_checkout(repo: Path, branch: str) -> CheckoutMerge:
+def merge_branch_into_checkout(repo: Path, branch: str, *, ref: str | None = None) -> CheckoutMerge:
     """Merge ``branch`` into ``repo``'s checked-out branch (``--no-ff``, so the branch's commits
     stay one unit) and say what it did. A branch whose tip is already in HEAD's history changes
     nothing (``already_merged``). Uses the user's git identity, or grove's when none is
     configured. Refuses (:class:`BadInput`) a checkout with a merge in progress, which it never
     touches. A conflict aborts the merge, leaving the checkout as it was, and raises
     :class:`MergeConflict`; a checkout git refuses to merge into (uncommitted changes in the
-    way) raises :class:`GitError` with git's words. A detached HEAD is fine."""
+    way) raises :class:`GitError` with git's words. A detached HEAD is fine. ``ref``: where
+    the branch is read from (default ``refs/heads/<branch>``; grove's tracking ref of the
+    remote's copy for an agent another machine ran)."""
+    ref = ref or f"refs/heads/{branch}"
     if checkout_merge_in_progress(repo):
         # Never touch a merge the user has in progress (an abort would throw their work
         # away): they finish it first.
@@ -451,9 +531,7 @@ def merge_branch_into_checkout(repo: Path, branch: str) -> CheckoutMerge:
             f"it (`git merge --abort`), then merge {branch}"
         )
     before = run_git(["rev-parse", "-q", "--verify", "HEAD^{commit}"], repo, check=False)
-    tip = run_git(
-        ["rev-parse", "-q", "--verify", f"refs/heads/{branch}^{{commit}}"], repo, check=False
-    )
+    tip = run_git(["rev-parse", "-q", "--verify", f"{ref}^{{commit}}"], repo, check=False)
     if not tip:
         raise GitError(f"branch {branch} does not exist in {repo}: nothing to merge")
     if before and is_merged(repo, tip):
@@ -462,7 +540,7 @@ def merge_branch_into_checkout(repo: Path, branch: str) -> CheckoutMerge:
     if blocking:  # git would overwrite the ignored ones silently
         raise GitError(f"git merge {branch} refused: {in_the_way_refusal(blocking)}")
     merge = ["merge", "--no-verify", "--no-ff", "--no-edit", "-m", f"Merge {branch}"]
-    proc = run([*merge, f"refs/heads/{branch}"], repo, identity=user_identity(repo) or IDENTITY)
+    proc = run([*merge, tip], repo, identity=user_identity(repo) or IDENTITY)
     if proc.returncode != 0:
         conflicted = _unmerged(repo)
         if conflicted and _merging(repo):  # our merge stopped on conflicts: undo it

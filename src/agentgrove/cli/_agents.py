@@ -181,6 +181,10 @@ def show(agent_id: str, json_out: JsonOpt = False) -> None:
         agent = grove.get(agent_id)
         totals = grove.tree_totals(agent.id)
         children = grove.store.list_agents(parent_id=agent.id)
+        # Where this clone has the branch, fetched when another machine ran the agent (not
+        # for --json, whose record is the database's and is polled by scripts).
+        ws = agent.workspace
+        ref = grove.service.workspaces.branch_ref(ws) if ws and not json_out else None
     if json_out:
         print_json(
             agent.to_json() | {"tree": totals.to_json(), "children": [c.id for c in children]}
@@ -216,7 +220,7 @@ def show(agent_id: str, json_out: JsonOpt = False) -> None:
         ws = agent.workspace
         rows += [
             ("worktree", plain(f"{ws.worktree_path} ({_worktree_state(agent, ws.state)})")),
-            ("branch", plain(ws.branch or "-")),
+            ("branch", plain(_branch_where(ws.branch, ref))),
             ("head", plain(ws.head_commit or "-")),
         ]
         if ws.diffstat:
@@ -468,6 +472,16 @@ def _with_slot_reasons(grove: Grove, agents: list[AgentRecord]) -> list[AgentRec
             reason = slot_reason(settings, running, agent.role, agent.model)
         shown.append(replace(agent, wait_reason=reason) if reason else agent)
     return shown
+
+
+def _branch_where(branch: str | None, ref: str | None) -> str:
+    """The branch, and where this clone has it: ``grove/x``, or ``grove/x (from the remote:
+    refs/remotes/grove-remote/grove/x)``, or ``grove/x (not in this clone nor on the remote)``."""
+    if branch is None:
+        return "-"
+    if ref is None:
+        return f"{branch} (not in this clone nor on the remote)"
+    return branch if ref == f"refs/heads/{branch}" else f"{branch} (from the remote: {ref})"
 
 
 def _worktree_state(agent: AgentRecord, state: str) -> str:

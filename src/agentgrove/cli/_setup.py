@@ -21,7 +21,7 @@ from agentgrove.errors import BadInput
 from agentgrove.grove import Grove
 from agentgrove.systemd_unit import render_unit
 from agentgrove.text import plain
-from agentgrove.worker import Worker
+from agentgrove.worker import Worker, check_repository
 
 
 @app.command()
@@ -149,10 +149,8 @@ def worker(
         sys.stdout.write(render_unit(repo=config.root, worker_args=args, grace_s=settings.grace_s))
         return
     with open_grove() as grove:
-        if grove.config.git.remote and grove.config.is_git:  # before any claim
-            from agentgrove.remotes import resolve_remote
-
-            resolve_remote(grove.config.root, grove.config.git.remote)
+        for note in check_repository(grove.config, grove.store):  # before any claim
+            err_console.print(f"grove worker: {note}", markup=False, highlight=False)
         w = Worker(grove.service, settings, concurrency=concurrency, drain=drain, roles=only_roles)
 
         async def main() -> None:

@@ -76,6 +76,37 @@ class ViewQueries(StoreCore):
         with self._read() as conn:
             return [_agent_from_row(r) for r in conn.execute(query.limit(limit))]
 
+    def bases_in_use(self, *, limit: int = 100) -> list[tuple[str, str]]:
+        """``(commit, whose)`` for the base commits that unfinished work starts from: pending
+        and executing agents (``agent ID``) and running workflow runs (``run ID``), each commit
+        once, the newest owner first, at most ``limit`` commits (the worker's start-up check
+        that this clone is of the repository the database serves)."""
+        found: dict[str, str] = {}
+        unfinished = [AgentStatus.PENDING.value, AgentStatus.EXECUTING.value]
+        agent_bases = (
+            select(agents.c.base_ref, agents.c.id)
+            .where(agents.c.status.in_(unfinished), agents.c.base_ref.is_not(None))
+            .order_by(agents.c.created_at.desc(), agents.c.id.desc())
+            .limit(limit * 10)
+        )
+        run_bases = (
+            select(workflow_runs.c.base_ref, workflow_runs.c.id)
+            .where(
+                workflow_runs.c.status == RunStatus.RUNNING.value,
+                workflow_runs.c.base_ref.is_not(None),
+            )
+            .order_by(workflow_runs.c.created_at.desc())
+            .limit(limit)
+        )
+        with self._read() as conn:
+            rows = [(r[0], f"agent {r[1]}") for r in conn.execute(agent_bases)]
+            rows += [(r[0], f"run {r[1]}") for r in conn.execute(run_bases)]
+        for commit, whose in rows:
+            if len(found) >= limit:
+                break
+            found.setdefault(commit, whose)
+        return list(found.items())
+
     def agent_roles(self) -> list[str]:
         """Every role some agent has had, sorted (for filter choices)."""
         with self._read() as conn:
