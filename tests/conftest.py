@@ -3,6 +3,7 @@ network: the model is the scripted server on loopback, and API keys are fake."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import subprocess
@@ -126,15 +127,32 @@ def database(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     if request.param == "sqlite":
         yield "sqlite"
         return
+    with pg_schema() as url:
+        monkeypatch.setenv("GROVE_DB_URL", url)
+        yield "postgres"
+
+
+@contextlib.contextmanager
+def pg_schema() -> Iterator[str]:
+    """A PostgreSQL schema of its own (dropped afterwards), as a GROVE_DB_URL."""
     schema = f"t_{uuid.uuid4().hex[:10]}"
     admin = sqlalchemy.create_engine(PG_URL)
     with admin.begin() as conn:
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    monkeypatch.setenv("GROVE_DB_URL", f"{PG_URL}?options=-csearch_path%3D{schema}")
-    yield "postgres"
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-    admin.dispose()
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL schema of the test's own (dropped afterwards), as a GROVE_DB_URL (for
+    tests that hand it to several processes rather than set it for the test)."""
+    with pg_schema() as url:
+        yield url
 
 
 def git(repo: Path, *args: str) -> str:

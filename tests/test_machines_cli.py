@@ -7,31 +7,15 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy
 
 from agentgrove.models import AgentStatus
 from agentgrove.workspaces import init_repo
-from tests.conftest import GROVE, PG_URL, git, run_cli, write_scripted_config
+from tests.conftest import GROVE, git, run_cli, write_scripted_config
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A PostgreSQL schema of the test's own (dropped afterwards), as a GROVE_DB_URL."""
-    schema = f"t_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-    admin.dispose()
 
 
 @pytest.fixture

@@ -10,14 +10,11 @@ import json
 import os
 import signal
 import subprocess
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy
 
 from agentgrove.processes import agent_processes
 from agentgrove.testing import (
@@ -31,7 +28,7 @@ from agentgrove.testing import (
     write_file,
 )
 from agentgrove.workspaces import init_repo
-from tests.conftest import GROVE, PG_URL, git, run_cli, wait_until
+from tests.conftest import GROVE, git, run_cli, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -69,19 +66,6 @@ class Machine:
             stderr=subprocess.PIPE,
             text=True,
         )
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A PostgreSQL schema of the test's own (dropped afterwards), as a GROVE_DB_URL."""
-    schema = f"t_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-    admin.dispose()
 
 
 @pytest.fixture

@@ -56,16 +56,7 @@ def _parse(text: str) -> nodes.Template:
 
 
 def check_template(text: str, allowed: Mapping[str, AbstractSet[str] | None]) -> list[Reference]:
-    """The references in ``text`` that ``allowed`` does not permit, deduplicated, in source order.
-
-    ``allowed`` maps each name a template may use to the attributes it may be used with, or to
-    None when any use of it is fine. A name with an attribute set must be used with one of those
-    attributes (``inputs.feature``, ``inputs['feature']``); using it bare, or with a computed
-    subscript, is reported with ``attr=None``. Names the template binds itself (``{% set %}``,
-    ``{% for %}``, macro parameters) and Jinja's globals are always allowed.
-
-    Raises :class:`TaskTemplateError` if ``text`` does not parse or uses include/extends/import.
-    """
+    """:func:`agentgrove.workflows.templates.check_template` (its contract is there)."""
     ast = _parse(text)
     bound = {n.name for n in ast.find_all(nodes.Name) if n.ctx != "load"}
     bound |= {m.name for m in ast.find_all(nodes.Macro)}
@@ -115,11 +106,7 @@ def _collect(node: nodes.Node, out: list[Reference]) -> None:
 
 
 def render_task(text: str, inputs: Mapping[str, str], deps: Mapping[str, DepResult]) -> str:
-    """Render a task template with ``inputs`` and the results of ``deps`` (keyed by node key).
-
-    The template should have passed :func:`check_template`; anything it uses that is not given
-    here (an input not resolved, a dependency not passed) raises :class:`TaskTemplateError`.
-    """
+    """:func:`agentgrove.workflows.templates.render_task` (its contract is there)."""
     template = _ENV.from_string(_parse(text))
     context: dict[str, object] = {template_name(key): dep for key, dep in deps.items()}
     context["inputs"] = dict(inputs)
