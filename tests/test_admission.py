@@ -394,6 +394,11 @@ def test_ls_says_which_limit_holds_a_pending_agent_back(repo: Path) -> None:
     assert reasons[first.id] is None and reasons[tester.id] is None
     table = run_cli("ls", cwd=repo, env={"COLUMNS": "200"})  # the reason is long
     assert "role implementer at its limit of 1" in table.stdout
+    # show says what ls says, in text and in --json.
+    shown = json.loads(run_cli("show", second.id, "--json", cwd=repo).stdout)
+    assert shown["wait_reason"] == "waiting for a slot: role implementer at its limit of 1"
+    text = run_cli("show", second.id, cwd=repo).stdout
+    assert "waiting for a slot: role implementer at its limit of 1" in text
 
 
 @pytest.mark.usefixtures("database")

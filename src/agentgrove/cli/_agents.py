@@ -178,7 +178,7 @@ def list_agents(
 def show(agent_id: str, json_out: JsonOpt = False) -> None:
     """Show one agent: status, result, tokens, cost, workspace, and its tree's totals."""
     with open_grove() as grove:
-        agent = grove.get(agent_id)
+        [agent] = _with_slot_reasons(grove, [grove.get(agent_id)])  # as ls says it waits
         totals = grove.tree_totals(agent.id)
         children = grove.store.list_agents(parent_id=agent.id)
         # Where this clone has the branch, fetched when another machine ran the agent (not
@@ -204,6 +204,8 @@ def show(agent_id: str, json_out: JsonOpt = False) -> None:
         ("duration", f"{_elapsed(agent)} (in the CLI: {agent.duration_ms} ms, all attempts)"),
         ("task", plain(agent.task)),
     ]
+    if agent.wait_reason:
+        rows.append(("waiting", plain(agent.wait_reason, "dim")))
     if agent.error:
         rows.append(("error", plain(f"{agent.error_kind}: {agent.error}", "red")))
     if children:
