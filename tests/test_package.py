@@ -193,3 +193,11 @@ def test_the_schema_head_constant_is_alembics_head() -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     assert ScriptDirectory.from_config(config).get_current_head() == HEAD
+
+
+def test_version_prints_the_package_version(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    shown = run_cli("--version", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == f"grove {version('agentgrove')}\n"

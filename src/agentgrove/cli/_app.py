@@ -50,3 +50,25 @@ def print_json(value: Any) -> None:
 
 def is_tty() -> bool:
     return sys.stdout.isatty()
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from importlib.metadata import version
+
+        print(f"grove {version('agentgrove')}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    show_version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print grove's version and exit.",
+        is_eager=True,
+        callback=_print_version,
+    ),
+) -> None:
+    # grove's own options, before any command (typer calls this for every command).
+    pass
