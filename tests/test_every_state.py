@@ -111,3 +111,15 @@ def test_workflow_ls_without_runs_says_so(repo: Path) -> None:
     assert listed.stdout.splitlines() == [
         "no workflow runs: start one with `grove workflow run TEMPLATE|FILE`"
     ]
+
+
+def test_piped_show_and_ls_lines_carry_no_padding(repo: Path) -> None:
+    """Piped, rich would pad every line to the widest row (a long output: every line)."""
+    write_scripted_config(repo, delay_s=0, lease_s=30)
+    with Grove.init(repo, runtime=ScriptedRuntime()) as grove:
+        agent = grove.spawn("tester", "x " * 80)
+    for view in (["show", agent.id], ["ls"]):
+        shown = run_cli(*view, cwd=repo)
+        assert shown.returncode == 0, shown.stderr
+        lines = shown.stdout.splitlines()
+        assert lines and all(line == line.rstrip() for line in lines), (view, lines)

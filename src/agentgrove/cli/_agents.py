@@ -13,7 +13,15 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from agentgrove.admission import limits_concurrency, slot_reason
-from agentgrove.cli._app import app, console, err_console, is_tty, open_grove, print_json
+from agentgrove.cli._app import (
+    app,
+    console,
+    err_console,
+    is_tty,
+    open_grove,
+    print_json,
+    print_table,
+)
 from agentgrove.cli._checks import check_cell, check_rows
 from agentgrove.cli._live import (
     LiveProgress,
@@ -171,7 +179,7 @@ def list_agents(
             _elapsed(a),
             Text(one_line(a.task, 50), no_wrap=True, overflow="ellipsis"),
         )
-    console.print(table)
+    print_table(table)
 
 
 @app.command()
@@ -232,7 +240,7 @@ def show(agent_id: str, json_out: JsonOpt = False) -> None:
     table = Table(show_header=False, box=None)
     for key, value in rows:
         table.add_row(Text(key, style="bold"), value if isinstance(value, Text) else plain(value))
-    console.print(table)
+    print_table(table)
 
 
 @app.command()

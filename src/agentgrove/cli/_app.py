@@ -40,6 +40,17 @@ console = Console(width=_width(sys.stdout), emoji=False)
 err_console = Console(stderr=True, width=_width(sys.stderr), emoji=False)
 
 
+def print_table(table: object) -> None:
+    """Print a rich table; piped (no terminal), without the spaces rich pads every line with
+    to the widest row (a long output made every line of ``show`` 159 columns wide)."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    with console.capture() as captured:
+        console.print(table)
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+
+
 def open_grove(**kwargs: Any) -> Grove:
     return Grove.open(**kwargs)
 
