@@ -48,7 +48,7 @@ def print_table(table: object) -> None:
         return
     with console.capture() as captured:
         console.print(table)
-    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+    console.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
 
 
 def open_grove(**kwargs: Any) -> Grove:
