@@ -4,6 +4,7 @@ must not crash on it, e.g. a style lookup that yields ``[]running[/]`` markup)."
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -123,3 +124,24 @@ def test_piped_show_and_ls_lines_carry_no_padding(repo: Path) -> None:
         assert shown.returncode == 0, shown.stderr
         lines = shown.stdout.splitlines()
         assert lines and all(line == line.rstrip() for line in lines), (view, lines)
+
+
+def test_diff_of_a_deleted_branch_is_one_line_and_prints_nothing_else(repo: Path) -> None:
+    write_scripted_config(repo, delay_s=0, lease_s=30)
+    with Grove.init(repo, runtime=ScriptedRuntime()) as grove:
+        agent = grove.run("tester", "look")
+    assert agent.workspace is not None and agent.workspace.branch
+    gone = subprocess.run(
+        ["git", "update-ref", "-d", f"refs/heads/{agent.workspace.branch}"],
+        cwd=repo,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert gone.returncode == 0, gone.stderr
+    shown = run_cli("diff", agent.id, cwd=repo)
+    assert shown.returncode == 2, shown.stderr
+    assert shown.stdout == ""
+    [line] = shown.stderr.strip().splitlines()
+    assert line.startswith(f"grove: error: branch {agent.workspace.branch} of agent {agent.id}")
+    assert "it was deleted" in line

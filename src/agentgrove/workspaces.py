@@ -451,7 +451,8 @@ class Workspaces:
                 + (
                     "it ran on another machine whose push did not land (or was removed)"
                     if self.remote
-                    else "set [git] remote when agents run on other machines"
+                    else "it was deleted, or the agent ran on another machine (set [git] "
+                    "remote to share branches between machines)"
                 )
             )
         return self.repo, ref

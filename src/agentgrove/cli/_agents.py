@@ -336,12 +336,15 @@ def diff(
         ws = agent.workspace
         if ws is None or ws.branch is None:
             raise BadInput(f"agent {agent.id} has no git workspace (not run yet, or not in git)")
+        # Read first: a branch no clone has is one line (BadInput), not a header and then
+        # git's error.
+        patch = None if stat else grove.service.workspaces.diff(ws)
         # On a terminal the agent's text is made visible; piped, the diff stays a patch.
         shown = visible if is_tty() else str
         print(shown(f"branch {ws.branch}  head {ws.head_commit}  base {ws.base_ref}"))
         print(shown(ws.diffstat or "(no changes)"))
-        if not stat:
-            print(shown(grove.service.workspaces.diff(ws)))
+        if patch is not None:
+            print(shown(patch))
 
 
 @app.command()
