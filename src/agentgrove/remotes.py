@@ -80,6 +80,17 @@ def has_commit(repo: Path, commit: str) -> bool:
     return run(["cat-file", "-e", f"{commit}^{{commit}}"], repo).returncode == 0
 
 
+def _fetch(repo: Path, remote: str, refspec: str) -> subprocess.CompletedProcess[str]:
+    """One ``git fetch`` of ``refspec`` from ``remote`` (no tags, no FETCH_HEAD), bounded by
+    :data:`FETCH_TIMEOUT_S`; the caller reads its return code."""
+    return run(
+        ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote, refspec],
+        repo,
+        remote=True,
+        timeout_s=FETCH_TIMEOUT_S,
+    )
+
+
 def fetch_commit(repo: Path, remote: str, commit: str, branch_hint: str | None = None) -> bool:
     """Make ``commit`` present in ``repo``; whether it now is. Fetches (no ``--force`` needed:
     tracking refs only) the remote's ``grove/`` branches, then ``branch_hint``, then all its
@@ -92,12 +103,7 @@ def fetch_commit(repo: Path, remote: str, commit: str, branch_hint: str | None =
         specs.append(f"+refs/heads/{branch_hint}:{TRACKING}{branch_hint}")
     specs.append(f"+refs/heads/*:{TRACKING}*")
     for spec in specs:
-        proc = run(
-            ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote, spec],
-            repo,
-            remote=True,
-            timeout_s=FETCH_TIMEOUT_S,
-        )
+        proc = _fetch(repo, remote, spec)
         if proc.returncode != 0:
             log.warning("git fetch %s %s failed: %s", remote, spec, proc.stderr.strip())
         if has_commit(repo, commit):
@@ -108,19 +114,7 @@ def fetch_commit(repo: Path, remote: str, commit: str, branch_hint: str | None =
 def fetch_all(repo: Path, remote: str) -> bool:
     """Fetch every branch of the remote into :data:`TRACKING` (one ``git fetch``); whether it
     succeeded. A failure is logged, not raised."""
-    proc = run(
-        [
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            "--no-write-fetch-head",
-            remote,
-            f"+refs/heads/*:{TRACKING}*",
-        ],
-        repo,
-        remote=True,
-        timeout_s=FETCH_TIMEOUT_S,
-    )
+    proc = _fetch(repo, remote, f"+refs/heads/*:{TRACKING}*")
     if proc.returncode != 0:
         log.warning("git fetch %s failed: %s", remote, proc.stderr.strip())
     return proc.returncode == 0
@@ -129,19 +123,7 @@ def fetch_all(repo: Path, remote: str) -> bool:
 def remote_tip(repo: Path, remote: str, branch: str) -> str | None:
     """Fetch ``branch`` from the remote into :data:`TRACKING`; its tip there, or ``None`` when
     the remote has no such branch (or cannot be reached)."""
-    proc = run(
-        [
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            "--no-write-fetch-head",
-            remote,
-            f"+refs/heads/{branch}:{TRACKING}{branch}",
-        ],
-        repo,
-        remote=True,
-        timeout_s=FETCH_TIMEOUT_S,
-    )
+    proc = _fetch(repo, remote, f"+refs/heads/{branch}:{TRACKING}{branch}")
     if proc.returncode != 0:
         return None
     tip = run(["rev-parse", "-q", "--verify", f"{TRACKING}{branch}^{{commit}}"], repo)

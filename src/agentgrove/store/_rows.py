@@ -50,12 +50,13 @@ def _workspace_from_row(row: Row[Any], prefix: str = "") -> WorkspaceRecord:
 def _agent_from_row(row: Row[Any]) -> AgentRecord:
     m = row._mapping
     ws = _workspace_from_row(row, "ws_") if m["ws_agent_id"] is not None else None
+    status = AgentStatus(m["status"])
     return AgentRecord(
         id=m["id"],
         role=m["role"],
         task=m["task"],
         model=m["model"],
-        status=AgentStatus(m["status"]),
+        status=status,
         created_at=m["created_at"],
         parent_id=m["parent_id"],
         base_ref=m["base_ref"],
@@ -78,7 +79,7 @@ def _agent_from_row(row: Row[Any]) -> AgentRecord:
         reserved_usd=m["reserved_usd"],
         # A finished agent waits for nothing, whatever a stale row still says (rows written
         # by an older grove kept the reason past a cancel).
-        wait_reason=None if AgentStatus(m["status"]).finished else m["wait_reason"],
+        wait_reason=None if status.finished else m["wait_reason"],
         depth=m["depth"],
         after_parent=bool(m["after_parent"]),
         merge_refs=tuple(m["merge_refs"]) if m["merge_refs"] is not None else None,
