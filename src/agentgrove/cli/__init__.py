@@ -7,10 +7,8 @@ import sys
 import typer
 
 from agentgrove.cli import _agents, _dashboard, _setup, _shell, _stats, _up, _workflows
-from agentgrove.cli._app import app
+from agentgrove.cli._app import app, print_error
 from agentgrove.errors import GroveError
-from agentgrove.secrets import redact
-from agentgrove.text import visible
 
 __all__ = ["app", "main"]
 
@@ -24,8 +22,7 @@ def main() -> None:
         # Without standalone mode, typer returns a command's exit code instead of exiting.
         code = app(standalone_mode=False)
     except GroveError as exc:
-        # Escaped and redacted: a message may quote agent text or a URL with its password.
-        print(f"grove: error: {visible(redact(str(exc)))}", file=sys.stderr)
+        print_error(exc)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 
 from agentgrove.grove import Grove
+from agentgrove.secrets import redact
+from agentgrove.text import visible
 
 app = typer.Typer(
     name="grove",
@@ -38,6 +40,12 @@ def _width(stream: object) -> int | None:
 # No emoji codes: ``:warning:`` in an agent's text stays text (see agentgrove.text).
 console = Console(width=_width(sys.stdout), emoji=False)
 err_console = Console(stderr=True, width=_width(sys.stderr), emoji=False)
+
+
+def print_error(message: object) -> None:
+    """One ``grove: error: ...`` line on stderr, escaped and redacted (a message may quote
+    agent text or a URL with its password)."""
+    print(f"grove: error: {visible(redact(str(message)))}", file=sys.stderr)
 
 
 def print_table(table: object) -> None:

@@ -9,14 +9,21 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from agentgrove.cli._app import app, console, err_console, is_tty, open_grove, print_json
+from agentgrove.cli._app import (
+    app,
+    console,
+    err_console,
+    is_tty,
+    open_grove,
+    print_error,
+    print_json,
+)
 from agentgrove.cli._live import STATUS_STYLE, LiveProgress, Mode, run_source
 from agentgrove.config import load_config
 from agentgrove.errors import BadInput, MissingInputs
 from agentgrove.grove import Grove
 from agentgrove.models import RunRecord, RunStatus
 from agentgrove.run_branches import RunBranch, existing_results, with_result
-from agentgrove.secrets import redact
 from agentgrove.text import markup, plain, visible
 from agentgrove.workflows import builtin_templates, find_workflow, load_workflow
 from agentgrove.workflows.spec import WorkflowError, parse_input_args
@@ -38,8 +45,7 @@ def validate(file: str) -> None:
         spec = load_workflow(find_workflow(file), roles=list(load_config().roles))
     except WorkflowError as exc:
         for problem in exc.problems:
-            # As the CLI's one-line errors are printed (agentgrove.cli.main), one per problem.
-            print(f"grove: error: {visible(redact(str(problem)))}", file=sys.stderr)
+            print_error(problem)  # one line each, as agentgrove.cli.main prints an error
         raise typer.Exit(2) from None
     inputs = ", ".join(spec.inputs) or "-"
     print(visible(f"{spec.name}: valid ({len(spec.nodes)} nodes, inputs: {inputs})"))
