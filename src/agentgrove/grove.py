@@ -17,29 +17,24 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import anyio
 
 from agentgrove.config import HOME_DIR, GroveConfig, load_config, with_worker
 from agentgrove.errors import BadInput, ConfigError, NotInitialised
 from agentgrove.models import AgentRecord, ErrorKind, RunRecord, SpawnRequest
-from agentgrove.runtime import (
-    MessageSink,
-    RunResult,
-    RunSpec,
-    Runtime,
-    ScriptedRuntime,
-    SessionLookup,
-)
-from agentgrove.runtime._scripted import delayed_echo
-from agentgrove.service import AgentService, EventObserver
 from agentgrove.stats import StatsReport, parse_by, parse_since
 from agentgrove.store import Store, _migrate
-from agentgrove.worker import Worker
-from agentgrove.workflows.engine import WorkflowEngine
-from agentgrove.workflows.spec import WorkflowSpec
-from agentgrove.workspaces import exclude_from_git
+
+if TYPE_CHECKING:
+    # The service, the worker and the workflow engine are imported where they are first used:
+    # a read-only command (``grove ls``) only needs the store, and importing them all cost it
+    # ~100 ms (issue 13: read commands within 1.3x of their floor).
+    from agentgrove.runtime import MessageSink, RunResult, RunSpec, Runtime
+    from agentgrove.service import AgentService, EventObserver
+    from agentgrove.workflows.engine import WorkflowEngine
+    from agentgrove.workflows.spec import WorkflowSpec
 
 
 class SpawnOptions(TypedDict, total=False):
@@ -63,9 +58,23 @@ class Grove:
     ) -> None:
         self.config = config
         self.store = store
-        self.service = AgentService(
-            store, config, runtime or _DeferredRuntime(config), observer=observer
-        )
+        self._runtime = runtime
+        self._observer = observer
+        self._service: AgentService | None = None
+
+    @property
+    def service(self) -> AgentService:
+        """The agent service (spawning, running, cancelling), built on first use."""
+        if self._service is None:
+            from agentgrove.service import AgentService
+
+            self._service = AgentService(
+                self.store,
+                self.config,
+                self._runtime or _DeferredRuntime(self.config),
+                observer=self._observer,
+            )
+        return self._service
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -78,6 +87,8 @@ class Grove:
             store = _usable_store(config)
         config.home.mkdir(parents=True, exist_ok=True)
         if config.is_git and config.home.is_relative_to(config.root):
+            from agentgrove.workspaces import exclude_from_git
+
             exclude_from_git(config.root, f"/{config.home.relative_to(config.root)}/")
         store = store or _usable_store(config)
         _migrate.upgrade(store.engine)
@@ -115,7 +126,9 @@ class Grove:
         ``retry_base_s``, ``concurrency``, ...) of this open grove, for embedding and tests;
         grove.toml is the usual place. Raises ``ConfigError`` for a bad value. Workers
         created afterwards use them."""
-        self.config = self.service.config = with_worker(self.config, **changes)
+        self.config = with_worker(self.config, **changes)
+        if self._service is not None:
+            self._service.config = self.config
 
     # -- agents ----------------------------------------------------------------------------
 
@@ -173,6 +186,8 @@ class Grove:
 
     async def execute_async(self, agent_ids: Iterable[str]) -> None:
         """Claim and run exactly these agents here, until each has finished."""
+        from agentgrove.worker import Worker
+
         worker = Worker(
             self.service, self.config.worker, only=set(agent_ids), concurrency=len(set(agent_ids))
         )
@@ -182,6 +197,8 @@ class Grove:
 
     @property
     def workflows(self) -> WorkflowEngine:
+        from agentgrove.workflows.engine import WorkflowEngine
+
         return WorkflowEngine(self.service)
 
     def start_workflow(
@@ -198,6 +215,8 @@ class Grove:
 
     async def execute_run_async(self, run_id: str) -> RunRecord:
         """Run a workflow run's nodes in this process until the run is over."""
+        from agentgrove.worker import Worker
+
         await Worker(self.service, self.config.worker, run_id=run_id).run()
         return self.store.get_run(run_id)
 
@@ -269,6 +288,8 @@ class _DeferredRuntime:
         self._runtime: Runtime | None = None
 
     async def run(self, spec: RunSpec, sink: MessageSink) -> RunResult:
+        from agentgrove.runtime import RunResult
+
         if self._runtime is None:
             try:
                 self._runtime = default_runtime(self._config)
@@ -279,6 +300,8 @@ class _DeferredRuntime:
     def has_session(self, session_id: str) -> bool:
         """The runtime's answer (see :class:`~agentgrove.runtime.SessionLookup`); a runtime
         that cannot be built has none."""
+        from agentgrove.runtime import SessionLookup
+
         if self._runtime is None:
             try:
                 self._runtime = default_runtime(self._config)
@@ -309,6 +332,9 @@ def _usable_store(config: GroveConfig) -> Store:
 def default_runtime(config: GroveConfig) -> Runtime:
     """The runtime ``[runtime]`` asks for: ClaudeRuntime with the sandbox decided by
     ``sandbox`` (see DESIGN.md), or the scripted stand-in."""
+    from agentgrove.runtime import ScriptedRuntime
+    from agentgrove.runtime._scripted import delayed_echo
+
     if config.runtime.kind == "scripted":
         return ScriptedRuntime(
             delayed_echo(config.runtime.scripted_delay_s, config.runtime.scripted_cost_usd)

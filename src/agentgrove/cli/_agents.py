@@ -36,7 +36,6 @@ from agentgrove.models import AgentRecord, AgentStatus, CheckStatus, Event, Spaw
 from agentgrove.store import Store
 from agentgrove.store._core import utcnow
 from agentgrove.text import markup, one_line, plain, visible
-from agentgrove.workspaces import checkout_merge_message
 
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print the stable JSON object (docs/json.md).")
@@ -388,6 +387,8 @@ def merge(
                 "takes it anyway"
             )
         merged = grove.service.workspaces.merge_into_checkout(ws)
+    from agentgrove.workspaces import checkout_merge_message
+
     console.print(markup(checkout_merge_message(ws.branch, merged)), highlight=False)
 
 

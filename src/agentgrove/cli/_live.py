@@ -25,7 +25,6 @@ from rich.text import Text
 from rich.tree import Tree
 
 from agentgrove.models import AgentRecord, AgentStatus
-from agentgrove.service import Wakeup
 from agentgrove.store import Store
 from agentgrove.store._core import utcnow
 from agentgrove.text import one_line, visible
@@ -258,6 +257,8 @@ class LiveProgress:
         self._console = console
         self._mode = mode
         self._refresh_s = refresh_s
+        from agentgrove.service import Wakeup  # the service is not loaded by read commands
+
         self._wakeup = Wakeup()
         self._tools: dict[str, str] = {}
         self._seen: dict[str, str] = {}

@@ -19,9 +19,7 @@ from agentgrove.cli._app import app, console, dev_app, err_console, open_grove
 from agentgrove.config import find_root, load_config, with_worker
 from agentgrove.errors import BadInput
 from agentgrove.grove import Grove
-from agentgrove.systemd_unit import render_unit
 from agentgrove.text import plain
-from agentgrove.worker import Worker, check_repository
 
 
 @app.command()
@@ -146,8 +144,13 @@ def worker(
             *(["--concurrency", str(concurrency)] if concurrency is not None else []),
             *(["--grace", f"{settings.grace_s:g}"] if grace is not None else []),
         ]
+        from agentgrove.systemd_unit import render_unit
+
         sys.stdout.write(render_unit(repo=config.root, worker_args=args, grace_s=settings.grace_s))
         return
+    # Imported here, not at the top: every command imports this module.
+    from agentgrove.worker import Worker, check_repository
+
     with open_grove() as grove:
         for note in check_repository(grove.config, grove.store):  # before any claim
             err_console.print(f"grove worker: {note}", markup=False, highlight=False)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import anyio
 import typer
@@ -23,7 +23,9 @@ from agentgrove.cli._app import app, err_console
 from agentgrove.cli._dashboard import TOKEN_FILE_HELP, TOKEN_HELP, resolve_token
 from agentgrove.errors import BadInput, GroveError
 from agentgrove.grove import Grove
-from agentgrove.worker import Worker
+
+if TYPE_CHECKING:
+    from agentgrove.worker import Worker
 
 DEFAULT_PORT = 8420
 
@@ -56,6 +58,8 @@ def up(
         token = resolve_token(token, token_file)
         check_binding(host, token)
         check_port_free(host, port, alternative="--no-dashboard")
+    from agentgrove.worker import Worker  # here: every command imports this module
+
     grove = Grove.init()
     with grove:
         say(f"database ready: {_safe_url(grove.config.db_url)}")

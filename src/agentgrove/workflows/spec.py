@@ -36,11 +36,10 @@ text that no database can store (a NUL, invalid UTF-8) are refused before anythi
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Hashable, Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
@@ -308,84 +307,14 @@ def _as_path(source: str | Path) -> Path | None:
     return path if path.is_file() or path.suffix in (".yaml", ".yml") else None
 
 
-class _TooLarge(yaml.YAMLError):
-    """The document is nested too deeply or its aliases expand too far."""
-
-    def __init__(self, problem: str, mark: yaml.Mark | None) -> None:
-        super().__init__(problem)
-        self.problem = problem
-        self.mark = mark
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys instead of keeping the last one, nesting
-    deeper than :data:`MAX_DEPTH`, and aliases whose expansion adds more than
-    :data:`MAX_ALIAS_NODES` nodes. Both are checked while composing, before any object (or
-    recursion past the bound) is made: the expanded size of each node is known once its
-    children are, so an alias costs one lookup."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-        self._sizes: dict[yaml.Node, int] = {}
-        self._aliased = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-            node = super().compose_node(parent, index)
-            if node is not None:
-                self._aliased += self._sizes.get(node, 1)
-                if self._aliased > MAX_ALIAS_NODES:
-                    raise _TooLarge(
-                        f"its aliases expand to more than {MAX_ALIAS_NODES:,} nodes "
-                        "(an alias bomb?); write the values out instead of aliasing them",
-                        mark,
-                    )
-            return node
-        self._depth += 1
-        try:
-            if self._depth > MAX_DEPTH:
-                raise _TooLarge(
-                    f"it is nested deeper than {MAX_DEPTH} levels",
-                    self.peek_event().start_mark,  # type: ignore[no-untyped-call]
-                )
-            node = super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-        if node is not None:
-            self._sizes[node] = 1 + sum(self._sizes.get(child, 1) for child in _children(node))
-        return node
-
-
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    if isinstance(node, yaml.MappingNode):
-        return [part for pair in node.value for part in pair]
-    return []
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[object] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if isinstance(key, Hashable) and key != "<<":
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def _parse_yaml(text: str, origin: str) -> object:
+    import yaml
+
+    from agentgrove.workflows._yaml import Loader, TooLarge
+
     try:
-        return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
-    except _TooLarge as exc:
+        return yaml.load(text, Loader=Loader)  # a SafeLoader subclass
+    except TooLarge as exc:
         where = f" (line {exc.mark.line + 1})" if exc.mark else ""
         raise WorkflowError(f"{origin}: refused: {exc.problem}{where}") from exc
     except yaml.MarkedYAMLError as exc:
