@@ -106,8 +106,11 @@ def run(
 ) -> None:
     """Spawn an agent and run it here with live progress. Exit 0 completed, 1 failed."""
     from agentgrove.runtime._endpoint import check_endpoint
+    from agentgrove.runtime._preload import preload_claude_runtime
 
     with open_grove() as grove:
+        if grove.config.runtime.kind == "claude":
+            preload_claude_runtime()  # overlaps the endpoint check, the database, the worktree
         new = grove.service.prepare(
             SpawnRequest(role, task, model=model, base=base, budget_usd=budget_usd, check=check)
         )

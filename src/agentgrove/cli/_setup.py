@@ -152,6 +152,10 @@ def worker(
     from agentgrove.worker import Worker, check_repository
 
     with open_grove() as grove:
+        if grove.config.runtime.kind == "claude":
+            from agentgrove.runtime._preload import preload_claude_runtime
+
+            preload_claude_runtime()  # overlaps the repository check and the first claim
         for note in check_repository(grove.config, grove.store):  # before any claim
             err_console.print(f"grove worker: {note}", markup=False, highlight=False)
         w = Worker(grove.service, settings, concurrency=concurrency, drain=drain, roles=only_roles)

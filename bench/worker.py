@@ -1,0 +1,179 @@
+"""Agents through ``grove worker`` next to bare ``claude -p`` runs at the same parallelism, and
+one ``grove run`` next to one bare ``claude -p`` (issue 13, item 2). Not a test: prints a table.
+
+    .venv/bin/python bench/worker.py [--agents 16] [--repeats 3] [--parallel 2,4]
+
+Each agent is one turn: the scripted model answers its one request with text. Worker side:
+N agents are spawned (``grove spawn``, not timed) into a git repository with ``grove init``
+done, then ``grove worker --concurrency P --drain`` runs them: the time is that process's
+wall time, start-up and teardown included. Bare side: N ``claude -p`` processes with the same
+system prompt, model and permission mode, P at a time, from one thread pool: the time is from
+the first start to the last exit. Both against one :class:`agentgrove.testing.ModelServer`
+with the same script. ``grove run`` vs one bare run: each as one process, alternated.
+
+The goal (issue 13): worker/bare <= 1.05 at P=2 and 4, ``grove run``/bare <= 1.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from agentgrove.roles import BUILTIN_ROLES
+from agentgrove.runtime import RunSpec
+from agentgrove.testing import ModelServer, Script, say
+from agentgrove.workspaces import init_repo
+
+ROLE = "tester"
+TASK = "Say done"
+
+
+def _claude() -> Path:
+    import claude_agent_sdk
+
+    return Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
+
+
+def _grove() -> list[str]:
+    script = Path(sys.executable).parent / "grove"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "agentgrove"]
+
+
+def _env(home: Path, server: ModelServer) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("GROVE_", "ANTHROPIC_", "CLAUDE_"))
+    }
+    return {**env, "HOME": str(home), **server.env()}
+
+
+def _script() -> Script:
+    return Script().on(turns=[say("done")])
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], what: str) -> str:
+    """Run ``cmd`` to its end; its stdout, or exit with what failed."""
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: {what} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+def _repo(base: Path, name: str, env: dict[str, str], *, grove: bool) -> Path:
+    repo = base / f"{name}-{time.monotonic_ns()}"
+    init_repo(repo, {"README.md": "bench\n"})
+    if grove:
+        _run([*_grove(), "init"], repo, env, "grove init")
+    return repo
+
+
+def _bare_cmd(cwd: Path, n: int) -> list[str]:
+    role = BUILTIN_ROLES[ROLE]
+    spec = RunSpec(
+        agent_id=f"bare{n:04d}",
+        role=role,
+        prompt=TASK,
+        model=role.model,
+        cwd=cwd,
+        max_turns=10,
+        max_budget_usd=0.25,
+        timeout_s=300,
+    )
+    return [
+        str(_claude()),
+        "-p",
+        TASK,
+        "--model",
+        role.model,
+        "--system-prompt",
+        spec.system_prompt,
+        "--permission-mode",
+        "acceptEdits",
+        "--output-format",
+        "json",
+    ]
+
+
+def bare_batch(base: Path, env: dict[str, str], agents: int, parallel: int) -> float:
+    repo = _repo(base, "bare", env, grove=False)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(lambda n: _run(_bare_cmd(repo, n), repo, env, "claude -p"), range(agents)))
+    return time.perf_counter() - t0
+
+
+def worker_batch(base: Path, env: dict[str, str], agents: int, parallel: int) -> float:
+    repo = _repo(base, "grove", env, grove=True)
+    for _ in range(agents):
+        _run([*_grove(), "spawn", ROLE, TASK], repo, env, "grove spawn")
+    t0 = time.perf_counter()
+    _run([*_grove(), "worker", "--concurrency", str(parallel), "--drain"], repo, env, "worker")
+    wall = time.perf_counter() - t0
+    listed = _run([*_grove(), "ls", "--json"], repo, env, "grove ls")
+    if listed.count('"completed"') < agents:
+        raise SystemExit(f"bench: not every agent completed:\n{listed[-3000:]}")
+    return wall
+
+
+def one_run(base: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds of one ``grove run`` and of one bare ``claude -p``, in one repository."""
+    repo = _repo(base, "run", env, grove=True)
+    t0 = time.perf_counter()
+    _run([*_grove(), "run", ROLE, TASK], repo, env, "grove run")
+    grove_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _run(_bare_cmd(repo, 0), repo, env, "claude -p")
+    return grove_s, time.perf_counter() - t0
+
+
+def _row(label: str, values: list[float], floor: float) -> None:
+    med = statistics.median(values)
+    print(f"{label:<44} {med:>9.2f} {max(values):>7.2f} {med / floor:>7.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--parallel", default="2,4")
+    args = parser.parse_args()
+    levels = [int(p) for p in args.parallel.split(",")]
+    with (
+        tempfile.TemporaryDirectory(prefix="grove-bench-worker-") as tmp,
+        ModelServer(_script()) as server,
+    ):
+        base = Path(tmp)
+        home = base / "home"
+        home.mkdir()
+        env = _env(home, server)
+        one_run(base, env)  # warm-up: page cache for the CLI binary, bytecode caches
+        walls: dict[tuple[str, int], list[float]] = {}
+        for _ in range(args.repeats):
+            for p in levels:  # alternated, so that load changes hit both sides alike
+                walls.setdefault(("bare", p), []).append(bare_batch(base, env, args.agents, p))
+                walls.setdefault(("grove", p), []).append(worker_batch(base, env, args.agents, p))
+        runs = [one_run(base, env) for _ in range(args.repeats)]
+        if server.errors:
+            raise SystemExit(f"bench: the model server saw errors: {server.errors}")
+    print(
+        f"{args.agents} one-turn agents, median of {args.repeats}; "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
+    print(f"{'what':<44} {'median s':>9} {'max s':>7} {'vs bare':>8}")
+    for p in levels:
+        bare = statistics.median(walls[("bare", p)])
+        _row(f"bare claude -p x{args.agents}, {p} at a time", walls[("bare", p)], bare)
+        _row(f"grove worker --concurrency {p} --drain", walls[("grove", p)], bare)
+    bare_one = statistics.median(r[1] for r in runs)
+    _row("bare claude -p (one agent)", [r[1] for r in runs], bare_one)
+    _row("grove run (one agent)", [r[0] for r in runs], bare_one)
+
+
+if __name__ == "__main__":
+    main()

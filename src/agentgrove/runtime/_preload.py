@@ -1,0 +1,33 @@
+"""Import the Claude runtime (claude_agent_sdk, and through it mcp) on a background thread.
+
+Importing it costs ~0.9 s of the interpreter's time (mcp builds hundreds of pydantic models),
+more than a one-turn ``claude -p`` takes. A command that is about to run an agent starts the
+import here first, so that it overlaps the waits before the first agent starts: the model
+endpoint check, the database, git creating the worktree. Python's import lock makes the later
+``import agentgrove.runtime.claude`` wait for this one instead of importing twice.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+
+_log = logging.getLogger(__name__)
+_started = threading.Event()
+
+
+def preload_claude_runtime() -> None:
+    """Start importing :mod:`agentgrove.runtime.claude` in the background (once per process);
+    returns at once. A failing import is logged here and raised again where it is used."""
+    if _started.is_set():
+        return
+    _started.set()
+    threading.Thread(target=_import, name="grove-preload-sdk", daemon=True).start()
+
+
+def _import() -> None:
+    try:
+        importlib.import_module("agentgrove.runtime.claude")
+    except Exception:  # the real import, on first use, reports it to the user
+        _log.debug("preloading the Claude runtime failed", exc_info=True)
