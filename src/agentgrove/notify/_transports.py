@@ -66,7 +66,8 @@ class Webhook:
             with self._opener.open(request, timeout=self.timeout_s) as response:
                 response.read(65536)
         except urllib.error.HTTPError as exc:
-            said = one_line(exc.read(2048).decode("utf-8", "replace"), _REASON)
+            with exc:
+                said = one_line(exc.read(2048).decode("utf-8", "replace"), _REASON)
             raise DeliveryFailed(
                 f"{self.where} answered HTTP {exc.code}" + (f": {said}" if said else "")
             ) from None
@@ -99,13 +100,13 @@ class Command:
             )
         except OSError as exc:
             raise DeliveryFailed(f"command could not start: {exc.strerror}") from None
-        try:
-            _, err = process.communicate(json.dumps(body).encode(), timeout=self.timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_group(process)
-            raise DeliveryFailed(f"command timed out after {self.timeout_s:g} s") from None
-        finally:
-            _kill_group(process)  # anything it left running in the background
+        with process:  # its pipes closed, however it ends
+            try:
+                _, err = process.communicate(json.dumps(body).encode(), timeout=self.timeout_s)
+            except subprocess.TimeoutExpired:
+                raise DeliveryFailed(f"command timed out after {self.timeout_s:g} s") from None
+            finally:
+                _kill_group(process)  # on a timeout, and anything it left in the background
         if process.returncode != 0:
             said = one_line(err.decode("utf-8", "replace")[-2048:], _REASON)
             raise DeliveryFailed(
