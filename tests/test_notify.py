@@ -5,10 +5,8 @@ a notification says, and the transports against a real receiver and a real comma
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,8 @@ from agentgrove.notify import Command, DeliveryFailed, Notice, NotificationKind,
 from agentgrove.notify._kinds import notification_kind, payload, retry_delay_s, slack_body, summary
 from agentgrove.runtime import ScriptedRuntime
 from agentgrove.store._schema import events, notifications
-from tests.conftest import wait_until
+from tests.conftest import run_cli, wait_until
+from tests.notify_receiver import Receiver
 
 ALL = "[notify]\ncommand = 'true'\n"
 
@@ -202,43 +201,14 @@ def test_retries_back_off_doubling_to_the_cap_then_give_up() -> None:
 # -- transports, against a real receiver and a real command --------------------------------
 
 
-class _Receiver(ThreadingHTTPServer):
-    def __init__(self, status: int = 200) -> None:
-        self.status = status
-        self.got: list[tuple[dict[str, str], bytes]] = []
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hook/SECRET-PATH"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Receiver
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.got.append((dict(self.headers), body))
-        self.send_response(self.server.status)
-        self.end_headers()
-        self.wfile.write(b"nope" if self.server.status >= 400 else b"ok")
-
-    def log_message(self, *_args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def receiver() -> Iterator[_Receiver]:
-    server = _Receiver()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as server:
+        yield server
 
 
 def test_the_webhook_posts_json_with_the_id_and_reports_a_refusal_without_its_path(
-    receiver: _Receiver,
+    receiver: Receiver,
 ) -> None:
     Webhook(receiver.url, 5).send({"kind": "agent_failed"}, 42)
     ((headers, body),) = receiver.got
@@ -293,3 +263,24 @@ def test_a_notice_with_hostile_text_reads_as_one_plain_line() -> None:
         "text": "grove: agent abc (tester) failed (permanent): bad \\x1b[31mred &lt;@U123&gt; "
         "&amp; more"
     }
+
+
+@pytest.mark.parametrize(
+    ("setting", "complaint"),
+    [
+        ('webhook = "not a url"', "notify.webhook: Value error, not an http(s) URL"),
+        ('webhook = "ftp://example.com/x"', "notify.webhook: Value error, not an http(s) URL"),
+        ("command = 'true'\nevents = ['agent_failed', 'lunch']", "unknown event 'lunch'"),
+        ("format = 'slack'", "say where notifications go"),
+    ],
+)
+def test_bad_notify_settings_are_one_line_and_exit_2_at_start(
+    repo: Path, setting: str, complaint: str
+) -> None:
+    assert run_cli("init", cwd=repo).returncode == 0
+    (repo / "grove.toml").write_text(f"[notify]\n{setting}\n")
+    done = run_cli("worker", "--drain", cwd=repo, timeout=60)
+    assert done.returncode == 2, done
+    assert done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert complaint in done.stderr and "fix the file" in done.stderr, done.stderr
