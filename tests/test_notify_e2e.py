@@ -70,10 +70,10 @@ class _Workers:
         self.procs: list[subprocess.Popen[str]] = []
         self.stderr: list[str] = []
 
-    def start(self) -> None:
+    def start(self, *command: str) -> None:
         self.procs.append(
             subprocess.Popen(
-                [*GROVE, "worker"],
+                [*GROVE, *(command or ["worker"])],
                 cwd=self.repo,
                 env=self.env,
                 stdout=subprocess.DEVNULL,
@@ -240,3 +240,16 @@ def test_a_hanging_failing_webhook_neither_slows_the_worker_nor_goes_uncounted(
     assert len(said) == 1, stderr
     assert "not delivered after 2 attempts: webhook 127.0.0.1 answered HTTP 500" in said[0]
     assert "SECRET" not in stderr
+
+
+def test_grove_up_delivers_notifications_too(repo: Path, workers: _Workers) -> None:
+    with Receiver() as receiver:
+        _configure(repo, f'webhook = "{receiver.url}"')
+        with Grove.init(repo) as grove:
+            agent = grove.spawn("failer", "fail")
+            workers.start("up", "--no-shell", "--no-dashboard")
+            wait_until(lambda: len(receiver.got) == 1, 120)
+            workers.stop()
+        assert [(b["kind"], b["agent_id"]) for b in receiver.bodies()] == [
+            ("agent_failed", agent.id)
+        ]
