@@ -34,6 +34,7 @@ class Scope:
 class Grant:
     amount_usd: float
     refusal: str | None = None  # set when nothing can be granted
+    scope: Scope | None = None  # with a refusal: the scope with the least left
 
     @property
     def granted(self) -> bool:
@@ -51,6 +52,7 @@ def grant(cap_usd: float, scopes: list[Scope]) -> Grant:
             0.0,
             f"waiting for budget: {tight.name} limit {usd(tight.limit_usd)} "
             f"({usd(tight.committed_usd)} spent or reserved)",
+            tight,
         )
     # Round down to a micro-dollar: rounding up could grant more than is left.
     # (the 1e-6 micro-dollar slack absorbs float noise such as 1.0 - 0.8 = 0.19999...96)

@@ -23,10 +23,12 @@ from pydantic import (
     StrictStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from agentgrove.budgets import MIN_GRANT_USD
 from agentgrove.errors import BadInput, ConfigError
+from agentgrove.notify._kinds import ALL_KINDS, NotificationKind
 from agentgrove.roles import BUILTIN_ROLES, Role
 
 CONFIG_FILE = "grove.toml"
@@ -184,6 +186,81 @@ class WorkspaceSettings(BaseModel):
         return paths
 
 
+class NotifySettings(BaseModel):
+    """``[notify]``: tell a person when something needs them or went wrong. ``webhook``: an
+    http(s) URL that gets each notification as a JSON POST (``format = "slack"``: Slack's
+    ``{"text": ...}``); ``command``: a shell command run with the notification's JSON on its
+    stdin. ``events``: which notifications (default all five). Each delivery gets
+    ``timeout_s``; a failed one is tried ``retries`` more times, ``retry_base_s`` doubling up
+    to ``retry_max_s`` apart. ``queue``: notifications a worker holds at once (claimed from
+    the database, which keeps the rest); ``poll_s``: how often it looks for new ones."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    webhook: StrictStr | None = None
+    format: Literal["json", "slack"] = "json"
+    command: StrictStr | None = None
+    events: list[StrictStr] = Field(default_factory=lambda: [k.value for k in ALL_KINDS])
+    timeout_s: float = Field(default=10.0, gt=0, le=600)
+    retries: StrictInt = Field(default=5, ge=0, le=100)
+    retry_base_s: float = Field(default=2.0, ge=0, le=DAY_S)
+    retry_max_s: float = Field(default=300.0, ge=0, le=DAY_S)
+    queue: StrictInt = Field(default=100, ge=1, le=10_000)
+    poll_s: float = Field(default=2.0, gt=0, le=DAY_S)
+
+    @field_validator("webhook")
+    @classmethod
+    def _url(cls, url: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        # The URL itself is never quoted back: a Slack webhook's path is its secret.
+        problem = "not an http(s) URL: give a URL like https://example.com/hook"
+        if url is None:
+            return None
+        if url != url.strip() or any(c.isspace() or ord(c) < 32 for c in url):
+            raise ValueError(problem)
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 (a bad port raises)
+        except ValueError:
+            raise ValueError(problem) from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(problem)
+        return url
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, command: str | None) -> str | None:
+        if command is not None and not command.strip():
+            raise ValueError("empty command: give a shell command, or leave command out")
+        return command
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, names: list[str]) -> list[str]:
+        known = [k.value for k in ALL_KINDS]
+        for name in names:
+            if name not in known:
+                raise ValueError(f"unknown event {name!r}; known events: {', '.join(known)}")
+        return names
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> NotifySettings:
+        if self.webhook is None and self.command is None:
+            raise ValueError("say where notifications go: webhook = URL and/or command = CMD")
+        return self
+
+    @property
+    def kinds(self) -> frozenset[NotificationKind]:
+        return frozenset(NotificationKind(name) for name in self.events)
+
+    @property
+    def lease_s(self) -> float:
+        """How long a claimed notification is this worker's: well past one delivery's
+        timeout, so only a worker that died lets another send it again."""
+        return 2 * self.timeout_s + 30
+
+
 class _RoleOverride(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -216,6 +293,7 @@ class _ConfigFile(BaseModel):
     admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
     git: GitSettings = Field(default_factory=GitSettings)
     workspace: WorkspaceSettings = Field(default_factory=WorkspaceSettings)
+    notify: NotifySettings | None = None
 
 
 @dataclass(frozen=True)
@@ -234,6 +312,8 @@ class GroveConfig:
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
     git: GitSettings = field(default_factory=GitSettings)
     workspace: WorkspaceSettings = field(default_factory=WorkspaceSettings)
+    notify: NotifySettings | None = None
+    """``None``: no ``[notify]`` table, nobody is notified."""
 
     @property
     def worktrees_dir(self) -> Path:
@@ -288,6 +368,7 @@ def load_config(start: Path | None = None) -> GroveConfig:
         admission=file.admission,
         git=file.git,
         workspace=file.workspace,
+        notify=file.notify,
     )
 
 

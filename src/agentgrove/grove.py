@@ -315,6 +315,7 @@ def _store_for(config: GroveConfig) -> Store:
         config.db_url,
         daily_limit_usd=config.budget.daily_usd,
         fail_when_exhausted=config.budget.on_exhausted == "fail",
+        notify=config.notify.kinds if config.notify is not None else (),
     )
 
 

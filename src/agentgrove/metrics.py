@@ -13,6 +13,9 @@ queries, see :mod:`agentgrove.store._stats`). Exposed series:
 * ``grove_checks_total{role,model,result="passed"|"failed"}`` — counter, finished agents
   whose check passed or failed (both results for every (role, model) with a check; agents
   without one, and running agents between fix rounds, are not counted)
+* ``grove_notifications_total{kind,result="sent"|"failed"}`` — counter, notifications
+  delivered and given up (every kind, zero included; ``[notify]``)
+* ``grove_notifications_queued`` — gauge, notifications waiting to be delivered or retried
 
 The counters are sums over agent rows, which grove never deletes, so they only grow.
 
@@ -35,6 +38,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from agentgrove.notify import ALL_KINDS
 from agentgrove.store import Store
 from agentgrove.store._stats import Histogram
 
@@ -91,6 +95,24 @@ class GroveCollector(Collector):
         for count in self._store.check_counts():
             checks.add_metric([count.role, count.model, count.result.value], count.agents)
         yield checks
+
+        by_state = {(kind, state): n for kind, state, n in self._store.notification_counts()}
+        notifications = CounterMetricFamily(
+            "grove_notifications",
+            "Notifications delivered (sent) and given up after every retry (failed).",
+            labels=["kind", "result"],
+        )
+        for kind in ALL_KINDS:
+            for result in ("sent", "failed"):
+                notifications.add_metric(
+                    [kind.value, result], by_state.get((kind.value, result), 0)
+                )
+        yield notifications
+        yield GaugeMetricFamily(
+            "grove_notifications_queued",
+            "Notifications waiting to be delivered or retried.",
+            value=sum(n for (_, state), n in by_state.items() if state in ("pending", "sending")),
+        )
 
 
 def _histogram(name: str, documentation: str, rows: list[Histogram]) -> HistogramMetricFamily:

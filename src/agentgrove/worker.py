@@ -36,6 +36,7 @@ from agentgrove.clone_check import check_clone
 from agentgrove.config import GroveConfig, WorkerSettings
 from agentgrove.errors import StoreUnavailable
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind
+from agentgrove.notify import Notifier
 from agentgrove.processes import available_memory_mb
 from agentgrove.remotes import resolve_remote
 from agentgrove.secrets import redact
@@ -257,11 +258,19 @@ class Worker:
         )
         if self.settings.listen and self.long_lived:
             listener.start()
+        notifier = self._notifier()
+        notifier_stop = anyio.Event()
         try:
             async with anyio.create_task_group() as tg:
-                await self._claim_loop(tg)
-                if self._running:
-                    await self._shutdown()
+                if notifier is not None:
+                    tg.start_soon(_guarded, notifier.run, notifier_stop)
+                try:
+                    await self._claim_loop(tg)
+                    if self._running:
+                        await self._shutdown()
+                finally:
+                    # After the drain: what the last agents' endings notify is sent too.
+                    notifier_stop.set()
         finally:
             stop_listening.set()
             if listener.is_alive():
@@ -269,6 +278,14 @@ class Worker:
                 # daemon thread, it cannot keep the process alive past that anyway.
                 await anyio.to_thread.run_sync(lambda: listener.join(timeout=6))
         return self.stats
+
+    def _notifier(self) -> Notifier | None:
+        """A long-lived worker delivers ``[notify]``'s notifications on the side; one-shot runs
+        leave theirs in the database for one."""
+        settings = self.service.config.notify
+        if settings is None or not self.long_lived:
+            return None
+        return Notifier(self.store, settings, owner=self.owner, cwd=str(self.service.config.root))
 
     async def _until_available(self, doing: str, call: Callable[[], Awaitable[T]]) -> T:
         """``await call()`` again (backing off) until the database answers."""
@@ -511,6 +528,18 @@ class _WorkerSlots:
 
     def unpark(self) -> None:
         self._worker._unpark(self._agent_id)
+
+
+async def _guarded(run: Callable[[anyio.Event], Awaitable[None]], stop: anyio.Event) -> None:
+    """Run a side job of the worker; its failure is said, and never stops the worker."""
+    try:
+        await run(stop)
+    except Exception as exc:
+        shown = visible(redact(repr(exc)), newlines=False)
+        print(
+            f"grove worker: notifications stopped by an error inside grove: {shown}",
+            file=sys.stderr,
+        )
 
 
 def _log_database_error(doing: str, exc: BaseException, failures: int = 0) -> None:

@@ -114,6 +114,22 @@ class BudgetQueries(StoreCore):
         if decision.granted:
             conn.execute(_GRANTED, {"p_id": agent_id, "p_reserved": decision.amount_usd})
             return decision
+        tight = decision.scope
+        if tight is not None and self._first_exhaustion(conn, tight.name, now):
+            kind, _, scope_id = tight.name.partition(" ")
+            self._event(
+                conn,
+                agent_id,
+                "budget.exhausted",
+                {
+                    "scope": tight.name,
+                    "limit_usd": tight.limit_usd,
+                    "committed_usd": tight.committed_usd,
+                    "reason": decision.refusal,
+                },
+                now,
+                scope_id if kind == "run" else None,
+            )
         if self.fail_when_exhausted:
             conn.execute(
                 update(agents)

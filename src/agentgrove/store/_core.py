@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 
 if TYPE_CHECKING:
+    from agentgrove.notify._kinds import NotificationKind
     from agentgrove.store._faults import CrashPoint
 
 
@@ -36,3 +37,8 @@ class StoreCore:
             run_id: str | None = None,
         ) -> None: ...
         def _insert_agent_row(self, conn: Connection, values: dict[str, Any]) -> str: ...
+        def _notifies(self, kind: str, data: dict[str, Any]) -> NotificationKind | None: ...
+        def _outbox(
+            self, conn: Connection, event_id: int, kind: NotificationKind, at: datetime
+        ) -> None: ...
+        def _first_exhaustion(self, conn: Connection, scope: str, now: datetime) -> bool: ...

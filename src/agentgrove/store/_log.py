@@ -166,22 +166,22 @@ class LogQueries(StoreCore):
         at: datetime | None,
         run_id: str | None = None,
     ) -> None:
-        conn.execute(
-            _INSERT_EVENT,
-            {
-                "at": at or utcnow(),
-                "agent_id": agent_id,
-                "run_id": run_id,
-                "kind": kind,
-                "data": data,
-            },
-        )
+        when = at or utcnow()
+        row = {"at": when, "agent_id": agent_id, "run_id": run_id, "kind": kind, "data": data}
+        notification = self._notifies(kind, data)
+        if notification is None:
+            conn.execute(_INSERT_EVENT, row)
+        else:
+            # The outbox row commits with its event, or neither does (notifications module).
+            event_id = conn.execute(_INSERT_EVENT_ID, row).scalar_one()
+            self._outbox(conn, event_id, notification, when)
         self._crash_point.note(kind)
 
 
 # Statements built once and executed with parameters: building SQLAlchemy expressions per call
 # costs more CPU than SQLite spends running them.
 _INSERT_EVENT = insert(events)
+_INSERT_EVENT_ID = insert(events).returning(events.c.id)
 _INSERT_TRANSCRIPT = insert(transcripts)
 _INSERT_WORKSPACE = insert(workspaces)
 # Without .values(), the SET clause is every column named in the parameters; the key is named

@@ -270,12 +270,22 @@ class RunQueries(StoreCore):
                 and a.error_kind is not ErrorKind.DEPENDENCY_FAILED
             ]
             error = "node " + ", ".join(bad) if bad else None
-        conn.execute(
+        ended = conn.execute(
             update(workflow_runs)
             .where(workflow_runs.c.id == run_id, workflow_runs.c.status == RunStatus.RUNNING.value)
             .values(status=status.value, finished_at=now, error=error)
         )
         self._event(conn, None, f"workflow.{status.value}", {}, now, run_id)
+        if ended.rowcount == 1:
+            self._finished_event(conn, run_id, status, error, now)
+
+    def _finished_event(
+        self, conn: Connection, run_id: str, status: RunStatus, error: str | None, now: datetime
+    ) -> None:
+        """``workflow.finished``, however the run ended, in the transaction that ended it:
+        one event for whoever waits on any ending (notifications)."""
+        data = {"status": status.value, "error": error}
+        self._event(conn, None, "workflow.finished", data, now, run_id)
 
     def run_status(self, run_id: str) -> RunStatus:
         with self._read() as conn:
@@ -421,7 +431,7 @@ class RunQueries(StoreCore):
                     .returning(agents.c.id)
                 ).scalars()
             )
-            conn.execute(
+            ended = conn.execute(
                 update(workflow_runs)
                 .where(
                     workflow_runs.c.id == run_id, workflow_runs.c.status == RunStatus.RUNNING.value
@@ -433,6 +443,8 @@ class RunQueries(StoreCore):
             for agent_id in ids:
                 self._event(conn, agent_id, "agent.cancelled", {}, now, run_id)
             self._event(conn, None, "workflow.cancelled", {}, now, run_id)
+            if ended.rowcount == 1:
+                self._finished_event(conn, run_id, RunStatus.CANCELLED, "cancelled by request", now)
         return ids
 
     def rerun_from(self, run_id: str, key: str, now: datetime) -> list[str]:

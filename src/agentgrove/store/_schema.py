@@ -233,3 +233,32 @@ model_pace = Table(
     Column("updated", Float, nullable=False),
     Column("held_until", Float, nullable=False),
 )
+
+notifications = Table(
+    "notifications",
+    metadata,
+    # The outbox (migration 0008): one row per event that makes a notification, written in
+    # the event's own transaction. A worker claims a row with a conditional UPDATE (SKIP
+    # LOCKED on PostgreSQL) and a lease, so one worker sends it however many share the
+    # database, and a dead worker's claim is taken over when its lease runs out.
+    Column("event_id", Integer, ForeignKey("events.id"), primary_key=True),
+    Column("kind", String(40), nullable=False),
+    Column("state", String(20), nullable=False),  # pending | sending | sent | failed
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),
+    Column("not_before", UTCDateTime, nullable=True),
+    Column("lease_owner", String(200), nullable=True),
+    Column("lease_expires_at", UTCDateTime, nullable=True),
+    Column("error", RedactedText, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Index("ix_notifications_state", "state", "event_id"),
+)
+
+budget_exhaustions = Table(
+    "budget_exhaustions",
+    metadata,
+    # Each budget scope that has refused an agent ("run <id>", "tree <id>", "daily <date>"),
+    # so its ``budget.exhausted`` event is written once, at the first refusal.
+    Column("scope", String(100), primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+)

@@ -26,6 +26,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, Operationa
 
 from agentgrove.errors import BadInput, ConfigError, StoreUnavailable, UnknownAgent
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind
+from agentgrove.notify._kinds import NotificationKind
 from agentgrove.store import _dialect, _leases, _listen
 from agentgrove.store._admission import AdmissionQueries
 from agentgrove.store._budgets import BudgetQueries
@@ -33,6 +34,7 @@ from agentgrove.store._claims import ClaimQueries
 from agentgrove.store._core import utcnow
 from agentgrove.store._faults import HEARTBEAT, CrashPoint
 from agentgrove.store._log import LogQueries
+from agentgrove.store._notifications import NotificationQueries
 from agentgrove.store._pace import PaceQueries
 from agentgrove.store._records import NewAgent, RunOutcome
 from agentgrove.store._rows import _agent_from_row, _agent_select
@@ -58,6 +60,7 @@ class Store(
     AdmissionQueries,
     LogQueries,
     PaceQueries,
+    NotificationQueries,
     _leases.CheckWrites,
 ):
     """The database of one grove. Thread-safe; cheap calls, short transactions."""
@@ -68,12 +71,15 @@ class Store(
         *,
         daily_limit_usd: float | None = None,
         fail_when_exhausted: bool = False,
+        notify: Collection[NotificationKind] = (),
     ) -> None:
         """``daily_limit_usd``: the global limit per UTC day; ``fail_when_exhausted``: an agent
-        that does not fit in a budget fails ``budget_exceeded`` instead of waiting."""
+        that does not fit in a budget fails ``budget_exceeded`` instead of waiting;
+        ``notify``: the notifications whose events also write an outbox row."""
         self.url = url
         self.daily_limit_usd = daily_limit_usd
         self.fail_when_exhausted = fail_when_exhausted
+        self.notify_kinds = frozenset(notify)
         try:
             self.engine: Engine = _dialect.create_engine(url)
         except (ArgumentError, ImportError) as exc:  # ImportError: a driver grove lacks
@@ -465,12 +471,17 @@ class Store(
             "superseded": False,
         } | values
         conn.execute(_INSERT_AGENT, row)
-        kind = "agent.spawned" if row["status"] == AgentStatus.PENDING.value else "agent.failed"
+        data = {"role": row["role"], "node": row.get("node_key")}
+        if row["status"] == AgentStatus.PENDING.value:
+            kind = "agent.spawned"
+        else:  # inserted failed: why (a dependency that failed is no news of its own)
+            kind = "agent.failed"
+            data |= {"error_kind": row["error_kind"], "error": row["error"]}
         self._event(
             conn,
             agent_id,
             kind,
-            {"role": row["role"], "node": row.get("node_key")},
+            data,
             row["created_at"],
             row.get("workflow_run_id"),
         )
