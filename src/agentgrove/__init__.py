@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from agentgrove.approvals import Approval, ApprovalOutcome
     from agentgrove.errors import (
         BadInput,
         BadRef,
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
 _WHERE: dict[str, str] = {
     "AgentRecord": "agentgrove.models",
     "AgentStatus": "agentgrove.models",
+    "Approval": "agentgrove.approvals",
+    "ApprovalOutcome": "agentgrove.approvals",
     "BadInput": "agentgrove.errors",
     "BadRef": "agentgrove.errors",
     "CheckRecord": "agentgrove.models",
@@ -80,6 +83,8 @@ _WHERE: dict[str, str] = {
 __all__ = [
     "AgentRecord",
     "AgentStatus",
+    "Approval",
+    "ApprovalOutcome",
     "BadInput",
     "BadRef",
     "CheckRecord",

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import getpass
 import math
 import time
 from collections.abc import Iterable, Mapping
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     # The service, the worker and the workflow engine are imported where they are first used:
     # a read-only command (``grove ls``) only needs the store, and importing them all cost it
     # ~100 ms (issue 13: read commands within 1.3x of their floor).
+    from agentgrove.approvals import Approval
     from agentgrove.runtime import MessageSink, RunResult, RunSpec, Runtime
     from agentgrove.service import AgentService, EventObserver
     from agentgrove.workflows.engine import WorkflowEngine
@@ -212,6 +214,25 @@ class Grove:
         """Validate and start a workflow run for workers to execute (nothing written on bad
         input). ``budget_usd``: hard limit on the run's spend."""
         return self.workflows.start(source, inputs, base=base, budget_usd=budget_usd)
+
+    def approve(
+        self, run_id: str, node: str, *, comment: str | None = None, by: str | None = None
+    ) -> Approval:
+        """Approve node ``node`` of run ``run_id``, held at its approval gate (``before``: it
+        starts; ``after``: its result counts and its dependents may start). ``by``: who
+        decides (default: the OS user). :class:`BadInput`, nothing changed, when the node does
+        not wait or the run or node is unknown."""
+        return self.workflows.decide(
+            run_id, node, approve=True, by=by or getpass.getuser(), comment=comment
+        )
+
+    def reject(self, run_id: str, node: str, comment: str, *, by: str | None = None) -> Approval:
+        """Reject node ``node`` of run ``run_id`` at its gate, saying why (``comment``,
+        required). An ``after`` node with attempts left runs again with the comment added to
+        its task; otherwise the node fails ``rejected`` and so does the run."""
+        return self.workflows.decide(
+            run_id, node, approve=False, by=by or getpass.getuser(), comment=comment
+        )
 
     async def execute_run_async(self, run_id: str) -> RunRecord:
         """Run a workflow run's nodes in this process until the run is over."""

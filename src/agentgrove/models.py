@@ -18,6 +18,9 @@ class AgentStatus(enum.StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    AWAITING_APPROVAL = "awaiting_approval"
+    """A workflow node held at its approval gate: before it starts (never claimed until
+    approved) or after it ran (its dependents wait); see :mod:`agentgrove.approvals`."""
 
     @property
     def finished(self) -> bool:
@@ -38,6 +41,7 @@ class ErrorKind(enum.StrEnum):
     MERGE_CONFLICT = "merge_conflict"  # files still hold conflict markers at the final commit
     CHECK_FAILED = "check_failed"  # the agent's check stayed red after every fix round
     SETUP_FAILED = "setup_failed"  # [workspace] setup failed in the new worktree
+    REJECTED = "rejected"  # a person (or a gate's timeout) rejected the node at its gate
 
     @property
     def transient(self) -> bool:
@@ -146,6 +150,8 @@ class AgentRecord:
     workspace: WorkspaceRecord | None = None
     check: CheckRecord = field(default_factory=CheckRecord)
     host: str | None = None  # the host whose worker claimed the latest attempt
+    approval_gate: str | None = None  # while awaiting_approval: "before" or "after"
+    approval_deadline: datetime | None = None  # when that gate decides by itself
 
     def to_json(self) -> dict[str, Any]:
         """The stable object printed by ``--json`` (documented in docs/json.md)."""
@@ -177,6 +183,10 @@ class AgentRecord:
             "workspace": self.workspace.to_json() if self.workspace else None,
             "check": self.check.to_json(),
             "host": self.host,
+            "approval_gate": self.approval_gate,
+            "approval_deadline": self.approval_deadline.isoformat()
+            if self.approval_deadline
+            else None,
         }
 
 

@@ -6,7 +6,9 @@ Contracts:
   per-agent task renews every ``heartbeat_s``. When a renewal fails (the agent was cancelled, or
   another worker took the lease over) the run is stopped at once.
 * In-process spawns wake the worker immediately (:class:`Wakeup`); other processes' spawns are
-  seen within ``poll_s``. Expired leases of any worker are swept back to pending.
+  seen within ``poll_s``. Expired leases of any worker are swept back to pending, and approval
+  gates past their ``approval_timeout_s`` are decided (see :mod:`agentgrove.approvals`), at
+  every sweep.
 * One agent's failure — even an exception inside grove — never stops the worker.
 * :meth:`request_stop` (SIGINT/SIGTERM in ``grove worker``): stop claiming, keep heartbeating
   while in-flight agents finish for up to ``grace_s``, then cancel them, which returns them to
@@ -310,6 +312,8 @@ class Worker:
                     # (a lock, an outage); we give them up ourselves when the lease runs out.
                     held = {a for a in self._running if a not in self.lost_leases}
                     await self.service.db(self.store.sweep_expired, gone=owner_gone, held=held)
+                    # Approval gates past their approval_timeout_s decide by themselves.
+                    await self.service.db(self.store.expire_approvals, utcnow())
                     next_sweep = now + self.settings.sweep_interval_s
                 if await self._claim_once(tg):
                     return

@@ -56,6 +56,7 @@ _STYLE = {
     AgentStatus.COMPLETED: "green",
     AgentStatus.FAILED: "red",
     AgentStatus.CANCELLED: "magenta",
+    AgentStatus.AWAITING_APPROVAL: "bold yellow",
 }
 
 

@@ -37,6 +37,7 @@ STATUS_STYLE: dict[str, str] = {
     "failed": "red",
     "cancelled": "magenta",
     "dependency_failed": "red",
+    "awaiting_approval": "bold yellow",
 }
 
 
@@ -98,7 +99,7 @@ def agent_line(agent: AgentRecord, now: datetime, recent_tool: str | None = None
     )
     if agent.error_kind is not None:
         line.append(f"  {agent.error_kind.value}", "red")
-    elif agent.wait_reason and agent.status is AgentStatus.PENDING:
+    elif agent.wait_reason and agent.status in (AgentStatus.PENDING, AgentStatus.AWAITING_APPROVAL):
         line.append(f"  ({visible(agent.wait_reason, newlines=False)})", "dim")
     if recent_tool and agent.status is AgentStatus.EXECUTING:
         line.append(f"  ▸ {recent_tool}", "cyan")

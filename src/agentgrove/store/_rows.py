@@ -97,4 +97,8 @@ def _agent_from_row(row: Row[Any]) -> AgentRecord:
             output_tail=m["check_output"],
         ),
         host=m["host"],
+        approval_gate=m["approval_gate"] if status is AgentStatus.AWAITING_APPROVAL else None,
+        approval_deadline=m["approval_deadline"]
+        if status is AgentStatus.AWAITING_APPROVAL
+        else None,
     )

@@ -14,10 +14,11 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
+from agentgrove.approvals import deadline, wait_reason
 from agentgrove.errors import BadInput
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind, NodeView, RunRecord, RunStatus
 from agentgrove.store._core import StoreCore
@@ -40,6 +41,19 @@ def node_check(
     node's result), or the role's check when it has none or it renders blank. Pure."""
     rendered = render_task(template, inputs, {}).strip() if template is not None else ""
     return rendered or role_check
+
+
+def held_values(
+    run_id: str, key: str, gate: Literal["before", "after"], timeout_s: float | None, now: datetime
+) -> dict[str, Any]:
+    """The agent columns of node ``key`` held at its ``gate`` from ``now`` (approvals)."""
+    until = deadline(now, timeout_s)
+    return {
+        "status": AgentStatus.AWAITING_APPROVAL.value,
+        "approval_gate": gate,
+        "approval_deadline": until,
+        "wait_reason": wait_reason(run_id, key, gate, until),
+    }
 
 
 def node_state(agent: AgentRecord) -> NodeState:
@@ -264,7 +278,9 @@ class RunQueries(StoreCore):
         error = None
         if status is not RunStatus.COMPLETED:
             bad = [
-                f"{a.node_key} {a.status.value}"
+                f"{a.node_key} rejected"
+                if a.error_kind is ErrorKind.REJECTED
+                else f"{a.node_key} {a.status.value}"
                 for a in self._node_agents(conn, run_id).values()
                 if a.status in (AgentStatus.FAILED, AgentStatus.CANCELLED)
                 and a.error_kind is not ErrorKind.DEPENDENCY_FAILED
@@ -349,6 +365,9 @@ class RunQueries(StoreCore):
                 values["task"] = render_task(node.task, run.inputs, results)
                 values["check_command"] = node_check(node.check, run.inputs, plan.get("check"))
                 values["status"] = AgentStatus.PENDING.value
+                if node.approval == "before":  # no worker may claim it until approved
+                    values |= held_values(run.id, key, "before", node.approval_timeout_s, now)
+                    state = NodeState.AWAITING_APPROVAL
             except TaskTemplateError as exc:
                 values |= {
                     "task": node.task,
@@ -358,7 +377,11 @@ class RunQueries(StoreCore):
                     "finished_at": now,
                 }
                 state = NodeState.FAILED
-        self._insert_agent_row(conn, values)
+        agent_id = self._insert_agent_row(conn, values)
+        if state is NodeState.AWAITING_APPROVAL:
+            self._event(
+                conn, agent_id, "approval.requested", {"node": key, "gate": "before"}, now, run.id
+            )
         return state
 
     def reconcile_runs(self, now: datetime) -> list[str]:
@@ -411,7 +434,11 @@ class RunQueries(StoreCore):
                     .where(
                         agents.c.workflow_run_id == run_id,
                         agents.c.status.in_(
-                            [AgentStatus.PENDING.value, AgentStatus.EXECUTING.value]
+                            [
+                                AgentStatus.PENDING.value,
+                                AgentStatus.EXECUTING.value,
+                                AgentStatus.AWAITING_APPROVAL.value,
+                            ]
                         ),
                     )
                     .values(
@@ -427,6 +454,8 @@ class RunQueries(StoreCore):
                         cost_usd=agents.c.cost_usd + agents.c.reserved_usd,
                         reserved_usd=0.0,
                         wait_reason=None,
+                        approval_gate=None,
+                        approval_deadline=None,
                     )
                     .returning(agents.c.id)
                 ).scalars()

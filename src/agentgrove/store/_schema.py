@@ -130,6 +130,10 @@ agents = Table(
     Column("check_output", RedactedText, nullable=True),
     # The host whose worker claimed the latest attempt (migration 0007).
     Column("host", String(255), nullable=True),
+    # A workflow node held at its approval gate (migration 0009): which gate (before / after)
+    # while it is awaiting_approval, and when the gate decides by itself (none: never).
+    Column("approval_gate", String(10), nullable=True),
+    Column("approval_deadline", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime, nullable=True),
     Column("finished_at", UTCDateTime, nullable=True),

@@ -29,6 +29,7 @@ from agentgrove.models import AgentRecord, AgentStatus, ErrorKind
 from agentgrove.notify._kinds import NotificationKind
 from agentgrove.store import _dialect, _leases, _listen
 from agentgrove.store._admission import AdmissionQueries
+from agentgrove.store._approvals import ApprovalQueries
 from agentgrove.store._budgets import BudgetQueries
 from agentgrove.store._claims import ClaimQueries
 from agentgrove.store._core import utcnow
@@ -44,7 +45,12 @@ from agentgrove.store._stats import StatsQueries
 from agentgrove.store._views import ViewQueries
 from agentgrove.workflows.dag import NodeState
 
-_LIVE = (AgentStatus.PENDING.value, AgentStatus.EXECUTING.value)
+_LIVE = (
+    AgentStatus.PENDING.value,
+    AgentStatus.EXECUTING.value,
+    AgentStatus.AWAITING_APPROVAL.value,
+)
+"""An agent that can still be cancelled."""
 
 
 def new_agent_id() -> str:
@@ -53,6 +59,7 @@ def new_agent_id() -> str:
 
 class Store(
     ClaimQueries,
+    ApprovalQueries,
     RunQueries,
     BudgetQueries,
     StatsQueries,
@@ -316,7 +323,15 @@ class Store(
                 return False
             if outcome.status is not AgentStatus.COMPLETED:
                 self._fail_waiting_children(conn, agent_id, now)
-            if finished.node_key is not None:
+            # A node with an `after` gate waits for a person before its dependents may start.
+            held = (
+                outcome.status is AgentStatus.COMPLETED
+                and finished.node_key is not None
+                and self._hold_after(
+                    conn, finished.workflow_run_id, finished.node_key, agent_id, now
+                )
+            )
+            if finished.node_key is not None and not held:
                 self.node_finished(
                     conn,
                     finished.workflow_run_id,
@@ -439,6 +454,8 @@ class Store(
                     cost_usd=agents.c.cost_usd + agents.c.reserved_usd,
                     reserved_usd=0.0,
                     wait_reason=None,  # it waits for nothing any more
+                    approval_gate=None,
+                    approval_deadline=None,
                 )
                 .returning(agents.c.workflow_run_id, agents.c.node_key)
             )
@@ -472,7 +489,7 @@ class Store(
         } | values
         conn.execute(_INSERT_AGENT, row)
         data = {"role": row["role"], "node": row.get("node_key")}
-        if row["status"] == AgentStatus.PENDING.value:
+        if row["status"] in _LIVE:  # pending, or held at its approval gate
             kind = "agent.spawned"
         else:  # inserted failed: why (a dependency that failed is no news of its own)
             kind = "agent.failed"

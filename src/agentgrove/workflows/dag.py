@@ -27,7 +27,8 @@ RunStatus = Literal["running", "completed", "failed", "cancelled"]
 
 
 class NodeState(enum.StrEnum):
-    """Where one node of a run is. WAITING: created, its dependencies not all completed yet."""
+    """Where one node of a run is. WAITING: created, its dependencies not all completed yet.
+    AWAITING_APPROVAL: held at its ``approval:`` gate, before it starts or after it ran."""
 
     WAITING = "waiting"
     PENDING = "pending"
@@ -36,11 +37,13 @@ class NodeState(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     DEPENDENCY_FAILED = "dependency_failed"
+    AWAITING_APPROVAL = "awaiting_approval"
 
     @property
     def active(self) -> bool:
-        """An agent is queued or running for this node."""
-        return self in (NodeState.PENDING, NodeState.EXECUTING)
+        """An agent is queued or running for this node, or it waits at its approval gate (the
+        run is not over while a person may still say yes)."""
+        return self in (NodeState.PENDING, NodeState.EXECUTING, NodeState.AWAITING_APPROVAL)
 
     @property
     def unsuccessful(self) -> bool:
@@ -101,8 +104,8 @@ def run_status(spec: WorkflowSpec, states: Mapping[str, NodeState]) -> RunStatus
     """The run's status, from its nodes' states alone.
 
     * ``completed`` — every node is COMPLETED.
-    * ``running`` — some node is PENDING or EXECUTING; or nothing has gone wrong (no node
-      FAILED, CANCELLED or DEPENDENCY_FAILED) and nodes remain to start.
+    * ``running`` — some node is PENDING, EXECUTING or AWAITING_APPROVAL; or nothing has gone
+      wrong (no node FAILED, CANCELLED or DEPENDENCY_FAILED) and nodes remain to start.
     * otherwise something went wrong and nothing is in flight, so the run is over (fail fast:
       nodes not started stay unstarted): ``failed`` if any node FAILED, else ``cancelled`` if any
       node was CANCELLED, else ``failed`` (only DEPENDENCY_FAILED nodes: a failure upstream).

@@ -19,8 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from agentgrove.approvals import Approval, check_comment
 from agentgrove.budgets import check_budget
-from agentgrove.errors import UnknownRole
+from agentgrove.errors import BadInput, UnknownRole
 from agentgrove.models import RunRecord
 from agentgrove.service import AgentService
 from agentgrove.store._core import utcnow
@@ -95,3 +96,21 @@ class WorkflowEngine:
         again = self.store.rerun_from(run.id, from_node, utcnow())
         self.service.wakeup.notify()
         return again
+
+    def decide(
+        self, run_id: str, node: str, *, approve: bool, by: str, comment: str | None
+    ) -> Approval:
+        """Approve or reject node ``node`` of run ``run_id`` (a unique prefix will do), held at
+        its approval gate, as ``by``. Every input is checked before anything is written; a
+        node that does not wait, an unknown run or node, or a rejection without a comment is
+        :class:`BadInput` with nothing changed."""
+        text = check_comment(comment, approve=approve)
+        who = by.strip()
+        if not who or len(who) > 200 or "\n" in who:
+            raise BadInput(f"who decides must be a name of one line, got {by!r}")
+        run = self.store.get_run(run_id)
+        decision = self.store.decide_approval(
+            run.id, node, approve=approve, by=who, comment=text, now=utcnow()
+        )
+        self.service.wakeup.notify()
+        return decision

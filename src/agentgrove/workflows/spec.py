@@ -19,6 +19,9 @@ Jinja2 template (see :mod:`agentgrove.workflows.templates`)::
         timeout_s: 600
         max_attempts: 2
         check: "pytest -q"                      # run after the agent; the role's otherwise
+        approval: after                         # before: wait for a person before it starts;
+        approval_timeout_s: 3600                # after: hold its dependents until its result
+        approval_on_timeout: reject             # is approved (`grove approve RUN NODE`)
 
 ``inputs`` may also be a plain list of names, each then required. An input is required unless it
 has a default or says ``required: false`` (it then resolves to ``""``).
@@ -38,7 +41,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
@@ -136,6 +139,14 @@ class NodeSpec(BaseModel):
     """A shell command run after the node's agent (see :mod:`agentgrove.checks`), overriding
     the role's; a template over ``inputs`` only (never a dependency's result: that is agent
     text, and this is a command). Rendering to blank text means "the role's check"."""
+    approval: Literal["before", "after"] | None = None
+    """A gate a person decides (see :mod:`agentgrove.approvals`): ``before``, the node's agent
+    is not started until approved; ``after``, it runs, and its dependents wait until its result
+    is approved (a rejection runs it again with the comment)."""
+    approval_timeout_s: float | None = Field(default=None, gt=0, le=7 * 86400, allow_inf_nan=False)
+    """How long the gate waits for a decision; none: for ever."""
+    approval_on_timeout: Literal["reject", "approve"] | None = None
+    """What a gate that timed out decides (``reject`` unless set)."""
 
 
 class WorkflowSpec(BaseModel):
@@ -564,6 +575,30 @@ def _check_templates(spec: WorkflowSpec, origin: str, problems: list[WorkflowErr
             )
         if node.check is not None:
             _check_check(spec, node, origin, problems)
+        _check_approval(node, origin, problems)
+
+
+def _check_approval(node: NodeSpec, origin: str, problems: list[WorkflowError]) -> None:
+    """``approval_timeout_s`` and ``approval_on_timeout`` belong to a gate: without
+    ``approval:`` they would silently do nothing; on_timeout without a timeout never fires."""
+    if node.approval is None:
+        for name in ("approval_timeout_s", "approval_on_timeout"):
+            if getattr(node, name) is not None:
+                problems.append(
+                    WorkflowError(
+                        f"{origin}: node {node.key!r}: {name} needs approval: before or after; "
+                        f"add approval: or drop {name}",
+                        node=node.key,
+                    )
+                )
+    elif node.approval_on_timeout is not None and node.approval_timeout_s is None:
+        problems.append(
+            WorkflowError(
+                f"{origin}: node {node.key!r}: approval_on_timeout needs approval_timeout_s "
+                "(a gate without a timeout waits for ever); add one or drop approval_on_timeout",
+                node=node.key,
+            )
+        )
 
 
 def _check_check(
