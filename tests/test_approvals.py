@@ -112,8 +112,7 @@ nodes:
     problems = [str(p) for p in caught.value.problems]
     assert problems == [
         "workflow 'gates': nodes[0].approval (node 'a'): input should be 'before' or 'after'",
-        "workflow 'gates': nodes[1].approval_timeout_s (node 'b'): input should be greater "
-        "than 0",
+        "workflow 'gates': nodes[1].approval_timeout_s (node 'b'): input should be greater than 0",
         "workflow 'gates': nodes[2].approval_on_timeout (node 'c'): input should be 'reject' "
         "or 'approve'",
     ]
@@ -216,13 +215,13 @@ def test_bad_decisions_change_nothing(repo: Path) -> None:
             grove.approve("nope", "plan")
         with pytest.raises(BadInput, match=r"has no node 'nada': its nodes are plan, draft, ship"):
             grove.approve(run.id, "nada")
-        with pytest.raises(BadInput, match="'draft' of run .* is waiting for its dependencies"):
+        with pytest.raises(BadInput, match=r"'draft' of run .* is waiting for its dependencies"):
             grove.approve(run.id, "draft")
         with pytest.raises(BadInput, match="a rejection needs a reason"):
             grove.reject(run.id, "plan", " ")
         assert grove.workflows.get(run.id) == before
         grove.approve(run.id, "plan")
-        with pytest.raises(BadInput, match="'plan' of run .* is pending, not awaiting approval"):
+        with pytest.raises(BadInput, match=r"'plan' of run .* is pending, not awaiting approval"):
             grove.approve(run.id, "plan")
 
 
@@ -249,10 +248,52 @@ nodes:
         assert grove.store.expire_approvals(utcnow()) == []  # not yet
         later = utcnow() + timedelta(seconds=61)
         made = grove.store.expire_approvals(later)
-        assert [(d.node, d.approved, d.by) for d in made] == [
+        assert sorted((d.node, d.approved, d.by) for d in made) == [
             ("a", False, TIMEOUT_BY),
             ("b", True, TIMEOUT_BY),
         ]
         assert grove.store.expire_approvals(later) == []
         record = grove.workflows.get(run.id)
         assert [n.state for n in record.nodes] == ["failed", "pending"]
+
+
+# -- the dashboard -----------------------------------------------------------------------------
+
+
+def test_the_dashboard_approves_and_rejects_only_with_the_token(repo: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from agentgrove.dashboard import create_app
+
+    with Grove.init(repo, runtime=ScriptedRuntime()) as grove:
+        run = grove.start_workflow(GATED)
+        approve = f"/runs/{run.id}/nodes/plan/approve"
+        before = grove.workflows.get(run.id)
+
+        read_only = TestClient(create_app(grove))
+        page = read_only.get(f"/runs/{run.id}")
+        assert page.status_code == 200 and "Awaiting approval" in page.text
+        assert f"grove approve {run.id} plan" in page.text and approve not in page.text
+        refused = read_only.post(approve, headers={"Authorization": "Bearer x"})
+        assert refused.status_code == 403 and "read-only" in refused.text
+
+        web = TestClient(create_app(grove, token="s3cret", token_name="ann@web"))
+        assert web.post(approve).status_code == 403
+        assert web.post(approve, headers={"Authorization": "Bearer nope"}).status_code == 403
+        reject = f"/runs/{run.id}/nodes/plan/reject"
+        empty = web.post(reject, data={"token": "s3cret", "comment": " "})
+        assert empty.status_code == 400 and "a rejection needs a reason" in empty.text
+        assert (
+            web.post(f"/runs/{run.id}/nodes/nada/approve", data={"token": "s3cret"}).status_code
+            == 400
+        )
+        assert grove.workflows.get(run.id) == before  # nothing changed
+
+        assert approve in web.get(f"/runs/{run.id}").text  # the form, with the token
+        done = web.post(approve, data={"token": "s3cret", "comment": "go"}, follow_redirects=False)
+        assert done.status_code == 303 and done.headers["location"] == f"/runs/{run.id}"
+        again = web.post(approve, headers={"Authorization": "Bearer s3cret"})
+        assert again.status_code == 400 and "not awaiting approval" in again.text
+        [decided] = [e for e in grove.store.events() if e.kind == "approval.approved"]
+        assert (decided.data["by"], decided.data["comment"]) == ("ann@web", "go")
+        assert grove.workflows.get(run.id).nodes[0].state == "pending"

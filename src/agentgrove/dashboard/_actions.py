@@ -1,12 +1,18 @@
-"""The two things the dashboard can change: cancel an agent, retry an agent.
+"""What the dashboard can change: cancel an agent, retry an agent, approve or reject a workflow
+node held at its approval gate.
 
-Both need the token the dashboard was started with, as ``Authorization: Bearer TOKEN`` or as a
-``token`` form field (the buttons on the agent page send the field). Without a configured token
-they answer 403, whatever is sent.
+Every action needs the token the dashboard was started with, as ``Authorization: Bearer
+TOKEN`` or as a ``token`` form field (the pages' buttons send the field). Without a configured
+token they answer 403, whatever is sent.
 
 Retry means: for a workflow node, re-run the run from that node (the engine's rerun-from-node,
 keeping upstream results); for any other finished agent, spawn a fresh agent with the same role,
 task, model, parent and base commit. The old agent is left as it was, so its history stays.
+
+Approve and reject (``POST /runs/RUN/nodes/NODE/approve|reject``, form field ``comment``,
+required to reject) are :meth:`Grove.approve` / :meth:`Grove.reject`, decided by the token's
+name (``app.state.token_name``: ``GROVE_DASHBOARD_TOKEN_NAME``, else ``dashboard``). Bad input
+answers 400 with one line and changes nothing.
 """
 
 from __future__ import annotations
@@ -70,6 +76,33 @@ def _retry(grove: Grove, agent_id: str) -> tuple[str, dict[str, object]]:
     return f"/agents/{new.id}", {"agent_id": new.id}
 
 
+@router.post("/runs/{run_id}/nodes/{node}/approve")
+async def approve(request: Request, run_id: str, node: str) -> Response:
+    return await _decide(request, run_id, node, approve=True)
+
+
+@router.post("/runs/{run_id}/nodes/{node}/reject")
+async def reject(request: Request, run_id: str, node: str) -> Response:
+    return await _decide(request, run_id, node, approve=False)
+
+
+async def _decide(request: Request, run_id: str, node: str, *, approve: bool) -> Response:
+    form = await _form(request)
+    refused = _refused(request, form)
+    if refused is not None:
+        return refused
+    grove: Grove = request.app.state.grove
+    by: str = request.app.state.token_name
+    comment = form.get("comment")
+    decision = await anyio.to_thread.run_sync(
+        lambda: grove.workflows.decide(run_id, node, approve=approve, by=by, comment=comment)
+    )
+    where = f"/runs/{decision.run_id}"
+    if "token" in form:  # a page's form: back to the run
+        return RedirectResponse(where, status_code=303)
+    return JSONResponse({"location": where, **decision.to_json()})
+
+
 async def _form(request: Request) -> dict[str, str]:
     """URL-encoded form fields (the only kind the pages send), first value of each."""
     if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
@@ -84,7 +117,7 @@ def _refused(request: Request, form: dict[str, str]) -> Response | None:
     if token is None:
         return PlainTextResponse(
             "the dashboard is read-only: start it with --token (or GROVE_DASHBOARD_TOKEN) "
-            "to allow cancel and retry",
+            "to allow cancel, retry, approve and reject",
             status_code=403,
         )
     header = request.headers.get("authorization", "")

@@ -1,4 +1,4 @@
-"""The dashboard's FastAPI application: pages, the live event stream, the two actions, and
+"""The dashboard's FastAPI application: pages, the live event stream, the actions, and
 ``/metrics``.
 
 Contracts:
@@ -13,6 +13,7 @@ Contracts:
 
 from __future__ import annotations
 
+import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,22 +28,29 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentgrove import metrics
 from agentgrove.dashboard import _actions, _pages, _stream
-from agentgrove.errors import BadInput, UnknownAgent
+from agentgrove.errors import BadInput, ConfigError, UnknownAgent
 from agentgrove.grove import Grove
 from agentgrove.text import one_line, visible
 
 HERE = Path(__file__).parent
 
 
-def create_app(grove: Grove, *, token: str | None = None) -> FastAPI:
-    """The dashboard for ``grove``; ``token`` enables the cancel and retry actions.
+def create_app(grove: Grove, *, token: str | None = None, token_name: str | None = None) -> FastAPI:
+    """The dashboard for ``grove``; ``token`` enables the actions (cancel, retry, approve,
+    reject). ``token_name``: who the token's holder is in the record of an approval (default:
+    ``GROVE_DASHBOARD_TOKEN_NAME``, else ``dashboard``).
 
-    Sets ``app.state.grove``, ``app.state.token`` and ``app.state.stopping`` (a
-    ``threading.Event``: once set, open event streams end, so a server can shut down).
+    Sets ``app.state.grove``, ``app.state.token``, ``app.state.token_name`` and
+    ``app.state.stopping`` (a ``threading.Event``: once set, open event streams end, so a
+    server can shut down).
     """
+    name = (token_name or os.environ.get("GROVE_DASHBOARD_TOKEN_NAME") or "").strip()
+    if len(name) > 100 or "\n" in name:
+        raise ConfigError("GROVE_DASHBOARD_TOKEN_NAME must be one line of at most 100 characters")
     app = FastAPI(title="agentgrove", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.grove = grove
     app.state.token = token or None
+    app.state.token_name = name or "dashboard"
     app.state.stopping = threading.Event()
     app.state.templates = Jinja2Templates(env=_environment())
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
