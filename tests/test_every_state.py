@@ -61,7 +61,6 @@ def test_every_run_status_and_agent_state_renders_in_every_view(repo: Path) -> N
         *((AgentStatus.FAILED, None, kind) for kind in ErrorKind),
         (AgentStatus.CANCELLED, None, None),
         (AgentStatus.AWAITING_APPROVAL, "awaiting approval before it starts: grove approve", None),
-        (AgentStatus.AWAITING_APPROVAL, "awaiting approval of its result: grove approve", None),
     ]
     assert {status for status, _, _ in states} == set(AgentStatus)
     combos = [(r, AgentStatus.PENDING, None, None) for r in RunStatus]
