@@ -297,3 +297,28 @@ def test_the_dashboard_approves_and_rejects_only_with_the_token(repo: Path) -> N
         [decided] = [e for e in grove.store.events() if e.kind == "approval.approved"]
         assert (decided.data["by"], decided.data["comment"]) == ("ann@web", "go")
         assert grove.workflows.get(run.id).nodes[0].state == "pending"
+
+
+# -- the shell ---------------------------------------------------------------------------------
+
+
+def test_the_shell_approves_and_rejects_through_the_cli_app(repo: Path) -> None:
+    from agentgrove.cli import app
+    from agentgrove.shell import Dispatcher
+    from agentgrove.shell._completion import candidates, command_tree
+
+    with Grove.init(repo, runtime=ScriptedRuntime()) as grove:
+        run = grove.start_workflow(GATED)
+        errors: list[str] = []
+        dispatch = Dispatcher(app, write_error=errors.append)
+        refused = dispatch(f"reject {run.id} plan")
+        assert refused.exit_code == 2 and "a rejection needs a reason" in (refused.error or "")
+        assert dispatch(f"approve {run.id} plan --comment 'from the shell'").exit_code == 0
+        [decided] = [e for e in grove.store.events() if e.kind == "approval.approved"]
+        assert decided.data["comment"] == "from the shell"
+        assert grove.workflows.get(run.id).nodes[0].state == "pending"
+        # The run id completes after the command, as for every other run_id argument.
+        runs = candidates(
+            command_tree(app), ["approve"], "", lambda kind: [run.id] if kind == "run" else []
+        )
+        assert run.id in runs
