@@ -322,3 +322,19 @@ def test_the_shell_approves_and_rejects_through_the_cli_app(repo: Path) -> None:
             command_tree(app), ["approve"], "", lambda kind: [run.id] if kind == "run" else []
         )
         assert run.id in runs
+
+
+def test_a_failed_run_does_not_wait_for_its_other_gates(repo: Path) -> None:
+    spec = """
+name: two-gates
+nodes:
+  - {key: a, role: file-writer, task: "a", approval: before}
+  - {key: b, role: file-writer, task: "b", approval: before}
+"""
+    with Grove.init(repo, runtime=ScriptedRuntime()) as grove:
+        run = grove.start_workflow(spec)
+        grove.reject(run.id, "a", "no", by="ann")
+        record = grove.workflows.get(run.id)
+        assert record.status is RunStatus.FAILED
+        assert [n.state for n in record.nodes] == ["failed", "cancelled"]
+        assert record.error == "node a rejected, b cancelled"

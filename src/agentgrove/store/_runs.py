@@ -253,6 +253,11 @@ class RunQueries(StoreCore):
             for doomed in below:
                 if doomed not in existing:
                     self._insert_node(conn, row, shape, doomed, existing, now, blocked=True)
+            # Fail fast: a node held at its approval gate will not be needed; left waiting, it
+            # would keep the run running until someone decided.
+            released = self._cancel_held(conn, run_id, now)
+            delta["nodes_active"] -= released
+            delta["nodes_cancelled"] += released
         counts = {name: getattr(row, name) + change for name, change in delta.items()} | {
             "nodes_total": row.nodes_total
         }
@@ -262,6 +267,34 @@ class RunQueries(StoreCore):
             .values({name: counts[name] for name in delta})
         )
         self._settle(conn, run_id, counts, now)
+
+    def _cancel_held(self, conn: Connection, run_id: str, now: datetime) -> int:
+        """Cancel the run's nodes awaiting approval (the run failed); how many there were."""
+        held = (
+            conn.execute(
+                update(agents)
+                .where(
+                    agents.c.workflow_run_id == run_id,
+                    agents.c.status == AgentStatus.AWAITING_APPROVAL.value,
+                    agents.c.superseded.is_(False),
+                )
+                .values(
+                    status=AgentStatus.CANCELLED.value,
+                    error_kind=ErrorKind.CANCELLED.value,
+                    error="the run failed while this node awaited approval",
+                    finished_at=now,
+                    wait_reason=None,
+                    approval_gate=None,
+                    approval_deadline=None,
+                )
+                .returning(agents.c.id)
+            )
+            .scalars()
+            .all()
+        )
+        for agent_id in held:
+            self._event(conn, agent_id, "agent.cancelled", {}, now, run_id)
+        return len(held)
 
     def _settle(
         self, conn: Connection, run_id: str, counts: Mapping[str, int], now: datetime
