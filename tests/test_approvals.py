@@ -338,3 +338,18 @@ nodes:
         assert record.status is RunStatus.FAILED
         assert [n.state for n in record.nodes] == ["failed", "cancelled"]
         assert record.error == "node a rejected, b cancelled"
+
+
+def test_a_gate_that_starts_waiting_notifies_approval_needed(repo: Path) -> None:
+    from agentgrove.notify._kinds import NotificationKind, summary
+
+    (repo / "grove.toml").write_text('[notify]\nwebhook = "http://127.0.0.1:9/hook"\n')
+    with Grove.init(repo, runtime=ScriptedRuntime()) as grove:
+        run = grove.start_workflow(GATED)
+        [notice] = grove.store.claim_notifications("w1", 10, 60)
+    assert notice.kind is NotificationKind.APPROVAL_NEEDED
+    assert (notice.run_id, notice.node, notice.data["gate"]) == (run.id, "plan", "before")
+    assert summary(notice) == (
+        f"grove: workflow run {run.id} (gated) node plan waits for approval (before): "
+        f"grove approve {run.id} plan"
+    )
