@@ -52,6 +52,8 @@ def test_grove_help_lists_every_command(tmp_path: Path) -> None:
         "worker",
         "demo",
         "dev",
+        "approve",
+        "reject",
     ):
         assert re.search(rf"\b{command}\b", result.stdout), command
 
