@@ -410,8 +410,29 @@ def test_transcript_pairs_each_tool_call_with_its_result() -> None:
         ("result", "result (success)"),
     ]
     assert shown[1].result == "a.txt" and shown[1].is_error
-    assert '"command": "ls"' in shown[1].body
+    assert shown[1].body == "command: ls"
     assert "num_turns: 2" in shown[3].body
+
+
+def test_a_write_shows_its_content_as_written() -> None:
+    # Not as JSON: real lines, one backslash as one, a tab as a tab.
+    content = 'line one\n\tindented "quoted"\nends in a backslash \\\n'
+    (shown,) = entries(
+        [
+            {
+                "attempt": 1,
+                "kind": "AssistantMessage",
+                "message": {
+                    "content": [
+                        {"id": "1", "name": "Write", "input": {"file_path": "a.py", "content": content}}
+                    ]
+                },
+            }
+        ]
+    )
+    assert shown.body == (
+        'file_path: a.py\ncontent:\nline one\n\tindented "quoted"\nends in a backslash \\'
+    )
 
 
 def test_a_failed_result_is_not_labelled_success() -> None:
@@ -471,3 +492,16 @@ def test_every_asset_ships_in_the_package_and_nothing_loads_from_elsewhere(
         if path.is_file():
             text = path.read_text(errors="replace")
             assert not re.search(r"(url\(|import\s|fetch\()\s*['\"]?https?://", text), path
+
+
+def test_a_role_keeps_its_colour_in_both_charts() -> None:
+    # planner spends more, tester uses more tokens: the two charts rank them differently.
+    t0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+    rows = [
+        UsageRow(t0, "planner", "m1", 10, 0, 2.0),
+        UsageRow(t0, "tester", "m1", 5_000, 0, 0.1),
+    ]
+    cost, tokens = usage_chart(rows, "role", "cost"), usage_chart(rows, "role", "tokens")
+    assert [n for n, _, _ in cost.legend] == ["planner", "tester"]
+    assert [n for n, _, _ in tokens.legend] == ["tester", "planner"]
+    assert {n: c for n, c, _ in cost.legend} == {n: c for n, c, _ in tokens.legend}

@@ -27,7 +27,7 @@ from rich.tree import Tree
 from agentgrove.models import AgentRecord, AgentStatus
 from agentgrove.store import Store
 from agentgrove.store._core import utcnow
-from agentgrove.text import one_line, visible
+from agentgrove.text import one_line, tool_input, visible
 
 STATUS_STYLE: dict[str, str] = {
     "waiting": "dim",
@@ -364,7 +364,7 @@ def _event_line(agent_id: str, kind: str, data: dict[str, Any], *, tool_calls: b
     """The line an event is worth printing as it happens, if any."""
     who = agent_id[:8]
     if kind == "agent.tool_use" and tool_calls:
-        call = visible(f"{data.get('tool')} {data.get('input')}")
+        call = f"{visible(data.get('tool'), newlines=False)} {tool_input(data.get('input'))}"
         return Text.assemble("  ", (who, "cyan"), " ", call)
     if kind == "agent.tool_result" and data.get("is_error"):
         content = visible(data.get("content"))
