@@ -18,8 +18,10 @@ from fastapi.testclient import TestClient
 
 import agentgrove.dashboard
 from agentgrove.dashboard import create_app, serve_dashboard
+from agentgrove.dashboard._app import duration, wall
 from agentgrove.dashboard._charts import bucket_size, usage_chart
 from agentgrove.dashboard._layout import NODE_W, layers, layout
+from agentgrove.dashboard._pages import meter
 from agentgrove.dashboard._server import dashboard_url
 from agentgrove.dashboard._transcript import entries
 from agentgrove.errors import BadInput
@@ -424,7 +426,11 @@ def test_a_write_shows_its_content_as_written() -> None:
                 "kind": "AssistantMessage",
                 "message": {
                     "content": [
-                        {"id": "1", "name": "Write", "input": {"file_path": "a.py", "content": content}}
+                        {
+                            "id": "1",
+                            "name": "Write",
+                            "input": {"file_path": "a.py", "content": content},
+                        }
                     ]
                 },
             }
@@ -505,3 +511,40 @@ def test_a_role_keeps_its_colour_in_both_charts() -> None:
     assert [n for n, _, _ in cost.legend] == ["planner", "tester"]
     assert [n for n, _, _ in tokens.legend] == ["tester", "planner"]
     assert {n: c for n, c, _ in cost.legend} == {n: c for n, c, _ in tokens.legend}
+
+
+def test_an_overspent_scope_looks_overspent() -> None:
+    # Spent twice the limit with as much reserved: the bar is full and marked over, the limit
+    # at a quarter of it (two capped 100 % widths used to share the bar half and half).
+    over = meter(limit=1.0, spent=2.0, reserved=2.0)
+    assert over["spent_pct"] + over["reserved_pct"] == pytest.approx(100)
+    assert over["limit_pct"] == pytest.approx(25) and over["over"]
+    assert over["used_pct"] == pytest.approx(400)
+    within = meter(limit=4.0, spent=1.0, reserved=1.0)
+    assert (within["spent_pct"], within["reserved_pct"], within["over"]) == (25, 25, False)
+
+
+def test_budgets_page_reads_grove_toml_anew(grove: Grove, ran: dict[str, str]) -> None:
+    web = client(grove)
+    assert "daily" not in web.get("/budgets").text
+    (grove.config.root / "grove.toml").write_text("[budget]\ndaily_usd = 0.02\n")
+    page = web.get("/budgets").text
+    assert '<td class="mono">daily</td>' in page and "$0.0200" in page
+    assert "(over)" in page  # today's $0.06 against $0.02
+    (grove.config.root / "grove.toml").write_text("[budget]\ndaily_usd = 'lots'\n")
+    broken = web.get("/budgets")
+    assert broken.status_code == 200 and "showing the limits read at start" in broken.text
+
+
+def test_agents_list_agrees_with_ls(grove: Grove, ran: dict[str, str]) -> None:
+    # Tokens in and out, and the wall time `ls` shows, not the CLI's own duration.
+    agent = grove.get(ran["parent"])
+    row = client(grove).get("/agents").text.split(f'data-agent-row="{agent.id}"')[1]
+    row = row.split("</tr>")[0]
+    assert "100 / 20" in row
+    assert '<td class="nowrap">file-writer</td>' in row
+    shown = wall(agent)  # finished: the same figure on every reading
+    assert shown not in ("-", duration(agent.duration_ms)), (shown, agent.duration_ms)
+    assert f'<td class="num">{shown}</td>' in row
+    listed = run_cli("ls", cwd=grove.config.root)
+    assert "100/20" in listed.stdout

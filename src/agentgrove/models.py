@@ -300,3 +300,15 @@ def unstorable(value: str) -> str | None:
         byte = f" (byte 0x{code - 0xDC00:02x})" if 0xDC80 <= code <= 0xDCFF else ""
         return f"is not valid UTF-8{byte} at position {exc.start}; give it as UTF-8 text"
     return None
+
+
+def elapsed_s(agent: AgentRecord, now: datetime) -> float | None:
+    """Wall time of the agent's run: seconds from its start to its end, or to ``now`` while it
+    runs (``None`` before it started). Every view (``ls``, ``show``, the dashboard) shows
+    this; ``duration_ms`` is the CLI's own figure, summed over attempts."""
+    if agent.started_at is None:
+        return None
+    end = agent.finished_at or (now if agent.status is AgentStatus.EXECUTING else None)
+    if end is None:  # released back to pending: the time spent so far is in duration_ms
+        return agent.duration_ms / 1000
+    return max(0.0, (end - agent.started_at).total_seconds())

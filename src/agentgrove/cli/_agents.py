@@ -26,13 +26,19 @@ from agentgrove.cli._checks import check_cell, check_rows
 from agentgrove.cli._live import (
     LiveProgress,
     agent_source,
-    elapsed_s,
     format_elapsed,
     totals_line,
 )
 from agentgrove.errors import BadInput
 from agentgrove.grove import Grove
-from agentgrove.models import AgentRecord, AgentStatus, CheckStatus, Event, SpawnRequest
+from agentgrove.models import (
+    AgentRecord,
+    AgentStatus,
+    CheckStatus,
+    Event,
+    SpawnRequest,
+    elapsed_s,
+)
 from agentgrove.store import Store
 from agentgrove.store._core import utcnow
 from agentgrove.text import markup, one_line, plain, tool_input, visible

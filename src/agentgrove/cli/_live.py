@@ -24,7 +24,7 @@ from rich.live import Live
 from rich.text import Text
 from rich.tree import Tree
 
-from agentgrove.models import AgentRecord, AgentStatus
+from agentgrove.models import AgentRecord, AgentStatus, elapsed_s
 from agentgrove.store import Store
 from agentgrove.store._core import utcnow
 from agentgrove.text import one_line, tool_input, visible
@@ -65,16 +65,6 @@ def format_elapsed(seconds: float) -> str:
     if seconds < 3600:
         return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
-
-
-def elapsed_s(agent: AgentRecord, now: datetime) -> float | None:
-    """Seconds from the start of the agent's run to its end, or to ``now`` while it runs."""
-    if agent.started_at is None:
-        return None
-    end = agent.finished_at or (now if agent.status is AgentStatus.EXECUTING else None)
-    if end is None:  # released back to pending: the time spent so far is in duration_ms
-        return agent.duration_ms / 1000
-    return max(0.0, (end - agent.started_at).total_seconds())
 
 
 def label(agent: AgentRecord) -> str:
