@@ -140,8 +140,13 @@ def run(request: Request, run_id: str) -> Response:
         dag=dag,
         node_w=NODE_W,
         node_h=NODE_H,
-        cost=sum(n.agent.cost_usd for n in record.nodes if n.agent),
-        tokens=sum(n.agent.tokens_in + n.agent.tokens_out for n in record.nodes if n.agent),
+        cost=record.cost_usd,
+        tokens=record.tokens_in + record.tokens_out,
+        # What superseded agents spent: the live totals add it to the current nodes' sums.
+        earlier_cost=record.cost_usd - sum(n.agent.cost_usd for n in record.nodes if n.agent),
+        earlier_tokens=record.tokens_in
+        + record.tokens_out
+        - sum(n.agent.tokens_in + n.agent.tokens_out for n in record.nodes if n.agent),
         node_href=_node_href,
     )
 
