@@ -15,7 +15,7 @@ import typer
 from anyio.abc import TaskStatus
 from rich.table import Table
 
-from agentgrove.cli._app import app, console, dev_app, err_console, open_grove
+from agentgrove.cli._app import app, console, dev_app, err_console, open_grove, print_error
 from agentgrove.config import find_root, load_config, with_worker
 from agentgrove.errors import BadInput
 from agentgrove.grove import Grove
@@ -231,12 +231,31 @@ def demo(
 @dev_app.command("model-server")
 def model_server(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8421,
+    script: Annotated[
+        Path | None,
+        typer.Option(
+            help="A YAML script of what each agent does, matched by role and task "
+            "(docs/scripting.md)."
+        ),
+    ] = None,
 ) -> None:
-    """Serve a scripted Anthropic Messages API until interrupted: the demo roles, and "Create
-    PATH [containing TEXT]" tasks for any other role (no API key needed)."""
-    from agentgrove.testing import ModelServer, playground_script
+    """Serve a scripted Anthropic Messages API until interrupted (no API key needed).
 
-    server = ModelServer(playground_script(), port=port)
+    With --script FILE.yaml, agents do what the script says for their role and task. Without
+    it, a task "Create PATH containing TEXT" writes that file, and any other task fails,
+    naming --script."""
+    from agentgrove.testing import ModelServer, ScriptError, load_script, playground_script
+
+    if script is None:
+        scripted = playground_script()
+    else:
+        try:
+            scripted = load_script(script)
+        except ScriptError as exc:
+            for problem in exc.problems:
+                print_error(problem)
+            sys.exit(2)
+    server = ModelServer(scripted, port=port)
     try:
         server.start()
     except OSError as exc:
