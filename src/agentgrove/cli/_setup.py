@@ -250,7 +250,7 @@ def model_server(
         scripted = playground_script()
     else:
         try:
-            scripted = load_script(script)
+            scripted = load_script(script, fallback=True)
         except ScriptError as exc:
             for problem in exc.problems:
                 print_error(problem)
@@ -263,9 +263,11 @@ def model_server(
             f"cannot serve the model server on 127.0.0.1:{port}: {exc.strerror}; "
             "choose another --port (0: any free port)"
         ) from None
-    print(f"scripted model server on {server.url}")
+    print(f"scripted model server on {server.url}", flush=True)
     # A line to paste into the shell that will run grove (point the CLI at this server).
-    print("export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in server.env().items()))
+    print(
+        "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in server.env().items()), flush=True
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

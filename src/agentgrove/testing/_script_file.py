@@ -214,15 +214,21 @@ class _Entry(_Strict):
     role: str | None = None
     task: str | None = None
     times: int | None = Field(default=None, ge=1)
-    turns: list[_Turn] = Field(min_length=1)
+    turns: list[Any] = Field(min_length=1)
+    """Validated one by one (:func:`_turns`), so that one bad turn hides no other problem."""
 
 
 # --- loading -------------------------------------------------------------------------------
 
 
-def load_script(path: Path) -> Script:
+def load_script(path: Path, *, fallback: bool = False) -> Script:
     """The :class:`Script` of the YAML file at ``path``; :class:`ScriptError` if it is
-    missing, unreadable or invalid (every problem listed)."""
+    missing, unreadable or invalid (every problem listed).
+
+    ``fallback``: a request no entry matches is answered with HTTP 400 naming the script (the
+    agent fails with that message: what ``grove dev model-server`` wants), instead of being an
+    unexpected request that :meth:`ModelServer.assert_done` reports (what a test wants).
+    """
     try:
         content = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -232,11 +238,12 @@ def load_script(path: Path) -> Script:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ScriptError([f"script {path}: cannot be read: {reason}"]) from None
-    return parse_script(content, origin=str(path))
+    return parse_script(content, origin=str(path), fallback=fallback)
 
 
-def parse_script(content: str, *, origin: str = "script") -> Script:
-    """The :class:`Script` of a YAML document; :class:`ScriptError` listing every problem."""
+def parse_script(content: str, *, origin: str = "script", fallback: bool = False) -> Script:
+    """The :class:`Script` of a YAML document; :class:`ScriptError` listing every problem.
+    ``fallback`` as in :func:`load_script`."""
     import yaml
 
     from agentgrove.workflows._yaml import Loader, TooLarge
@@ -254,7 +261,7 @@ def parse_script(content: str, *, origin: str = "script") -> Script:
         raise ScriptError([f"{origin}: not valid YAML: {' '.join(str(exc).split())}"]) from None
     if not isinstance(data, dict):
         raise ScriptError(
-            [f"{origin}: a script is a mapping with a list of entries: (docs/scripting.md)"]
+            [f"{origin}: a script is a mapping with `entries:`, a list (see docs/scripting.md)"]
         )
     entries = data.get("entries")
     unknown = sorted(str(key) for key in data if key != "entries")
@@ -265,15 +272,19 @@ def parse_script(content: str, *, origin: str = "script") -> Script:
     script = Script()
     for number, raw in enumerate(entries):
         where = f"{origin}: entries[{number}]"
+        entry: _Entry | None = None
         try:
             entry = _Entry.model_validate(raw)
         except ValidationError as exc:
             problems.extend(_structure_problem(e, where) for e in exc.errors())
-            continue
-        _add_entry(script, entry, where, problems)
+        raw_turns = raw.get("turns") if isinstance(raw, dict) else None
+        raw_turns = raw_turns if isinstance(raw_turns, list) else []
+        turns = _turns(raw_turns, where, problems)
+        _add_entry(script, entry, turns, raw_turns, where, problems)
     if problems:
         raise ScriptError(problems)
-    script.handler(_unmatched(origin))
+    if fallback:
+        script.handler(_unmatched(origin))
     return script
 
 
@@ -290,9 +301,39 @@ def _structure_problem(error: ErrorDetails, origin: str) -> str:
     return f"{origin}{where}: {' '.join(message.split())}"
 
 
-def _add_entry(script: Script, entry: _Entry, where: str, problems: list[str]) -> None:
+def _turns(raw: list[Any], where: str, problems: list[str]) -> list[_Turn | None]:
+    """Each turn of ``raw`` validated (``None`` for an invalid one, its problems recorded)."""
+    out: list[_Turn | None] = []
+    for index, item in enumerate(raw):
+        try:
+            out.append(_Turn.model_validate(item))
+        except ValidationError as exc:
+            at = f"{where}.turns[{index}]"
+            problems.extend(_structure_problem(e, at) for e in exc.errors())
+            out.append(None)
+    return out
+
+
+def _declared(raw: object) -> list[str]:
+    """The ``as:`` names an (invalid) turn declares, so later turns may still use them."""
+    if not isinstance(raw, dict):
+        return []
+    calls = raw.get("calls")
+    items = [raw, *(calls if isinstance(calls, list) else [])]
+    return [str(i["as"]) for i in items if isinstance(i, dict) and "as" in i]
+
+
+def _add_entry(
+    script: Script,
+    entry: _Entry | None,
+    turns: list[_Turn | None],
+    raw_turns: list[Any],
+    where: str,
+    problems: list[str],
+) -> None:
+    """Check the entry's regex, templates and names; add it to ``script`` when valid."""
     regex: re.Pattern[str] | None = None
-    if entry.task is not None:
+    if entry is not None and entry.task is not None:
         try:
             regex = re.compile(entry.task)
         except re.error as exc:
@@ -301,8 +342,11 @@ def _add_entry(script: Script, entry: _Entry, where: str, problems: list[str]) -
     count = 0
     specs: list[TurnSpec] = []
     pending_faults: list[Step] = []
-    for index, turn in enumerate(entry.turns):
+    for index, turn in enumerate(turns):
         at = f"{where}.turns[{index}]"
+        if turn is None:
+            names.update((name, -1) for name in _declared(raw_turns[index]))
+            continue
         if turn.fault is not None:
             pending_faults.append(_fault(turn.fault))
             continue
@@ -326,6 +370,8 @@ def _add_entry(script: Script, entry: _Entry, where: str, problems: list[str]) -
         pending_faults = []
     if pending_faults:
         specs.append(pending_faults)
+    if entry is None or None in turns or not specs:
+        return
     criteria = [f"role={entry.role!r}"] if entry.role is not None else []
     if entry.task is not None:
         criteria.append(f"task=/{entry.task}/")
