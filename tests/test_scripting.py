@@ -343,3 +343,56 @@ def test_without_a_script_a_task_it_has_no_behaviour_for_fails_naming_script(
     error = str(shown["error"])
     assert "the scripted model has no behaviour for this task" in error, error
     assert "grove dev model-server --script FILE.yaml" in error
+
+
+# --- templates, on hand-made requests (pure) --------------------------------------------------
+
+
+def _request(task: str, results: list[str]) -> ModelRequest:
+    """A request whose history holds one tool call per result, in order."""
+    messages: list[dict[str, object]] = [{"role": "user", "content": task}]
+    for number, result in enumerate(results):
+        call = {"type": "tool_use", "id": f"t{number}", "name": "Bash", "input": {}}
+        messages.append({"role": "assistant", "content": [call]})
+        answer = {"type": "tool_result", "tool_use_id": f"t{number}", "content": result}
+        messages.append({"role": "user", "content": [answer]})
+    body = {"system": "agentgrove-role: planner\nagentgrove-agent: a1\n", "messages": messages}
+    return ModelRequest.from_body(body)
+
+
+def _served(turns_yaml: str, request: ModelRequest) -> list[dict[str, object]]:
+    """The content blocks the script's turn for ``request`` serves."""
+    resolution = parse_script(f"entries:\n  - turns:\n{turns_yaml}").resolve(request)
+    assert resolution.reply is not None, resolution.error
+    return list(resolution.reply.blocks)  # type: ignore[union-attr]
+
+
+def test_templates_fill_in_json_values_regex_captures_and_literals() -> None:
+    turns = (
+        "      - bash: a\n        as: listed\n"
+        "      - bash: b\n"
+        "      - calls:\n"
+        "          - wait_agents: {ids: '{{ listed.ids }}'}\n"
+        '          - bash: "echo {{ result[-1] }} {{ task ~ /step (\\\\d+)/ }} {{ role }}"\n'
+        '        say: "{{ \'{{\' }} {{ listed ~ /\\"ids\\"/ }} {{ agent }}"\n'
+    )
+    request = _request("do step 7", ['{"ids": ["x1", "x2"]}', "second"])
+    said, wait, bash = _served(turns, request)
+    assert said["text"] == '{{ "ids" a1'
+    assert wait["input"] == {"ids": ["x1", "x2"]}  # a whole-string template keeps its list
+    assert bash["input"] == {"command": "echo second 7 planner"}
+
+
+@pytest.mark.parametrize(
+    ("template", "problem"),
+    [
+        ("{{ result[5] }}", "the conversation has 1 tool call(s), no call 5"),
+        ("{{ result[0].id }}", "the result of Bash is not JSON: 'plain'"),
+        ("{{ result[0] ~ /nope/ }}", "/nope/ does not match 'plain'"),
+    ],
+)
+def test_a_template_that_has_no_value_names_its_turn(template: str, problem: str) -> None:
+    script = parse_script(f"entries:\n  - turns:\n      - bash: a\n      - say: '{template}'\n")
+    resolution = script.resolve(_request("t", ["plain"]))
+    assert resolution.reply is None and resolution.error is not None
+    assert f"script: entries[0].turns[1]: {template}: {problem}" in resolution.error

@@ -228,7 +228,15 @@ def demo(
     sys.exit(0 if ok else 1)
 
 
-@dev_app.command("model-server")
+@dev_app.command(
+    "model-server",
+    help=(
+        "Serve a scripted Anthropic Messages API until interrupted (no API key needed).\n\n"
+        "With --script FILE.yaml, agents do what the script says for their role and task "
+        '(docs/scripting.md). Without it, a task "Create PATH containing TEXT" writes that '
+        "file, and any other task fails, naming --script."
+    ),
+)
 def model_server(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8421,
     script: Annotated[
@@ -239,11 +247,7 @@ def model_server(
         ),
     ] = None,
 ) -> None:
-    """Serve a scripted Anthropic Messages API until interrupted (no API key needed).
-
-    With --script FILE.yaml, agents do what the script says for their role and task. Without
-    it, a task "Create PATH containing TEXT" writes that file, and any other task fails,
-    naming --script."""
+    """The scripted model server: the playground, or ``--script``'s script (help above)."""
     from agentgrove.testing import ModelServer, ScriptError, load_script, playground_script
 
     if script is None:

@@ -76,6 +76,28 @@ class _Tool(_Strict):
     input: dict[str, Any] = Field(default_factory=dict)
 
 
+class _Spawn(_Strict):
+    role: str
+    task: str
+
+
+class _Wait(_Strict):
+    ids: list[str] | str
+    """Agent ids, or one template whose value is a list of them."""
+    timeout_s: float | None = Field(default=None, gt=0)
+
+    @field_validator("ids", mode="before")
+    @classmethod
+    def _list_or_template(cls, value: object) -> object:
+        if isinstance(value, list) or (isinstance(value, str) and value.strip().startswith("{{")):
+            return value
+        raise ValueError('give a list of agent ids, e.g. ["{{ step1.id }}"]')
+
+
+class _AgentId(_Strict):
+    id: str
+
+
 class _Fault(_Strict):
     status: int | None = Field(default=None, ge=400, le=599)
     retry_after: float | None = Field(default=None, ge=0)
@@ -104,10 +126,10 @@ class _Call(_Strict):
     edit: _Edit | None = None
     bash: _Bash | None = None
     tool: _Tool | None = None
-    spawn_agent: dict[str, Any] | None = None
-    wait_agents: dict[str, Any] | None = None
-    merge_agent: dict[str, Any] | None = None
-    agent_result: dict[str, Any] | None = None
+    spawn_agent: _Spawn | None = None
+    wait_agents: _Wait | None = None
+    merge_agent: _AgentId | None = None
+    agent_result: _AgentId | None = None
     as_: str | None = Field(default=None, alias="as", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
     @field_validator("bash", mode="before")
@@ -148,7 +170,7 @@ class _Call(_Strict):
         for key in ORCHESTRATOR_TOOLS:
             value = getattr(self, key)
             if value is not None:
-                return tool_use(f"mcp__grove__{key}", dict(value))
+                return tool_use(f"mcp__grove__{key}", value.model_dump(exclude_none=True))
         raise AssertionError("a validated call has an action")
 
 

@@ -4,7 +4,8 @@
 text of the result of the conversation's tool call number ``N``, from 0; negative counts from
 the end) or a name given to an earlier tool call with ``as:``. ``ACCESSORS`` (``.key``,
 ``[n]``) read into the result parsed as JSON. ``~ /REGEX/`` searches the value (as text) and
-gives the first capture group, or the whole match when the regex has no group.
+gives the first capture group, or the whole match when the regex has no group. A quoted string
+(``{{ '{{' }}``) is itself: the way to write a literal ``{{``.
 
 A string that is exactly one template takes the value itself (a list stays a list); templates
 inside a longer string are replaced by their text (JSON for a non-string value).
@@ -22,7 +23,7 @@ from agentgrove.testing._request import ModelRequest
 
 __all__ = ["RESERVED", "Reference", "TemplateError", "references", "render"]
 
-RESERVED = frozenset({"task", "role", "agent", "result"})
+RESERVED = frozenset({"task", "role", "agent", "result", "literal"})
 """Source names a tool call cannot be given with ``as:``."""
 
 _TEMPLATE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
@@ -36,7 +37,8 @@ class TemplateError(ValueError):
 
 @dataclass(frozen=True)
 class Reference:
-    """One parsed ``{{ ... }}``: ``source`` is ``task``/``role``/``agent``/``result``/a name."""
+    """One parsed ``{{ ... }}``: ``source`` is ``task``/``role``/``agent``/``result``/a name,
+    or ``literal`` (a quoted string, held as the one item of ``path``)."""
 
     text: str
     source: str
@@ -46,6 +48,9 @@ class Reference:
 
 
 def _parse(text: str, expr: str) -> Reference:
+    quoted = expr.strip()
+    if len(quoted) >= 2 and quoted[0] == quoted[-1] and quoted[0] in "'\"":
+        return Reference(text, "literal", None, (quoted[1:-1],), None)
     head = _SOURCE.match(expr)
     if head is None:
         raise TemplateError(
@@ -98,6 +103,8 @@ def _as_text(value: object) -> str:
 
 
 def _resolve(ref: Reference, request: ModelRequest, names: Mapping[str, int]) -> object:
+    if ref.source == "literal":
+        return ref.path[0]
     if ref.source == "task":
         value: object = request.prompt
     elif ref.source == "role":
@@ -144,9 +151,9 @@ def render(value: Any, request: ModelRequest, names: Mapping[str, int]) -> Any:
     """``value`` with every template filled in from ``request`` (``names``: ``as:`` name to
     tool call number). Raises :class:`TemplateError` when a value cannot be found."""
     if isinstance(value, str):
-        whole = _TEMPLATE.fullmatch(value)
-        if whole is not None:
-            return _resolve(_parse(whole[0], whole[1]), request, names)
+        found = list(_TEMPLATE.finditer(value))
+        if len(found) == 1 and found[0].span() == (0, len(value)):
+            return _resolve(_parse(found[0][0], found[0][1]), request, names)
         return _TEMPLATE.sub(
             lambda m: _as_text(_resolve(_parse(m[0], m[1]), request, names)), value
         )
