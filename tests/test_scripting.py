@@ -396,3 +396,25 @@ def test_a_template_that_has_no_value_names_its_turn(template: str, problem: str
     resolution = script.resolve(_request("t", ["plain"]))
     assert resolution.reply is None and resolution.error is not None
     assert f"script: entries[0].turns[1]: {template}: {problem}" in resolution.error
+
+
+@pytest.mark.e2e
+def test_a_check_fix_round_is_served_the_entrys_next_turns(repo: Path) -> None:
+    """As docs/scripting.md says: a failing check's fix round continues the conversation."""
+    (repo / "one.yaml").write_text(
+        "name: one\nnodes:\n  - key: build\n    role: implementer\n"
+        "    check: test -f ok.txt\n    task: Build it\n"
+    )
+    script = parse_script(
+        "entries:\n  - role: implementer\n    turns:\n"
+        "      - write: {path: a.txt, content: a}\n      - say: first round\n"
+        "      - write: {path: ok.txt, content: ok}\n      - say: fixed\n"
+    )
+    assert run_cli("init", cwd=repo).returncode == 0
+    with ModelServer(script) as server:
+        ran = run_cli("workflow", "run", "one.yaml", "--wait", cwd=repo, env=server.env())
+        server.assert_done()
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    branch = re.search(r"result: (grove/run/\w+)", ran.stdout)
+    assert branch is not None, ran.stdout
+    assert file_on(repo, branch[1], "ok.txt") == "ok"

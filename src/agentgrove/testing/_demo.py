@@ -147,16 +147,15 @@ def _playground_turn(request: ModelRequest) -> Turn | Fault:
     path = found["path"].rstrip(".")
     content = (found["content"] or "").strip().strip("\"'").rstrip(".")
     calls = request.tool_calls
-    if calls and calls[-1].is_error:
-        return _refuse(
-            f"the {calls[-1].name} of {path} was refused: {calls[-1].result or '(no reason)'}"
-        )
     if not calls:
         cwd = request.cwd
         if cwd is None or (cwd / path).exists():
             return read_file(path)
         return write_file(path, content + "\n" if content else "")
-    if calls[-1].name == "Read":
+    last = calls[-1]
+    if last.name == "Read":  # read or not (no such file), the Write comes next
         return write_file(path, content + "\n" if content else "")
-    existed = calls[0].name == "Read"
+    if last.is_error:
+        return _refuse(f"the Write of {path} was refused: {last.result or '(no reason given)'}")
+    existed = calls[0].name == "Read" and not calls[0].is_error
     return say(f"{'Replaced' if existed else 'Created'} {path}")
