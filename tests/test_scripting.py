@@ -14,6 +14,7 @@ import shlex
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -37,10 +38,18 @@ def documented_scripts() -> dict[str, tuple[list[str], str]]:
     return found
 
 
+@dataclass
+class Served:
+    """What `grove dev model-server` printed on stderr and its exit status, once stopped."""
+
+    stderr: str = ""
+    returncode: int | None = None
+
+
 @contextmanager
-def model_server(cwd: Path, *args: str) -> Iterator[dict[str, str]]:
+def model_server(cwd: Path, *args: str, served: Served | None = None) -> Iterator[dict[str, str]]:
     """`grove dev model-server --port 0 ARGS` in a subprocess; yields the environment its
-    `export` line gives, stops the server afterwards."""
+    `export` line gives, stops it (SIGTERM) afterwards and fills in ``served``."""
     server = subprocess.Popen(
         [*GROVE, "dev", "model-server", "--port", "0", *args],
         cwd=cwd,
@@ -58,7 +67,9 @@ def model_server(cwd: Path, *args: str) -> Iterator[dict[str, str]]:
         yield dict(part.split("=", 1) for part in shlex.split(lines[1])[1:])
     finally:
         server.terminate()
-        server.communicate(timeout=30)
+        _, stderr = server.communicate(timeout=30)
+        if served is not None:
+            served.stderr, served.returncode = stderr, server.returncode
 
 
 def run_json(repo: Path, env: dict[str, str], *args: str) -> dict[str, object]:
@@ -122,7 +133,8 @@ def test_documented_script_runs_the_builtin_workflow(
     script = tmp_path / f"{workflow}.yaml"
     script.write_text(body)
     assert run_cli("init", cwd=repo).returncode == 0
-    with model_server(repo, "--script", str(script)) as env:
+    served = Served()
+    with model_server(repo, "--script", str(script), served=served) as env:
         ran = run_cli(*command, "--wait", cwd=repo, env=env)
         assert ran.returncode == 0, ran.stdout + ran.stderr
         run_id = re.search(rf"{workflow} (\w{{12}}): completed", ran.stdout)
@@ -130,18 +142,43 @@ def test_documented_script_runs_the_builtin_workflow(
         run = run_json(repo, env, "workflow", "show", run_id[1])
         assert run["status"] == "completed"
         CHECKS[workflow](repo, run, env)
+    # Every turn of the script was served, and no request was unexpected.
+    assert served.returncode == 0, served.stderr
 
 
 @pytest.mark.e2e
 def test_an_agent_no_entry_matches_fails_naming_the_script(repo: Path, tmp_path: Path) -> None:
-    script = tmp_path / "only-writers.yaml"
-    script.write_text("entries:\n  - role: file-writer\n    turns: [Done.]\n")
+    script = tmp_path / "writers.yaml"
+    script.write_text(
+        "entries:\n  - role: file-writer\n    turns: [Done.]\n"
+        "  - role: planner\n    turns: [Planned.]\n"
+    )
     assert run_cli("init", cwd=repo).returncode == 0
-    with model_server(repo, "--script", str(script)) as env:
+    served = Served()
+    with model_server(repo, "--script", str(script), served=served) as env:
         ran = run_cli("run", "reviewer", "Review the README", cwd=repo, env=env)
+        done = run_cli("run", "file-writer", "Say done", cwd=repo, env=env)
+        error = str(run_json(repo, env, "show", ran.stderr.split()[0])["error"])
     assert ran.returncode == 1, ran.stdout + ran.stderr
-    assert f"no entry of the script {script} matches this agent" in ran.stderr
-    assert "role='reviewer'" in ran.stderr
+    assert "no rule or handler matched (role='reviewer'" in error
+    assert error.endswith(f"; the script {script} has no entry or turn for it (docs/scripting.md)")
+    assert done.returncode == 0, done.stderr
+    # Stopped, the server reports what went wrong (the reviewer, the planner's entry that no
+    # agent used) and exits 1: a script meant for a workflow that did not run as it says.
+    assert served.returncode == 1, served.stderr
+    *unexpected, unconsumed, summary = served.stderr.splitlines()
+    assert unexpected, served.stderr  # the reviewer's request (and the CLI's retries of it)
+    for line in unexpected:
+        assert line.startswith("scripted model server: unexpected request #"), line
+        assert "role='reviewer'" in line
+    assert unconsumed == (
+        "unconsumed: rule [entries[1] (role='planner')] turns[0] of 1: "
+        "<computed by entries[1].turns[0]> never served"
+    )
+    assert re.fullmatch(
+        rf"scripted model server: \d+ request\(s\) served, {len(unexpected) + 1} problem\(s\)",
+        summary,
+    )
 
 
 # --- bad scripts ------------------------------------------------------------------------------

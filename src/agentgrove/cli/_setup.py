@@ -8,7 +8,7 @@ import shutil
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import anyio
 import typer
@@ -20,6 +20,9 @@ from agentgrove.config import find_root, load_config, with_worker
 from agentgrove.errors import BadInput
 from agentgrove.grove import Grove
 from agentgrove.text import plain
+
+if TYPE_CHECKING:
+    from agentgrove.testing import ModelServer
 
 
 @app.command()
@@ -251,15 +254,16 @@ def model_server(
     from agentgrove.testing import ModelServer, ScriptError, load_script, playground_script
 
     if script is None:
-        scripted = playground_script()
+        server = ModelServer(playground_script(), port=port)
     else:
         try:
-            scripted = load_script(script, fallback=True)
+            scripted = load_script(script)
         except ScriptError as exc:
             for problem in exc.problems:
                 print_error(problem)
             sys.exit(2)
-    server = ModelServer(scripted, port=port)
+        hint = f"the script {script} has no entry or turn for it (docs/scripting.md)"
+        server = ModelServer(scripted, port=port, hint=hint)
     try:
         server.start()
     except OSError as exc:
@@ -272,9 +276,26 @@ def model_server(
     print(
         "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in server.env().items()), flush=True
     )
+    # SIGTERM (kill, a test's terminate) stops it as Ctrl-C does, so the report below is made.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.stop()
+    if script is not None:
+        sys.exit(_report_script(server))
+
+
+def _report_script(server: ModelServer) -> int:
+    """Say on stderr what a script's server saw go wrong; 1 if anything did, else 0: each
+    unexpected request, and each scripted turn never served (a script meant for a workflow
+    that did not run as it describes)."""
+    problems = [*server.errors, *(f"unconsumed: {u}" for u in server.script.unconsumed())]
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    served = len(server.requests)
+    summary = f"scripted model server: {served} request(s) served"
+    print(f"{summary}, {len(problems)} problem(s)" if problems else summary, file=sys.stderr)
+    return 1 if problems else 0

@@ -243,14 +243,10 @@ class _Entry(_Strict):
 # --- loading -------------------------------------------------------------------------------
 
 
-def load_script(path: Path, *, fallback: bool = False) -> Script:
+def load_script(path: Path) -> Script:
     """The :class:`Script` of the YAML file at ``path``; :class:`ScriptError` if it is
-    missing, unreadable or invalid (every problem listed).
-
-    ``fallback``: a request no entry matches is answered with HTTP 400 naming the script (the
-    agent fails with that message: what ``grove dev model-server`` wants), instead of being an
-    unexpected request that :meth:`ModelServer.assert_done` reports (what a test wants).
-    """
+    missing, unreadable or invalid (every problem listed). A request no entry matches is
+    unexpected: the server answers it with HTTP 400 (the agent fails) and records it."""
     try:
         content = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -260,12 +256,11 @@ def load_script(path: Path, *, fallback: bool = False) -> Script:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ScriptError([f"script {path}: cannot be read: {reason}"]) from None
-    return parse_script(content, origin=str(path), fallback=fallback)
+    return parse_script(content, origin=str(path))
 
 
-def parse_script(content: str, *, origin: str = "script", fallback: bool = False) -> Script:
-    """The :class:`Script` of a YAML document; :class:`ScriptError` listing every problem.
-    ``fallback`` as in :func:`load_script`."""
+def parse_script(content: str, *, origin: str = "script") -> Script:
+    """The :class:`Script` of a YAML document; :class:`ScriptError` listing every problem."""
     import yaml
 
     from agentgrove.workflows._yaml import Loader, TooLarge
@@ -305,8 +300,6 @@ def parse_script(content: str, *, origin: str = "script", fallback: bool = False
         _add_entry(script, entry, turns, raw_turns, where, problems)
     if problems:
         raise ScriptError(problems)
-    if fallback:
-        script.handler(_unmatched(origin))
     return script
 
 
@@ -450,16 +443,3 @@ def _step(turn: _Turn, names: Mapping[str, int], at: str) -> Callable[[ModelRequ
 
     reply.__name__ = at.split(": ", 1)[-1]
     return reply
-
-
-def _unmatched(origin: str) -> Callable[[ModelRequest], Fault | None]:
-    def handler(request: ModelRequest) -> Fault | None:
-        return Fault.status(
-            400,
-            message=(
-                f"no entry of the script {origin} matches this agent ({request.describe()}); "
-                "add an entry for its role or task (docs/scripting.md)"
-            ),
-        )
-
-    return handler
