@@ -64,6 +64,8 @@ EXAMPLES: Mapping[str, tuple[str, ...]] = {
         "grove workflow run my-flow.yaml --wait --budget-usd 5",
     ),
     "grove workflow rerun": ("grove workflow rerun 7c01d2e4 --from test --wait",),
+    "grove approve": ("grove approve 7c01d2e4 plan --comment 'looks right'",),
+    "grove reject": ("grove reject 7c01d2e4 implement --comment 'handle the empty file too'",),
 }
 """Examples shown under each command's help (and in docs/cli.md), by full command name."""
 
