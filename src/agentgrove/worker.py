@@ -310,6 +310,9 @@ class Worker:
                     # (a lock, an outage); we give them up ourselves when the lease runs out.
                     held = {a for a in self._running if a not in self.lost_leases}
                     await self.service.db(self.store.sweep_expired, gone=owner_gone, held=held)
+                    # Questions past their role's question_timeout_s: the default answer,
+                    # or no_answer. Any worker does it; each is one guarded transaction.
+                    await self.service.db(self.store.expire_questions)
                     next_sweep = now + self.settings.sweep_interval_s
                 if await self._claim_once(tg):
                     return

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
-HEAD = "0008"
+HEAD = "0009"
 """The newest revision in ``migrations/versions`` (a test checks it is alembic's head)."""
 
 

@@ -411,7 +411,11 @@ class RunQueries(StoreCore):
                     .where(
                         agents.c.workflow_run_id == run_id,
                         agents.c.status.in_(
-                            [AgentStatus.PENDING.value, AgentStatus.EXECUTING.value]
+                            [
+                                AgentStatus.PENDING.value,
+                                AgentStatus.EXECUTING.value,
+                                AgentStatus.AWAITING_INPUT.value,
+                            ]
                         ),
                     )
                     .values(
@@ -440,6 +444,7 @@ class RunQueries(StoreCore):
                     status=RunStatus.CANCELLED.value, finished_at=now, error="cancelled by request"
                 )
             )
+            self.close_questions(conn, ids)
             for agent_id in ids:
                 self._event(conn, agent_id, "agent.cancelled", {}, now, run_id)
             self._event(conn, None, "workflow.cancelled", {}, now, run_id)

@@ -36,6 +36,7 @@ from agentgrove.store._faults import HEARTBEAT, CrashPoint
 from agentgrove.store._log import LogQueries
 from agentgrove.store._notifications import NotificationQueries
 from agentgrove.store._pace import PaceQueries
+from agentgrove.store._questions import QuestionQueries
 from agentgrove.store._records import NewAgent, RunOutcome
 from agentgrove.store._rows import _agent_from_row, _agent_select
 from agentgrove.store._runs import RunQueries
@@ -44,7 +45,12 @@ from agentgrove.store._stats import StatsQueries
 from agentgrove.store._views import ViewQueries
 from agentgrove.workflows.dag import NodeState
 
-_LIVE = (AgentStatus.PENDING.value, AgentStatus.EXECUTING.value)
+_LIVE = (
+    AgentStatus.PENDING.value,
+    AgentStatus.EXECUTING.value,
+    AgentStatus.AWAITING_INPUT.value,
+)
+"""What cancel may stop: queued, running, or waiting for a person's answer."""
 
 
 def new_agent_id() -> str:
@@ -61,6 +67,7 @@ class Store(
     LogQueries,
     PaceQueries,
     NotificationQueries,
+    QuestionQueries,
     _leases.CheckWrites,
 ):
     """The database of one grove. Thread-safe; cheap calls, short transactions."""
@@ -417,7 +424,8 @@ class Store(
         return True
 
     def cancel(self, agent_id: str) -> bool:
-        """pending | executing -> cancelled. ``False`` if the agent had already finished.
+        """pending | executing | awaiting_input -> cancelled (an open question is closed).
+        ``False`` if the agent had already finished.
 
         An executing agent's worker notices at its next heartbeat (whose fence no longer
         matches) and stops the run; in the same process it is told at once.
@@ -446,6 +454,7 @@ class Store(
             if cancelled is None:
                 return False
             self._event(conn, agent_id, "agent.cancelled", {}, now)
+            self.close_questions(conn, [agent_id])
             self._fail_waiting_children(conn, agent_id, now)
             if cancelled.node_key is not None:
                 self.node_finished(

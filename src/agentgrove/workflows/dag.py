@@ -32,6 +32,7 @@ class NodeState(enum.StrEnum):
     WAITING = "waiting"
     PENDING = "pending"
     EXECUTING = "executing"
+    AWAITING_INPUT = "awaiting_input"  # its agent asked a person a question
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -40,7 +41,7 @@ class NodeState(enum.StrEnum):
     @property
     def active(self) -> bool:
         """An agent is queued or running for this node."""
-        return self in (NodeState.PENDING, NodeState.EXECUTING)
+        return self in (NodeState.PENDING, NodeState.EXECUTING, NodeState.AWAITING_INPUT)
 
     @property
     def unsuccessful(self) -> bool:
