@@ -1,6 +1,6 @@
-"""The two things the dashboard can change: cancel an agent, retry an agent.
+"""What the dashboard can change: cancel an agent, retry an agent, answer an agent's question.
 
-Both need the token the dashboard was started with, as ``Authorization: Bearer TOKEN`` or as a
+All need the token the dashboard was started with, as ``Authorization: Bearer TOKEN`` or as a
 ``token`` form field (the buttons on the agent page send the field). Without a configured token
 they answer 403, whatever is sent.
 
@@ -49,6 +49,27 @@ async def retry(request: Request, agent_id: str) -> Response:
     return _done(form, where, **result)
 
 
+@router.post("/agents/{agent_id}/answer")
+async def answer(request: Request, agent_id: str) -> Response:
+    """Answer the question the agent awaits (form field or JSON-less API call's ``answer``):
+    it goes back to pending and resumes its session with the answer. Answered by
+    ``dashboard``."""
+    form = await _form(request)
+    refused = _refused(request, form)
+    if refused is not None:
+        return refused
+    grove: Grove = request.app.state.grove
+    text = form.get("answer", "")
+    answered = await anyio.to_thread.run_sync(
+        lambda: grove.answer(agent_id, text, by=ANSWERED_BY)
+    )
+    return _done(form, f"/agents/{answered.agent_id}", question_id=answered.id)
+
+
+ANSWERED_BY = "dashboard"
+"""``answered_by`` of an answer given on the dashboard (its token has no name)."""
+
+
 def _retry(grove: Grove, agent_id: str) -> tuple[str, dict[str, object]]:
     """Where to look next, and what was started."""
     old = grove.get(agent_id)
@@ -84,7 +105,7 @@ def _refused(request: Request, form: dict[str, str]) -> Response | None:
     if token is None:
         return PlainTextResponse(
             "the dashboard is read-only: start it with --token (or GROVE_DASHBOARD_TOKEN) "
-            "to allow cancel and retry",
+            "to allow cancel, retry and answer",
             status_code=403,
         )
     header = request.headers.get("authorization", "")
