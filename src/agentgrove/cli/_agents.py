@@ -113,7 +113,8 @@ def run(
     check: CheckOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Spawn an agent and run it here with live progress. Exit 0 completed, 1 failed."""
+    """Spawn an agent and run it here with live progress. Exit 0 completed, 1 otherwise (failed,
+    or awaiting input: it says how to answer)."""
     from agentgrove.runtime._endpoint import check_endpoint
     from agentgrove.runtime._preload import preload_claude_runtime
 
@@ -617,5 +618,12 @@ def _print_summary(agent: AgentRecord) -> None:
         console.print(Text("check ").append(check_cell(agent.check)))
     if agent.error:
         console.print(plain(f"{agent.error_kind}: {agent.error}", "red"))
+    elif agent.status is AgentStatus.AWAITING_INPUT:
+        # Its attempt is over; whichever worker runs next continues it once answered.
+        console.print(plain(agent.wait_reason or "asks a question", "bright_magenta"))
+        console.print(
+            f"answer with: grove answer {agent.id} TEXT (then grove worker, or grove up, "
+            "continues it)"
+        )
     elif agent.output:
         console.print(plain(agent.output))

@@ -60,9 +60,7 @@ async def answer(request: Request, agent_id: str) -> Response:
         return refused
     grove: Grove = request.app.state.grove
     text = form.get("answer", "")
-    answered = await anyio.to_thread.run_sync(
-        lambda: grove.answer(agent_id, text, by=ANSWERED_BY)
-    )
+    answered = await anyio.to_thread.run_sync(lambda: grove.answer(agent_id, text, by=ANSWERED_BY))
     return _done(form, f"/agents/{answered.agent_id}", question_id=answered.id)
 
 

@@ -35,6 +35,8 @@ from agentgrove.workflows.dag import NodeState
 if TYPE_CHECKING:
     from agentgrove.store._records import RunOutcome
 
+_UNFINISHED = [s.value for s in AgentStatus if not s.finished]
+
 DEFAULT_BY = "default"
 """``answered_by`` of a question answered with the role's ``question_default`` at its deadline."""
 
@@ -181,6 +183,21 @@ class QuestionQueries(StoreCore):
             )
             self._event(conn, agent_id, "agent.answer_delivered", {"question_id": row.id}, None)
         return _question(row)
+
+    def only_people_wait(self, *, run_id: str) -> bool:
+        """Whether the run's agents that are not finished all await input (and some do)."""
+        with self._read() as conn:
+            statuses = set(
+                conn.execute(
+                    select(agents.c.status)
+                    .where(
+                        agents.c.workflow_run_id == run_id,
+                        agents.c.status.in_(_UNFINISHED),
+                    )
+                    .distinct()
+                ).scalars()
+            )
+        return statuses == {AgentStatus.AWAITING_INPUT.value}
 
     def questions_of(self, agent_id: str) -> list[QuestionRecord]:
         """Every question ``agent_id`` asked, oldest first."""
