@@ -183,3 +183,27 @@ def test_a_fresh_session_still_gets_the_question_and_answer() -> None:
     )
     assert fresh.resume is None
     assert fresh.prompt.startswith("task\n") and fresh.prompt.endswith("ANSWER")
+
+
+def test_the_shell_tells_of_the_question_and_answers_it(
+    asked: tuple[Grove, str], repo: Path
+) -> None:
+    from agentgrove.cli import app
+    from agentgrove.shell._dispatch import Dispatcher
+    from agentgrove.shell._notices import FinishNotices
+    from agentgrove.shell._status import read_status
+
+    grove, agent_id = asked
+    with grove:
+        notices = FinishNotices(grove.store)
+        notices._after = 0  # from the start: the question was asked before the shell opened
+        [line] = notices.poll()
+        assert "awaiting_input" in line and "asks: Which colour?" in line
+        assert f"answer {agent_id} TEXT" in line
+        assert "awaiting input 1" in read_status(grove.store).render()
+        errors: list[str] = []
+        dispatch = Dispatcher(app, write_error=errors.append)
+        refused = dispatch(f"answer {agent_id} ''")
+        assert refused.exit_code == 2 and "empty" in (refused.error or "")
+        assert dispatch(f"answer {agent_id} blue").exit_code == 0, errors
+        assert grove.get(agent_id).status is AgentStatus.PENDING
