@@ -1,7 +1,7 @@
 """Finish notices: while the shell is open, one line for each agent that ends (completed, failed
 or cancelled) or asks a person a question (``agent.question``: it awaits input, and the line
-says how to answer), printed above the prompt, so work spawned from the shell reports back without the
-user polling ``ls``.
+says how to answer), printed above the prompt, so work spawned from the shell reports back
+without the user polling ``ls``.
 
 The events table is the source (every worker writes there, in any process):
 :meth:`FinishNotices.poll` reads the events after the last one it saw and turns the endings
