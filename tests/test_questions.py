@@ -207,3 +207,15 @@ def test_the_shell_tells_of_the_question_and_answers_it(
         assert refused.exit_code == 2 and "empty" in (refused.error or "")
         assert dispatch(f"answer {agent_id} blue").exit_code == 0, errors
         assert grove.get(agent_id).status is AgentStatus.PENDING
+
+
+def test_the_question_makes_a_question_asked_notification(repo: Path) -> None:
+    from agentgrove.notify._kinds import NotificationKind, summary
+
+    (repo / "grove.toml").write_text('[notify]\ncommand = "true"\nevents = ["question_asked"]\n')
+    with Grove.init(repo, runtime=ScriptedRuntime(_ask_once)) as grove:
+        agent = grove.run("file-writer", "Paint the button")
+        [notice] = grove.store.claim_notifications("test", 10, 60)
+    assert notice.kind is NotificationKind.QUESTION_ASKED and notice.agent_id == agent.id
+    assert summary(notice).startswith(f"grove: agent {agent.id} (file-writer) asks: Which colour?")
+    assert "red" in summary(notice) and "blue" in summary(notice)
