@@ -219,3 +219,30 @@ def test_the_question_makes_a_question_asked_notification(repo: Path) -> None:
     assert notice.kind is NotificationKind.QUESTION_ASKED and notice.agent_id == agent.id
     assert summary(notice).startswith(f"grove: agent {agent.id} (file-writer) asks: Which colour?")
     assert "red" in summary(notice) and "blue" in summary(notice)
+
+
+CHAIN = """
+name: chain
+nodes:
+  - {key: a, role: file-writer, task: "ask first"}
+  - {key: b, role: file-writer, depends_on: [a], task: "then build"}
+"""
+
+
+def test_a_workflow_node_that_asks_holds_its_run_until_answered(repo: Path) -> None:
+    async def ask_in_a(spec: RunSpec) -> RunResult:
+        if spec.prompt == "ask first":
+            return await _ask_once(spec)
+        return RunResult(success=True, output=spec.prompt[:40], session_id="s-2")
+
+    with Grove.init(repo, runtime=ScriptedRuntime(ask_in_a)) as grove:
+        run = grove.run_workflow(CHAIN)  # returns: all that is left awaits input
+        node_a = next(n for n in run.nodes if n.key == "a")
+        assert node_a.state == "awaiting_input" and node_a.agent is not None
+        assert run.status.value == "running"
+        shown = run_cli("workflow", "show", run.id, cwd=repo)
+        assert shown.returncode == 0 and "awaiting_input" in shown.stdout, shown.stderr
+        grove.answer(node_a.agent.id, "blue")
+        final = anyio.run(grove.execute_run_async, run.id)
+    assert final.status.value == "completed"
+    assert [n.state for n in final.nodes] == ["completed", "completed"]

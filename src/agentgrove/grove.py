@@ -185,7 +185,7 @@ class Grove:
         return anyio.run(lambda: self.run_async(role, task, **options))
 
     async def execute_async(self, agent_ids: Iterable[str]) -> None:
-        """Claim and run exactly these agents here, until each has finished."""
+        """Claim and run exactly these agents here, until each has finished or awaits input."""
         from agentgrove.worker import Worker
 
         worker = Worker(
@@ -214,7 +214,8 @@ class Grove:
         return self.workflows.start(source, inputs, base=base, budget_usd=budget_usd)
 
     async def execute_run_async(self, run_id: str) -> RunRecord:
-        """Run a workflow run's nodes in this process until the run is over."""
+        """Run a workflow run's nodes in this process until the run is over, or until what is
+        left of it awaits a person's answer."""
         from agentgrove.worker import Worker
 
         await Worker(self.service, self.config.worker, run_id=run_id).run()
