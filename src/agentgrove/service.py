@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 import random
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -37,6 +37,7 @@ from agentgrove.config import GroveConfig
 from agentgrove.delegation import AgentDelegate, NoSlots, Question, Slots, effective_role
 from agentgrove.errors import BadInput, StoreUnavailable, UnknownRole
 from agentgrove.gitexec import common_dir
+from agentgrove.logs import say
 from agentgrove.models import (
     AgentRecord,
     AgentStatus,
@@ -89,6 +90,8 @@ _NOT_OURS = "the lease is no longer ours (cancelled, or another worker took over
 
 EventObserver = Callable[[str, str, dict[str, Any]], None]
 """Called with (agent_id, event kind, data) for every event an attempt produces, in-process."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -196,7 +199,12 @@ class AgentService:
                 return await self.db(write)
             except StoreUnavailable as exc:
                 if backoff.failures % 10 == 0:
-                    print(f"grove: agent {agent_id}: {exc} (writing again)", file=sys.stderr)
+                    say(
+                        log,
+                        "database.unavailable",
+                        f"agent {agent_id}: {exc} (writing again)",
+                        agent=agent_id,
+                    )
                 await anyio.sleep(backoff.next())
 
     # -- spawning --------------------------------------------------------------------------
@@ -343,15 +351,21 @@ class AgentService:
                         reason="interrupted",
                     )
                 except StoreUnavailable as exc:
-                    print(f"grove: agent {agent.id}: not released: {exc}", file=sys.stderr)
+                    say(
+                        log,
+                        "agent.not_released",
+                        f"agent {agent.id}: not released: {exc}",
+                        agent=agent.id,
+                    )
                     released = False
                 if released:
                     self._emit(agent.id, "agent.released", {"reason": "interrupted"})
                 else:
-                    print(
-                        f"grove: agent {agent.id} attempt {lease.attempt}: not released: "
-                        f"{_NOT_OURS}",
-                        file=sys.stderr,
+                    say(
+                        log,
+                        "agent.not_released",
+                        f"agent {agent.id} attempt {lease.attempt}: not released: {_NOT_OURS}",
+                        agent=agent.id,
                     )
             raise
 
@@ -506,10 +520,11 @@ class AgentService:
         ):
             self._emit(agent.id, "agent.question", {"question": text, "choices": list(choices)})
         else:
-            print(
-                f"grove: agent {agent.id} attempt {lease.attempt}: question not recorded: "
-                f"{_NOT_OURS}",
-                file=sys.stderr,
+            say(
+                log,
+                "agent.question_not_recorded",
+                f"agent {agent.id} attempt {lease.attempt}: question not recorded: {_NOT_OURS}",
+                agent=agent.id,
             )
 
     async def _check(
@@ -908,10 +923,11 @@ class AgentService:
                     push_retry_s=ws.push_retry_s,
                 )
         else:
-            print(
-                f"grove: agent {agent.id} attempt {lease.attempt}: result not recorded: "
-                f"{_NOT_OURS}",
-                file=sys.stderr,
+            say(
+                log,
+                "agent.result_not_recorded",
+                f"agent {agent.id} attempt {lease.attempt}: result not recorded: {_NOT_OURS}",
+                agent=agent.id,
             )
 
     def _recorded(self, agent_id: str, lease: Lease, outcome: RunOutcome) -> bool:
@@ -940,9 +956,11 @@ class AgentService:
                 if not self.store.transient(exc):
                     raise
                 cause = getattr(exc, "orig", None) or exc
-                print(
-                    f"grove: agent {agent_id}: database error, writing again: {cause}",
-                    file=sys.stderr,
+                say(
+                    log,
+                    "database.unavailable",
+                    f"agent {agent_id}: database error, writing again: {cause}",
+                    agent=agent_id,
                 )
         return write()
 
@@ -950,7 +968,7 @@ class AgentService:
         try:
             await self.db(self.store.append_event, agent_id, "agent.warning", {"message": message})
         except StoreUnavailable:
-            print(f"grove: agent {agent_id}: {message}", file=sys.stderr)
+            say(log, "agent.warning", f"agent {agent_id}: {message}", agent=agent_id)
         self._emit(agent_id, "agent.warning", {"message": message})
 
     def _emit(self, agent_id: str, kind: str, data: dict[str, Any]) -> None:
@@ -1113,9 +1131,11 @@ class _TranscriptWriter:
                     await self._service.db(self._write_batch)
                 except StoreUnavailable as exc:
                     if backoff.failures % 10 == 0:
-                        print(
-                            f"grove: agent {self._agent.id}: transcript: {exc} (writing again)",
-                            file=sys.stderr,
+                        say(
+                            log,
+                            "database.unavailable",
+                            f"agent {self._agent.id}: transcript: {exc} (writing again)",
+                            agent=self._agent.id,
                         )
                     await anyio.sleep(backoff.next())
                     continue

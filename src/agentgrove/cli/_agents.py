@@ -26,7 +26,6 @@ from agentgrove.cli._checks import check_cell, check_rows
 from agentgrove.cli._live import (
     LiveProgress,
     agent_source,
-    elapsed_s,
     format_elapsed,
     totals_line,
 )
@@ -40,10 +39,11 @@ from agentgrove.models import (
     QuestionRecord,
     QuestionState,
     SpawnRequest,
+    elapsed_s,
 )
 from agentgrove.store import Store
 from agentgrove.store._core import utcnow
-from agentgrove.text import markup, one_line, plain, visible
+from agentgrove.text import markup, one_line, plain, tool_input, visible
 
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print the stable JSON object (docs/json.md).")
@@ -79,7 +79,10 @@ def spawn(
     model: Annotated[str | None, typer.Option(help="Model instead of the role's.")] = None,
     base: Annotated[str | None, typer.Option(help="Git ref to branch from (default HEAD).")] = None,
     budget_usd: Annotated[
-        float | None, typer.Option(help="Hard limit on this agent and all its descendants.")
+        float | None,
+        typer.Option(
+            metavar="USD", help="Hard limit on this agent and all its descendants, in US dollars."
+        ),
     ] = None,
     check: CheckOpt = None,
     json_out: JsonOpt = False,
@@ -108,7 +111,10 @@ def run(
     model: Annotated[str | None, typer.Option(help="Model instead of the role's.")] = None,
     base: Annotated[str | None, typer.Option(help="Git ref to branch from (default HEAD).")] = None,
     budget_usd: Annotated[
-        float | None, typer.Option(help="Hard limit on this agent and all its descendants.")
+        float | None,
+        typer.Option(
+            metavar="USD", help="Hard limit on this agent and all its descendants, in US dollars."
+        ),
     ] = None,
     check: CheckOpt = None,
     json_out: JsonOpt = False,
@@ -149,7 +155,12 @@ def run(
 
 @app.command("ls")
 def list_agents(
-    status: Annotated[str | None, typer.Option(help="Only agents with this status.")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            metavar="STATUS", help="Only agents with this status: " + ", ".join(AgentStatus) + "."
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """List agents, oldest first."""
@@ -309,7 +320,9 @@ def _print_events(store: Store, agent_id: str, *, follow: bool, json_out: bool) 
 @app.command()
 def wait(
     agent_ids: list[str],
-    timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None,
+    timeout: Annotated[
+        float | None, typer.Option(metavar="SECONDS", help="Give up after this many seconds.")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Wait until the agents finish. Exit 0 if all completed, 1 otherwise."""
@@ -333,7 +346,8 @@ def cancel(
     agent_id: str,
     tree: Annotated[bool, typer.Option(help="Also cancel all its descendants.")] = False,
 ) -> None:
-    """Cancel a pending or executing agent (a running one stops within one heartbeat)."""
+    """Cancel a pending, executing or awaiting_input agent (a running one stops within one
+    heartbeat; a question it awaits the answer to is closed)."""
     with open_grove() as grove:
         full = grove.store.resolve_id(agent_id)
         cancelled = grove.service.cancel(full, tree=tree)
@@ -346,11 +360,12 @@ def cancel(
 
 
 @app.command()
-def answer(agent_id: str, text: str) -> None:
-    """Answer the question an agent awaiting input asked: it goes back to pending, and its next
-    attempt resumes the same session with TEXT as the next message."""
+def answer(agent_id: str, reply: str) -> None:
+    """Answer the question an agent awaiting input asked (`grove show ID` shows it): the agent
+    goes back to pending, and its next attempt resumes the same session with REPLY as its next
+    message."""
     with open_grove() as grove:
-        answered = grove.answer(agent_id, text)
+        answered = grove.answer(agent_id, reply)
     print(f"{answered.agent_id} answered; it goes on with the answer (pending)")
 
 
@@ -574,15 +589,17 @@ def _parse_status(value: str | None) -> AgentStatus | None:
 
 def _format_event(event: Event) -> Text:
     data = event.data
+    # A tool call or result is one line (tabs and newlines shown as \t and \n, so a tab
+    # cannot wrap it); an agent's text keeps its lines.
     if event.kind == "agent.tool_use":
-        detail = f"{data.get('tool')} {data.get('input')}"
+        detail = f"{visible(data.get('tool'), newlines=False)} {tool_input(data.get('input'))}"
     elif event.kind == "agent.tool_result":
-        detail = ("ERROR " if data.get("is_error") else "") + str(data.get("content"))
+        content = ("ERROR " if data.get("is_error") else "") + str(data.get("content"))
+        detail = visible(content, newlines=False)
     elif event.kind == "agent.text":
-        detail = str(data.get("text"))
+        detail = visible(str(data.get("text")).expandtabs(4))
     else:
-        detail = " ".join(f"{k}={v}" for k, v in data.items() if v is not None)
-    detail = visible(detail)
+        detail = visible(" ".join(f"{k}={v}" for k, v in data.items() if v is not None))
     style = _EVENT_STYLE.get(event.kind, "")
     if event.kind == "agent.tool_result" and data.get("is_error"):
         style = "red"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import shutil
@@ -15,11 +16,22 @@ import typer
 from anyio.abc import TaskStatus
 from rich.table import Table
 
-from agentgrove.cli._app import app, console, dev_app, err_console, open_grove
+from agentgrove.cli._app import (
+    LOG_FORMAT_HELP,
+    app,
+    console,
+    dev_app,
+    err_console,
+    log_format,
+    open_grove,
+)
 from agentgrove.config import find_root, load_config, with_worker
 from agentgrove.errors import BadInput
 from agentgrove.grove import Grove
+from agentgrove.logs import say
 from agentgrove.text import plain
+
+log = logging.getLogger("agentgrove.cli.worker")
 
 
 @app.command()
@@ -100,7 +112,13 @@ def doctor() -> None:
 
 @app.command()
 def worker(
-    concurrency: Annotated[int | None, typer.Option(help="Agents run at once.")] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            help="Agents run at once (default: [worker] concurrency in grove.toml, else 2).",
+        ),
+    ] = None,
     drain: Annotated[
         bool,
         typer.Option(
@@ -108,7 +126,12 @@ def worker(
         ),
     ] = False,
     grace: Annotated[
-        float | None, typer.Option(help="Seconds in-flight agents get on shutdown.")
+        float | None,
+        typer.Option(
+            metavar="SECONDS",
+            help="Seconds in-flight agents get on shutdown before they return to pending "
+            "(default: [worker] grace_s in grove.toml, else 30).",
+        ),
     ] = None,
     roles: Annotated[
         str | None,
@@ -125,10 +148,14 @@ def worker(
             help="Print a systemd unit running this worker (with these options) and exit.",
         ),
     ] = False,
+    log_format_name: Annotated[
+        str, typer.Option("--log-format", metavar="FORMAT", help=LOG_FORMAT_HELP)
+    ] = "text",
 ) -> None:
     """Claim and run pending agents until SIGINT/SIGTERM (or, with --drain, until idle)."""
     if concurrency is not None and concurrency < 1:
         raise BadInput(f"--concurrency {concurrency}: give at least 1")
+    log_format(log_format_name)  # checked before anything else is done
     root = _worker_repo(repo) if repo is not None else None
     if root is not None:
         os.chdir(root)  # everything after (config, GROVE_HOME, worktrees) as if started there
@@ -156,9 +183,11 @@ def worker(
             from agentgrove.runtime._preload import preload_claude_runtime
 
             preload_claude_runtime()  # overlaps the repository check and the first claim
-        for note in check_repository(grove.config, grove.store):  # before any claim
-            err_console.print(f"grove worker: {note}", markup=False, highlight=False)
+        notes = check_repository(grove.config, grove.store)  # before any claim
         w = Worker(grove.service, settings, concurrency=concurrency, drain=drain, roles=only_roles)
+        log_format(log_format_name, worker=w.owner)
+        for note in notes:
+            say(log, "worker.repository", note, level=logging.INFO)
 
         async def main() -> None:
             async with anyio.create_task_group() as tg:
@@ -167,21 +196,26 @@ def worker(
                     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                         task_status.started()
                         async for signum in signals:
-                            err_console.print(
-                                f"grove worker: {signal.Signals(signum).name}: " + w.stopping_note()
+                            name = signal.Signals(signum).name
+                            say(
+                                log,
+                                "worker.stopping",
+                                f"{name}: {w.stopping_note()}",
+                                level=logging.INFO,
                             )
                             w.request_stop()
 
                 await tg.start(watch_signals)  # handlers in place before the first claim
                 stats = await w.run()
-                err_console.print(f"grove worker: {stats.summary()}")
+                say(log, "worker.stopped", stats.summary(), level=logging.INFO)
                 tg.cancel_scope.cancel()
 
         shown_roles = f", roles {','.join(only_roles)}" if only_roles else ""
-        err_console.print(
-            f"grove worker {w.owner}: concurrency {w.concurrency}{shown_roles}",
-            markup=False,
-            highlight=False,
+        say(
+            log,
+            "worker.started",
+            f"started as {w.owner}: concurrency {w.concurrency}{shown_roles}",
+            level=logging.INFO,
         )
         anyio.run(main)
 
