@@ -73,7 +73,7 @@ def test_defaults_and_choices_are_stated() -> None:
     assert "default: [worker] concurrency in grove.toml, else 2" in worker
     assert "default: [worker] grace_s in grove.toml, else 30" in worker
     ls = _help("ls", columns=300)
-    assert "pending, executing, completed, failed, cancelled" in ls
+    assert "pending, executing, awaiting_input, completed, failed, cancelled" in ls
     runs = _help("workflow", "ls", columns=300)
     assert "Print the run as" not in runs
 

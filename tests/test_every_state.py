@@ -57,12 +57,13 @@ def test_every_run_status_and_agent_state_renders_in_every_view(repo: Path) -> N
         (AgentStatus.PENDING, "waiting for budget: [daily] $1.00 left", None),
         (AgentStatus.EXECUTING, None, None),
         (AgentStatus.EXECUTING, "waiting for its children", None),
+        (AgentStatus.AWAITING_INPUT, "asks: [bold]which[/] colour?", None),
         (AgentStatus.COMPLETED, None, None),
         *((AgentStatus.FAILED, None, kind) for kind in ErrorKind),
         (AgentStatus.CANCELLED, None, None),
         (AgentStatus.AWAITING_APPROVAL, "awaiting approval before it starts: grove approve", None),
     ]
-    assert {status for status, _, _ in states} == set(AgentStatus)
+    assert {state[0] for state in states} == set(AgentStatus)  # a new status is seen here
     combos = [(r, AgentStatus.PENDING, None, None) for r in RunStatus]
     combos += [(RunStatus.RUNNING, *state) for state in states]
     for run_status, status, reason, kind in combos:

@@ -280,6 +280,8 @@ class _RoleOverride(BaseModel):
     check: StrictStr | None = None
     fix_rounds: StrictInt | None = None
     check_timeout_s: float | None = None
+    question_timeout_s: float | None = None
+    question_default: StrictStr | None = None
 
 
 class _ConfigFile(BaseModel):

@@ -20,6 +20,10 @@ Contracts:
 * ``wait_agents`` and ``merge_agent`` accept only the caller's own direct children: any other
   id refuses the whole call (nothing waited for, nothing merged). A parent must not pull another
   tree's work into its branch, nor hold its slot parked on agents it does not own.
+* ``ask_human`` takes one question per attempt (bounded, storable text); it writes nothing
+  itself: the runtime ends the run after the call, and the service records the question as the
+  attempt's ending (:meth:`agentgrove.store.Store.await_answer`), so a question is never
+  recorded for an attempt that goes on running.
 """
 
 from __future__ import annotations
@@ -44,7 +48,14 @@ from agentgrove.child_merges import (
 )
 from agentgrove.errors import GroveError, StoreUnavailable
 from agentgrove.gitexec import GitError
-from agentgrove.models import AgentRecord, AgentStatus, ErrorKind, SpawnRequest, WorkspaceRecord
+from agentgrove.models import (
+    AgentRecord,
+    AgentStatus,
+    ErrorKind,
+    SpawnRequest,
+    WorkspaceRecord,
+    unstorable,
+)
 from agentgrove.roles import Role, clamp, spawn_refusal
 from agentgrove.runtime import DelegationRefused, RunResult
 from agentgrove.workspaces import ConflictMarkersLeft, branch_name
@@ -56,6 +67,36 @@ if TYPE_CHECKING:
     from agentgrove.store import Store
 
 WAIT_POLL_S = 0.2
+MAX_QUESTION = 10_000
+"""Characters of a question, at most (a person reads it in a notification and a terminal)."""
+MAX_CHOICES = 20
+MAX_CHOICE = 500
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question an attempt asked (``ask_human``), not recorded yet."""
+
+    text: str
+    choices: tuple[str, ...] = ()
+
+
+def question_refusal(text: str, choices: Sequence[str]) -> str | None:
+    """Why grove will not take this question to a person, or ``None``. Pure."""
+    if not text.strip():
+        return "the question is empty: say what you need to know"
+    if len(text) > MAX_QUESTION:
+        return f"the question is {len(text)} characters long; ask in at most {MAX_QUESTION}"
+    if len(choices) > MAX_CHOICES:
+        return f"{len(choices)} choices; offer at most {MAX_CHOICES}"
+    for value in (text, *choices):
+        problem = unstorable(value)
+        if problem is not None:
+            return f"the question {problem}"
+    for choice in choices:
+        if not choice.strip() or len(choice) > MAX_CHOICE:
+            return f"each choice must be 1 to {MAX_CHOICE} characters"
+    return None
 
 
 class Slots(Protocol):
@@ -98,6 +139,8 @@ class AgentDelegate:
     lease: Lease
     commit: Callable[[str], Awaitable[WorkspaceRecord]]
     slots: Slots
+    question: Question | None = field(default=None, init=False)
+    """What the attempt asked a person (``ask_human``), once it has."""
     _worktree_git: anyio.Lock = field(default_factory=anyio.Lock, init=False, repr=False)
     """Held while grove runs git in the caller's worktree for a tool call: the model may call
     tools concurrently, and two commits or merges at once would collide on git's index lock."""
@@ -326,6 +369,25 @@ class AgentDelegate:
             ),
         )
 
+    async def ask_human(self, question: str, choices: list[str]) -> str:
+        if self.question is not None:
+            raise DelegationRefused(
+                "you already asked a question in this run: wait for its answer, which comes "
+                "as your next message"
+            )
+        refusal = question_refusal(question, choices)
+        if refusal is not None:
+            raise DelegationRefused(refusal)
+        self.question = Question(question.strip(), tuple(c.strip() for c in choices))
+        return (
+            "Your question is recorded and goes to a person. Stop here: do not call any more "
+            "tools. Your work so far is committed; the answer comes as your next message, in "
+            "this same conversation."
+        )
+
+    def asked(self) -> bool:
+        return self.question is not None
+
     async def agent_result(self, agent_id: str) -> dict[str, Any]:
         try:
             record = self.service.store.get_agent(self.service.store.resolve_id(agent_id))
@@ -341,4 +403,11 @@ class AgentDelegate:
         return result
 
 
-__all__ = ["AgentDelegate", "NoSlots", "Slots", "effective_role"]
+__all__ = [
+    "AgentDelegate",
+    "NoSlots",
+    "Question",
+    "Slots",
+    "effective_role",
+    "question_refusal",
+]

@@ -24,7 +24,7 @@ import anyio
 
 from agentgrove.config import HOME_DIR, GroveConfig, load_config, with_worker
 from agentgrove.errors import BadInput, ConfigError, NotInitialised
-from agentgrove.models import AgentRecord, ErrorKind, RunRecord, SpawnRequest
+from agentgrove.models import AgentRecord, ErrorKind, QuestionRecord, RunRecord, SpawnRequest
 from agentgrove.stats import StatsReport, parse_by, parse_since
 from agentgrove.store import Store, _migrate
 
@@ -187,7 +187,7 @@ class Grove:
         return anyio.run(lambda: self.run_async(role, task, **options))
 
     async def execute_async(self, agent_ids: Iterable[str]) -> None:
-        """Claim and run exactly these agents here, until each has finished."""
+        """Claim and run exactly these agents here, until each has finished or awaits input."""
         from agentgrove.worker import Worker
 
         worker = Worker(
@@ -235,7 +235,8 @@ class Grove:
         )
 
     async def execute_run_async(self, run_id: str) -> RunRecord:
-        """Run a workflow run's nodes in this process until the run is over."""
+        """Run a workflow run's nodes in this process until the run is over, or until what is
+        left of it awaits a person's answer."""
         from agentgrove.worker import Worker
 
         await Worker(self.service, self.config.worker, run_id=run_id).run()
@@ -265,6 +266,20 @@ class Grove:
     def get(self, agent_id: str) -> AgentRecord:
         return self.store.get_agent(self.store.resolve_id(agent_id))
 
+    def answer(self, agent_id: str, text: str, *, by: str | None = None) -> QuestionRecord:
+        """Answer the question an agent awaiting input asked (``ask_human``): it goes back to
+        pending, and its next attempt resumes the same Claude session with ``text`` as the next
+        user message. ``by``: who answers (default: the OS user). :class:`BadInput` for an
+        empty answer or an agent that asked nothing; :class:`UnknownAgent` for an unknown id."""
+        return self.service.answer(agent_id, text, by=by or _os_user())
+
+    def questions(self, agent_id: str | None = None) -> list[QuestionRecord]:
+        """The questions one agent asked, oldest first; without ``agent_id``, every question
+        that still waits for an answer."""
+        if agent_id is None:
+            return self.store.open_questions()
+        return self.store.questions_of(self.store.resolve_id(agent_id))
+
     def wait(
         self, agent_ids: Iterable[str], *, timeout_s: float | None = None, poll_s: float = 0.2
     ) -> list[AgentRecord]:
@@ -282,6 +297,17 @@ class Grove:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"agents still running after {timeout_s:g} s")
             time.sleep(poll_s)
+
+
+def _os_user() -> str:
+    """Who answers from this process: the OS user (``getpass``), else the uid."""
+    import getpass
+    import os
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
 
 
 @dataclass(frozen=True)

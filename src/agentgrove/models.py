@@ -15,6 +15,7 @@ from typing import Any
 class AgentStatus(enum.StrEnum):
     PENDING = "pending"
     EXECUTING = "executing"
+    AWAITING_INPUT = "awaiting_input"  # asked a person a question (``ask_human``): no process
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -42,6 +43,7 @@ class ErrorKind(enum.StrEnum):
     CHECK_FAILED = "check_failed"  # the agent's check stayed red after every fix round
     SETUP_FAILED = "setup_failed"  # [workspace] setup failed in the new worktree
     REJECTED = "rejected"  # a person (or a gate's timeout) rejected the node at its gate
+    NO_ANSWER = "no_answer"  # its question went unanswered past the role's question_timeout_s
 
     @property
     def transient(self) -> bool:
@@ -187,6 +189,56 @@ class AgentRecord:
             "approval_deadline": self.approval_deadline.isoformat()
             if self.approval_deadline
             else None,
+        }
+
+
+class QuestionState(enum.StrEnum):
+    """Where a question an agent asked (``ask_human``) is: ``open`` while the agent awaits
+    input; ``answered`` until the next attempt takes the answer; ``delivered`` once it has;
+    ``expired`` when nobody answered in time and the agent failed ``no_answer``;
+    ``cancelled`` when the agent was cancelled while it waited."""
+
+    OPEN = "open"
+    ANSWERED = "answered"
+    DELIVERED = "delivered"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class QuestionRecord:
+    """A question an agent asked a person: what, with which choices (``()``: free text), when,
+    until when it may wait (``deadline_at``, from the role's ``question_timeout_s``; ``None``:
+    forever), the answer used at the deadline (``default``, the role's ``question_default``),
+    and the answer: its text, who gave it (an OS user, a dashboard token's name, or
+    ``"default"``) and when."""
+
+    id: str
+    agent_id: str
+    attempt: int
+    question: str
+    asked_at: datetime
+    state: QuestionState
+    choices: tuple[str, ...] = ()
+    deadline_at: datetime | None = None
+    default: str | None = None
+    answer: str | None = None
+    answered_by: str | None = None
+    answered_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "agent_id": self.agent_id,
+            "attempt": self.attempt,
+            "question": self.question,
+            "choices": list(self.choices),
+            "state": self.state.value,
+            "asked_at": self.asked_at.isoformat(),
+            "deadline_at": self.deadline_at.isoformat() if self.deadline_at else None,
+            "answer": self.answer,
+            "answered_by": self.answered_by,
+            "answered_at": self.answered_at.isoformat() if self.answered_at else None,
         }
 
 

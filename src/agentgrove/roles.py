@@ -54,6 +54,12 @@ class Role(BaseModel):
     """When the check fails: how many more tries the agent gets in the same session."""
     check_timeout_s: float = Field(default=600.0, gt=0, le=86_400)
     """Each run of the check is killed, with everything it started, after this long."""
+    question_timeout_s: float | None = Field(default=None, gt=0, le=7 * 86_400)
+    """How long an agent of this role may wait for the answer to a question (``ask_human``);
+    ``None``: as long as it takes. Past it the agent fails ``no_answer``, or goes on with
+    ``question_default`` when the role sets one."""
+    question_default: str | None = Field(default=None, min_length=1, max_length=10_000)
+    """The answer an unanswered question gets at ``question_timeout_s``."""
 
     @field_validator("check")
     @classmethod

@@ -22,7 +22,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -34,7 +34,7 @@ from agentgrove.admission import ModelPacer
 from agentgrove.budgets import MIN_GRANT_USD, check_budget
 from agentgrove.checks import CheckRun, fix_prompt, run_check
 from agentgrove.config import GroveConfig
-from agentgrove.delegation import AgentDelegate, NoSlots, Slots, effective_role
+from agentgrove.delegation import AgentDelegate, NoSlots, Question, Slots, effective_role
 from agentgrove.errors import BadInput, StoreUnavailable, UnknownRole
 from agentgrove.gitexec import common_dir
 from agentgrove.logs import say
@@ -44,6 +44,7 @@ from agentgrove.models import (
     CheckRecord,
     CheckStatus,
     ErrorKind,
+    QuestionRecord,
     SpawnRequest,
     WorkspaceRecord,
     unstorable,
@@ -51,14 +52,15 @@ from agentgrove.models import (
 from agentgrove.processes import kill_agent_processes
 from agentgrove.remotes import PushFailed
 from agentgrove.retry import decide
-from agentgrove.roles import check_command_refusal
+from agentgrove.roles import Role, check_command_refusal
 from agentgrove.run_branches import after_node_completed
 from agentgrove.runtime import RunResult, RunSpec, Runtime, SessionLookup
 from agentgrove.runtime._policy import can_write
 from agentgrove.secrets import Redactor
-from agentgrove.sessions import Child, EarlierWork, SessionPlan, plan_session
+from agentgrove.sessions import Child, EarlierWork, SessionPlan, answer_message, plan_session
 from agentgrove.store import NewAgent, RunOutcome, Store
 from agentgrove.store._core import utcnow
+from agentgrove.store._questions import DEFAULT_BY
 from agentgrove.workspaces import ConflictMarkersLeft, MergeConflict, Workspaces
 from agentgrove.worktree_env import (
     agent_env,
@@ -80,6 +82,9 @@ TRANSCRIPT_CLOSE_S = 5.0
 TRANSCRIPT_PENDING = 5000
 """Messages of one attempt held in memory while the database is slow or unavailable; past
 that, further messages are counted and the gap recorded instead (the run goes on)."""
+
+MAX_ANSWER = 100_000
+"""Characters of an answer to an agent's question, at most."""
 
 _NOT_OURS = "the lease is no longer ours (cancelled, or another worker took over)"
 
@@ -281,6 +286,28 @@ class AgentService:
         targets = [a.id for a in reversed(self.store.tree(root))] if tree else [root]
         return [a for a in targets if self.store.cancel(a)]
 
+    def answer(self, agent_id: str, text: str, *, by: str) -> QuestionRecord:
+        """Answer the question agent ``agent_id`` (an id or unique prefix) awaits: it goes back
+        to pending, and its next attempt resumes its session with ``text``. :class:`BadInput`
+        (nothing changed) for an empty or unstorable answer, or an agent that awaits none."""
+        full = self.store.resolve_id(agent_id)
+        if not text.strip():
+            raise BadInput("the answer is empty: say what the agent should know")
+        problem = unstorable(text)
+        if problem is not None:
+            raise BadInput(f"the answer {problem}")
+        if len(text) > MAX_ANSWER:
+            raise BadInput(f"the answer is {len(text)} characters long; give at most {MAX_ANSWER}")
+        answered = self.store.answer(full, self.redact(text.strip()), by=by)
+        if answered is None:
+            status = self.store.get_agent(full).status.value
+            raise BadInput(
+                f"agent {full} is {status} and asked nothing: only an agent that awaits input "
+                "(grove ls --status awaiting_input) can be answered"
+            )
+        self.wakeup.notify()
+        return answered
+
     # -- executing -------------------------------------------------------------------------
 
     async def execute(
@@ -446,6 +473,11 @@ class AgentService:
             # What the run said is in the database before its ending.
             await transcript.flush()
             writing.cancel_scope.cancel()
+        delegate = spec.delegate
+        if isinstance(delegate, AgentDelegate) and delegate.question is not None:
+            # It asked a person: this attempt ends here, its CLI gone; no check, no merge.
+            await self._await_answer(agent, lease, role, delegate.question, result, commit_progress)
+            return
         full_timeout_s = agent.timeout_s or role.timeout_s
         if result.error_kind is ErrorKind.TIMEOUT and spec.timeout_s < full_timeout_s:
             # The CLI had what was left after the preparation: say the role's figure.
@@ -458,6 +490,49 @@ class AgentService:
         else:  # nothing committed, but dependents on other machines start from its head
             result = await self._push(agent, current[0], result, lease)
         await self._settle(agent, lease, result)
+
+    async def _await_answer(
+        self,
+        agent: AgentRecord,
+        lease: Lease,
+        role: Role,
+        question: Question,
+        result: RunResult,
+        commit_progress: Callable[[str], Awaitable[WorkspaceRecord]],
+    ) -> None:
+        """End an attempt that asked a person ``question``: its work so far committed (and
+        pushed), then ``executing -> awaiting_input`` with the question, its deadline
+        (``question_timeout_s``) and default, and the attempt's usage, in one fenced write."""
+        try:
+            await commit_progress(f"{agent.role}: work in progress before asking a person")
+        except ConflictMarkersLeft as exc:  # the answer resumes with the merge in progress
+            await self._warn(agent.id, f"not committed before the question: {exc}")
+        timeout = role.question_timeout_s
+        deadline = None if timeout is None else utcnow() + timedelta(seconds=timeout)
+        spent = replace(_outcome(result), output=None, error=None)
+        text = self.redact(question.text)
+        choices = tuple(self.redact(c) for c in question.choices)
+        if await self.owed(
+            agent.id,
+            lambda: self.store.await_answer(
+                agent.id,
+                lease.owner,
+                lease.attempt,
+                question=text,
+                choices=choices,
+                deadline_at=deadline,
+                default=role.question_default,
+                spent=spent,
+            ),
+        ):
+            self._emit(agent.id, "agent.question", {"question": text, "choices": list(choices)})
+        else:
+            say(
+                log,
+                "agent.question_not_recorded",
+                f"agent {agent.id} attempt {lease.attempt}: question not recorded: {_NOT_OURS}",
+                agent=agent.id,
+            )
 
     async def _check(
         self,
@@ -657,6 +732,15 @@ class AgentService:
                 files=current.files_changed,
                 children=tuple(Child(c.id, c.role, c.status.value) for c in children),
             )
+        answer = None
+        if earlier is not None:
+            taken = await self.owed(
+                agent.id, lambda: self.store.take_answer(agent.id, agent.attempt)
+            )
+            if taken is not None and taken.answer is not None:
+                answer = answer_message(
+                    taken.question, taken.answer, by_default=taken.answered_by == DEFAULT_BY
+                )
         session_id = agent.session_id
         here = False
         if earlier is not None and session_id:
@@ -670,6 +754,7 @@ class AgentService:
             session_id=session_id,
             session_here=here,
             earlier=earlier,
+            answer=answer,
         )
         if earlier is not None:
             data = {"resume": plan.resume, "reason": plan.reason}

@@ -10,6 +10,11 @@ the earlier attempt, or it ended before the CLI named its session), the attempt 
 session, and its prompt says what the earlier attempts left: the work committed on the agent's
 branch (already in the worktree) and the children already spawned, so that the model neither
 redoes the work nor spawns the same children again.
+
+An agent that asked a person a question (``ask_human``) ended its attempt right after the
+question; the attempt after the answer resumes the same session with the answer as its next
+user message (:func:`answer_message`), where the session is here, and otherwise starts fresh
+with the task, the continuation and the question and answer.
 """
 
 from __future__ import annotations
@@ -50,6 +55,16 @@ class SessionPlan:
     reason: str
 
 
+def answer_message(question: str, answer: str, *, by_default: bool = False) -> str:
+    """The user message that gives an agent the answer to the question it asked."""
+    if by_default:
+        return (
+            f"Nobody answered your question in time, so go on with the default answer.\n"
+            f"Your question: {question}\nThe answer: {answer}"
+        )
+    return f"A person answered your question.\nYour question: {question}\nThe answer: {answer}"
+
+
 def plan_session(
     prompt: str,
     *,
@@ -57,6 +72,7 @@ def plan_session(
     session_id: str | None,
     session_here: bool,
     earlier: EarlierWork | None,
+    answer: str | None = None,
 ) -> SessionPlan:
     """The session attempt ``attempt`` of an agent whose task prompt is ``prompt`` runs in.
 
@@ -65,19 +81,24 @@ def plan_session(
     * A retry whose earlier session ``session_id`` is ``session_here`` (the CLI on this
       machine has it) resumes it, with ``prompt``.
     * Any other retry starts fresh, with ``prompt`` followed by :func:`continuation`.
+    * ``answer`` (an :func:`answer_message`: the attempt after a question was answered): the
+      session resumed gets it instead of ``prompt``; a fresh one gets it after the rest.
     """
     if attempt <= 1 or earlier is None:
         return SessionPlan(None, prompt, "first run")
     if session_id and session_here:
+        if answer is not None:
+            return SessionPlan(session_id, answer, f"resuming session {session_id} with the answer")
         return SessionPlan(session_id, prompt, f"resuming session {session_id}")
     why = (
         f"session {session_id} is not on this machine"
         if session_id
         else "the earlier attempt named no session"
     )
-    return SessionPlan(
-        None, f"{prompt}\n\n---\n{continuation(attempt, earlier)}", f"a new session: {why}"
-    )
+    fresh = f"{prompt}\n\n---\n{continuation(attempt, earlier)}"
+    if answer is not None:
+        fresh += f"\n\nYou had asked a person a question.\n{answer}"
+    return SessionPlan(None, fresh, f"a new session: {why}")
 
 
 def continuation(attempt: int, earlier: EarlierWork) -> str:
@@ -112,6 +133,7 @@ __all__ = [
     "Child",
     "EarlierWork",
     "SessionPlan",
+    "answer_message",
     "continuation",
     "plan_session",
 ]

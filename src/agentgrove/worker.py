@@ -126,6 +126,17 @@ def check_repository(config: GroveConfig, store: Store) -> list[str]:
     ]
 
 
+_OVER_HERE = frozenset(
+    {
+        AgentStatus.COMPLETED,
+        AgentStatus.FAILED,
+        AgentStatus.CANCELLED,
+        AgentStatus.AWAITING_INPUT,
+    }
+)
+"""Where a one-shot run (``only``) leaves an agent: finished, or waiting for a person."""
+
+
 class Backoff:
     """Capped exponential back-off with jitter for retrying while the database is
     unavailable: ``0.2 s`` doubling to ``5 s``, each delay drawn from its upper half."""
@@ -317,6 +328,9 @@ class Worker:
                     await self.service.db(self.store.sweep_expired, gone=owner_gone, held=held)
                     # Approval gates past their approval_timeout_s decide by themselves.
                     await self.service.db(self.store.expire_approvals, utcnow())
+                    # Questions past their role's question_timeout_s: the default answer,
+                    # or no_answer. Any worker does it; each is one guarded transaction.
+                    await self.service.db(self.store.expire_questions)
                     next_sweep = now + self.settings.sweep_interval_s
                 if await self._claim_once(tg):
                     return
@@ -387,10 +401,14 @@ class Worker:
     def _done(self) -> bool:
         if self._running:
             return False
+        # A one-shot run also ends when what is left waits for a person (awaiting_input): no
+        # process or slot is held for it; the answer hands it to whichever worker runs next.
         if self.run_id is not None:
-            return self.store.run_status(self.run_id).finished
+            return self.store.run_status(self.run_id).finished or self.store.only_people_wait(
+                run_id=self.run_id
+            )
         if self.only is not None:
-            return all(self.store.get_agent(i).status.finished for i in self.only)
+            return all(self.store.get_agent(i).status in _OVER_HERE for i in self.only)
         if not self.drain:
             return False
         # Drained when nothing is queued or running anywhere: an agent still executing under

@@ -1,4 +1,4 @@
-"""Agent commands: spawn, run, ls, show, logs, wait, cancel, diff, gc."""
+"""Agent commands: spawn, run, ls, show, logs, wait, cancel, answer, diff, gc."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ from agentgrove.models import (
     AgentStatus,
     CheckStatus,
     Event,
+    QuestionRecord,
+    QuestionState,
     SpawnRequest,
     elapsed_s,
 )
@@ -59,6 +61,7 @@ CheckOpt = Annotated[
 _STYLE = {
     AgentStatus.PENDING: "yellow",
     AgentStatus.EXECUTING: "cyan",
+    AgentStatus.AWAITING_INPUT: "bright_magenta",
     AgentStatus.COMPLETED: "green",
     AgentStatus.FAILED: "red",
     AgentStatus.CANCELLED: "magenta",
@@ -117,7 +120,8 @@ def run(
     check: CheckOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Spawn an agent and run it here with live progress. Exit 0 completed, 1 failed."""
+    """Spawn an agent and run it here with live progress. Exit 0 completed, 1 otherwise (failed,
+    or awaiting input: it says how to answer)."""
     from agentgrove.runtime._endpoint import check_endpoint
     from agentgrove.runtime._preload import preload_claude_runtime
 
@@ -209,13 +213,19 @@ def show(agent_id: str, json_out: JsonOpt = False) -> None:
         [agent] = _with_slot_reasons(grove, [grove.get(agent_id)])  # as ls says it waits
         totals = grove.tree_totals(agent.id)
         children = grove.store.list_agents(parent_id=agent.id)
+        asked = grove.questions(agent.id)
         # Where this clone has the branch, fetched when another machine ran the agent (not
         # for --json, whose record is the database's and is polled by scripts).
         ws = agent.workspace
         ref = grove.service.workspaces.branch_ref(ws) if ws and not json_out else None
     if json_out:
         print_json(
-            agent.to_json() | {"tree": totals.to_json(), "children": [c.id for c in children]}
+            agent.to_json()
+            | {
+                "tree": totals.to_json(),
+                "children": [c.id for c in children],
+                "questions": [q.to_json() for q in asked],
+            }
         )
         return
     # Values are Text, never markup: most of them come from the agent or the user.
@@ -232,8 +242,9 @@ def show(agent_id: str, json_out: JsonOpt = False) -> None:
         ("duration", f"{_elapsed(agent)} (in the CLI: {agent.duration_ms} ms, all attempts)"),
         ("task", plain(agent.task)),
     ]
-    if agent.wait_reason:
+    if agent.wait_reason and agent.status is not AgentStatus.AWAITING_INPUT:
         rows.append(("waiting", plain(agent.wait_reason, "dim")))
+    rows += _question_rows(agent, asked)
     if agent.error:
         rows.append(("error", plain(f"{agent.error_kind}: {agent.error}", "red")))
     if children:
@@ -336,7 +347,8 @@ def cancel(
     agent_id: str,
     tree: Annotated[bool, typer.Option(help="Also cancel all its descendants.")] = False,
 ) -> None:
-    """Cancel a pending or executing agent (a running one stops within one heartbeat)."""
+    """Cancel a pending, executing or awaiting_input agent (a running one stops within one
+    heartbeat; a question it awaits the answer to is closed)."""
     with open_grove() as grove:
         full = grove.store.resolve_id(agent_id)
         cancelled = grove.service.cancel(full, tree=tree)
@@ -346,6 +358,36 @@ def cancel(
         else:
             status = grove.store.get_agent(full).status.value
             print(f"{full} already {status}; nothing to cancel")
+
+
+@app.command()
+def answer(agent_id: str, reply: str) -> None:
+    """Answer the question an agent awaiting input asked (`grove show ID` shows it): the agent
+    goes back to pending, and its next attempt resumes the same session with REPLY as its next
+    message."""
+    with open_grove() as grove:
+        answered = grove.answer(agent_id, reply)
+    print(f"{answered.agent_id} answered; it goes on with the answer (pending)")
+
+
+def _question_rows(agent: AgentRecord, asked: list[QuestionRecord]) -> list[tuple[str, Any]]:
+    """``show``'s lines for the latest question: what the agent asks, the choices, until when
+    it waits and how to answer; or, once answered, the answer and who gave it."""
+    if not asked:
+        return []
+    last = asked[-1]
+    rows: list[tuple[str, Any]] = [("question", plain(last.question, "bright_magenta"))]
+    if last.choices:
+        rows.append(("choices", plain(" | ".join(last.choices))))
+    if last.state is QuestionState.OPEN:
+        until = last.deadline_at.isoformat(timespec="seconds") if last.deadline_at else "forever"
+        rows.append(("waits until", until))
+        rows.append(("answer with", f"grove answer {agent.id} TEXT"))
+    elif last.answer is not None:
+        rows.append(("answer", plain(f"{last.answer} (by {last.answered_by})")))
+    else:
+        rows.append(("answer", plain(f"none ({last.state.value})", "dim")))
+    return rows
 
 
 @app.command()
@@ -594,5 +636,12 @@ def _print_summary(agent: AgentRecord) -> None:
         console.print(Text("check ").append(check_cell(agent.check)))
     if agent.error:
         console.print(plain(f"{agent.error_kind}: {agent.error}", "red"))
+    elif agent.status is AgentStatus.AWAITING_INPUT:
+        # Its attempt is over; whichever worker runs next continues it once answered.
+        console.print(plain(agent.wait_reason or "asks a question", "bright_magenta"))
+        console.print(
+            f"answer with: grove answer {agent.id} TEXT (then grove worker, or grove up, "
+            "continues it)"
+        )
     elif agent.output:
         console.print(plain(agent.output))

@@ -33,6 +33,7 @@ ARGUMENT_HELP: Mapping[str, str] = {
     "file": "A workflow YAML file, or a built-in's name (`grove workflow templates`).",
     "node": "A node's key in the run's workflow.",
     "text": "The text to send.",
+    "reply": "The answer to the agent's question, in plain words: its next message.",
 }
 """Description of each positional argument, by its parameter name."""
 
@@ -52,6 +53,7 @@ EXAMPLES: Mapping[str, tuple[str, ...]] = {
     "grove ls": ("grove ls --status failed", "grove ls --json"),
     "grove logs": ("grove logs -f 3f2a91c0",),
     "grove wait": ("grove wait 3f2a91c0 9b1e4d77 --timeout 600",),
+    "grove answer": ("grove answer 3f2a91c0 'Blue, like the logo'",),
     "grove merge": (
         "grove merge 3f2a91c0",
         "grove merge 3f2a91c0 9b1e4d77 --check 'pytest -q' --resolve",

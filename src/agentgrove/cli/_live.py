@@ -33,6 +33,7 @@ STATUS_STYLE: dict[str, str] = {
     "waiting": "dim",
     "pending": "yellow",
     "executing": "cyan",
+    "awaiting_input": "bright_magenta",
     "completed": "green",
     "failed": "red",
     "cancelled": "magenta",

@@ -22,7 +22,7 @@ from agentgrove.cli._live import STATUS_STYLE, LiveProgress, Mode, run_source
 from agentgrove.config import load_config
 from agentgrove.errors import BadInput, MissingInputs
 from agentgrove.grove import Grove
-from agentgrove.models import RunRecord, RunStatus
+from agentgrove.models import AgentStatus, RunRecord, RunStatus
 from agentgrove.run_branches import RunBranch, existing_results, with_result
 from agentgrove.text import markup, plain, visible
 from agentgrove.workflows import builtin_templates, find_workflow, load_workflow
@@ -291,5 +291,13 @@ def _result_line(record: RunRecord, made: RunBranch) -> str:
             line += f"; not on the remote: {markup(made.push_error)}"
         return line
     if record.status is RunStatus.RUNNING:
+        asking = [
+            n.agent
+            for n in record.nodes
+            if n.agent is not None and n.agent.status is AgentStatus.AWAITING_INPUT
+        ]
+        if asking:
+            answers = "; ".join(f"`grove answer {a.id} TEXT`" for a in asking)
+            return f"result: none yet (waiting for a person's answer: {answers})"
         return "result: none yet (the run is still running)"
     return f"result: no branch: {markup(made.problem)}"

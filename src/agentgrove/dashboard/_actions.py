@@ -1,5 +1,5 @@
-"""What the dashboard can change: cancel an agent, retry an agent, approve or reject a workflow
-node held at its approval gate.
+"""What the dashboard can change: cancel an agent, retry an agent, answer an agent's question,
+approve or reject a workflow node held at its approval gate.
 
 Every action needs the token the dashboard was started with, as ``Authorization: Bearer
 TOKEN`` or as a ``token`` form field (the pages' buttons send the field). Without a configured
@@ -53,6 +53,25 @@ async def retry(request: Request, agent_id: str) -> Response:
     grove: Grove = request.app.state.grove
     where, result = await anyio.to_thread.run_sync(_retry, grove, agent_id)
     return _done(form, where, **result)
+
+
+@router.post("/agents/{agent_id}/answer")
+async def answer(request: Request, agent_id: str) -> Response:
+    """Answer the question the agent awaits (form field or JSON-less API call's ``answer``):
+    it goes back to pending and resumes its session with the answer. Answered by
+    ``dashboard``."""
+    form = await _form(request)
+    refused = _refused(request, form)
+    if refused is not None:
+        return refused
+    grove: Grove = request.app.state.grove
+    text = form.get("answer", "")
+    answered = await anyio.to_thread.run_sync(lambda: grove.answer(agent_id, text, by=ANSWERED_BY))
+    return _done(form, f"/agents/{answered.agent_id}", question_id=answered.id)
+
+
+ANSWERED_BY = "dashboard"
+"""``answered_by`` of an answer given on the dashboard (its token has no name)."""
 
 
 def _retry(grove: Grove, agent_id: str) -> tuple[str, dict[str, object]]:
@@ -117,7 +136,7 @@ def _refused(request: Request, form: dict[str, str]) -> Response | None:
     if token is None:
         return PlainTextResponse(
             "the dashboard is read-only: start it with --token (or GROVE_DASHBOARD_TOKEN) "
-            "to allow cancel, retry, approve and reject",
+            "to allow cancel, retry, answer, approve and reject",
             status_code=403,
         )
     header = request.headers.get("authorization", "")

@@ -90,6 +90,7 @@ def agent(request: Request, agent_id: str) -> HTMLResponse:
         "agent.html",
         agent=record,
         children=grove.store.list_agents(parent_id=record.id),
+        questions=grove.questions(record.id),
         transcript=entries(grove.store.transcript(record.id)),
         diff=_diff(grove, record),
         wall_ms=_wall_ms(record),

@@ -27,7 +27,8 @@ class DelegationRefused(Exception):
 
 class Delegate(Protocol):
     """The orchestrator tools a running agent gets (``spawn_agent``, ``wait_agents``,
-    ``merge_agent``, ``agent_result``). Implemented by the service for each claimed attempt."""
+    ``merge_agent``, ``agent_result``, ``ask_human``). Implemented by the service for each
+    claimed attempt."""
 
     async def spawn_agent(self, role: str, task: str) -> str:
         """Commit the caller's work so far, spawn a child from it; the child's id."""
@@ -47,6 +48,19 @@ class Delegate(Protocol):
 
     async def agent_result(self, agent_id: str) -> dict[str, Any]:
         """One agent's ``{id, role, status, output, error, branch, head_commit}`` now."""
+        ...
+
+    async def ask_human(self, question: str, choices: list[str]) -> str:
+        """Take the caller's question to a person (``choices``: the answers offered, or empty
+        for free text); the text the tool answers with. Once it returned, :meth:`asked` is
+        true and the runtime ends the run after this tool call: the attempt ends, and the
+        answer comes as the next user message of the same session, in a later attempt.
+        :class:`DelegationRefused` for a question grove will not take (empty, too long, a
+        second one in the same attempt)."""
+        ...
+
+    def asked(self) -> bool:
+        """Whether :meth:`ask_human` took a question in this attempt."""
         ...
 
 

@@ -1,10 +1,10 @@
 """The orchestrator tools as an in-process MCP server for the Claude CLI.
 
 The model sees them as ``mcp__grove__spawn_agent``, ``mcp__grove__wait_agents``,
-``mcp__grove__merge_agent`` and ``mcp__grove__agent_result`` (offered directly because the CLI
-runs with
-``ENABLE_TOOL_SEARCH=false``). Each tool answers with JSON text; a refusal
-(:class:`DelegationRefused`) comes back as a tool error the model can read and act on.
+``mcp__grove__merge_agent``, ``mcp__grove__agent_result`` and ``mcp__grove__ask_human``
+(offered directly because the CLI runs with ``ENABLE_TOOL_SEARCH=false``). Each tool answers
+with JSON text; a refusal (:class:`DelegationRefused`) comes back as a tool error the model can
+read and act on.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from agentgrove.runtime._base import Delegate, DelegationRefused
 SERVER_NAME = "grove"
 TOOL_NAMES = [
     f"mcp__{SERVER_NAME}__{n}"
-    for n in ("spawn_agent", "wait_agents", "merge_agent", "agent_result")
+    for n in ("spawn_agent", "wait_agents", "merge_agent", "agent_result", "ask_human")
 ]
+ASK_HUMAN = f"mcp__{SERVER_NAME}__ask_human"
+"""The tool after whose call the CLI stops (its PostToolUse hook says ``continue: false``)."""
 DEFAULT_WAIT_S = 600.0
 
 _SPAWN_SCHEMA = {
@@ -39,6 +41,18 @@ _WAIT_SCHEMA = {
         "timeout_s": {"type": "number", "description": "Give up waiting after this long."},
     },
     "required": ["ids"],
+}
+_ASK_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "question": {"type": "string", "description": "The question, self-contained."},
+        "choices": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "The answers to offer, if the question has a few (optional).",
+        },
+    },
+    "required": ["question"],
 }
 _RESULT_SCHEMA = {
     "type": "object",
@@ -81,6 +95,11 @@ def orchestrator_server(delegate: Delegate) -> McpSdkServerConfig:
     async def result(args: dict[str, Any]) -> object:
         return await delegate.agent_result(str(args.get("id", "")))
 
+    async def ask(args: dict[str, Any]) -> object:
+        raw = args.get("choices") or []
+        choices = [str(c) for c in raw] if isinstance(raw, list) else [str(raw)]
+        return await delegate.ask_human(str(args.get("question", "")), choices)
+
     tools = [
         tool(
             "spawn_agent",
@@ -109,5 +128,13 @@ def orchestrator_server(delegate: Delegate) -> McpSdkServerConfig:
             "The current status, output, error, branch and head commit of one agent.",
             _RESULT_SCHEMA,
         )(_guarded(result)),
+        tool(
+            "ask_human",
+            "Ask a person a question you cannot answer yourself (a decision, a missing fact), "
+            "optionally offering choices. Your run pauses after this call: your work so far is "
+            "committed, and the person's answer comes as your next message, in this same "
+            "conversation. Ask one question at a time.",
+            _ASK_SCHEMA,
+        )(_guarded(ask)),
     ]
     return create_sdk_mcp_server(SERVER_NAME, tools=tools)

@@ -54,7 +54,12 @@ from agentgrove.runtime._environment import (
     wrapper_for,
 )
 from agentgrove.runtime._homes import private_homes
-from agentgrove.runtime._orchestrator_tools import SERVER_NAME, TOOL_NAMES, orchestrator_server
+from agentgrove.runtime._orchestrator_tools import (
+    ASK_HUMAN,
+    SERVER_NAME,
+    TOOL_NAMES,
+    orchestrator_server,
+)
 from agentgrove.runtime._policy import (
     SANDBOX_MISSING,
     BashPolicy,
@@ -259,6 +264,21 @@ class ClaudeRuntime:
                 }
             }
 
+        async def post_tool_use(
+            data: HookInput, _tool_use_id: str | None, _ctx: HookContext
+        ) -> HookJSONOutput:
+            # A question taken: the CLI records the tool's result in the session and stops
+            # there, without another model request (seen with the CLI bundled with
+            # claude-agent-sdk 0.2.184); the answer resumes the session as the next message.
+            if (
+                data["hook_event_name"] == "PostToolUse"
+                and data["tool_name"] == ASK_HUMAN
+                and spec.delegate is not None
+                and spec.delegate.asked()
+            ):
+                return {"continue_": False, "stopReason": "waiting for a person's answer"}
+            return {}
+
         def keep_stderr(line: str) -> None:
             stderr_tail.append(line.rstrip())
             del stderr_tail[:-_STDERR_KEEP]
@@ -289,7 +309,8 @@ class ClaudeRuntime:
             # The same decision, before the permission mode: every call, whatever the mode.
             # A hook that fails blocks the call.
             hooks={
-                "PreToolUse": [HookMatcher(matcher=None, hooks=[pre_tool_use], on_failure="block")]
+                "PreToolUse": [HookMatcher(matcher=None, hooks=[pre_tool_use], on_failure="block")],
+                "PostToolUse": [HookMatcher(matcher=ASK_HUMAN, hooks=[post_tool_use])],
             },
             max_turns=spec.max_turns,
             max_budget_usd=spec.max_budget_usd,

@@ -33,9 +33,9 @@ thread's signals): refused inside the shell, which runs commands in a worker thr
 
 SHELL_HELP = (
     "Shell: type a grove command without `grove` (spawn, run, ls, show, logs, cancel, "
-    "workflow run/show, approve, reject, budget, ...); Tab completes commands, roles and ids; "
-    "Up recalls history; Ctrl-C clears the line or interrupts a command; exit, quit or Ctrl-D "
-    "leaves."
+    "answer, workflow run/show, approve, reject, budget, ...); Tab completes commands, roles and "
+    "ids; Up recalls history; Ctrl-C clears the line or interrupts a command; exit, quit or "
+    "Ctrl-D leaves."
 )
 
 

@@ -1,6 +1,7 @@
 """Finish notices: while the shell is open, one line for each agent that ends (completed, failed
-or cancelled), printed above the prompt, so work spawned from the shell reports back without the
-user polling ``ls``.
+or cancelled) or asks a person a question (``agent.question``: it awaits input, and the line
+says how to answer), printed above the prompt, so work spawned from the shell reports back
+without the user polling ``ls``.
 
 The events table is the source (every worker writes there, in any process):
 :meth:`FinishNotices.poll` reads the events after the last one it saw and turns the endings
@@ -17,7 +18,7 @@ from agentgrove.store import Store
 from agentgrove.store._views import FeedEvent
 from agentgrove.text import one_line, visible
 
-ENDINGS = frozenset({"agent.completed", "agent.failed", "agent.cancelled"})
+ENDINGS = frozenset({"agent.completed", "agent.failed", "agent.cancelled", "agent.question"})
 _BATCH = 500
 LAG_IDS = 1000
 """How far back each poll reads again, for events that committed after higher ids."""
@@ -97,6 +98,9 @@ def notice_line(agent: AgentRecord) -> str:
     head = f"{agent.id} {role} {agent.status.value} (${agent.cost_usd:.4f})"
     if agent.status is AgentStatus.COMPLETED:
         detail = agent.output or ""
+    elif agent.status is AgentStatus.AWAITING_INPUT:
+        asks = one_line(agent.wait_reason or "asks a question", 160)
+        return f"{head}: {asks} (answer {agent.id} TEXT)"
     else:
         detail = f"{agent.error_kind}: {agent.error}" if agent.error_kind else (agent.error or "")
     detail = one_line(detail, 160)

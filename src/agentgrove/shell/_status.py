@@ -23,10 +23,12 @@ class Status:
     executing: int
     pending: int
     spent_today_usd: float
+    awaiting_input: int = 0
 
     def render(self) -> str:
+        asking = f"awaiting input {self.awaiting_input} · " if self.awaiting_input else ""
         return (
-            f" executing {self.executing} · pending {self.pending} · "
+            f" executing {self.executing} · pending {self.pending} · {asking}"
             f"spent today ${self.spent_today_usd:.4f}"
         )
 
@@ -45,6 +47,7 @@ def read_status(store: Store, now: datetime | None = None) -> Status:
         executing=counts.get(AgentStatus.EXECUTING, 0),
         pending=counts.get(AgentStatus.PENDING, 0),
         spent_today_usd=spent,
+        awaiting_input=counts.get(AgentStatus.AWAITING_INPUT, 0),
     )
 
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
-HEAD = "0009"
+HEAD = "0010"
 """The newest revision in ``migrations/versions`` (a test checks it is alembic's head)."""
 
 

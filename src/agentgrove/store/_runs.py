@@ -471,6 +471,7 @@ class RunQueries(StoreCore):
                                 AgentStatus.PENDING.value,
                                 AgentStatus.EXECUTING.value,
                                 AgentStatus.AWAITING_APPROVAL.value,
+                                AgentStatus.AWAITING_INPUT.value,
                             ]
                         ),
                     )
@@ -502,6 +503,7 @@ class RunQueries(StoreCore):
                     status=RunStatus.CANCELLED.value, finished_at=now, error="cancelled by request"
                 )
             )
+            self.close_questions(conn, ids)
             for agent_id in ids:
                 self._event(conn, agent_id, "agent.cancelled", {}, now, run_id)
             self._event(conn, None, "workflow.cancelled", {}, now, run_id)

@@ -266,3 +266,24 @@ budget_exhaustions = Table(
     Column("scope", String(100), primary_key=True),
     Column("at", UTCDateTime, nullable=False),
 )
+
+questions = Table(
+    "questions",
+    metadata,
+    # What agents asked a person (``ask_human``, migration 0009). The agent's row says only
+    # that it awaits input (status ``awaiting_input``, the question's first line as its
+    # ``wait_reason``); the question, its deadline, default and answer live here.
+    Column("id", String(32), primary_key=True),
+    Column("agent_id", String(32), ForeignKey("agents.id"), nullable=False, index=True),
+    Column("attempt", Integer, nullable=False),
+    Column("question", RedactedText, nullable=False),
+    Column("choices", RedactedJSON, nullable=False),
+    Column("state", String(20), nullable=False),  # open | answered | delivered | expired...
+    Column("asked_at", UTCDateTime, nullable=False),
+    Column("deadline_at", UTCDateTime, nullable=True),
+    Column("default_answer", RedactedText, nullable=True),
+    Column("answer", RedactedText, nullable=True),
+    Column("answered_by", RedactedString(200), nullable=True),
+    Column("answered_at", UTCDateTime, nullable=True),
+    Index("ix_questions_state", "state", "deadline_at"),
+)

@@ -37,6 +37,7 @@ from agentgrove.store._faults import HEARTBEAT, CrashPoint
 from agentgrove.store._log import LogQueries
 from agentgrove.store._notifications import NotificationQueries
 from agentgrove.store._pace import PaceQueries
+from agentgrove.store._questions import QuestionQueries
 from agentgrove.store._records import NewAgent, RunOutcome
 from agentgrove.store._rows import _agent_from_row, _agent_select
 from agentgrove.store._runs import RunQueries
@@ -50,8 +51,9 @@ _LIVE = (
     AgentStatus.PENDING.value,
     AgentStatus.EXECUTING.value,
     AgentStatus.AWAITING_APPROVAL.value,
+    AgentStatus.AWAITING_INPUT.value,
 )
-"""An agent that can still be cancelled."""
+"""What cancel may stop: queued, running, or waiting for a person (an answer, a gate)."""
 
 
 def new_agent_id() -> str:
@@ -69,6 +71,7 @@ class Store(
     LogQueries,
     PaceQueries,
     NotificationQueries,
+    QuestionQueries,
     _leases.CheckWrites,
 ):
     """The database of one grove. Thread-safe; cheap calls, short transactions."""
@@ -440,7 +443,8 @@ class Store(
         return True
 
     def cancel(self, agent_id: str) -> bool:
-        """pending | executing -> cancelled. ``False`` if the agent had already finished.
+        """pending | executing | awaiting_input -> cancelled (an open question is closed).
+        ``False`` if the agent had already finished.
 
         An executing agent's worker notices at its next heartbeat (whose fence no longer
         matches) and stops the run; in the same process it is told at once.
@@ -471,6 +475,7 @@ class Store(
             if cancelled is None:
                 return False
             self._event(conn, agent_id, "agent.cancelled", {}, now)
+            self.close_questions(conn, [agent_id])
             self._fail_waiting_children(conn, agent_id, now)
             if cancelled.node_key is not None:
                 self.node_finished(

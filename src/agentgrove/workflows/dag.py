@@ -33,6 +33,7 @@ class NodeState(enum.StrEnum):
     WAITING = "waiting"
     PENDING = "pending"
     EXECUTING = "executing"
+    AWAITING_INPUT = "awaiting_input"  # its agent asked a person a question
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -41,9 +42,14 @@ class NodeState(enum.StrEnum):
 
     @property
     def active(self) -> bool:
-        """An agent is queued or running for this node, or it waits at its approval gate (the
-        run is not over while a person may still say yes)."""
-        return self in (NodeState.PENDING, NodeState.EXECUTING, NodeState.AWAITING_APPROVAL)
+        """An agent is queued or running for this node, waits for an answer to its question,
+        or waits at its approval gate (the run is not over while a person may still say yes)."""
+        return self in (
+            NodeState.PENDING,
+            NodeState.EXECUTING,
+            NodeState.AWAITING_APPROVAL,
+            NodeState.AWAITING_INPUT,
+        )
 
     @property
     def unsuccessful(self) -> bool:
