@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     )
     from agentgrove.gitexec import GitError
     from agentgrove.grove import Grove, TreeTotals
+    from agentgrove.inbox import InboxItem
     from agentgrove.models import (
         AgentRecord,
         AgentStatus,
@@ -58,6 +59,7 @@ _WHERE: dict[str, str] = {
     "ConfigError": "agentgrove.errors",
     "ConflictMarkersLeft": "agentgrove.workspaces",
     "DiskFull": "agentgrove.errors",
+    "InboxItem": "agentgrove.inbox",
     "ErrorKind": "agentgrove.models",
     "Event": "agentgrove.models",
     "GitError": "agentgrove.gitexec",
@@ -101,6 +103,7 @@ __all__ = [
     "GitError",
     "Grove",
     "GroveError",
+    "InboxItem",
     "MergeConflict",
     "MissingInputs",
     "ModelUnavailable",

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     # a read-only command (``grove ls``) only needs the store, and importing them all cost it
     # ~100 ms (issue 13: read commands within 1.3x of their floor).
     from agentgrove.approvals import Approval
+    from agentgrove.inbox import InboxItem
     from agentgrove.runtime import MessageSink, RunResult, RunSpec, Runtime
     from agentgrove.service import AgentService, EventObserver
     from agentgrove.workflows.engine import WorkflowEngine
@@ -272,6 +273,13 @@ class Grove:
         user message. ``by``: who answers (default: the OS user). :class:`BadInput` for an
         empty answer or an agent that asked nothing; :class:`UnknownAgent` for an unknown id."""
         return self.service.answer(agent_id, text, by=by or _os_user())
+
+    def inbox(self) -> list[InboxItem]:
+        """What waits for a person, oldest first: nodes at their approval gates and agents'
+        open questions (what ``grove inbox`` and the dashboard's inbox list)."""
+        from agentgrove.inbox import read_inbox
+
+        return read_inbox(self.store)
 
     def questions(self, agent_id: str | None = None) -> list[QuestionRecord]:
         """The questions one agent asked, oldest first; without ``agent_id``, every question

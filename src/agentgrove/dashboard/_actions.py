@@ -117,9 +117,19 @@ async def _decide(request: Request, run_id: str, node: str, *, approve: bool) ->
         lambda: grove.workflows.decide(run_id, node, approve=approve, by=by, comment=comment)
     )
     where = f"/runs/{decision.run_id}"
-    if "token" in form:  # a page's form: back to the run
-        return RedirectResponse(where, status_code=303)
+    if "token" in form:  # a page's form: back to the run (or to the page it names)
+        return RedirectResponse(_next(form, where), status_code=303)
     return JSONResponse({"location": where, **decision.to_json()})
+
+
+def _next(form: dict[str, str], where: str) -> str:
+    """Where a form asked to go back to (``next``: the inbox's forms), if it is one of this
+    dashboard's own pages; else ``where``. Never another site: ``//evil`` and ``https:`` are
+    not paths of ours."""
+    wanted = form.get("next", "")
+    if wanted.startswith("/") and not wanted.startswith("//") and "\\" not in wanted:
+        return wanted
+    return where
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -149,5 +159,5 @@ def _refused(request: Request, form: dict[str, str]) -> Response | None:
 def _done(form: dict[str, str], where: str, **result: object) -> Response:
     """Back to a page for a form post (the browser follows), the result as JSON for an API call."""
     if form:
-        return RedirectResponse(where, status_code=303)
+        return RedirectResponse(_next(form, where), status_code=303)
     return JSONResponse({"location": where, **result})

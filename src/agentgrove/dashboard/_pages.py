@@ -14,6 +14,7 @@ from agentgrove.dashboard._layout import NODE_H, NODE_W, layout
 from agentgrove.dashboard._transcript import entries
 from agentgrove.errors import BadInput, ConfigError, GroveError
 from agentgrove.grove import Grove
+from agentgrove.inbox import read_inbox
 from agentgrove.models import AgentRecord, AgentStatus, NodeView, elapsed_s
 from agentgrove.run_branches import existing_results
 from agentgrove.stats import PASSING
@@ -94,6 +95,24 @@ def agent(request: Request, agent_id: str) -> HTMLResponse:
         transcript=entries(grove.store.transcript(record.id)),
         diff=_diff(grove, record),
         wall_ms=_wall_ms(record),
+    )
+
+
+@router.get("/inbox", response_class=HTMLResponse)
+def inbox(request: Request, fragment: bool = False) -> HTMLResponse:
+    """What waits for a person (:func:`agentgrove.inbox.read_inbox`), each item with its
+    agent's output, diff and transcript and the forms that act on it. ``fragment``: the items
+    alone, which the page fetches to add the ones that came since it was drawn."""
+    grove = _grove(request)
+    items = read_inbox(grove.store)
+    return _render(
+        request,
+        "_inbox_items.html" if fragment else "inbox.html",
+        items=items,
+        diffs={item.agent.id: _diff(grove, item.agent) for item in items},
+        transcripts={
+            item.agent.id: entries(grove.store.transcript(item.agent.id)) for item in items
+        },
     )
 
 

@@ -107,9 +107,71 @@
     if (feed) { addToFeed(feed, e); }
     var mine = document.getElementById("agent-live");
     if (mine && e.agent_id === mine.dataset.agent) { addToFeed(mine, e); }
+    document.dispatchEvent(new CustomEvent("grove:event", { detail: e }));  // the inbox listens
     var notice = document.getElementById("new-agents");
     if (notice && e.kind === "agent.spawned" && !document.querySelector(attr("data-agent-row", e.agent_id))) {
       notice.hidden = false;
     }
   };
+})();
+
+// The inbox: its forms post in place (the page stays, and the item's status then changes live
+// like everything else), and items that come after the page was drawn are added as they come.
+(function () {
+  "use strict";
+  var list = document.getElementById("inbox-items");
+  if (!list) { return; }
+
+  function said(form, text, bad) {
+    var line = form.parentNode.querySelector(".js-said");
+    if (!line) { return; }
+    line.hidden = false;
+    line.textContent = text;
+    line.classList.toggle("bad", bad);
+  }
+
+  list.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!form.classList || !form.classList.contains("js-inline")) { return; }
+    event.preventDefault();
+    var body = new URLSearchParams(new FormData(form));
+    fetch(form.action, { method: "POST", body: body, redirect: "manual" }).then(function (response) {
+      // A form post answers 303 (opaque here: redirect "manual"): it was done.
+      if (response.type === "opaqueredirect" || response.ok) {
+        var item = form.closest(".inbox-item");
+        if (item) { item.dataset.decided = "true"; }
+        form.parentNode.querySelectorAll("form").forEach(function (f) { f.hidden = true; });
+        said(form, "Done: " + form.querySelector("button").textContent.toLowerCase() + "d. It goes on from here.", false);
+        return;
+      }
+      return response.text().then(function (text) { said(form, text, true); });
+    }).catch(function (error) { said(form, String(error), true); });
+  });
+
+  var refreshing = false;
+  function addNewItems() {
+    if (refreshing) { return; }
+    refreshing = true;
+    fetch("/inbox?fragment=1").then(function (r) { return r.text(); }).then(function (html) {
+      var holder = document.createElement("div");
+      holder.innerHTML = html;
+      holder.querySelectorAll(".inbox-item").forEach(function (item) {
+        var id = item.dataset.inboxAgent;
+        if (!list.querySelector('[data-inbox-agent="' + CSS.escape(id) + '"]')) {
+          var empty = document.getElementById("inbox-empty");
+          if (empty) { empty.remove(); }
+          list.appendChild(item);
+        }
+      });
+    }).finally(function () { refreshing = false; });
+  }
+
+  document.addEventListener("grove:event", function (event) {
+    var e = event.detail;
+    var status = e.agent && e.agent.status;
+    if ((status === "awaiting_approval" || status === "awaiting_input") &&
+        !list.querySelector('[data-inbox-agent="' + CSS.escape(e.agent.id) + '"]')) {
+      addNewItems();
+    }
+  });
 })();
