@@ -88,7 +88,7 @@ def run(db_url: str | None, agents: int, concurrency: int, profile: bool) -> Non
     for shape, n in counts.most_common(25):
         print(f"{n / agents:6.2f}  {shape}")
     if profiler is not None:
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(45)
+        pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "tottime")).print_stats(int(os.environ.get("TOP", "45")))
 
 
 def main() -> None:
