@@ -62,6 +62,20 @@ def run(db_url: str | None, agents: int, concurrency: int, profile: bool) -> Non
             def _begin(_conn: Any) -> None:
                 begins[0] += 1
 
+            db_cpu = [0.0]
+            real_db = grove.service.db
+
+            async def timed_db(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+                def call() -> Any:
+                    t = time.thread_time()
+                    try:
+                        return fn(*args, **kwargs)
+                    finally:
+                        db_cpu[0] += time.thread_time() - t
+
+                return await real_db(call)
+
+            grove.service.db = timed_db  # type: ignore[method-assign]
             worker = Worker(grove.service, grove.config.worker, concurrency=concurrency, drain=True)
             profiler = cProfile.Profile() if profile else None
             if profile:
@@ -83,7 +97,8 @@ def run(db_url: str | None, agents: int, concurrency: int, profile: bool) -> Non
     print(
         f"{agents} agents in {elapsed:.2f} s ({agents / elapsed:.0f}/s); "
         f"{total / agents:.1f} statements and {begins[0] / agents:.1f} transactions per agent; "
-        f"worker CPU {cpu / agents * 1000:.2f} ms per agent"
+        f"worker CPU {cpu / agents * 1000:.2f} ms per agent, "
+        f"{db_cpu[0] / agents * 1000:.2f} ms of it in store calls"
     )
     for shape, n in counts.most_common(25):
         print(f"{n / agents:6.2f}  {shape}")

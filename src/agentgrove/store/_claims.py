@@ -8,7 +8,7 @@ transition contracts both keep.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,14 @@ class ClaimQueries(StoreCore):
         def reserve(
             self, conn: Connection, agent_id: str, attempt: int, now: datetime
         ) -> Grant: ...
+        def standalone_grant(self, row: Any) -> Grant | None: ...
+        def record_grants(self, conn: Connection, grants: Sequence[tuple[str, Grant]]) -> None: ...
+        def _events(
+            self,
+            conn: Connection,
+            entries: Sequence[tuple[str, str, dict[str, Any]]],
+            at: datetime,
+        ) -> None: ...
         def node_finished(
             self, conn: Connection, run_id: str, key: str, state: NodeState, now: datetime
         ) -> None: ...
@@ -178,19 +186,18 @@ class ClaimQueries(StoreCore):
                 key=lambda r: (r.priority, _aware(r.created_at), r.id),
             )
             started: list[Any] = []
+            grants: list[tuple[str, Grant]] = []
             for row in claimed:
                 try:
+                    quick = self.standalone_grant(row)
+                    if quick is not None:
+                        grants.append((row.id, quick))
+                        started.append(row)
+                        continue
                     reservation = self.reserve(conn, row.id, row.attempt, now)
                     if not reservation.granted:
                         self._budget_refused(conn, row.id, now)
                         continue
-                    self._event(
-                        conn,
-                        row.id,
-                        "agent.claimed",
-                        {"owner": owner, "attempt": row.attempt},
-                        now,
-                    )
                 except StoreUnavailable:
                     raise
                 except Exception as exc:
@@ -202,6 +209,15 @@ class ClaimQueries(StoreCore):
                 started.append(row)
             if not started:
                 return []
+            self.record_grants(conn, grants)
+            self._events(
+                conn,
+                [
+                    (row.id, "agent.claimed", {"owner": owner, "attempt": row.attempt})
+                    for row in started
+                ],
+                now,
+            )
             if gate is not None:
                 for row in started:
                     gate.started(row.model)

@@ -182,7 +182,8 @@ def claim_statements(engine: Engine, *, gated: bool = False, roles: bool = False
     admission). ``roles``: only agents of the roles in ``p_roles`` (a non-empty list:
     ``grove worker --roles``). Each returned row carries ``id``, ``attempt``, ``role``,
     ``model``, ``priority`` and ``created_at`` (for the claim order, which RETURNING does not
-    keep)."""
+    keep), and ``parent_id``, ``workflow_run_id``, ``budget_usd``, ``max_budget_usd`` (for
+    the reservation)."""
     now = bindparam("p_now", type_=agents.c.created_at.type)
     skip_locked = engine.dialect.name == "postgresql"
     gate: list[ColumnElement[bool]] = []
@@ -234,6 +235,10 @@ def claim_statements(engine: Engine, *, gated: bool = False, roles: bool = False
             agents.c.model,
             agents.c.priority,
             agents.c.created_at,
+            agents.c.parent_id,
+            agents.c.workflow_run_id,
+            agents.c.budget_usd,
+            agents.c.max_budget_usd,
         )
         for kind, target in targets.items()
     }

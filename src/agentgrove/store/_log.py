@@ -178,6 +178,26 @@ class LogQueries(StoreCore):
             {"attempt": r.attempt, "seq": r.seq, "kind": r.kind, "message": r.message} for r in rows
         ]
 
+    def _events(
+        self,
+        conn: Connection,
+        entries: Sequence[tuple[str, str, dict[str, Any]]],
+        at: datetime,
+    ) -> None:
+        """:meth:`_event` for each ``(agent_id, kind, data)``, at ``at``: those that notify
+        nobody in one statement."""
+        plain = []
+        for agent_id, kind, data in entries:
+            if self._notifies(kind, data) is None:
+                plain.append(
+                    {"at": at, "agent_id": agent_id, "run_id": None, "kind": kind, "data": data}
+                )
+                self._crash_point.note(kind)
+            else:
+                self._event(conn, agent_id, kind, data, at)
+        if plain:
+            conn.execute(_INSERT_EVENT, plain)
+
     def _event(
         self,
         conn: Connection,
