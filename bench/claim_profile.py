@@ -76,6 +76,15 @@ def run(db_url: str | None, agents: int, concurrency: int, profile: bool) -> Non
                 return await real_db(call)
 
             grove.service.db = timed_db  # type: ignore[method-assign]
+            hops = collections.Counter[str]()
+            real_hop = anyio.to_thread.run_sync
+
+            async def counted_hop(fn: Any, *args: Any, **kwargs: Any) -> Any:
+                hops[getattr(fn, "__qualname__", None) or type(fn).__name__] += 1
+                return await real_hop(fn, *args, **kwargs)
+
+            if not profile:
+                anyio.to_thread.run_sync = counted_hop  # type: ignore[assignment]
             worker = Worker(grove.service, grove.config.worker, concurrency=concurrency, drain=True)
             profiler = cProfile.Profile() if profile else None
             if profile:
@@ -102,6 +111,9 @@ def run(db_url: str | None, agents: int, concurrency: int, profile: bool) -> Non
     )
     for shape, n in counts.most_common(25):
         print(f"{n / agents:6.2f}  {shape}")
+    print(f"thread hops per agent: {sum(hops.values()) / agents:.1f}")
+    for name, n in hops.most_common(12):
+        print(f"{n / agents:6.2f}  {name}")
     if profiler is not None:
         pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "tottime")).print_stats(int(os.environ.get("TOP", "45")))
 

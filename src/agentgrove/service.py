@@ -343,9 +343,15 @@ class AgentService:
         lease_lost: Callable[[], bool],
         progress: _Progress,
     ) -> None:
-        # Its role clamped by every ancestor's: a child never gets more than its parent.
-        role = await self.owed(
-            agent.id, lambda: effective_role(self.config.roles, self.store, agent)
+        # Its role clamped by every ancestor's: a child never gets more than its parent. A
+        # root agent's role and prompt need no database: no thread hop for them.
+        root = agent.parent_id is None
+        role = (
+            effective_role(self.config.roles, self.store, agent)
+            if root
+            else await self.owed(
+                agent.id, lambda: effective_role(self.config.roles, self.store, agent)
+            )
         )
         if role is None:
             await self._finish(
@@ -357,7 +363,11 @@ class AgentService:
                 ),
             )
             return
-        prompt, base = await self.owed(agent.id, lambda: self._prompt_and_base(agent))
+        prompt, base = (
+            self._prompt_and_base(agent)
+            if root
+            else await self.owed(agent.id, lambda: self._prompt_and_base(agent))
+        )
         if lease.attempt > 1:
             # An earlier attempt's worker was presumed dead; if it ran here, its CLI may still
             # be editing the worktree this attempt is about to reuse. Stop it first.
@@ -369,9 +379,12 @@ class AgentService:
                     + " ".join(map(str, killed)),
                 )
         try:
-            ws = await anyio.to_thread.run_sync(
+            create = functools.partial(
                 self.workspaces.create, agent.id, base, agent.merge_refs or ()
             )
+            # Outside git the workspace is the directory itself: nothing to run off the loop.
+            outside_git = self.workspaces.repo is None
+            ws = create() if outside_git else await anyio.to_thread.run_sync(create)
         except MergeConflict as exc:
             await self._finish(agent, lease, _failure(ErrorKind.PERMANENT, str(exc)))
             return
@@ -418,7 +431,7 @@ class AgentService:
                 slots=slots,
             ),
             home=self.config.home,
-            git_dir=await anyio.to_thread.run_sync(_git_dir, ws),
+            git_dir=None if ws.repo_path is None else await anyio.to_thread.run_sync(_git_dir, ws),
         )
         transcript = progress.transcript = _TranscriptWriter(self, agent, lease)
         async with anyio.create_task_group() as writing:
