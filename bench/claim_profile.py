@@ -5,7 +5,10 @@ statement, and (``--cprofile``) the hottest functions. Not a test: prints a repo
 
 Runs N no-op agents (``[runtime] kind = "scripted"``, delay 0, a plain directory) through one
 in-process :class:`agentgrove.worker.Worker` with ``drain``, counting every statement the
-store's engine executes (SQLAlchemy ``before_cursor_execute``).
+store's engine executes (SQLAlchemy ``before_cursor_execute``; an ``executemany`` counts once),
+every transaction (``begin``), every thread hop (``anyio.to_thread.run_sync``), and the process's
+CPU per agent, with the part spent inside store calls. ``--cprofile`` runs the thread hops
+inline (cProfile sees one thread; ``SORT``/``TOP`` in the environment pick the listing).
 """
 
 from __future__ import annotations
@@ -115,7 +118,8 @@ def run(db_url: str | None, agents: int, concurrency: int, profile: bool) -> Non
     for name, n in hops.most_common(12):
         print(f"{n / agents:6.2f}  {name}")
     if profiler is not None:
-        pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "tottime")).print_stats(int(os.environ.get("TOP", "45")))
+        stats = pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "tottime"))
+        stats.print_stats(int(os.environ.get("TOP", "45")))
 
 
 def main() -> None:
@@ -133,7 +137,8 @@ def main() -> None:
     with admin.begin() as conn:
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
     try:
-        run(f"{PG_URL}?options=-csearch_path%3D{schema}", args.agents, args.concurrency, args.cprofile)
+        url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+        run(url, args.agents, args.concurrency, args.cprofile)
     finally:
         with admin.begin() as conn:
             conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")

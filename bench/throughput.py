@@ -6,7 +6,8 @@ prints a table.
 N no-op agents (``[runtime] kind = "scripted"``, delay 0, a plain directory: no worktrees) are
 spawned into a fresh database, then W ``grove worker --drain`` processes run them. Agents/s is
 N over (last ``finished_at`` - first ``started_at``), from the database's own timestamps; the
-per-agent latency is ``finished_at - started_at`` (claim -> finish). Needs PostgreSQL at
+per-agent latency is ``finished_at - started_at`` (claim -> finish); CPU ms/agent is the worker
+processes' user + system time (start-up included) over N. Needs PostgreSQL at
 127.0.0.1:5432 (database ``test``, trust auth).
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -46,6 +48,7 @@ def measure(db_url: str | None, workers: int, agents: int, concurrency: int) -> 
             for i in range(agents):
                 grove.spawn("tester", f"noop {i}")
             engine = grove.store.engine
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             wall0 = time.monotonic()
             procs = [
                 subprocess.Popen(
@@ -63,6 +66,7 @@ def measure(db_url: str | None, workers: int, agents: int, concurrency: int) -> 
                 if proc.returncode != 0:
                     raise SystemExit(f"worker exited {proc.returncode}: {err[-2000:]}")
             wall = time.monotonic() - wall0
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
             with engine.connect() as conn:
                 rows = conn.execute(
                     sqlalchemy.select(
@@ -80,6 +84,11 @@ def measure(db_url: str | None, workers: int, agents: int, concurrency: int) -> 
         "rate": agents / span,
         "wall_rate": agents / wall,
         "p99_ms": lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))] * 1000,
+        # The worker processes' own CPU (user + system, start-up included), per agent: much
+        # less sensitive to other load on the machine than the rates.
+        "cpu_ms": (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+        / agents
+        * 1000,
     }
 
 
@@ -117,6 +126,7 @@ def main() -> None:
     )
     print(
         f"{'backend':<11} {'workers':>7} {'agents/s':>9} {'wall/s':>7} {'p99 ms':>8} {'4 vs 1':>7}"
+        f" {'CPU ms/agent':>12}"
     )
     for backend in args.backends.split(","):
         one = statistics.median(r["rate"] for r in results[(backend, 1)])
@@ -125,8 +135,12 @@ def main() -> None:
             rate = statistics.median(r["rate"] for r in runs)
             wall = statistics.median(r["wall_rate"] for r in runs)
             p99 = statistics.median(r["p99_ms"] for r in runs)
+            cpu = statistics.median(r["cpu_ms"] for r in runs)
             ratio = f"{rate / one:.2f}x" if workers == 4 else ""
-            print(f"{backend:<11} {workers:>7} {rate:>9.0f} {wall:>7.0f} {p99:>8.1f} {ratio:>7}")
+            print(
+                f"{backend:<11} {workers:>7} {rate:>9.0f} {wall:>7.0f} {p99:>8.1f} {ratio:>7}"
+                f" {cpu:>12.2f}"
+            )
 
 
 if __name__ == "__main__":
