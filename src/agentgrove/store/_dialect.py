@@ -33,7 +33,7 @@ from sqlalchemy.pool import NullPool
 
 from agentgrove.errors import ConfigError, DiskFull, StoreUnavailable
 from agentgrove.models import AgentStatus
-from agentgrove.store._schema import agents
+from agentgrove.store._schema import agents, workspaces
 
 READ_ONLY = "grove_read_only"
 BUSY_TIMEOUT_MS = 30_000
@@ -242,3 +242,21 @@ def claim_statements(engine: Engine, *, gated: bool = False, roles: bool = False
         )
         for kind, target in targets.items()
     }
+
+
+def workspace_upsert(engine: Engine) -> Any | None:
+    """``INSERT INTO workspaces ... ON CONFLICT (agent_id) DO UPDATE`` (every column from the
+    parameters), one statement where an UPDATE then an INSERT took two; ``None`` for a database
+    without it (the store then does the two)."""
+    insert: Any
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif engine.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        return None
+    statement = insert(workspaces)
+    return statement.on_conflict_do_update(
+        index_elements=[workspaces.c.agent_id],
+        set_={c.name: statement.excluded[c.name] for c in workspaces.c if c.name != "agent_id"},
+    )

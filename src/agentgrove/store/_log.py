@@ -28,6 +28,9 @@ is appended to the event log with it."""
 class LogQueries(StoreCore):
     """Mixed into :class:`agentgrove.store.Store`."""
 
+    _workspace_upsert: Any | None = None
+    """The dialect's one-statement insert-or-update of a workspace row (set by the Store)."""
+
     # -- workspaces ------------------------------------------------------------------------
 
     def save_workspace(
@@ -63,9 +66,13 @@ class LogQueries(StoreCore):
                 )
                 if holder.first() is None:
                     return False
-            updated = conn.execute(_UPDATE_WORKSPACE, {"p_agent_id": ws.agent_id, **values})
-            if updated.rowcount == 0:
-                conn.execute(_INSERT_WORKSPACE, {"agent_id": ws.agent_id, **values})
+            upsert = self._workspace_upsert
+            if upsert is not None:
+                conn.execute(upsert, {"agent_id": ws.agent_id, **values})
+            else:
+                updated = conn.execute(_UPDATE_WORKSPACE, {"p_agent_id": ws.agent_id, **values})
+                if updated.rowcount == 0:
+                    conn.execute(_INSERT_WORKSPACE, {"agent_id": ws.agent_id, **values})
             for kind, data in events:
                 self._event(conn, ws.agent_id, kind, data, None)
         return True

@@ -86,6 +86,7 @@ class Store(
             raise ConfigError(_dialect.unusable_url(url, exc)) from exc
         self._claim_statements = _dialect.claim_statements(self.engine)
         self._gated_claim_statements = _dialect.claim_statements(self.engine, gated=True)
+        self._workspace_upsert = _dialect.workspace_upsert(self.engine)
         self._crash_point = CrashPoint()
         database = self.engine.url.database
         self._where = (
