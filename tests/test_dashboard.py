@@ -18,8 +18,10 @@ from fastapi.testclient import TestClient
 
 import agentgrove.dashboard
 from agentgrove.dashboard import create_app, serve_dashboard
+from agentgrove.dashboard._app import duration, wall
 from agentgrove.dashboard._charts import bucket_size, usage_chart
 from agentgrove.dashboard._layout import NODE_W, layers, layout
+from agentgrove.dashboard._pages import meter
 from agentgrove.dashboard._server import dashboard_url
 from agentgrove.dashboard._transcript import entries
 from agentgrove.errors import BadInput
@@ -410,8 +412,33 @@ def test_transcript_pairs_each_tool_call_with_its_result() -> None:
         ("result", "result (success)"),
     ]
     assert shown[1].result == "a.txt" and shown[1].is_error
-    assert '"command": "ls"' in shown[1].body
+    assert shown[1].body == "command: ls"
     assert "num_turns: 2" in shown[3].body
+
+
+def test_a_write_shows_its_content_as_written() -> None:
+    # Not as JSON: real lines, one backslash as one, a tab as a tab.
+    content = 'line one\n\tindented "quoted"\nends in a backslash \\\n'
+    (shown,) = entries(
+        [
+            {
+                "attempt": 1,
+                "kind": "AssistantMessage",
+                "message": {
+                    "content": [
+                        {
+                            "id": "1",
+                            "name": "Write",
+                            "input": {"file_path": "a.py", "content": content},
+                        }
+                    ]
+                },
+            }
+        ]
+    )
+    assert shown.body == (
+        'file_path: a.py\ncontent:\nline one\n\tindented "quoted"\nends in a backslash \\'
+    )
 
 
 def test_a_failed_result_is_not_labelled_success() -> None:
@@ -471,3 +498,53 @@ def test_every_asset_ships_in_the_package_and_nothing_loads_from_elsewhere(
         if path.is_file():
             text = path.read_text(errors="replace")
             assert not re.search(r"(url\(|import\s|fetch\()\s*['\"]?https?://", text), path
+
+
+def test_a_role_keeps_its_colour_in_both_charts() -> None:
+    # planner spends more, tester uses more tokens: the two charts rank them differently.
+    t0 = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+    rows = [
+        UsageRow(t0, "planner", "m1", 10, 0, 2.0),
+        UsageRow(t0, "tester", "m1", 5_000, 0, 0.1),
+    ]
+    cost, tokens = usage_chart(rows, "role", "cost"), usage_chart(rows, "role", "tokens")
+    assert [n for n, _, _ in cost.legend] == ["planner", "tester"]
+    assert [n for n, _, _ in tokens.legend] == ["tester", "planner"]
+    assert {n: c for n, c, _ in cost.legend} == {n: c for n, c, _ in tokens.legend}
+
+
+def test_an_overspent_scope_looks_overspent() -> None:
+    # Spent twice the limit with as much reserved: the bar is full and marked over, the limit
+    # at a quarter of it (two capped 100 % widths used to share the bar half and half).
+    over = meter(limit=1.0, spent=2.0, reserved=2.0)
+    assert over["spent_pct"] + over["reserved_pct"] == pytest.approx(100)
+    assert over["limit_pct"] == pytest.approx(25) and over["over"]
+    assert over["used_pct"] == pytest.approx(400)
+    within = meter(limit=4.0, spent=1.0, reserved=1.0)
+    assert (within["spent_pct"], within["reserved_pct"], within["over"]) == (25, 25, False)
+
+
+def test_budgets_page_reads_grove_toml_anew(grove: Grove, ran: dict[str, str]) -> None:
+    web = client(grove)
+    assert "daily" not in web.get("/budgets").text
+    (grove.config.root / "grove.toml").write_text("[budget]\ndaily_usd = 0.02\n")
+    page = web.get("/budgets").text
+    assert '<td class="mono">daily</td>' in page and "$0.0200" in page
+    assert "(over)" in page  # today's $0.06 against $0.02
+    (grove.config.root / "grove.toml").write_text("[budget]\ndaily_usd = 'lots'\n")
+    broken = web.get("/budgets")
+    assert broken.status_code == 200 and "showing the limits read at start" in broken.text
+
+
+def test_agents_list_agrees_with_ls(grove: Grove, ran: dict[str, str]) -> None:
+    # Tokens in and out, and the wall time `ls` shows, not the CLI's own duration.
+    agent = grove.get(ran["parent"])
+    row = client(grove).get("/agents").text.split(f'data-agent-row="{agent.id}"')[1]
+    row = row.split("</tr>")[0]
+    assert "100 / 20" in row
+    assert '<td class="nowrap">file-writer</td>' in row
+    shown = wall(agent)  # finished: the same figure on every reading
+    assert shown not in ("-", duration(agent.duration_ms)), (shown, agent.duration_ms)
+    assert f'<td class="num">{shown}</td>' in row
+    listed = run_cli("ls", cwd=grove.config.root)
+    assert "100/20" in listed.stdout

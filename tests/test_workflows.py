@@ -13,6 +13,7 @@ from agentgrove.errors import BadInput
 from agentgrove.grove import Grove
 from agentgrove.models import AgentStatus, ErrorKind, RunRecord, RunStatus
 from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
+from agentgrove.store._core import utcnow
 from agentgrove.store._schema import agents
 from agentgrove.worker import Worker
 from tests.conftest import git
@@ -125,6 +126,22 @@ def test_rerun_from_a_node_keeps_upstream_results(repo: Path) -> None:
     assert after["design"] == before["design"]
     assert after["implement"] != before["implement"] and after["test"] != before["test"]
     assert [s.prompt.split()[0] for s in runtime.runs][3:] == ["Implement.", "Test"]
+
+
+def test_a_rerun_runs_cost_is_what_its_budget_counts(repo: Path) -> None:
+    # After a rerun, `workflow ls`/`show`/--json and `grove budget` name one figure: what
+    # every agent of the run spent, the superseded nodes' agents included.
+    with Grove.init(repo, runtime=ScriptedRuntime(writes_its_node)) as grove:
+        first = grove.run_workflow(CHAIN, {"feature": "x"}, budget_usd=10.0)
+        grove.workflows.rerun(first.id, "implement")
+        second = anyio.run(grove.execute_run_async, first.id)
+        report = {name: spent for name, _, _, spent in grove.store.budget_report(utcnow())}
+        listed = {r.id: r for r in grove.store.list_runs()}[first.id]
+    spent = report[f"run {first.id}"]
+    current = sum(n.agent.cost_usd for n in second.nodes if n.agent)
+    assert spent > current  # the superseded implement and test agents cost something
+    assert second.to_json()["cost_usd"] == pytest.approx(spent)
+    assert listed.cost_usd == pytest.approx(spent)
 
 
 def test_worker_start_up_reconciles_a_run_whose_continuation_was_lost(repo: Path) -> None:

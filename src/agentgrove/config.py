@@ -372,6 +372,12 @@ def load_config(start: Path | None = None) -> GroveConfig:
     )
 
 
+def read_budget(root: Path) -> BudgetSettings:
+    """The ``[budget]`` table of ``root``'s grove.toml as it is now (a long-lived view such as
+    the dashboard re-reads it, so a limit added since its start shows), or :class:`ConfigError`."""
+    return _read_file(root / CONFIG_FILE).budget
+
+
 def _read_file(path: Path) -> _ConfigFile:
     if not path.exists():
         return _ConfigFile()

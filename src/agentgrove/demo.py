@@ -16,10 +16,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from agentgrove.cli._live import elapsed_s, format_elapsed
+from agentgrove.cli._live import format_elapsed
 from agentgrove.errors import ModelUnavailable
 from agentgrove.grove import Grove
-from agentgrove.models import AgentRecord, AgentStatus
+from agentgrove.models import AgentRecord, AgentStatus, elapsed_s
 from agentgrove.runtime._homes import demo_parent
 from agentgrove.runtime.claude import ClaudeRuntime, sandbox_available
 from agentgrove.store._core import utcnow

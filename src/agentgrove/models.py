@@ -247,6 +247,11 @@ class RunRecord:
     """``grove/run/<id>`` once the completed run's result branch exists (filled in by
     :mod:`agentgrove.run_branches` where it is read, not stored)."""
     result_commit: str | None = None
+    cost_usd: float = 0.0
+    """Spent by every agent of the run, including node agents a rerun superseded (as the
+    run's budget counts it); ``tokens_in``/``tokens_out`` likewise."""
+    tokens_in: int = 0
+    tokens_out: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -258,9 +263,9 @@ class RunRecord:
             "error": self.error,
             "created_at": self.created_at.isoformat(),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-            "tokens_in": sum(n.agent.tokens_in for n in self.nodes if n.agent),
-            "tokens_out": sum(n.agent.tokens_out for n in self.nodes if n.agent),
-            "cost_usd": sum(n.agent.cost_usd for n in self.nodes if n.agent),
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "cost_usd": self.cost_usd,
             "nodes": [n.to_json() for n in self.nodes],
             "result_branch": self.result_branch,
             "result_commit": self.result_commit,
@@ -300,3 +305,15 @@ def unstorable(value: str) -> str | None:
         byte = f" (byte 0x{code - 0xDC00:02x})" if 0xDC80 <= code <= 0xDCFF else ""
         return f"is not valid UTF-8{byte} at position {exc.start}; give it as UTF-8 text"
     return None
+
+
+def elapsed_s(agent: AgentRecord, now: datetime) -> float | None:
+    """Wall time of the agent's run: seconds from its start to its end, or to ``now`` while it
+    runs (``None`` before it started). Every view (``ls``, ``show``, the dashboard) shows
+    this; ``duration_ms`` is the CLI's own figure, summed over attempts."""
+    if agent.started_at is None:
+        return None
+    end = agent.finished_at or (now if agent.status is AgentStatus.EXECUTING else None)
+    if end is None:  # released back to pending: the time spent so far is in duration_ms
+        return agent.duration_ms / 1000
+    return max(0.0, (end - agent.started_at).total_seconds())

@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 import random
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +37,7 @@ from agentgrove.config import GroveConfig
 from agentgrove.delegation import AgentDelegate, NoSlots, Slots, effective_role
 from agentgrove.errors import BadInput, StoreUnavailable, UnknownRole
 from agentgrove.gitexec import common_dir
+from agentgrove.logs import say
 from agentgrove.models import (
     AgentRecord,
     AgentStatus,
@@ -87,6 +88,8 @@ _NOT_OURS = "the lease is no longer ours (cancelled, or another worker took over
 
 EventObserver = Callable[[str, str, dict[str, Any]], None]
 """Called with (agent_id, event kind, data) for every event an attempt produces, in-process."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -194,7 +197,12 @@ class AgentService:
                 return await self.db(write)
             except StoreUnavailable as exc:
                 if backoff.failures % 10 == 0:
-                    print(f"grove: agent {agent_id}: {exc} (writing again)", file=sys.stderr)
+                    say(
+                        log,
+                        "database.unavailable",
+                        f"agent {agent_id}: {exc} (writing again)",
+                        agent=agent_id,
+                    )
                 await anyio.sleep(backoff.next())
 
     # -- spawning --------------------------------------------------------------------------
@@ -323,15 +331,21 @@ class AgentService:
                         reason="interrupted",
                     )
                 except StoreUnavailable as exc:
-                    print(f"grove: agent {agent.id}: not released: {exc}", file=sys.stderr)
+                    say(
+                        log,
+                        "agent.not_released",
+                        f"agent {agent.id}: not released: {exc}",
+                        agent=agent.id,
+                    )
                     released = False
                 if released:
                     self._emit(agent.id, "agent.released", {"reason": "interrupted"})
                 else:
-                    print(
-                        f"grove: agent {agent.id} attempt {lease.attempt}: not released: "
-                        f"{_NOT_OURS}",
-                        file=sys.stderr,
+                    say(
+                        log,
+                        "agent.not_released",
+                        f"agent {agent.id} attempt {lease.attempt}: not released: {_NOT_OURS}",
+                        agent=agent.id,
                     )
             raise
 
@@ -343,6 +357,7 @@ class AgentService:
         lease_lost: Callable[[], bool],
         progress: _Progress,
     ) -> None:
+        claimed = time.monotonic()  # timeout_s counts from here: the worktree's preparation too
         # Its role clamped by every ancestor's: a child never gets more than its parent. A
         # root agent's role and prompt need no database: no thread hop for them.
         root = agent.parent_id is None
@@ -419,7 +434,9 @@ class AgentService:
             max_turns=role.max_turns,
             # The reservation taken at claim time is the attempt's hard cap.
             max_budget_usd=agent.reserved_usd or role.max_budget_usd,
-            timeout_s=agent.timeout_s or role.timeout_s,
+            timeout_s=attempt_time_left(
+                agent.timeout_s or role.timeout_s, time.monotonic() - claimed
+            ),
             attempt=lease.attempt,
             resume_session_id=plan.resume,
             env=agent_vars,
@@ -453,6 +470,10 @@ class AgentService:
             else:
                 await transcript.flush()
             writing.cancel_scope.cancel()
+        full_timeout_s = agent.timeout_s or role.timeout_s
+        if result.error_kind is ErrorKind.TIMEOUT and spec.timeout_s < full_timeout_s:
+            # The CLI had what was left after the preparation: say the role's figure.
+            result = replace(result, error=f"timed out after {full_timeout_s:g} s (from its claim)")
         result = await self._merge_unmerged_children(spec, result)
         result = progress.result = await self._check(agent, lease, spec, result, transcript)
         result = replace(result, output=self.redact(result.output), error=self.redact(result.error))
@@ -869,10 +890,11 @@ class AgentService:
                     push_retry_s=ws.push_retry_s,
                 )
         else:
-            print(
-                f"grove: agent {agent.id} attempt {lease.attempt}: result not recorded: "
-                f"{_NOT_OURS}",
-                file=sys.stderr,
+            say(
+                log,
+                "agent.result_not_recorded",
+                f"agent {agent.id} attempt {lease.attempt}: result not recorded: {_NOT_OURS}",
+                agent=agent.id,
             )
 
     def _recorded(self, agent_id: str, lease: Lease, outcome: RunOutcome) -> bool:
@@ -901,9 +923,11 @@ class AgentService:
                 if not self.store.transient(exc):
                     raise
                 cause = getattr(exc, "orig", None) or exc
-                print(
-                    f"grove: agent {agent_id}: database error, writing again: {cause}",
-                    file=sys.stderr,
+                say(
+                    log,
+                    "database.unavailable",
+                    f"agent {agent_id}: database error, writing again: {cause}",
+                    agent=agent_id,
                 )
         return write()
 
@@ -911,7 +935,7 @@ class AgentService:
         try:
             await self.db(self.store.append_event, agent_id, "agent.warning", {"message": message})
         except StoreUnavailable:
-            print(f"grove: agent {agent_id}: {message}", file=sys.stderr)
+            say(log, "agent.warning", f"agent {agent_id}: {message}", agent=agent_id)
         self._emit(agent_id, "agent.warning", {"message": message})
 
     def _emit(self, agent_id: str, kind: str, data: dict[str, Any]) -> None:
@@ -1076,9 +1100,11 @@ class _TranscriptWriter:
                     await self._service.db(self._write_batch)
                 except StoreUnavailable as exc:
                     if backoff.failures % 10 == 0:
-                        print(
-                            f"grove: agent {self._agent.id}: transcript: {exc} (writing again)",
-                            file=sys.stderr,
+                        say(
+                            log,
+                            "database.unavailable",
+                            f"agent {self._agent.id}: transcript: {exc} (writing again)",
+                            agent=self._agent.id,
                         )
                     await anyio.sleep(backoff.next())
                     continue
@@ -1149,3 +1175,11 @@ def _git_dir(ws: WorkspaceRecord) -> Path | None:
     """The main repository's git directory, as grove knows it (never from the worktree's own
     ``.git`` file, which the agent could have rewritten)."""
     return None if ws.repo_path is None else common_dir(Path(ws.repo_path))
+
+
+def attempt_time_left(timeout_s: float, spent_s: float) -> float:
+    """What is left of an attempt's ``timeout_s`` for the CLI once ``spent_s`` went on getting
+    the worktree ready since the claim (a role's timeout bounds the attempt, not the CLI alone:
+    a 3 s role failed 8 s after its claim). Never less than a tenth of a second, so an attempt
+    whose preparation took all its time still ends as a timeout the usual way."""
+    return max(0.1, timeout_s - spent_s)

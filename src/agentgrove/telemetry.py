@@ -22,12 +22,13 @@ Contracts:
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agentgrove.errors import ConfigError
+from agentgrove.logs import say
 from agentgrove.store import Store
 from agentgrove.store._stats import Attempt
 
@@ -39,6 +40,8 @@ Observer = Callable[[str, str, dict[str, Any]], None]
 
 _ENDINGS = frozenset({"agent.completed", "agent.failed", "agent.retry", "agent.released"})
 """The events the service emits when an attempt ends (``agent.retry`` follows a release)."""
+
+log = logging.getLogger(__name__)
 
 
 def with_agent_spans(store: Store, observer: Observer | None) -> Observer:
@@ -61,7 +64,12 @@ def with_agent_spans(store: Store, observer: Observer | None) -> Observer:
                 if attempt is not None:
                     record_span(attempt)
             except Exception as exc:  # telemetry is a side channel: it must not stop agents
-                print(f"grove: telemetry: no span for agent {agent_id}: {exc!r}", file=sys.stderr)
+                say(
+                    log,
+                    "telemetry.failed",
+                    f"telemetry: no span for agent {agent_id}: {exc!r}",
+                    agent=agent_id,
+                )
 
     return observe
 

@@ -10,7 +10,9 @@ clipboard sequence reaches the terminal), and rich never reads it as markup or e
 - :func:`plain` is a ``rich.text.Text`` of it, for tables, trees and ``console.print``
   (a ``Text`` is never parsed as markup nor for emoji codes);
 - :func:`markup` escapes it for a place inside grove's own markup string;
-- :func:`one_line` shortens it to one line, made visible too.
+- :func:`one_line` shortens it to one line, made visible too;
+- :func:`tool_input` shows a tool call's input as ``key=value`` on one line, each value as
+  written (a JSON dump would double every backslash and quote every string).
 
 The terminal console is made with ``emoji=False`` (``agentgrove.cli._app``): grove's own strings
 use no emoji codes, so none can come from elsewhere either.
@@ -18,12 +20,13 @@ use no emoji codes, so none can come from elsewhere either.
 
 from __future__ import annotations
 
+import json
 import re
 
 from rich.markup import escape
 from rich.text import Text
 
-__all__ = ["markup", "one_line", "plain", "visible"]
+__all__ = ["markup", "one_line", "plain", "tool_input", "visible"]
 
 # C0 (tab and newline aside), DEL, C1; bidirectional embeddings, overrides and isolates;
 # zero-width characters and marks; the line and paragraph separators; the byte-order mark.
@@ -62,3 +65,22 @@ def one_line(text: str | None, limit: int) -> str:
     ``None`` is empty."""
     flat = visible(" ".join((text or "").split()), newlines=False)
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def tool_input(value: object) -> str:
+    """A tool call's input on one line: ``file_path=a.txt content=one\\ntwo``. ``value`` is the
+    input object or its JSON text (events store it as JSON, cut at 300 characters: text that is
+    not a whole JSON object is shown as it is). String values are shown as written, control
+    characters (newlines and tabs too) visible; other values as JSON."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return visible(value, newlines=False)
+    if not isinstance(value, dict):
+        return visible(value if isinstance(value, str) else json.dumps(value), newlines=False)
+    parts = [
+        f"{key}={item if isinstance(item, str) else json.dumps(item, ensure_ascii=False)}"
+        for key, item in value.items()
+    ]
+    return visible(" ".join(parts), newlines=False)

@@ -16,10 +16,10 @@ Contracts:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -35,6 +35,7 @@ from agentgrove.cleanup import collect
 from agentgrove.clone_check import check_clone
 from agentgrove.config import GroveConfig, WorkerSettings
 from agentgrove.errors import StoreUnavailable
+from agentgrove.logs import say
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind
 from agentgrove.notify import Notifier
 from agentgrove.processes import available_memory_mb
@@ -46,6 +47,8 @@ from agentgrove.store._core import utcnow
 from agentgrove.text import visible
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 def new_owner_id() -> str:
@@ -241,7 +244,7 @@ class Worker:
             )
             for line in leftovers.lines()[1:]:
                 if line.split()[1] != "0":
-                    print(f"grove worker: start-up clean-up: {line}", file=sys.stderr)
+                    say(log, "worker.cleanup", f"start-up clean-up: {line}", level=logging.INFO)
         await self._until_available(
             "moving workflow runs forward",
             lambda: self.service.db(self.store.reconcile_runs, utcnow()),
@@ -357,7 +360,7 @@ class Worker:
         available = self._memory_probe()
         refusal = memory_refusal(self.admission, available, starting)
         if refusal is not None and self._memory_wait is None:
-            print(f"grove worker: {refusal}", file=sys.stderr)
+            say(log, "worker.memory_short", refusal)
         self._memory_wait = refusal
         return memory_allows(self.admission, available, starting)
 
@@ -420,7 +423,13 @@ class Worker:
         except Exception as exc:  # never let one agent take the worker down
             # Redacted and escaped: a driver's error quotes the statement's parameters.
             shown = visible(redact(repr(exc)), newlines=False)
-            print(f"grove worker: agent {agent.id} crashed inside grove: {shown}", file=sys.stderr)
+            say(
+                log,
+                "agent.crashed",
+                f"agent {agent.id} crashed inside grove: {shown}",
+                level=logging.ERROR,
+                agent=agent.id,
+            )
             with contextlib.suppress(Exception):
                 await self.service.db(
                     self.store.append_event, agent.id, "agent.worker_error", {"error": repr(exc)}
@@ -475,10 +484,12 @@ class Worker:
                 # may have taken the agent over, so this run is given up: its CLI is stopped
                 # and nothing more is written for it (the fence would keep it out anyway).
                 if time.monotonic() - held_since >= self.settings.lease_s:
-                    print(
-                        f"grove worker: {agent_id} attempt {lease.attempt}: lease could not be "
-                        "renewed before it expired (database unavailable): stopping its run",
-                        file=sys.stderr,
+                    say(
+                        log,
+                        "worker.lease_expired",
+                        f"{agent_id} attempt {lease.attempt}: lease could not be renewed "
+                        "before it expired (database unavailable): stopping its run",
+                        agent=agent_id,
                     )
                     self.lost_leases.add(agent_id)
                     scope.cancel()
@@ -493,10 +504,12 @@ class Worker:
                     return  # the run wrote its ending while this renewal was on its way
                 # Cancelled, or our lease was taken over: stop the run; the fence keeps
                 # anything it might still try to write out of the database.
-                print(
-                    f"grove worker: {agent_id} attempt {lease.attempt}: lease not renewed "
+                say(
+                    log,
+                    "worker.lease_lost",
+                    f"{agent_id} attempt {lease.attempt}: lease not renewed "
                     "(cancelled, or another worker took over): stopping its run",
-                    file=sys.stderr,
+                    agent=agent_id,
                 )
                 scope.cancel()
                 return
@@ -517,7 +530,13 @@ class Worker:
                 await self._slot_freed.wait()
         for agent_id, scope in list(self._running.items()):
             self.stats.released_on_shutdown += 1
-            print(f"grove worker: grace over, returning {agent_id} to pending", file=sys.stderr)
+            say(
+                log,
+                "worker.grace_over",
+                f"grace over, returning {agent_id} to pending",
+                level=logging.INFO,
+                agent=agent_id,
+            )
             scope.cancel()
 
 
@@ -543,9 +562,11 @@ async def _guarded(run: Callable[[anyio.Event], Awaitable[None]], stop: anyio.Ev
         await run(stop)
     except Exception as exc:
         shown = visible(redact(repr(exc)), newlines=False)
-        print(
-            f"grove worker: notifications stopped by an error inside grove: {shown}",
-            file=sys.stderr,
+        say(
+            log,
+            "worker.notifications_stopped",
+            f"notifications stopped by an error inside grove: {shown}",
+            level=logging.ERROR,
         )
 
 
@@ -553,4 +574,4 @@ def _log_database_error(doing: str, exc: BaseException, failures: int = 0) -> No
     """Said on the first failure of an episode and then every 10th, not at every retry."""
     if failures % 10 == 0:
         shown = visible(redact(str(exc)), newlines=False)
-        print(f"grove worker: {shown} (while {doing}; retrying)", file=sys.stderr)
+        say(log, "database.unavailable", f"{shown} (while {doing}; retrying)")

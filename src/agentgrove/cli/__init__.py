@@ -18,6 +18,9 @@ _ = (_agents, _dashboard, _setup, _shell, _stats, _up, _workflows)
 
 def main() -> None:
     """Entry point: runs the app, turning any GroveError into one line and exit code 2."""
+    from agentgrove.logs import configure
+
+    configure("text")  # the core's warnings on stderr, as lines (worker and up may choose json)
     try:
         # Without standalone mode, typer returns a command's exit code instead of exiting.
         code = app(standalone_mode=False)

@@ -26,16 +26,22 @@ from agentgrove.cli._checks import check_cell, check_rows
 from agentgrove.cli._live import (
     LiveProgress,
     agent_source,
-    elapsed_s,
     format_elapsed,
     totals_line,
 )
 from agentgrove.errors import BadInput
 from agentgrove.grove import Grove
-from agentgrove.models import AgentRecord, AgentStatus, CheckStatus, Event, SpawnRequest
+from agentgrove.models import (
+    AgentRecord,
+    AgentStatus,
+    CheckStatus,
+    Event,
+    SpawnRequest,
+    elapsed_s,
+)
 from agentgrove.store import Store
 from agentgrove.store._core import utcnow
-from agentgrove.text import markup, one_line, plain, visible
+from agentgrove.text import markup, one_line, plain, tool_input, visible
 
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print the stable JSON object (docs/json.md).")
@@ -70,7 +76,10 @@ def spawn(
     model: Annotated[str | None, typer.Option(help="Model instead of the role's.")] = None,
     base: Annotated[str | None, typer.Option(help="Git ref to branch from (default HEAD).")] = None,
     budget_usd: Annotated[
-        float | None, typer.Option(help="Hard limit on this agent and all its descendants.")
+        float | None,
+        typer.Option(
+            metavar="USD", help="Hard limit on this agent and all its descendants, in US dollars."
+        ),
     ] = None,
     check: CheckOpt = None,
     json_out: JsonOpt = False,
@@ -99,7 +108,10 @@ def run(
     model: Annotated[str | None, typer.Option(help="Model instead of the role's.")] = None,
     base: Annotated[str | None, typer.Option(help="Git ref to branch from (default HEAD).")] = None,
     budget_usd: Annotated[
-        float | None, typer.Option(help="Hard limit on this agent and all its descendants.")
+        float | None,
+        typer.Option(
+            metavar="USD", help="Hard limit on this agent and all its descendants, in US dollars."
+        ),
     ] = None,
     check: CheckOpt = None,
     json_out: JsonOpt = False,
@@ -139,7 +151,12 @@ def run(
 
 @app.command("ls")
 def list_agents(
-    status: Annotated[str | None, typer.Option(help="Only agents with this status.")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            metavar="STATUS", help="Only agents with this status: " + ", ".join(AgentStatus) + "."
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """List agents, oldest first."""
@@ -292,7 +309,9 @@ def _print_events(store: Store, agent_id: str, *, follow: bool, json_out: bool) 
 @app.command()
 def wait(
     agent_ids: list[str],
-    timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None,
+    timeout: Annotated[
+        float | None, typer.Option(metavar="SECONDS", help="Give up after this many seconds.")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Wait until the agents finish. Exit 0 if all completed, 1 otherwise."""
@@ -528,15 +547,17 @@ def _parse_status(value: str | None) -> AgentStatus | None:
 
 def _format_event(event: Event) -> Text:
     data = event.data
+    # A tool call or result is one line (tabs and newlines shown as \t and \n, so a tab
+    # cannot wrap it); an agent's text keeps its lines.
     if event.kind == "agent.tool_use":
-        detail = f"{data.get('tool')} {data.get('input')}"
+        detail = f"{visible(data.get('tool'), newlines=False)} {tool_input(data.get('input'))}"
     elif event.kind == "agent.tool_result":
-        detail = ("ERROR " if data.get("is_error") else "") + str(data.get("content"))
+        content = ("ERROR " if data.get("is_error") else "") + str(data.get("content"))
+        detail = visible(content, newlines=False)
     elif event.kind == "agent.text":
-        detail = str(data.get("text"))
+        detail = visible(str(data.get("text")).expandtabs(4))
     else:
-        detail = " ".join(f"{k}={v}" for k, v in data.items() if v is not None)
-    detail = visible(detail)
+        detail = visible(" ".join(f"{k}={v}" for k, v in data.items() if v is not None))
     style = _EVENT_STYLE.get(event.kind, "")
     if event.kind == "agent.tool_result" and data.get("is_error"):
         style = "red"

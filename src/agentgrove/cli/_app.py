@@ -10,6 +10,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from agentgrove.cli._help import GroveGroup
 from agentgrove.grove import Grove
 from agentgrove.secrets import redact
 from agentgrove.text import visible
@@ -20,6 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=GroveGroup,
 )
 dev_app = typer.Typer(help="Developer tools: the scripted model server.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
@@ -57,6 +59,22 @@ def print_table(table: object) -> None:
     with console.capture() as captured:
         console.print(table)
     console.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+
+
+LOG_FORMAT_HELP = (
+    "How grove logs on stderr: text (lines for people) or json (one object per line with "
+    "time, level, event, agent, run, worker and message, for log shippers)."
+)
+
+
+def log_format(value: str, worker: str | None = None) -> None:
+    """Send the core's log records to stderr as ``--log-format`` says, or :class:`BadInput`."""
+    from agentgrove.errors import BadInput
+    from agentgrove.logs import LOG_FORMATS, configure
+
+    if value not in LOG_FORMATS:
+        raise BadInput(f"--log-format {value!r}: use one of {', '.join(LOG_FORMATS)}")
+    configure("json" if value == "json" else "text", worker=worker)
 
 
 def open_grove(**kwargs: Any) -> Grove:

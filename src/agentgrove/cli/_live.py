@@ -24,10 +24,10 @@ from rich.live import Live
 from rich.text import Text
 from rich.tree import Tree
 
-from agentgrove.models import AgentRecord, AgentStatus
+from agentgrove.models import AgentRecord, AgentStatus, elapsed_s
 from agentgrove.store import Store
 from agentgrove.store._core import utcnow
-from agentgrove.text import one_line, visible
+from agentgrove.text import one_line, tool_input, visible
 
 STATUS_STYLE: dict[str, str] = {
     "waiting": "dim",
@@ -65,16 +65,6 @@ def format_elapsed(seconds: float) -> str:
     if seconds < 3600:
         return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
-
-
-def elapsed_s(agent: AgentRecord, now: datetime) -> float | None:
-    """Seconds from the start of the agent's run to its end, or to ``now`` while it runs."""
-    if agent.started_at is None:
-        return None
-    end = agent.finished_at or (now if agent.status is AgentStatus.EXECUTING else None)
-    if end is None:  # released back to pending: the time spent so far is in duration_ms
-        return agent.duration_ms / 1000
-    return max(0.0, (end - agent.started_at).total_seconds())
 
 
 def label(agent: AgentRecord) -> str:
@@ -364,7 +354,7 @@ def _event_line(agent_id: str, kind: str, data: dict[str, Any], *, tool_calls: b
     """The line an event is worth printing as it happens, if any."""
     who = agent_id[:8]
     if kind == "agent.tool_use" and tool_calls:
-        call = visible(f"{data.get('tool')} {data.get('input')}")
+        call = f"{visible(data.get('tool'), newlines=False)} {tool_input(data.get('input'))}"
         return Text.assemble("  ", (who, "cyan"), " ", call)
     if kind == "agent.tool_result" and data.get("is_error"):
         content = visible(data.get("content"))

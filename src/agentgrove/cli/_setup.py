@@ -2,24 +2,40 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import shutil
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import anyio
 import typer
 from anyio.abc import TaskStatus
 from rich.table import Table
 
-from agentgrove.cli._app import app, console, dev_app, err_console, open_grove
+from agentgrove.cli._app import (
+    LOG_FORMAT_HELP,
+    app,
+    console,
+    dev_app,
+    err_console,
+    log_format,
+    open_grove,
+    print_error,
+)
 from agentgrove.config import find_root, load_config, with_worker
 from agentgrove.errors import BadInput
 from agentgrove.grove import Grove
+from agentgrove.logs import say
 from agentgrove.text import plain
+
+if TYPE_CHECKING:
+    from agentgrove.testing import ModelServer
+
+log = logging.getLogger("agentgrove.cli.worker")
 
 
 @app.command()
@@ -100,7 +116,13 @@ def doctor() -> None:
 
 @app.command()
 def worker(
-    concurrency: Annotated[int | None, typer.Option(help="Agents run at once.")] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            help="Agents run at once (default: [worker] concurrency in grove.toml, else 2).",
+        ),
+    ] = None,
     drain: Annotated[
         bool,
         typer.Option(
@@ -108,7 +130,12 @@ def worker(
         ),
     ] = False,
     grace: Annotated[
-        float | None, typer.Option(help="Seconds in-flight agents get on shutdown.")
+        float | None,
+        typer.Option(
+            metavar="SECONDS",
+            help="Seconds in-flight agents get on shutdown before they return to pending "
+            "(default: [worker] grace_s in grove.toml, else 30).",
+        ),
     ] = None,
     roles: Annotated[
         str | None,
@@ -125,10 +152,14 @@ def worker(
             help="Print a systemd unit running this worker (with these options) and exit.",
         ),
     ] = False,
+    log_format_name: Annotated[
+        str, typer.Option("--log-format", metavar="FORMAT", help=LOG_FORMAT_HELP)
+    ] = "text",
 ) -> None:
     """Claim and run pending agents until SIGINT/SIGTERM (or, with --drain, until idle)."""
     if concurrency is not None and concurrency < 1:
         raise BadInput(f"--concurrency {concurrency}: give at least 1")
+    log_format(log_format_name)  # checked before anything else is done
     root = _worker_repo(repo) if repo is not None else None
     if root is not None:
         os.chdir(root)  # everything after (config, GROVE_HOME, worktrees) as if started there
@@ -156,9 +187,11 @@ def worker(
             from agentgrove.runtime._preload import preload_claude_runtime
 
             preload_claude_runtime()  # overlaps the repository check and the first claim
-        for note in check_repository(grove.config, grove.store):  # before any claim
-            err_console.print(f"grove worker: {note}", markup=False, highlight=False)
+        notes = check_repository(grove.config, grove.store)  # before any claim
         w = Worker(grove.service, settings, concurrency=concurrency, drain=drain, roles=only_roles)
+        log_format(log_format_name, worker=w.owner)
+        for note in notes:
+            say(log, "worker.repository", note, level=logging.INFO)
 
         async def main() -> None:
             async with anyio.create_task_group() as tg:
@@ -167,21 +200,26 @@ def worker(
                     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                         task_status.started()
                         async for signum in signals:
-                            err_console.print(
-                                f"grove worker: {signal.Signals(signum).name}: " + w.stopping_note()
+                            name = signal.Signals(signum).name
+                            say(
+                                log,
+                                "worker.stopping",
+                                f"{name}: {w.stopping_note()}",
+                                level=logging.INFO,
                             )
                             w.request_stop()
 
                 await tg.start(watch_signals)  # handlers in place before the first claim
                 stats = await w.run()
-                err_console.print(f"grove worker: {stats.summary()}")
+                say(log, "worker.stopped", stats.summary(), level=logging.INFO)
                 tg.cancel_scope.cancel()
 
         shown_roles = f", roles {','.join(only_roles)}" if only_roles else ""
-        err_console.print(
-            f"grove worker {w.owner}: concurrency {w.concurrency}{shown_roles}",
-            markup=False,
-            highlight=False,
+        say(
+            log,
+            "worker.started",
+            f"started as {w.owner}: concurrency {w.concurrency}{shown_roles}",
+            level=logging.INFO,
         )
         anyio.run(main)
 
@@ -228,15 +266,39 @@ def demo(
     sys.exit(0 if ok else 1)
 
 
-@dev_app.command("model-server")
+@dev_app.command(
+    "model-server",
+    help=(
+        "Serve a scripted Anthropic Messages API until interrupted (no API key needed).\n\n"
+        "With --script FILE.yaml, agents do what the script says for their role and task "
+        '(docs/scripting.md). Without it, a task "Create PATH containing TEXT" writes that '
+        "file, and any other task fails, naming --script."
+    ),
+)
 def model_server(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8421,
+    script: Annotated[
+        Path | None,
+        typer.Option(
+            help="A YAML script of what each agent does, matched by role and task "
+            "(docs/scripting.md)."
+        ),
+    ] = None,
 ) -> None:
-    """Serve a scripted Anthropic Messages API until interrupted: the demo roles, and "Create
-    PATH [containing TEXT]" tasks for any other role (no API key needed)."""
-    from agentgrove.testing import ModelServer, playground_script
+    """The scripted model server: the playground, or ``--script``'s script (help above)."""
+    from agentgrove.testing import ModelServer, ScriptError, load_script, playground_script
 
-    server = ModelServer(playground_script(), port=port)
+    if script is None:
+        server = ModelServer(playground_script(), port=port)
+    else:
+        try:
+            scripted = load_script(script)
+        except ScriptError as exc:
+            for problem in exc.problems:
+                print_error(problem)
+            sys.exit(2)
+        hint = f"the script {script} has no entry or turn for it (docs/scripting.md)"
+        server = ModelServer(scripted, port=port, hint=hint)
     try:
         server.start()
     except OSError as exc:
@@ -244,12 +306,31 @@ def model_server(
             f"cannot serve the model server on 127.0.0.1:{port}: {exc.strerror}; "
             "choose another --port (0: any free port)"
         ) from None
-    print(f"scripted model server on {server.url}")
+    print(f"scripted model server on {server.url}", flush=True)
     # A line to paste into the shell that will run grove (point the CLI at this server).
-    print("export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in server.env().items()))
+    print(
+        "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in server.env().items()), flush=True
+    )
+    # SIGTERM (kill, a test's terminate) stops it as Ctrl-C does, so the report below is made.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.stop()
+    if script is not None:
+        sys.exit(_report_script(server))
+
+
+def _report_script(server: ModelServer) -> int:
+    """Say on stderr what a script's server saw go wrong; 1 if anything did, else 0: each
+    unexpected request, and each scripted turn never served (a script meant for a workflow
+    that did not run as it describes)."""
+    problems = [*server.errors, *(f"unconsumed: {u}" for u in server.script.unconsumed())]
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    served = len(server.requests)
+    summary = f"scripted model server: {served} request(s) served"
+    print(f"{summary}, {len(problems)} problem(s)" if problems else summary, file=sys.stderr)
+    return 1 if problems else 0

@@ -10,6 +10,7 @@ printed; a clean shutdown exits 0 with no agent of this worker left executing.
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ import anyio
 import typer
 from anyio.abc import TaskStatus
 
-from agentgrove.cli._app import app, err_console
+from agentgrove.cli._app import LOG_FORMAT_HELP, app, log_format
 from agentgrove.cli._dashboard import TOKEN_FILE_HELP, TOKEN_HELP, resolve_token
 from agentgrove.errors import BadInput, GroveError
 from agentgrove.grove import Grove
@@ -32,7 +33,13 @@ DEFAULT_PORT = 8420
 
 @app.command()
 def up(
-    concurrency: Annotated[int | None, typer.Option(help="Agents run at once.")] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            help="Agents run at once (default: [worker] concurrency in grove.toml, else 2).",
+        ),
+    ] = None,
     host: Annotated[str, typer.Option(help="Dashboard address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Dashboard port.")] = DEFAULT_PORT,
     token: Annotated[
@@ -46,10 +53,14 @@ def up(
     no_shell: Annotated[
         bool, typer.Option("--no-shell", help="Headless, for services and tests.")
     ] = False,
+    log_format_name: Annotated[
+        str, typer.Option("--log-format", metavar="FORMAT", help=LOG_FORMAT_HELP)
+    ] = "text",
 ) -> None:
     """Start everything: database, worker, dashboard, shell. Ctrl-D or SIGTERM stops it."""
     if concurrency is not None and concurrency < 1:
         raise BadInput(f"--concurrency {concurrency}: give at least 1")
+    log_format(log_format_name)
     if not no_shell and not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise BadInput("no terminal for grove up's shell: add --no-shell to run headless")
     if not no_dashboard:
@@ -62,12 +73,14 @@ def up(
 
     grove = Grove.init()
     with grove:
+        worker = Worker(grove.service, grove.config.worker, concurrency=concurrency)
+        log_format(log_format_name, worker=worker.owner)
         say(f"database ready: {_safe_url(grove.config.db_url)}")
         try:
             anyio.run(
                 _serve,
                 grove,
-                Worker(grove.service, grove.config.worker, concurrency=concurrency),
+                worker,
                 None if no_dashboard else (host, port, token),
                 not no_shell,
             )
@@ -201,5 +214,9 @@ def _safe_url(url: str) -> str:
     return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
+log = logging.getLogger("agentgrove.cli.up")
+
+
 def say(message: str) -> None:
-    err_console.print(f"grove up: {message}", highlight=False, markup=False, soft_wrap=True)
+    """A line about ``grove up`` itself (``grove up: ...``, or a JSON object)."""
+    log.info(message, extra={"event": "up", "agent": None, "run": None})

@@ -34,7 +34,9 @@ workflow_app = typer.Typer(
 )
 app.add_typer(workflow_app, name="workflow")
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the run as JSON.")]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print JSON instead of a table (docs/json.md).")
+]
 
 
 @workflow_app.command("validate")
@@ -82,11 +84,20 @@ def templates(
 def run(
     file: str,
     input_pairs: Annotated[
-        list[str] | None, typer.Option("--input", "-i", help="An input as NAME=VALUE.")
+        list[str] | None,
+        typer.Option(
+            "--input",
+            "-i",
+            metavar="NAME=VALUE",
+            help="An input of the workflow (repeat for each).",
+        ),
     ] = None,
     wait: Annotated[bool, typer.Option(help="Execute here with live progress until done.")] = False,
     base: Annotated[str | None, typer.Option(help="Git ref the first nodes start from.")] = None,
-    budget_usd: Annotated[float | None, typer.Option(help="Hard limit on the run's spend.")] = None,
+    budget_usd: Annotated[
+        float | None,
+        typer.Option(metavar="USD", help="Hard limit on the run's spend, in US dollars."),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Start a workflow run (workers execute it; --wait runs it here). Prints the run id."""

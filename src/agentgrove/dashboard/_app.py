@@ -29,6 +29,7 @@ from agentgrove import metrics
 from agentgrove.dashboard import _actions, _pages, _stream
 from agentgrove.errors import BadInput, UnknownAgent
 from agentgrove.grove import Grove
+from agentgrove.models import AgentRecord, elapsed_s
 from agentgrove.text import one_line, visible
 
 HERE = Path(__file__).parent
@@ -90,7 +91,13 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.filters.update(
-        money=money, duration=duration, when=when, short=short, visible=visible, percent=percent
+        money=money,
+        duration=duration,
+        wall=wall,
+        when=when,
+        short=short,
+        visible=visible,
+        percent=percent,
     )
     return env
 
@@ -115,6 +122,13 @@ def duration(ms: int | float | None) -> str:
         return f"{minutes}m {secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes:02d}m"
+
+
+def wall(agent: AgentRecord) -> str:
+    """The agent's wall time (:func:`agentgrove.models.elapsed_s`), as ``ls`` and ``show``
+    count it."""
+    seconds = elapsed_s(agent, datetime.now(UTC))
+    return "-" if seconds is None else duration(seconds * 1000)
 
 
 def percent(value: float | None) -> str:

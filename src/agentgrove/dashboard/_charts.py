@@ -72,7 +72,9 @@ def usage_chart(rows: Sequence[UsageRow], group: Group, metric: Metric) -> Chart
         cells[name, index] = cells.get((name, index), 0.0) + value(row)
         totals[name] = totals.get(name, 0.0) + value(row)
     names = sorted(totals, key=lambda n: (-totals[n], n))
-    colour = {name: i % PALETTE_SIZE for i, name in enumerate(names)}
+    # By name, not by rank: the cost and the tokens chart rank roles differently, and a role
+    # must keep its colour from one chart to the other.
+    colour = {name: i % PALETTE_SIZE for i, name in enumerate(sorted(totals))}
     stack = [sum(cells.get((n, i), 0.0) for n in names) for i in range(count)]
     top = max(stack) or 1.0
     plot_w, plot_h = WIDTH - LEFT, HEIGHT - BOTTOM

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 NODE_W = 168.0
-NODE_H = 46.0
+NODE_H = 64.0  # three lines: the key, the role, the state (any state fits its own line)
 GAP_X = 56.0
 GAP_Y = 18.0
 PAD = 12.0

@@ -3,17 +3,18 @@ none writes anything."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from agentgrove.config import read_budget
 from agentgrove.dashboard._charts import usage_chart
 from agentgrove.dashboard._layout import NODE_H, NODE_W, layout
 from agentgrove.dashboard._transcript import entries
-from agentgrove.errors import BadInput, GroveError
+from agentgrove.errors import BadInput, ConfigError, GroveError
 from agentgrove.grove import Grove
-from agentgrove.models import AgentRecord, AgentStatus, NodeView
+from agentgrove.models import AgentRecord, AgentStatus, NodeView, elapsed_s
 from agentgrove.run_branches import existing_results
 from agentgrove.stats import PASSING
 from agentgrove.store._core import utcnow
@@ -139,30 +140,59 @@ def run(request: Request, run_id: str) -> Response:
         dag=dag,
         node_w=NODE_W,
         node_h=NODE_H,
-        cost=sum(n.agent.cost_usd for n in record.nodes if n.agent),
-        tokens=sum(n.agent.tokens_in + n.agent.tokens_out for n in record.nodes if n.agent),
+        cost=record.cost_usd,
+        tokens=record.tokens_in + record.tokens_out,
+        # What superseded agents spent: the live totals add it to the current nodes' sums.
+        earlier_cost=record.cost_usd - sum(n.agent.cost_usd for n in record.nodes if n.agent),
+        earlier_tokens=record.tokens_in
+        + record.tokens_out
+        - sum(n.agent.tokens_in + n.agent.tokens_out for n in record.nodes if n.agent),
         node_href=_node_href,
     )
 
 
 @router.get("/budgets", response_class=HTMLResponse)
 def budgets(request: Request) -> HTMLResponse:
-    rows = _grove(request).store.budget_report(utcnow())
+    grove = _grove(request)
+    note = None
+    try:  # grove.toml as it is now: a daily limit set since the dashboard started shows
+        daily: float | Literal["configured"] | None = read_budget(grove.config.root).daily_usd
+    except ConfigError as exc:
+        daily, note = "configured", f"{exc} (showing the limits read at start)"
+    rows = grove.store.budget_report(utcnow(), daily_limit_usd=daily)
     return _render(
         request,
         "budgets.html",
+        note=note,
         rows=[
-            {
-                "name": name,
-                "limit": limit,
-                "reserved": reserved,
-                "spent": spent,
-                "spent_pct": min(spent / limit * 100, 100) if limit else 0,
-                "reserved_pct": min(reserved / limit * 100, 100) if limit else 0,
-            }
+            {"name": name, "limit": limit, "reserved": reserved, "spent": spent}
+            | meter(limit, spent, reserved)
             for name, limit, reserved, spent in rows
         ],
     )
+
+
+def meter(limit: float, spent: float, reserved: float) -> dict[str, Any]:
+    """How a scope's bar is drawn: widths in % of the bar, which add up to at most 100.
+    Within the limit, the bar is the limit; over it, the bar is what was spent and reserved,
+    with the limit marked at ``limit_pct`` and ``over`` set, so an overspent scope looks
+    overspent (two capped 100 % widths used to squeeze into half a bar each)."""
+    if limit <= 0:
+        return {
+            "spent_pct": 0.0,
+            "reserved_pct": 0.0,
+            "limit_pct": 100.0,
+            "over": False,
+            "used_pct": 0.0,
+        }
+    scale = max(limit, spent + reserved)
+    return {
+        "spent_pct": spent / scale * 100,
+        "reserved_pct": reserved / scale * 100,
+        "limit_pct": limit / scale * 100,
+        "over": spent + reserved > limit,
+        "used_pct": (spent + reserved) / limit * 100,
+    }
 
 
 @router.get("/usage", response_class=HTMLResponse)
@@ -209,10 +239,8 @@ def _diff(grove: Grove, record: AgentRecord) -> str | None:
 
 
 def _wall_ms(record: AgentRecord) -> int | None:
-    if record.started_at is None:
-        return None
-    end = record.finished_at or utcnow()
-    return int((end - record.started_at).total_seconds() * 1000)
+    seconds = elapsed_s(record, utcnow())
+    return None if seconds is None else int(seconds * 1000)
 
 
 def _depth_first(root: AgentRecord, members: list[AgentRecord]) -> list[tuple[AgentRecord, int]]:

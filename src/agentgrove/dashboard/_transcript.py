@@ -41,7 +41,7 @@ def entries(transcript: Iterable[Mapping[str, Any]]) -> list[Entry]:
         if kind == "AssistantMessage":
             for block in _blocks(message):
                 if "name" in block and "input" in block:
-                    entry = Entry("tool", attempt, str(block["name"]), _pretty(block["input"]))
+                    entry = Entry("tool", attempt, str(block["name"]), _tool_body(block["input"]))
                     calls[str(block.get("id", ""))] = entry
                     shown.append(entry)
                 elif "thinking" in block:
@@ -96,6 +96,22 @@ def _result_text(content: Any) -> str:
         parts = [str(b.get("text", "")) for b in content if isinstance(b, Mapping)]
         return _cut("\n".join(parts))
     return _cut("" if content is None else str(content))
+
+
+def _tool_body(value: Any) -> str:
+    """A tool call's input as the page shows it: ``key: value`` per line, a string as written
+    (a Write's content with its real lines, one backslash as one), other values as JSON."""
+    if not isinstance(value, Mapping):
+        return _pretty(value)
+    lines = []
+    for key, item in value.items():
+        if isinstance(item, str) and "\n" in item:
+            lines += [f"{key}:", item.rstrip("\n")]
+        elif isinstance(item, str):
+            lines.append(f"{key}: {item}")
+        else:
+            lines.append(f"{key}: {json.dumps(item, indent=2, default=str)}")
+    return _cut("\n".join(lines))
 
 
 def _pretty(value: Any) -> str:

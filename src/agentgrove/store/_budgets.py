@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection, Row, bindparam, func, or_, select, update
 
@@ -61,14 +61,18 @@ class BudgetQueries(StoreCore):
         spent, reserved = conn.execute(_TREE_SUMS, {"p_root": root_id}).one()
         return float(spent), float(reserved)
 
-    def budget_report(self, now: datetime) -> list[tuple[str, float, float, float]]:
-        """Each limited scope as (name, limit, reserved, spent)."""
+    def budget_report(
+        self, now: datetime, daily_limit_usd: float | Literal["configured"] | None = "configured"
+    ) -> list[tuple[str, float, float, float]]:
+        """Each limited scope as (name, limit, reserved, spent); ``daily_limit_usd``: the
+        daily limit to report instead of the one this store was opened with."""
         rows: list[tuple[str, float, float, float]] = []
+        daily = self.daily_limit_usd if daily_limit_usd == "configured" else daily_limit_usd
         with self._read() as conn:
-            if self.daily_limit_usd is not None:
+            if daily is not None:
                 start = now.replace(hour=0, minute=0, second=0, microsecond=0)
                 spent, reserved = _sums(conn, _TODAY, {"p_start": start})
-                rows.append(("daily", self.daily_limit_usd, reserved, spent))
+                rows.append(("daily", daily, reserved, spent))
             for agent_id, limit in conn.execute(
                 select(agents.c.id, agents.c.budget_usd).where(agents.c.budget_usd.is_not(None))
             ).all():

@@ -12,12 +12,14 @@ and SQLite has no such channel.
 
 from __future__ import annotations
 
+import logging
 import random
-import sys
 import threading
 from collections.abc import Callable
 
 from sqlalchemy import Connection, Engine, text
+
+from agentgrove.logs import say
 
 CHANNEL = "grove_work"
 _NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', '')")
@@ -32,6 +34,8 @@ _KEEPALIVE = {
     "keepalives_interval": 10,
     "keepalives_count": 3,
 }
+
+log = logging.getLogger(__name__)
 
 
 def announce_work(conn: Connection) -> None:
@@ -63,7 +67,7 @@ def listen_for_work(engine: Engine, on_work: Callable[[], None], stop: threading
             with psycopg.connect(conninfo, autocommit=True) as conn:
                 conn.execute(f"LISTEN {CHANNEL}")
                 if failing:
-                    print("grove worker: listening for work again", file=sys.stderr)
+                    say(log, "worker.listening", "listening for work again", level=logging.INFO)
                 failing = False
                 failures = 0
                 on_work()  # anything committed while we were not listening
@@ -75,9 +79,10 @@ def listen_for_work(engine: Engine, on_work: Callable[[], None], stop: threading
                 return
             if not failing:
                 detail = " ".join(str(exc).split())
-                print(
-                    f"grove worker: listening for work failed ({detail}); polling meanwhile",
-                    file=sys.stderr,
+                say(
+                    log,
+                    "worker.listen_failed",
+                    f"listening for work failed ({detail}); polling meanwhile",
                 )
             failing = True
             first_s, cap_s = RECONNECT_S

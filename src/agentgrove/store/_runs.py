@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from agentgrove.errors import BadInput
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind, NodeView, RunRecord, RunStatus
@@ -513,9 +513,25 @@ class RunQueries(StoreCore):
 
 _LOCK_RUN = select(workflow_runs).where(workflow_runs.c.id == bindparam("id")).with_for_update()
 _GET_SPEC = select(workflow_specs.c.spec).where(workflow_specs.c.run_id == bindparam("id"))
-_RUN_WITH_SPEC = select(workflow_runs, workflow_specs.c.spec).join(
-    workflow_specs, workflow_specs.c.run_id == workflow_runs.c.id
-)
+
+
+def _run_total(column: Any) -> Any:
+    """The sum of ``column`` over every agent of the run, superseded ones too: a rerun's
+    earlier attempts were spent, and the run's budget counts them (``grove budget``)."""
+    return (
+        select(func.coalesce(func.sum(column), 0))
+        .where(agents.c.workflow_run_id == workflow_runs.c.id)
+        .scalar_subquery()
+    )
+
+
+_RUN_WITH_SPEC = select(
+    workflow_runs,
+    workflow_specs.c.spec,
+    _run_total(agents.c.cost_usd).label("total_cost_usd"),
+    _run_total(agents.c.tokens_in).label("total_tokens_in"),
+    _run_total(agents.c.tokens_out).label("total_tokens_out"),
+).join(workflow_specs, workflow_specs.c.run_id == workflow_runs.c.id)
 
 
 def _unstarted_state(run: RunStatus) -> NodeState:
@@ -549,4 +565,7 @@ def _run_from_row(row: Any, nodes: Mapping[str, AgentRecord]) -> RunRecord:
         error=row.error,
         finished_at=row.finished_at,
         nodes=views,
+        cost_usd=float(row.total_cost_usd),
+        tokens_in=int(row.total_tokens_in),
+        tokens_out=int(row.total_tokens_out),
     )

@@ -48,9 +48,12 @@
     var sumTokens = rows.reduce(function (n, r) { return n + Number(r.dataset.tokens || 0); }, 0);
     var sumCost = rows.reduce(function (n, r) { return n + Number(r.dataset.cost || 0); }, 0);
     var runTokens = document.getElementById("run-tokens");
-    if (runTokens) { runTokens.textContent = sumTokens.toLocaleString("en-US"); }
+    // data-earlier: what agents a rerun superseded spent (they count, as the budget counts them).
+    if (runTokens) {
+      runTokens.textContent = (sumTokens + Number(runTokens.dataset.earlier || 0)).toLocaleString("en-US");
+    }
     var runCost = document.getElementById("run-cost");
-    if (runCost) { runCost.textContent = money(sumCost); }
+    if (runCost) { runCost.textContent = money(sumCost + Number(runCost.dataset.earlier || 0)); }
   }
 
   function applyAgent(agent, runId) {
