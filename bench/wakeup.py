@@ -1,6 +1,7 @@
 """Spawn -> start latency across processes: one `grove worker` process, agents spawned one at a
 time from this process, on PostgreSQL with LISTEN/NOTIFY (the default), on PostgreSQL polling
-only (`[worker] listen = false`) and on SQLite (polling). Not a test: prints a table.
+only (`[worker] listen = false`), on SQLite with its wake-up socket (the default) and on SQLite
+polling only. Not a test: prints a table.
 
     .venv/bin/python bench/wakeup.py [--agents 40]
 
@@ -90,7 +91,8 @@ def main() -> None:
             conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
             conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
         runs.append(measure("PostgreSQL, polling (listen = false)", pg, False, args.agents))
-        runs.append(measure("SQLite, polling", None, True, args.agents))
+        runs.append(measure("SQLite, wake-up socket", None, True, args.agents))
+        runs.append(measure("SQLite, polling (listen = false)", None, False, args.agents))
     finally:
         with admin.begin() as conn:
             conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import anyio
 import pytest
 import typer
 
@@ -240,6 +241,22 @@ def test_notices_report_each_ending_after_the_shell_opened_once(grove: Grove) ->
     assert notices.poll() == []  # each ending once
 
 
+def test_no_notice_for_what_the_command_itself_showed(grove: Grove) -> None:
+    # `run` prints its agent's result, `wait ID` its ending: no second line for them. An agent
+    # spawned earlier that ends meanwhile, and was not named, still gets its notice.
+    notices = FinishNotices(grove.store)
+    notices.start()
+    background = grove.spawn("tester", "spawned before")
+    waited = grove.spawn("tester", "waited for")
+    since = notices.mark()
+    ran = grove.run("planner", "run in the foreground")  # as `run planner ...` would
+    anyio.run(grove.execute_async, [background.id, waited.id])
+    notices.shown_by_command(since, ["wait", waited.id[:6]])
+    lines = notices.poll()
+    assert [line.split()[0] for line in lines] == [background.id], lines
+    assert ran.id not in "".join(lines)
+
+
 # -- the real shell in tmux ------------------------------------------------------------------
 
 
@@ -347,10 +364,15 @@ def test_tmux_tab_completes_a_role_and_an_agent_id(tmux: Tmux, shell_repo: Path)
     tmux.type("spawn file-wr")
     tmux.send("Tab")
     tmux.wait_for(lambda s: prompt_line(s).rstrip() == "grove> spawn file-writer")
+    tmux.type("'then the task'")  # the completion ended the word: no space to type
+    tmux.wait_for(lambda s: prompt_line(s).rstrip() == "grove> spawn file-writer 'then the task'")
     tmux.send("C-u")
     tmux.type(f"show {agent_id[:5]}")
     tmux.send("Tab")
     tmux.wait_for(lambda s: prompt_line(s).rstrip() == f"grove> show {agent_id}")
+    tmux.type("x")
+    tmux.wait_for(lambda s: prompt_line(s).rstrip() == f"grove> show {agent_id} x")
+    tmux.send("BSpace")
     tmux.send("Enter")
     screen = tmux.wait_for(lambda s: "plan it" in s and prompt_is_back(s))
     assert re.search(r"status\s+pending", screen)

@@ -171,3 +171,28 @@ def test_a_block_held_by_another_process_is_not_handed_out(tmp_path: Path) -> No
     wait_until(lambda: holder.poll() is not None)
     with hold_ports(4, 31000, folder=tmp_path) as freed:
         assert freed.base == held
+
+
+def test_timeout_s_counts_from_the_claim_setup_included(repo: Path) -> None:
+    # A 3 s role whose worktree setup takes 2 s: its run gets what is left (about 1 s), so a
+    # run that needs 2.5 s times out. Counted from the CLI's start it had 3 s and completed.
+    _configure(
+        repo,
+        """
+        setup = "sleep 2"
+
+        [roles.implementer]
+        timeout_s = 3
+        """,
+    )
+    text = (
+        (repo / "grove.toml")
+        .read_text()
+        .replace('kind = "scripted"', 'kind = "scripted"\nscripted_delay_s = 2.5')
+    )
+    (repo / "grove.toml").write_text(text)
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qam", "timeout")
+    record = _run(repo)
+    assert record["status"] == "failed", record
+    assert record["error_kind"] == "timeout", record
+    assert record["error"] == "timed out after 3 s (from its claim)", record

@@ -35,6 +35,8 @@ class Role(BaseModel):
     max_turns: int = Field(default=30, ge=1, le=1000)
     max_budget_usd: float = Field(default=2.0, gt=0)
     timeout_s: float = Field(default=1800.0, gt=0, le=7 * 86_400)
+    """Wall time of one attempt, counted from its claim (the worktree's preparation and any
+    ``[workspace] setup`` included); the CLI gets what is left of it."""
     max_attempts: int = Field(default=3, ge=1, le=20)
     bash: BashLevel = "full"
     """What the role may run with Bash (see :mod:`agentgrove.runtime._policy`)."""

@@ -377,6 +377,7 @@ class AgentService:
         lease_lost: Callable[[], bool],
         progress: _Progress,
     ) -> None:
+        claimed = time.monotonic()  # timeout_s counts from here: the worktree's preparation too
         # Its role clamped by every ancestor's: a child never gets more than its parent.
         role = await self.owed(
             agent.id, lambda: effective_role(self.config.roles, self.store, agent)
@@ -440,7 +441,9 @@ class AgentService:
             max_turns=role.max_turns,
             # The reservation taken at claim time is the attempt's hard cap.
             max_budget_usd=agent.reserved_usd or role.max_budget_usd,
-            timeout_s=agent.timeout_s or role.timeout_s,
+            timeout_s=attempt_time_left(
+                agent.timeout_s or role.timeout_s, time.monotonic() - claimed
+            ),
             attempt=lease.attempt,
             resume_session_id=plan.resume,
             env=agent_vars,
@@ -475,6 +478,10 @@ class AgentService:
             # It asked a person: this attempt ends here, its CLI gone; no check, no merge.
             await self._await_answer(agent, lease, role, delegate.question, result, commit_progress)
             return
+        full_timeout_s = agent.timeout_s or role.timeout_s
+        if result.error_kind is ErrorKind.TIMEOUT and spec.timeout_s < full_timeout_s:
+            # The CLI had what was left after the preparation: say the role's figure.
+            result = replace(result, error=f"timed out after {full_timeout_s:g} s (from its claim)")
         result = await self._merge_unmerged_children(spec, result)
         result = progress.result = await self._check(agent, lease, spec, result, transcript)
         result = replace(result, output=self.redact(result.output), error=self.redact(result.error))
@@ -1179,3 +1186,11 @@ def _git_dir(ws: WorkspaceRecord) -> Path | None:
     """The main repository's git directory, as grove knows it (never from the worktree's own
     ``.git`` file, which the agent could have rewritten)."""
     return None if ws.repo_path is None else common_dir(Path(ws.repo_path))
+
+
+def attempt_time_left(timeout_s: float, spent_s: float) -> float:
+    """What is left of an attempt's ``timeout_s`` for the CLI once ``spent_s`` went on getting
+    the worktree ready since the claim (a role's timeout bounds the attempt, not the CLI alone:
+    a 3 s role failed 8 s after its claim). Never less than a tenth of a second, so an attempt
+    whose preparation took all its time still ends as a timeout the usual way."""
+    return max(0.1, timeout_s - spent_s)

@@ -159,28 +159,36 @@ class ClaudeRuntime:
         options = self._options(spec, stderr_tail, confined=confined, cli_path=cli_path)
         last_error: str | None = None
         pressure = _ApiPressure()
+        deadline = anyio.current_time() + spec.timeout_s
         try:
-            with anyio.fail_after(spec.timeout_s):
+            # The outer bound also covers the CLI's start and the client's close.
+            with anyio.fail_after(spec.timeout_s + _CLOSE_S):
                 async with ClaudeSDKClient(options=options) as client:
-                    await client.query(_prompt_stream(spec.prompt))
-                    async for message in client.receive_response():
-                        _report(message, sink)
-                        pressure.observe(message)
-                        if isinstance(message, AssistantMessage) and message.error:
-                            last_error = message.error
-                            pressure.rate_limited |= message.error == "rate_limit"
-                        if isinstance(message, ResultMessage):
-                            return pressure.apply(_result(message, last_error, started))
-                        refused = _permanent_retry(message)
-                        if refused is not None:
-                            # The CLI retries even 401/400 up to ten times with backoff;
-                            # a refused key or a bad request will not get better.
-                            return RunResult(
-                                success=False,
-                                error=refused,
-                                error_kind=ErrorKind.PERMANENT,
-                                duration_ms=_ms_since(started),
-                            )
+                    with anyio.move_on_at(deadline) as run_scope:
+                        await client.query(_prompt_stream(spec.prompt))
+                        async for message in client.receive_response():
+                            _report(message, sink)
+                            pressure.observe(message)
+                            if isinstance(message, AssistantMessage) and message.error:
+                                last_error = message.error
+                                pressure.rate_limited |= message.error == "rate_limit"
+                            if isinstance(message, ResultMessage):
+                                return pressure.apply(_result(message, last_error, started))
+                            refused = _permanent_retry(message)
+                            if refused is not None:
+                                # The CLI retries even 401/400 up to ten times with backoff;
+                                # a refused key or a bad request will not get better.
+                                return RunResult(
+                                    success=False,
+                                    error=refused,
+                                    error_kind=ErrorKind.PERMANENT,
+                                    duration_ms=_ms_since(started),
+                                )
+                    if run_scope.cancelled_caught:
+                        # Killed before the client's close, which would give the CLI 5 s to
+                        # exit on its own: a role's timeout_s is when its run ends.
+                        kill_agent_processes(spec.agent_id, attempt=spec.attempt)
+                        raise TimeoutError
         except TimeoutError:
             return RunResult(
                 success=False,
@@ -534,6 +542,10 @@ def _jsonable(message: object) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(message), default=str))
         return data
     return {"repr": repr(message)}
+
+
+_CLOSE_S = 3.0
+"""Time allowed past ``timeout_s`` for a CLI that will not start or close (it is killed)."""
 
 
 def _short(value: object, limit: int = 300) -> str:

@@ -147,4 +147,6 @@ class GroveCompleter(Completer):
         except Exception:
             return  # the store may be briefly unavailable: complete nothing rather than crash
         for word in found:
-            yield Completion(word, start_position=-len(prefix))
+            # Each candidate is a whole word: the space after it is typed too, as in bash, so
+            # the next word (or Tab) follows at once.
+            yield Completion(word + " ", start_position=-len(prefix), display=word)

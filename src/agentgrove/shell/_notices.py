@@ -11,6 +11,8 @@ the shell opened are reported. Reading blocks, so the shell calls it off its eve
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from agentgrove.models import AgentRecord, AgentStatus
 from agentgrove.store import Store
 from agentgrove.store._views import FeedEvent
@@ -56,6 +58,27 @@ class FinishNotices:
         self._after = after
         self._seen = {i for i in seen if i > after - LAG_IDS}
         return lines
+
+    def mark(self) -> int:
+        """Where the events are now: given back to :meth:`shown_by_command` after a command."""
+        return self._store.last_event_id()
+
+    def shown_by_command(self, since: int, words: Sequence[str]) -> None:
+        """A foreground command that ran from ``since`` (a :meth:`mark`) showed the endings of
+        the agents it spawned (``run``, ``workflow run --wait``: their ``agent.spawned`` came
+        after ``since``) and of those it named (``wait ID``): those endings get no notice (a
+        ``run`` printed its result, then the notice printed it again)."""
+        events = self._recent(since + LAG_IDS)  # from ``since`` on
+        ids = {e.event.agent_id for e in events if e.event.agent_id is not None}
+        named = {i for i in ids for w in words if len(w) >= 4 and i.startswith(w)}
+        spawned = {
+            e.event.agent_id
+            for e in events
+            if e.event.kind == "agent.spawned" and e.event.id > since
+        }
+        for item in events:
+            if item.event.kind in ENDINGS and item.event.agent_id in spawned | named:
+                self._seen.add(item.event.id)
 
     def _recent(self, after: int) -> list[FeedEvent]:
         """Events with an id above ``after - LAG_IDS``, oldest first."""

@@ -15,6 +15,8 @@ Contracts:
 
 from __future__ import annotations
 
+import contextlib
+import shlex
 import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -56,6 +58,7 @@ class Shell:
         self.status = status
         self._after_command = after_command
         self._notices = notices
+        self._in_command = False
         self._refresh_s = refresh_s
         self._session: PromptSession[str] = PromptSession(
             PROMPT,
@@ -90,7 +93,16 @@ class Shell:
                 continue  # Ctrl-C at the prompt: drop the line, like a shell
             except EOFError:
                 return  # Ctrl-D
-            outcome = await anyio.to_thread.run_sync(self.dispatcher, line, abandon_on_cancel=True)
+            self._in_command = True  # no notice until the command's own endings are known
+            try:
+                since = await self._mark()
+                outcome = await anyio.to_thread.run_sync(
+                    self.dispatcher, line, abandon_on_cancel=True
+                )
+                if since is not None:
+                    await self._quiet(since, line)
+            finally:
+                self._in_command = False
             if self._after_command is not None:
                 self._after_command(outcome)
             if outcome.quit:
@@ -101,12 +113,29 @@ class Shell:
         while True:
             await anyio.sleep(self._refresh_s)
             await anyio.to_thread.run_sync(self.status.refresh, abandon_on_cancel=True)
-            if self._notices is not None and not self.dispatcher.busy:
+            if self._notices is not None and not self._in_command:
                 for line in await anyio.to_thread.run_sync(
                     self._read_notices, abandon_on_cancel=True
                 ):
                     print(line, flush=True)  # patch_stdout puts it above the prompt
             self._session.app.invalidate()
+
+    async def _mark(self) -> int | None:
+        if self._notices is None:
+            return None
+        try:
+            return await anyio.to_thread.run_sync(self._notices.mark)
+        except Exception:  # no database: the command will say so itself
+            return None
+
+    async def _quiet(self, since: int, line: str) -> None:
+        assert self._notices is not None
+        try:
+            words = shlex.split(line)
+        except ValueError:
+            words = line.split()
+        with contextlib.suppress(Exception):  # at worst, a notice the command already showed
+            await anyio.to_thread.run_sync(self._notices.shown_by_command, since, words)
 
     def _read_notices(self) -> list[str]:
         assert self._notices is not None

@@ -43,6 +43,7 @@ from agentgrove.store._runs import RunQueries
 from agentgrove.store._schema import agents
 from agentgrove.store._stats import StatsQueries
 from agentgrove.store._views import ViewQueries
+from agentgrove.store._wake_socket import listen_for_pokes, poke, wake_dir
 from agentgrove.workflows.dag import NodeState
 
 _LIVE = (
@@ -101,6 +102,8 @@ class Store(
             else "the database"
         )
         """What a full-disk error names: the SQLite file, or the database server's disk."""
+        self._wake_dir = wake_dir(self._where) if self._where != "the database" else None
+        """SQLite: where listening workers' wake-up sockets are (see :mod:`._wake_socket`)."""
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -119,11 +122,16 @@ class Store(
                     _listen.announce_work(conn)
                 self._crash_point.before_commit()
             self._crash_point.committed()
+        if wake and self._wake_dir is not None:
+            poke(self._wake_dir)  # committed: SQLite's listening workers may claim it now
 
     def listen_for_work(self, on_work: Callable[[], None], stop: threading.Event) -> None:
         """Call ``on_work`` whenever another process commits claimable work, until ``stop``
-        (PostgreSQL; returns at once on SQLite, where workers poll)."""
-        _listen.listen_for_work(self.engine, on_work, stop)
+        (PostgreSQL's LISTEN; on a SQLite file, a wake-up socket)."""
+        if self._wake_dir is not None:
+            listen_for_pokes(self._wake_dir, on_work, stop)
+        else:
+            _listen.listen_for_work(self.engine, on_work, stop)
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:

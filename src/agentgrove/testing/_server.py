@@ -136,6 +136,8 @@ class _Handler(BaseHTTPRequestHandler):
         resolution = owner.script.resolve(request)
         if resolution.reply is None:
             message = f"scripted model server: unexpected request #{number}: {resolution.error}"
+            if owner.hint:
+                message = f"{message}; {owner.hint}"
             owner.record_error(message)
             self._send_json(400, error_body("invalid_request_error", message))
             return
@@ -209,11 +211,14 @@ class ModelServer:
         port: int = 0,
         *,
         refuse_auth: bool = False,
+        hint: str = "",
     ) -> None:
         """``refuse_auth``: answer every request with 401, as the real API does to a bad key.
-        ``GET /v1/models`` (the preflight of `grove run`) is served; it is not a scripted turn."""
+        ``GET /v1/models`` (the preflight of `grove run`) is served; it is not a scripted turn.
+        ``hint``: said after the description of each unexpected request (what to do)."""
         self.script = script
         self.refuse_auth = refuse_auth
+        self.hint = hint
         self.host = host
         self._requested_port = port
         self._lock = threading.Lock()

@@ -1,0 +1,79 @@
+"""SQLite's wake-up across processes: a spawn in one process starts in a waiting worker at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from agentgrove.grove import Grove
+from agentgrove.models import AgentStatus
+from agentgrove.store._wake_socket import listen_for_pokes, poke, wake_dir
+from tests.conftest import GROVE, wait_until
+
+
+@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+@pytest.mark.usefixtures("database")
+def test_on_sqlite_a_spawn_elsewhere_wakes_a_waiting_worker_at_once(repo: Path) -> None:
+    # The worker would poll only once a minute: only the wake-up of the spawn's commit can
+    # start the agent before the deadline below.
+    (repo / "grove.toml").write_text('[runtime]\nkind = "scripted"\n\n[worker]\npoll_s = 60\n')
+    with Grove.init(repo) as grove:
+        assert grove.store.url.startswith("sqlite")
+        worker = subprocess.Popen(
+            [*GROVE, "worker"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            first = grove.spawn("tester", "picked up at start-up")
+            wait_until(lambda: grove.get(first.id).status is AgentStatus.COMPLETED, timeout_s=30)
+            second = grove.spawn("tester", "spawned while the worker waits")
+            wait_until(lambda: grove.get(second.id).status is AgentStatus.COMPLETED, timeout_s=30)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    # The worker removed its socket on the way out.
+    assert not list(wake_dir(grove.store.url.removeprefix("sqlite:///")).glob("*.sock"))
+
+
+def test_a_poke_reaches_every_listener_and_a_dead_ones_socket_is_removed(tmp_path: Path) -> None:
+    directory = wake_dir(str(tmp_path / "grove.db"))
+    stop = threading.Event()
+    woken = [threading.Event(), threading.Event()]
+    listeners = [
+        threading.Thread(target=listen_for_pokes, args=(directory, w.set, stop)) for w in woken
+    ]
+    for thread in listeners:
+        thread.start()
+    try:
+        wait_until(lambda: len(list(directory.glob("*.sock"))) == 2, timeout_s=10)
+        dead = directory / "999999-dead.sock"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as gone:
+            gone.bind(str(dead))  # bound, then closed: what a killed worker leaves
+        poke(directory)
+        for event in woken:
+            assert event.wait(10)
+        assert not dead.exists()
+    finally:
+        stop.set()
+        for thread in listeners:
+            thread.join(10)
+    assert not list(directory.glob("*.sock"))
+
+
+def test_a_directory_open_to_others_is_not_used(tmp_path: Path) -> None:
+    # Another local user could bind sockets there or see who listens: workers poll instead.
+    directory = wake_dir(str(tmp_path / "other.db"))
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(directory, 0o777)
+    stop = threading.Event()
+    stop.set()
+    listen_for_pokes(directory, lambda: None, stop)  # returns at once, binds nothing
+    assert not list(directory.glob("*.sock"))
+    poke(directory)  # and never raises
+    os.chmod(directory, 0o700)
