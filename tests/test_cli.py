@@ -70,7 +70,7 @@ AGENT_KEYS = {
     "workspace",
 }
 WORKSPACE_KEYS = {"path", "branch", "base_ref", "head_commit", "files_changed", "state"}
-SHOW_ONLY_KEYS = {"tree", "children"}  # `show --json` adds these to the agent object
+SHOW_ONLY_KEYS = {"tree", "children", "questions"}  # `show --json` adds these to the agent object
 HELLO_TASK = "Create hello.txt containing the line hi"
 
 

@@ -137,6 +137,7 @@ def _deferred_names() -> dict[str, object]:
     a read-only command does not load the service): what ``get_type_hints`` needs to resolve
     its annotations."""
     import agentgrove.grove
+    import agentgrove.inbox
     import agentgrove.runtime
     import agentgrove.service
     import agentgrove.workflows.engine
@@ -144,6 +145,7 @@ def _deferred_names() -> dict[str, object]:
 
     names = dict(vars(agentgrove.grove))
     for module in (
+        agentgrove.inbox,
         agentgrove.runtime,
         agentgrove.service,
         agentgrove.workflows.engine,
