@@ -6,14 +6,23 @@ import sys
 
 import typer
 
-from agentgrove.cli import _agents, _dashboard, _setup, _shell, _stats, _up, _workflows
+from agentgrove.cli import (
+    _agents,
+    _dashboard,
+    _record,
+    _setup,
+    _shell,
+    _stats,
+    _up,
+    _workflows,
+)
 from agentgrove.cli._app import app, print_error
 from agentgrove.errors import GroveError
 
 __all__ = ["app", "main"]
 
 # Each command module registers itself.
-_ = (_agents, _dashboard, _setup, _shell, _stats, _up, _workflows)
+_ = (_agents, _dashboard, _record, _setup, _shell, _stats, _up, _workflows)
 
 
 def main() -> None:

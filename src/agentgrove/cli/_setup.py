@@ -265,12 +265,21 @@ def demo(
 @dev_app.command("model-server")
 def model_server(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8421,
+    replay: Annotated[
+        Path | None,
+        typer.Option(help="Play back a recording of grove dev record, by role and turn."),
+    ] = None,
 ) -> None:
     """Serve a scripted Anthropic Messages API until interrupted: the demo roles, and "Create
     PATH [containing TEXT]" tasks for any other role (no API key needed)."""
     from agentgrove.testing import ModelServer, playground_script
 
-    server = ModelServer(playground_script(), port=port)
+    if replay is None:
+        server = ModelServer(playground_script(), port=port)
+    else:
+        from agentgrove.testing._replay import replay_server
+
+        server = replay_server(replay, port, lambda line: print(line, file=sys.stderr, flush=True))
     try:
         server.start()
     except OSError as exc:

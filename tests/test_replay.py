@@ -1,0 +1,250 @@
+"""Record and replay: `grove dev record` proxies to an upstream and saves each conversation;
+`grove dev model-server --replay` plays them back offline and fails loudly on a divergence.
+
+The upstream is the scripted model server itself, so the whole loop runs offline: real CLI
+processes for grove, the recorder and the replaying server; real SDK and Claude CLI agents."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import select
+import shlex
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentgrove.testing import ModelServer, Script, playground_script, say, write_file
+from agentgrove.testing._record import Recorder, load_recording
+from agentgrove.testing._replay import Replayer
+from tests.conftest import GROVE, run_cli
+
+HEADER_KEY = "sk-ant-api03-header-only-key-7f3a9c2e1b"
+"""The agents' key in these tests: sent in their headers, never in the recorder's env."""
+
+
+@dataclass
+class Served:
+    """A serving grove process: the environment its `export` line gives; its stderr once
+    stopped."""
+
+    env: dict[str, str]
+    url: str
+    stderr: str = field(default="")
+
+
+@contextmanager
+def serving(*args: str, cwd: Path, env: dict[str, str]) -> Iterator[Served]:
+    process = subprocess.Popen(
+        [*GROVE, *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], 60)
+    first = process.stdout.readline() if ready else ""
+    export = process.stdout.readline() if ready else ""
+    if not export.startswith("export "):
+        process.kill()
+        _, err = process.communicate(timeout=30)
+        raise AssertionError(f"grove {' '.join(args)} did not start: {first}{export}{err}")
+    pairs = dict(part.split("=", 1) for part in shlex.split(export)[1:])
+    served = Served(pairs, pairs["ANTHROPIC_BASE_URL"])
+    try:
+        yield served
+    finally:
+        process.terminate()
+        _, served.stderr = process.communicate(timeout=30)
+
+
+def _environ(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+    return {**env, **extra}
+
+
+def _post(url: str, body: dict[str, Any], key: str = HEADER_KEY) -> tuple[int, str, bytes]:
+    """POST /v1/messages; (status, content-type, body bytes)."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        connection.request(
+            "POST",
+            "/v1/messages",
+            json.dumps(body),
+            {
+                "content-type": "application/json",
+                "x-api-key": key,
+                "anthropic-version": "2023-06-01",
+            },
+        )
+        response = connection.getresponse()
+        return response.status, response.getheader("content-type") or "", response.read()
+    finally:
+        connection.close()
+
+
+def _body(
+    prompt: str, *, stream: bool, history: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    return {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 100,
+        "stream": stream,
+        "system": "agentgrove-role: file-writer\nagentgrove-agent: ag-1234",
+        "metadata": {"user_id": json.dumps({"session_id": f"s-{prompt}-{stream}"})},
+        "messages": [{"role": "user", "content": prompt}, *(history or [])],
+    }
+
+
+def test_recorder_relays_streams_byte_for_byte_saves_no_key_and_replays_them(
+    tmp_path: Path,
+) -> None:
+    """In process: what the client got through the recorder is what the replay sends, for a
+    stream and a plain reply; the file holds neither the header's key nor the environment's."""
+    upstream_script = Script().on(
+        role="file-writer", turns=[write_file("a.txt", "hi"), say("done")]
+    )
+    upstream_script.on(role="file-writer", prompt_contains="plain", turns=[say("plain reply")])
+    recording = tmp_path / "rec.jsonl"
+    history = [
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "t1", "name": "Write", "input": {}}],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "t1",
+                    "content": f"wrote it; key {HEADER_KEY}",
+                }
+            ],
+        },
+    ]
+    with ModelServer(upstream_script) as upstream:
+        recorder = Recorder(recording, upstream.url)
+        with ModelServer(Script(), forward=recorder) as proxy:
+            got = [
+                _post(proxy.url, _body("Create a.txt", stream=True)),
+                _post(proxy.url, _body("Create a.txt", stream=True, history=history)),
+                _post(proxy.url, _body("plain", stream=False)),
+            ]
+    assert [status for status, _, _ in got] == [200, 200, 200]
+    assert got[0][1] == "text/event-stream" and b"event: message_stop" in got[0][2]
+    assert got[2][1] == "application/json"
+    text = recording.read_text()
+    assert HEADER_KEY not in text and "sk-test-not-a-real-key" not in text
+    assert "[redacted" in text  # the key echoed by the tool result was replaced
+
+    replayer = Replayer(load_recording(recording))
+    with ModelServer(Script.from_handler(replayer)) as replay:
+        again = [
+            _post(replay.url, _body("Create a.txt", stream=True)),
+            _post(replay.url, _body("Create a.txt", stream=True, history=history)),
+            _post(replay.url, _body("plain", stream=False)),
+        ]
+        assert again == got  # status, content type and every byte
+        changed = [
+            {**history[0]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "other"}],
+            },
+        ]
+        status, _, body = _post(replay.url, _body("Create a.txt", stream=True, history=changed))
+    assert status == 400
+    message = json.loads(body)["error"]["message"]
+    assert "--replay" in message and "diverges" in message and "'other'" in message
+    assert replayer.divergences == [message]
+
+
+def _branch_file(repo: Path, agent_id: str, path: str) -> str:
+    shown = subprocess.run(
+        ["git", "show", f"grove/{agent_id}:{path}"], cwd=repo, capture_output=True, text=True
+    )
+    assert shown.returncode == 0, shown.stderr
+    return shown.stdout
+
+
+def _status(repo: Path, agent_id: str) -> str:
+    shown = run_cli("show", agent_id, "--json", cwd=repo)
+    assert shown.returncode == 0, shown.stderr
+    return str(json.loads(shown.stdout)["status"])
+
+
+def _tokens(out: str) -> str:
+    found = re.search(r"\d+ in / \d+ out tokens", out)
+    assert found, out
+    return found.group(0)
+
+
+@pytest.mark.e2e
+def test_a_grove_run_recorded_through_the_proxy_replays_offline_and_a_new_task_diverges(
+    repo: Path, tmp_path: Path
+) -> None:
+    recording = tmp_path / "run.jsonl"
+    assert run_cli("init", cwd=repo).returncode == 0
+    task = "Create a.txt containing hi"
+    with ModelServer(playground_script()) as upstream:
+        with serving(
+            "dev",
+            "record",
+            "--to",
+            str(recording),
+            "--port",
+            "0",
+            "--upstream",
+            upstream.url,
+            cwd=repo,
+            env=_environ(),
+        ) as recorder:
+            assert "ANTHROPIC_API_KEY" not in recorder.env  # the agents keep their own key
+            made = run_cli(
+                "run",
+                "file-writer",
+                task,
+                cwd=repo,
+                env={**recorder.env, "ANTHROPIC_API_KEY": HEADER_KEY},
+            )
+        assert made.returncode == 0, made.stdout + made.stderr
+        assert upstream.requests, "the recorder relayed nothing upstream"
+    assert "recorded" in recorder.stderr
+    recorded_id = made.stderr.split()[0]
+    assert _branch_file(repo, recorded_id, "a.txt") == "hi\n"
+    text = recording.read_text()
+    assert HEADER_KEY not in text
+    assert len(load_recording(recording).exchanges) >= 2  # the Write, then the final text
+
+    # The upstream is gone: the replay answers alone, offline.
+    with serving(
+        "dev", "model-server", "--replay", str(recording), "--port", "0", cwd=repo, env=_environ()
+    ) as replay:
+        again = run_cli("run", "file-writer", task, cwd=repo, env=replay.env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        replayed_id = again.stderr.split()[0]
+        assert replayed_id != recorded_id
+        assert _branch_file(repo, replayed_id, "a.txt") == "hi\n"
+        assert _status(repo, replayed_id) == "completed"
+        # The same reply and the same usage figures as the recorded run.
+        assert again.stdout.splitlines()[-1] == made.stdout.splitlines()[-1] == "Created a.txt"
+        assert _tokens(again.stdout) == _tokens(made.stdout)
+
+        other = run_cli(
+            "run", "file-writer", "Create b.txt containing bye", cwd=repo, env=replay.env
+        )
+    assert other.returncode == 1, other.stdout + other.stderr
+    said = other.stdout + other.stderr
+    assert "--replay" in said and "diverges" in said and "Create b.txt" in said, said
+    assert _status(repo, other.stderr.split()[0]) == "failed"
+    assert "diverges from the recording" in replay.stderr and "Create b.txt" in replay.stderr
