@@ -171,7 +171,11 @@ def test_recorder_relays_streams_byte_for_byte_saves_no_key_and_replays_them(
 
 def _branch_file(repo: Path, agent_id: str, path: str) -> str:
     shown = subprocess.run(
-        ["git", "show", f"grove/{agent_id}:{path}"], cwd=repo, capture_output=True, text=True
+        ["git", "show", f"grove/{agent_id}:{path}"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert shown.returncode == 0, shown.stderr
     return shown.stdout
@@ -248,3 +252,57 @@ def test_a_grove_run_recorded_through_the_proxy_replays_offline_and_a_new_task_d
     assert "--replay" in said and "diverges" in said and "Create b.txt" in said, said
     assert _status(repo, other.stderr.split()[0]) == "failed"
     assert "diverges from the recording" in replay.stderr and "Create b.txt" in replay.stderr
+
+
+def test_a_missing_or_bad_recording_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    good_header = json.dumps(
+        {"format": "agentgrove-recording", "version": 1, "upstream": "x", "started": "now"}
+    )
+    cases = {
+        "missing.jsonl": None,
+        "empty.jsonl": "",
+        "notjson.jsonl": "hello\n",
+        "otherformat.jsonl": json.dumps({"format": "something", "version": 1}) + "\n",
+        "badline.jsonl": good_header + "\n" + json.dumps({"conversation": "one"}) + "\n",
+    }
+    expected = {
+        "missing.jsonl": "cannot read it (No such file or directory)",
+        "empty.jsonl": "the file is empty",
+        "notjson.jsonl": "line 1 is not the header of a recording",
+        "otherformat.jsonl": "line 1 is not the header of a recording (format:",
+        "badline.jsonl": "line 2 is not a recorded exchange (conversation:",
+    }
+    for name, content in cases.items():
+        path = tmp_path / name
+        if content is not None:
+            path.write_text(content)
+        result = run_cli("dev", "model-server", "--replay", str(path), "--port", "0", cwd=tmp_path)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, (name, result.stderr)
+        assert len(lines) == 1 and lines[0].startswith(f"grove: error: --replay {path}: "), lines
+        assert expected[name] in lines[0] and "grove dev record --to FILE" in lines[0], lines
+
+
+def test_record_refuses_an_existing_file_a_bad_upstream_and_a_taken_port(tmp_path: Path) -> None:
+    existing = tmp_path / "rec.jsonl"
+    existing.write_text("keep me\n")
+    result = run_cli("dev", "record", "--to", str(existing), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"grove: error: --to {existing}: the file exists; give a new file (or delete it first)"
+    ]
+    assert existing.read_text() == "keep me\n"
+
+    fresh = tmp_path / "new.jsonl"
+    result = run_cli("dev", "record", "--to", str(fresh), "--upstream", "ftp://x", cwd=tmp_path)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "--upstream 'ftp://x': give an http:// or https:// URL" in result.stderr
+    assert not fresh.exists()
+
+    with ModelServer(Script()) as taken:
+        result = run_cli(
+            "dev", "record", "--to", str(fresh), "--port", str(taken.port), cwd=tmp_path
+        )
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "cannot serve the recording proxy on 127.0.0.1:" in result.stderr
+    assert not fresh.exists()
