@@ -28,6 +28,7 @@ from tests.conftest import GROVE, run_cli
 
 HEADER_KEY = "sk-ant-api03-header-only-key-7f3a9c2e1b"
 """The agents' key in these tests: sent in their headers, never in the recorder's env."""
+BEARER_TOKEN = "oauth-token-5d1e8b7a2c9f4e60"
 
 
 @dataclass
@@ -72,8 +73,11 @@ def _environ(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def _post(url: str, body: dict[str, Any], key: str = HEADER_KEY) -> tuple[int, str, bytes]:
-    """POST /v1/messages; (status, content-type, body bytes)."""
+def _post(
+    url: str, body: dict[str, Any], credential: tuple[str, str] = ("x-api-key", HEADER_KEY)
+) -> tuple[int, str, bytes]:
+    """POST /v1/messages with the ``(header, value)`` credential; (status, content-type, body
+    bytes)."""
     host, port = url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=60)
     try:
@@ -83,7 +87,7 @@ def _post(url: str, body: dict[str, Any], key: str = HEADER_KEY) -> tuple[int, s
             json.dumps(body),
             {
                 "content-type": "application/json",
-                "x-api-key": key,
+                credential[0]: credential[1],
                 "anthropic-version": "2023-06-01",
             },
         )
@@ -140,11 +144,15 @@ def test_recorder_relays_streams_byte_for_byte_saves_no_key_and_replays_them(
                 _post(proxy.url, _body("Create a.txt", stream=True, history=history)),
                 _post(proxy.url, _body("plain", stream=False)),
             ]
+            bearer = ("authorization", f"Bearer {BEARER_TOKEN}")
+            assert _post(proxy.url, _body(f"plain {BEARER_TOKEN}", stream=False), bearer)[0] == 200
     assert [status for status, _, _ in got] == [200, 200, 200]
     assert got[0][1] == "text/event-stream" and b"event: message_stop" in got[0][2]
     assert got[2][1] == "application/json"
     text = recording.read_text()
     assert HEADER_KEY not in text and "sk-test-not-a-real-key" not in text
+    assert BEARER_TOKEN not in text
+    assert len(load_recording(recording).exchanges) == 4
     assert "[redacted" in text  # the key echoed by the tool result was replaced
 
     replayer = Replayer(load_recording(recording))
