@@ -24,6 +24,7 @@ import pytest
 from agentgrove.testing import ModelServer, Script, playground_script, say, write_file
 from agentgrove.testing._record import Recorder, load_recording
 from agentgrove.testing._replay import Replayer
+from agentgrove.workspaces import IDENTITY, run_git
 from tests.conftest import GROVE, run_cli
 
 HEADER_KEY = "sk-ant-api03-header-only-key-7f3a9c2e1b"
@@ -255,11 +256,22 @@ def test_a_grove_run_recorded_through_the_proxy_replays_offline_and_a_new_task_d
         other = run_cli(
             "run", "file-writer", "Create b.txt containing bye", cwd=repo, env=replay.env
         )
+        # The same task where a.txt already exists: the recorded Write is refused by the CLI
+        # (the file was not read first), so the tool result differs from the recorded one.
+        (repo / "a.txt").write_text("old\n")
+        run_git(["add", "a.txt"], repo)
+        run_git(["commit", "-qm", "a.txt"], repo, identity=IDENTITY)
+        changed = run_cli("run", "file-writer", task, cwd=repo, env=replay.env)
     assert other.returncode == 1, other.stdout + other.stderr
     said = other.stdout + other.stderr
     assert "--replay" in said and "diverges" in said and "Create b.txt" in said, said
     assert _status(repo, other.stderr.split()[0]) == "failed"
     assert "diverges from the recording" in replay.stderr and "Create b.txt" in replay.stderr
+    assert changed.returncode == 1, changed.stdout + changed.stderr
+    said = changed.stdout + changed.stderr
+    assert "--replay" in said and "turn 1 of recorded conversation" in said, said
+    assert "File created successfully" in said  # what the recording has, named
+    assert _status(repo, changed.stderr.split()[0]) == "failed"
 
 
 def test_a_missing_or_bad_recording_is_one_line_and_exit_2(tmp_path: Path) -> None:

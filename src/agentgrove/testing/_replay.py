@@ -3,9 +3,11 @@ recorded response of the same role, conversation and turn, byte for byte.
 
 Matching (thread-safe):
 
-1. A conversation seen for the first time (``ModelRequest.conversation_key``) is bound to the
-   first recorded conversation not yet bound that has the same role and the same task
-   (``RequestSummary.task``: the prompt, normalized as in ``_record.summarize``).
+1. A conversation seen for the first time (``ModelRequest.conversation_key``) is bound to a
+   recorded conversation with the same role and the same task (``RequestSummary.task``: the
+   prompt, normalized as in ``_record.summarize``): the one bound least often so far, in
+   recording order (parallel agents with one task get the recorded ones in turn; running the
+   agents again starts over).
 2. A request for turn ``t`` of a bound conversation gets the recorded exchanges of that turn in
    order (the CLI re-sends a turn after an error: the recorded error, then the recorded retry);
    asked again past the last, the last repeats.
@@ -159,20 +161,23 @@ class Replayer:
         bound = self._bindings.get(key)
         if bound is not None:
             return bound
-        taken = {id(c) for c in self._bindings.values()}
-        for conversation in self._conversations.values():
-            if (
-                id(conversation) not in taken
-                and conversation.role == request.role
-                and _same_text(summary.task, conversation.task)
-            ):
-                self._bindings[key] = conversation
-                return conversation
-        recorded = "; ".join(c.describe() for c in self._conversations.values()) or "none"
-        return (
-            f"no recorded conversation left for role {request.role!r} with the task "
-            f"{_short(summary.task)} (the recording has: {recorded})"
-        )
+        fitting = [
+            conversation
+            for conversation in self._conversations.values()
+            if conversation.role == request.role and _same_text(summary.task, conversation.task)
+        ]
+        if not fitting:
+            recorded = "; ".join(c.describe() for c in self._conversations.values()) or "none"
+            return (
+                f"no recorded conversation of role {request.role!r} has the task "
+                f"{_short(summary.task)} (the recording has: {recorded})"
+            )
+        # The least replayed so far, in recording order: parallel agents with one task get the
+        # recorded ones in turn, and a second run starts over.
+        uses = [sum(1 for c in self._bindings.values() if c is f) for f in fitting]
+        conversation = fitting[uses.index(min(uses))]
+        self._bindings[key] = conversation
+        return conversation
 
     def _reply(self, request: ModelRequest, summary: RequestSummary) -> RawReply | str:
         conversation = self._bind(request, summary)
