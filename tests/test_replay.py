@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from agentgrove.testing import ModelServer, Script, playground_script, say, write_file
+from agentgrove.testing import Fault, ModelServer, Script, playground_script, say, write_file
 from agentgrove.testing._record import Recorder, load_recording
 from agentgrove.testing._replay import Replayer
 from agentgrove.workspaces import IDENTITY, run_git
@@ -326,3 +326,36 @@ def test_record_refuses_an_existing_file_a_bad_upstream_and_a_taken_port(tmp_pat
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "cannot serve the recording proxy on 127.0.0.1:" in result.stderr
     assert not fresh.exists()
+
+
+def test_replay_serves_recorded_retries_in_order_and_names_a_turn_past_the_recording(
+    tmp_path: Path,
+) -> None:
+    """A recorded 529 and its retry replay as they came; two conversations with one task get
+    the two recorded ones in turn; a turn the recording lacks diverges, naming it."""
+    upstream_script = Script().on(
+        role="file-writer", turns=[[Fault.status(529), say("after the retry")]], times=1
+    )
+    upstream_script.on(role="file-writer", turns=[say("second conversation")])
+    recording = tmp_path / "rec.jsonl"
+    first, second = _body("same task", stream=False), _body("same task", stream=True)
+    upstream = ModelServer(upstream_script).start()
+    with upstream, ModelServer(Script(), forward=Recorder(recording, upstream.url)) as proxy:
+        got = [_post(proxy.url, first), _post(proxy.url, first), _post(proxy.url, second)]
+    assert [status for status, _, _ in got] == [529, 200, 200]
+
+    replayer = Replayer(load_recording(recording))
+    assert len(replayer.unreplayed()) == 2
+    with ModelServer(Script.from_handler(replayer)) as replay:
+        assert [_post(replay.url, first), _post(replay.url, first)] == got[:2]
+        assert _post(replay.url, second) == got[2]
+        assert replayer.unreplayed() == []
+        later = [
+            {"role": "assistant", "content": [{"type": "text", "text": "after the retry"}]},
+            {"role": "user", "content": "and now?"},
+        ]
+        status, _, body = _post(replay.url, _body("same task", stream=False, history=later))
+    assert status == 400
+    message = json.loads(body)["error"]["message"]
+    assert "recorded conversation 1 (role 'file-writer', task 'same task') has no turn 1" in message
+    assert message.startswith(f"grove dev model-server --replay {recording}: ")
