@@ -267,6 +267,8 @@ def test_a_grove_run_recorded_through_the_proxy_replays_offline_and_a_new_task_d
     assert "--replay" in said and "diverges" in said and "Create b.txt" in said, said
     assert _status(repo, other.stderr.split()[0]) == "failed"
     assert "diverges from the recording" in replay.stderr and "Create b.txt" in replay.stderr
+    # Each divergence once on the server's stderr, though the CLI re-sends a refused request.
+    assert replay.stderr.count("diverges from the recording") == 2, replay.stderr
     assert changed.returncode == 1, changed.stdout + changed.stderr
     said = changed.stdout + changed.stderr
     assert "--replay" in said and "turn 1 of recorded conversation" in said, said

@@ -46,6 +46,13 @@ def record(
             f"cannot serve the recording proxy on 127.0.0.1:{port}: {exc.strerror}; "
             "choose another --port (0: any free port)"
         ) from None
+    if recorder.upstream.removeprefix("http://").split("/")[0] in (
+        f"127.0.0.1:{server.port}",
+        f"localhost:{server.port}",
+    ):
+        server.stop()
+        to.unlink(missing_ok=True)
+        raise BadInput(f"--upstream {upstream}: that is this proxy itself; give the real API")
     print(f"recording proxy on {server.url} to {recorder.upstream}, saving to {to}", flush=True)
     # The CLI's key stays the one of the shell: only the address (and the settings the replay
     # server gives) change.

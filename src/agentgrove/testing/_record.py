@@ -356,21 +356,25 @@ class Recorder:
         connection: http.client.HTTPConnection,
         record: bool,
     ) -> Iterator[bytes]:
-        """Yield the stream's bytes as they come; record the whole once it ended."""
+        """Yield the stream's bytes as they come; record the whole once it ended. A stream cut
+        short (the upstream dropped it, or the client went away) is not recorded: the CLI
+        re-sends the request, and that exchange is."""
         received: list[bytes] = []
         try:
             while True:
-                chunk = response.read1(65536)
+                try:
+                    chunk = response.read1(65536)
+                except (OSError, http.client.HTTPException) as exc:
+                    log.warning("the upstream %s cut a stream short: %s", self.upstream, exc)
+                    return
                 if not chunk:
                     break
                 received.append(chunk)
                 yield chunk
         finally:
             connection.close()
-            if record:
-                self._save(
-                    exchange, response.status, dict(response.getheaders()), b"".join(received)
-                )
+        if record:
+            self._save(exchange, response.status, dict(response.getheaders()), b"".join(received))
 
     def _save(self, exchange: Exchange, status: int, headers: dict[str, str], body: bytes) -> None:
         """Append the exchange to the file (a request that is not JSON is not recorded)."""

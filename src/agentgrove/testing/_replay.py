@@ -22,7 +22,7 @@ Matching (thread-safe):
 Anything else DIVERGES: no recorded conversation for the role and task, no recorded turn, or
 content that differs. A divergence is answered with HTTP 400 whose message names it and
 ``--replay`` (so the agent fails saying why), kept in :attr:`Replayer.divergences` and passed
-to ``on_divergence`` (the CLI prints it on stderr).
+to ``on_divergence`` (the CLI prints it on stderr), each distinct one once.
 """
 
 from __future__ import annotations
@@ -151,8 +151,10 @@ class Replayer:
                 f"grove dev model-server --replay {self.recording.path}: the request diverges "
                 f"from the recording: {reply}"
             )
-            self.divergences.append(message)
-        if self.on_divergence is not None:
+            new = message not in self.divergences  # the CLI re-sends a refused request
+            if new:
+                self.divergences.append(message)
+        if new and self.on_divergence is not None:
             self.on_divergence(message)
         return Fault.status(400, message=message)
 
