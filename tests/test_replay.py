@@ -361,3 +361,16 @@ def test_replay_serves_recorded_retries_in_order_and_names_a_turn_past_the_recor
     message = json.loads(body)["error"]["message"]
     assert "recorded conversation 1 (role 'file-writer', task 'same task') has no turn 1" in message
     assert message.startswith(f"grove dev model-server --replay {recording}: ")
+
+
+def test_an_unreachable_upstream_is_a_502_naming_it_and_nothing_is_recorded(
+    tmp_path: Path,
+) -> None:
+    with ModelServer(Script()) as gone:
+        url = gone.url  # a port that was just free: nothing listens there after the block
+    recording = tmp_path / "rec.jsonl"
+    with ModelServer(Script(), forward=Recorder(recording, url)) as proxy:
+        status, kind, body = _post(proxy.url, _body("hello", stream=True))
+    assert (status, kind) == (502, "application/json")
+    assert f"cannot reach the upstream {url}" in json.loads(body)["error"]["message"]
+    assert load_recording(recording).exchanges == []

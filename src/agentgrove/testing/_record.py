@@ -73,6 +73,10 @@ _NOT_RELAYED = frozenset(
         "accept-encoding",
     }
 )
+# Response headers that describe the upstream's hop: not relayed.
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "content-length", "te", "upgrade"}
+)
 # Response headers worth keeping in the file (the rest is the upstream's connection detail).
 _KEPT_HEADERS = ("content-type", "retry-after", "x-should-retry", "request-id")
 _CREDENTIAL_HEADERS = ("x-api-key", "authorization")
@@ -328,7 +332,7 @@ class Recorder:
                 exchange.method, self._prefix + exchange.path, exchange.body or None, headers
             )
             response = connection.getresponse()
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:
             connection.close()
             message = f"grove dev record: cannot reach the upstream {self.upstream}: {exc}"
             log.error(message)
@@ -387,8 +391,9 @@ class Recorder:
         session = dict(exchange.headers).get("x-claude-code-session-id")
         request = ModelRequest.from_body(parsed, session)
         redactor = self._redactor(exchange)
+        encoding: Literal["utf-8", "base64"] = "utf-8"
         try:
-            text, encoding = body.decode("utf-8"), "utf-8"
+            text = body.decode("utf-8")
         except UnicodeDecodeError:
             text, encoding = base64.b64encode(body).decode(), "base64"
         lowered = {n.lower(): v for n, v in headers.items()}
@@ -396,7 +401,7 @@ class Recorder:
             status=status,
             headers={n: redactor.text(lowered[n]) for n in _KEPT_HEADERS if n in lowered},
             body=redactor.text(text) if encoding == "utf-8" else text,
-            encoding=encoding,  # type: ignore[arg-type]
+            encoding=encoding,
         )
         with self._lock:
             number = self._conversations.setdefault(
@@ -413,8 +418,3 @@ class Recorder:
                 out.write(entry.model_dump_json() + "\n")
             self.recorded += 1
         log.info("recorded conversation %d turn %d (%s)", number, entry.turn, request.role)
-
-
-_HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "content-length", "te", "upgrade"}
-)
