@@ -62,8 +62,10 @@ def test_descriptions_are_whole_sentences_and_literal() -> None:
     wide = _help(columns=300)
     # The logs docstring is wrapped in the source; the command list shows one sentence.
     assert "with -f, stream them as they happen until the agent finishes" in wide
+    worker = _help("worker", columns=300)
+    assert "(default: [worker] concurrency in grove.toml" in worker  # not eaten as markup
     model_server = _help("dev", "model-server", columns=300)
-    assert '"Create PATH [containing TEXT]" tasks' in model_server  # not eaten as markup
+    assert "With --script FILE.yaml, agents do what the script says" in model_server
 
 
 def test_defaults_and_choices_are_stated() -> None:

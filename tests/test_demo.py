@@ -42,7 +42,7 @@ def test_demo_runs_three_agents_and_the_tester_really_runs_the_code(tmp_path: Pa
 
 def test_dev_model_server_plays_the_readme_examples(repo: Path) -> None:
     """`grove dev model-server` answers what the README tells a new user to try: a
-    file-writer's "Create PATH containing TEXT", and anything else with one line."""
+    file-writer's "Create PATH containing TEXT"; anything else fails, naming --script."""
     server = subprocess.Popen(
         [*GROVE, "dev", "model-server", "--port", "0"],
         stdout=subprocess.PIPE,
@@ -73,9 +73,11 @@ def test_dev_model_server_plays_the_readme_examples(repo: Path) -> None:
         )
         assert shown.stdout == "hi\n"
 
+        # Anything else fails, naming --script: never a green run that did nothing.
         other = run_cli("run", "reviewer", "Review the README", cwd=repo, env=env)
-        assert other.returncode == 0, other.stdout + other.stderr
-        assert "nothing to do for: Review the README" in other.stdout
+        assert other.returncode == 1, other.stdout + other.stderr
+        assert "no behaviour for this task ('Review the README')" in other.stderr
+        assert "grove dev model-server --script FILE.yaml" in other.stderr
         # A second server on the taken port: one line, exit 2, like the dashboard.
         taken = run_cli("dev", "model-server", "--port", url.rsplit(":", 1)[1], cwd=repo)
         assert taken.returncode == 2, taken.stderr

@@ -303,6 +303,11 @@ def test_a_missing_or_bad_recording_is_one_line_and_exit_2(tmp_path: Path) -> No
         assert result.returncode == 2, (name, result.stderr)
         assert len(lines) == 1 and lines[0].startswith(f"grove: error: --replay {path}: "), lines
         assert expected[name] in lines[0] and "grove dev record --to FILE" in lines[0], lines
+    both = run_cli(
+        "dev", "model-server", "--replay", str(path), "--script", str(path), cwd=tmp_path
+    )
+    assert both.returncode == 2
+    assert both.stderr.strip().splitlines() == ["grove: error: give --script or --replay, not both"]
 
 
 def test_record_refuses_an_existing_file_a_bad_upstream_and_a_taken_port(tmp_path: Path) -> None:

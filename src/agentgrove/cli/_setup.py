@@ -9,7 +9,7 @@ import shutil
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import anyio
 import typer
@@ -24,12 +24,16 @@ from agentgrove.cli._app import (
     err_console,
     log_format,
     open_grove,
+    print_error,
 )
 from agentgrove.config import find_root, load_config, with_worker
 from agentgrove.errors import BadInput
 from agentgrove.grove import Grove
 from agentgrove.logs import say
 from agentgrove.text import plain
+
+if TYPE_CHECKING:
+    from agentgrove.testing import ModelServer
 
 log = logging.getLogger("agentgrove.cli.worker")
 
@@ -262,24 +266,50 @@ def demo(
     sys.exit(0 if ok else 1)
 
 
-@dev_app.command("model-server")
+@dev_app.command(
+    "model-server",
+    help=(
+        "Serve a scripted Anthropic Messages API until interrupted (no API key needed).\n\n"
+        "With --script FILE.yaml, agents do what the script says for their role and task "
+        '(docs/scripting.md). Without it, a task "Create PATH containing TEXT" writes that '
+        "file, and any other task fails, naming --script. With --replay FILE, the "
+        "conversations grove dev record saved are played back."
+    ),
+)
 def model_server(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8421,
+    script: Annotated[
+        Path | None,
+        typer.Option(
+            help="A YAML script of what each agent does, matched by role and task "
+            "(docs/scripting.md)."
+        ),
+    ] = None,
     replay: Annotated[
         Path | None,
         typer.Option(help="Play back a recording of grove dev record, by role and turn."),
     ] = None,
 ) -> None:
-    """Serve a scripted Anthropic Messages API until interrupted: the demo roles, and "Create
-    PATH [containing TEXT]" tasks for any other role (no API key needed)."""
-    from agentgrove.testing import ModelServer, playground_script
+    """The scripted model server: the playground, or ``--script``'s script (help above)."""
+    from agentgrove.testing import ModelServer, ScriptError, load_script, playground_script
 
-    if replay is None:
-        server = ModelServer(playground_script(), port=port)
-    else:
+    if script is not None and replay is not None:
+        raise BadInput("give --script or --replay, not both")
+    if replay is not None:
         from agentgrove.testing._replay import replay_server
 
         server = replay_server(replay, port, lambda line: print(line, file=sys.stderr, flush=True))
+    elif script is None:
+        server = ModelServer(playground_script(), port=port)
+    else:
+        try:
+            scripted = load_script(script)
+        except ScriptError as exc:
+            for problem in exc.problems:
+                print_error(problem)
+            sys.exit(2)
+        hint = f"the script {script} has no entry or turn for it (docs/scripting.md)"
+        server = ModelServer(scripted, port=port, hint=hint)
     try:
         server.start()
     except OSError as exc:
@@ -287,12 +317,31 @@ def model_server(
             f"cannot serve the model server on 127.0.0.1:{port}: {exc.strerror}; "
             "choose another --port (0: any free port)"
         ) from None
-    print(f"scripted model server on {server.url}")
+    print(f"scripted model server on {server.url}", flush=True)
     # A line to paste into the shell that will run grove (point the CLI at this server).
-    print("export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in server.env().items()))
+    print(
+        "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in server.env().items()), flush=True
+    )
+    # SIGTERM (kill, a test's terminate) stops it as Ctrl-C does, so the report below is made.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.stop()
+    if script is not None:
+        sys.exit(_report_script(server))
+
+
+def _report_script(server: ModelServer) -> int:
+    """Say on stderr what a script's server saw go wrong; 1 if anything did, else 0: each
+    unexpected request, and each scripted turn never served (a script meant for a workflow
+    that did not run as it describes)."""
+    problems = [*server.errors, *(f"unconsumed: {u}" for u in server.script.unconsumed())]
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    served = len(server.requests)
+    summary = f"scripted model server: {served} request(s) served"
+    print(f"{summary}, {len(problems)} problem(s)" if problems else summary, file=sys.stderr)
+    return 1 if problems else 0

@@ -1,5 +1,5 @@
 """Ready-made scripts: the ``grove demo`` pipeline, a one-file writer, and the playground that
-``grove dev model-server`` serves.
+``grove dev model-server`` serves without ``--script``.
 
 Roles are matched from ``agentgrove-role: <name>`` lines in the system prompt;
 each rule serves any number of conversations.
@@ -11,9 +11,15 @@ import re
 
 from agentgrove.testing._request import ModelRequest
 from agentgrove.testing._script import Script
-from agentgrove.testing._turns import Turn, bash, say, write_file
+from agentgrove.testing._turns import Fault, Turn, bash, read_file, say, write_file
 
-__all__ = ["DEMO_GREETING", "demo_script", "file_writer_script", "playground_script"]
+__all__ = [
+    "DEMO_GREETING",
+    "NO_BEHAVIOUR",
+    "demo_script",
+    "file_writer_script",
+    "playground_script",
+]
 
 DEMO_GREETING = "Hello, Grove!"
 """What the tester expects ``python3 greet.py Grove`` to print."""
@@ -106,31 +112,50 @@ _CREATE = re.compile(
 )
 
 
+NO_BEHAVIOUR = "the scripted model has no behaviour for this task"
+"""How the playground's refusal starts (the agent fails with it)."""
+
+
 def playground_script() -> Script:
-    """Script for ``grove dev model-server``, for trying grove without an API key.
+    """Script for ``grove dev model-server`` without ``--script``: trying grove with no API key.
 
-    The demo roles answer as in :func:`demo_script`. Any other agent whose task says
-    ``Create PATH`` (optionally ``containing TEXT``) writes that file and answers
-    ``Created PATH``; any other task gets one line saying the scripted model has nothing to
-    do for it. Every rule and handler serves any number of conversations.
+    An agent of any role whose task says ``Create PATH`` (optionally ``containing TEXT``)
+    writes that file, reading it first when it exists (the CLI refuses to overwrite a file
+    the model has not read), and answers ``Created PATH`` (``Replaced PATH`` for an existing
+    file). A refused Read or Write makes the agent fail with the CLI's words. Any other task
+    makes the agent fail with a message naming ``--script``: the scripted model never
+    pretends to have done work it was not scripted for. The demo roles are not answered here
+    (that is :func:`demo_script`, for ``grove demo`` only).
     """
-    script = demo_script()
-    script.handler(_playground_turn)
-    return script
+    return Script(handler=_playground_turn)
 
 
-def _playground_turn(request: ModelRequest) -> Turn | None:
+def _refuse(message: str) -> Fault:
+    # HTTP 400 is permanent: the CLI gives up and grove fails the agent with this message.
+    return Fault.status(400, message=message)
+
+
+def _playground_turn(request: ModelRequest) -> Turn | Fault:
     task = request.prompt.strip()
     found = _CREATE.search(task)
     if found is None:
-        if request.turn_index == 0:
-            first_line = task.splitlines()[0] if task else "(empty task)"
-            return say(f"The scripted model has nothing to do for: {first_line[:200]}")
-        return None
+        first_line = task.splitlines()[0][:200] if task else "(empty task)"
+        return _refuse(
+            f"{NO_BEHAVIOUR} ({first_line!r}); serve a script for it with "
+            "`grove dev model-server --script FILE.yaml` (see docs/scripting.md)"
+        )
     path = found["path"].rstrip(".")
-    if request.turn_index == 0:
-        content = (found["content"] or "").strip().strip("\"'").rstrip(".")
+    content = (found["content"] or "").strip().strip("\"'").rstrip(".")
+    calls = request.tool_calls
+    if not calls:
+        cwd = request.cwd
+        if cwd is None or (cwd / path).exists():
+            return read_file(path)
         return write_file(path, content + "\n" if content else "")
-    if request.turn_index == 1:
-        return say(f"Created {path}")
-    return None
+    last = calls[-1]
+    if last.name == "Read":  # read or not (no such file), the Write comes next
+        return write_file(path, content + "\n" if content else "")
+    if last.is_error:
+        return _refuse(f"the Write of {path} was refused: {last.result or '(no reason given)'}")
+    existed = calls[0].name == "Read" and not calls[0].is_error
+    return say(f"{'Replaced' if existed else 'Created'} {path}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ModelRequest", "strip_system_reminders"]
+__all__ = ["ModelRequest", "ToolCall", "strip_system_reminders"]
 
 _REMINDER_RE = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
 _CWD_RE = re.compile(r"Primary working directory:[ \t]*(\S[^\n]*?)[ \t]*$", re.MULTILINE)
@@ -67,6 +67,21 @@ def _session_from_metadata(body: dict[str, Any]) -> str | None:
         if isinstance(session, str) and session:
             return session
     return None
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One tool call the model made earlier in the conversation, and what the CLI answered.
+
+    ``result`` is the text of the matching ``tool_result`` (reminders stripped), ``None`` when
+    the history has no result for it; ``is_error`` is that result's ``is_error`` flag.
+    """
+
+    id: str
+    name: str
+    input: dict[str, Any]
+    result: str | None
+    is_error: bool
 
 
 @dataclass(frozen=True)
@@ -154,6 +169,39 @@ class ModelRequest:
                     inner = block.get("content")
                     out.append(strip_system_reminders("\n".join(_text_blocks(inner))))
         return out
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        """Every ``tool_use`` block of the assistant messages, in conversation order, each
+        with its ``tool_result`` from the user messages (matched by id)."""
+        results: dict[str, tuple[str, bool]] = {}
+        uses: list[dict[str, Any]] = []
+        for message in self.messages:
+            content = message.get("content")
+            if not isinstance(content, list):
+                continue
+            for block in content:
+                if not isinstance(block, dict):
+                    continue
+                if message.get("role") == "assistant" and block.get("type") == "tool_use":
+                    uses.append(block)
+                elif message.get("role") == "user" and block.get("type") == "tool_result":
+                    text = strip_system_reminders("\n".join(_text_blocks(block.get("content"))))
+                    results[str(block.get("tool_use_id"))] = (text, block.get("is_error") is True)
+        calls: list[ToolCall] = []
+        for use in uses:
+            found = results.get(str(use.get("id")))
+            raw_input = use.get("input")
+            calls.append(
+                ToolCall(
+                    id=str(use.get("id")),
+                    name=str(use.get("name")),
+                    input=raw_input if isinstance(raw_input, dict) else {},
+                    result=None if found is None else found[0],
+                    is_error=found is not None and found[1],
+                )
+            )
+        return calls
 
     @property
     def role(self) -> str | None:

@@ -183,6 +183,8 @@ class _Handler(BaseHTTPRequestHandler):
         resolution = owner.script.resolve(request)
         if resolution.reply is None:
             message = f"scripted model server: unexpected request #{number}: {resolution.error}"
+            if owner.hint:
+                message = f"{message}; {owner.hint}"
             owner.record_error(message)
             self._send_json(400, error_body("invalid_request_error", message))
             return
@@ -258,13 +260,16 @@ class ModelServer:
         port: int = 0,
         *,
         refuse_auth: bool = False,
+        hint: str = "",
         forward: Forward | None = None,
     ) -> None:
         """``refuse_auth``: answer every request with 401, as the real API does to a bad key.
         ``GET /v1/models`` (the preflight of `grove run`) is served; it is not a scripted turn.
+        ``hint``: said after the description of each unexpected request (what to do).
         ``forward``: hand every request (any verb, any path) to it instead of ``script``."""
         self.script = script
         self.refuse_auth = refuse_auth
+        self.hint = hint
         self.forward = forward
         self.host = host
         self._requested_port = port
