@@ -6,7 +6,9 @@ prints a table.
 N no-op agents (``[runtime] kind = "scripted"``, delay 0, a plain directory: no worktrees) are
 spawned into a fresh database, then W ``grove worker --drain`` processes run them. Agents/s is
 N over (last ``finished_at`` - first ``started_at``), from the database's own timestamps; the
-per-agent latency is ``finished_at - started_at`` (claim -> finish). Needs PostgreSQL at
+per-agent latency is ``finished_at - started_at`` (claim -> finish); CPU ms/agent is the worker
+processes' user + system time over N, less what the same workers cost draining an empty
+database (their start-up). Needs PostgreSQL at
 127.0.0.1:5432 (database ``test``, trust auth).
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -43,25 +46,13 @@ def measure(db_url: str | None, workers: int, agents: int, concurrency: int) -> 
             os.environ.pop("GROVE_DB_URL", None)
         os.environ.pop("GROVE_HOME", None)
         with Grove.init(root) as grove:
+            # The same workers with nothing to do first: their start-up CPU, taken off below.
+            idle = _drain(root, env, workers, concurrency)
             for i in range(agents):
                 grove.spawn("tester", f"noop {i}")
             engine = grove.store.engine
             wall0 = time.monotonic()
-            procs = [
-                subprocess.Popen(
-                    [*GROVE, "worker", "--drain", "--concurrency", str(concurrency)],
-                    cwd=root,
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-                for _ in range(workers)
-            ]
-            for proc in procs:
-                _, err = proc.communicate(timeout=600)
-                if proc.returncode != 0:
-                    raise SystemExit(f"worker exited {proc.returncode}: {err[-2000:]}")
+            cpu = _drain(root, env, workers, concurrency)
             wall = time.monotonic() - wall0
             with engine.connect() as conn:
                 rows = conn.execute(
@@ -80,7 +71,33 @@ def measure(db_url: str | None, workers: int, agents: int, concurrency: int) -> 
         "rate": agents / span,
         "wall_rate": agents / wall,
         "p99_ms": lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))] * 1000,
+        # The worker processes' own CPU (user + system, start-up excluded), per agent: much
+        # less sensitive to other load on the machine than the rates.
+        "cpu_ms": max(0.0, cpu - idle) / agents * 1000,
     }
+
+
+def _drain(root: Path, env: dict[str, str], workers: int, concurrency: int) -> float:
+    """Run ``workers`` ``grove worker --drain`` processes until they exit; their CPU seconds
+    (user + system)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    procs = [
+        subprocess.Popen(
+            [*GROVE, "worker", "--drain", "--concurrency", str(concurrency)],
+            cwd=root,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(workers)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        if proc.returncode != 0:
+            raise SystemExit(f"worker exited {proc.returncode}: {err[-2000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def main() -> None:
@@ -117,6 +134,7 @@ def main() -> None:
     )
     print(
         f"{'backend':<11} {'workers':>7} {'agents/s':>9} {'wall/s':>7} {'p99 ms':>8} {'4 vs 1':>7}"
+        f" {'CPU ms/agent':>12}"
     )
     for backend in args.backends.split(","):
         one = statistics.median(r["rate"] for r in results[(backend, 1)])
@@ -125,8 +143,12 @@ def main() -> None:
             rate = statistics.median(r["rate"] for r in runs)
             wall = statistics.median(r["wall_rate"] for r in runs)
             p99 = statistics.median(r["p99_ms"] for r in runs)
+            cpu = statistics.median(r["cpu_ms"] for r in runs)
             ratio = f"{rate / one:.2f}x" if workers == 4 else ""
-            print(f"{backend:<11} {workers:>7} {rate:>9.0f} {wall:>7.0f} {p99:>8.1f} {ratio:>7}")
+            print(
+                f"{backend:<11} {workers:>7} {rate:>9.0f} {wall:>7.0f} {p99:>8.1f} {ratio:>7}"
+                f" {cpu:>12.2f}"
+            )
 
 
 if __name__ == "__main__":

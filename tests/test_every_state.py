@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
@@ -46,6 +47,7 @@ def _pages(run_id: str, agent_id: str) -> list[str]:
     ]
 
 
+@pytest.mark.timeout(900)  # dozens of real `grove` processes: slow on a loaded machine
 def test_every_run_status_and_agent_state_renders_in_every_view(repo: Path) -> None:
     write_scripted_config(repo, delay_s=0, lease_s=30)
     with Grove.init(repo, runtime=ScriptedRuntime()) as grove:

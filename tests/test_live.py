@@ -190,8 +190,8 @@ def test_plain_progress_prints_transitions_and_tool_calls_in_order(repo: Path) -
     lines = out.getvalue().splitlines()
     short = agent.id[:8]
     assert lines[0] == f"  {short} implementer: pending"
-    assert f"  {short} Write {{'file_path': 'notes.txt'}}" in lines
-    tool = lines.index(f"  {short} Write {{'file_path': 'notes.txt'}}")
+    assert f"  {short} Write file_path=notes.txt" in lines
+    tool = lines.index(f"  {short} Write file_path=notes.txt")
     assert lines.index(f"  {short} implementer: executing") < tool < len(lines) - 1
     assert re.fullmatch(
         rf"  {short} implementer: completed \(4 in / 2 out, \$0\.0000, \d+\.\ds\)", lines[-1]
@@ -446,7 +446,7 @@ def test_logs_follow_streams_tool_calls_of_a_running_agent_and_ends_with_it(
         seen_json = json_follower.read_until(lambda line: '"agent.tool_use"' in line)
         # The agent is still held: both followers keep following.
         assert text_follower.proc.poll() is None and json_follower.proc.poll() is None
-        assert "Write {'file_path': 'notes.txt'}" in seen_text[-1]
+        assert "Write file_path=notes.txt" in seen_text[-1]
         runtime.release.set()
         seen_text += text_follower.read_until(lambda line: "agent.completed" in line)
         seen_json += json_follower.read_until(lambda line: '"agent.completed"' in line)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from agentgrove.errors import BadInput, UnknownAgent
-from agentgrove.models import AgentStatus, ErrorKind
+from agentgrove.models import AgentStatus, ErrorKind, WorkspaceRecord
 from agentgrove.store import NewAgent, RunOutcome, Store
 from agentgrove.store._core import utcnow
 from agentgrove.store._migrate import downgrade, is_current, upgrade
@@ -230,3 +231,20 @@ def test_a_swept_parent_does_not_keep_waiting_for_its_children(store: Store) -> 
     assert not store.mark_waiting_for_children(agent_id, "stale", 1, False)  # fenced
     assert store.sweep_expired(at=utcnow() + timedelta(seconds=60)) == [agent_id]
     assert store.get_agent(agent_id).wait_reason is None
+
+
+def test_a_workspace_row_is_inserted_then_replaced_and_fenced_with_its_events(
+    store: Store,
+) -> None:
+    agent_id = _new(store)
+    store.claim("w", 60)
+    first = WorkspaceRecord(agent_id, "/repo", "/repo/wt", "grove/x", "abc", state="active")
+    assert store.save_workspace(first, lease=("w", 1), events=[("agent.warning", {"m": 1})])
+    later = replace(first, head_commit="def", diffstat="1 file", files_changed=("a.txt",))
+    assert store.save_workspace(later, lease=("w", 1))
+    assert store.get_agent(agent_id).workspace == later
+    # Not the lease holder: neither the row nor the events change.
+    assert not store.save_workspace(first, lease=("other", 1), events=[("agent.warning", {})])
+    assert store.get_agent(agent_id).workspace == later
+    kinds = [e.kind for e in store.events(agent_id=agent_id)]
+    assert kinds == ["agent.spawned", "agent.claimed", "agent.warning"]

@@ -18,6 +18,7 @@ Three gates stand between a claimable agent and its start, beside the worker's o
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -105,6 +106,16 @@ def memory_refusal(
         f"waiting for memory: {available_mb} MB available{counted}, below min_available_mb "
         f"{settings.min_available_mb} (a CLI process takes about {CLI_PROCESS_MB} MB)"
     )
+
+
+def memory_allows(settings: AdmissionSettings, available_mb: int | None, starting: int = 0) -> int:
+    """How many agents may start at once now, by :func:`memory_refusal`'s rule applied to
+    each in turn (each start counted as :data:`CLI_PROCESS_MB` taken): 0 when it refuses;
+    unknown availability sets no bound (``sys.maxsize``)."""
+    if available_mb is None:
+        return sys.maxsize
+    left = available_mb - starting * CLI_PROCESS_MB - settings.min_available_mb
+    return 0 if left < 0 else left // CLI_PROCESS_MB + 1
 
 
 BucketState = tuple[float, float | None, float, float, float]

@@ -22,9 +22,9 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -59,6 +59,7 @@ from agentgrove.secrets import Redactor
 from agentgrove.sessions import Child, EarlierWork, SessionPlan, plan_session
 from agentgrove.store import NewAgent, RunOutcome, Store
 from agentgrove.store._core import utcnow
+from agentgrove.store._log import TranscriptMessage
 from agentgrove.workspaces import ConflictMarkersLeft, MergeConflict, Workspaces
 from agentgrove.worktree_env import (
     agent_env,
@@ -70,6 +71,8 @@ from agentgrove.worktree_env import (
 
 T = TypeVar("T")
 
+UNISOLATED = "not a git repository: running unisolated, in the directory itself"
+"""The warning every agent run outside git gets."""
 DB_THREADS = 4
 """Database calls of one worker process that may run at once, each on a thread of its own: the
 event loop never waits for the database (a lock held elsewhere, a server restarting)."""
@@ -309,11 +312,15 @@ class AgentService:
             # are the caller's to retry, and a lost lease means nothing more is written.
             if lease_lost() or any(self.store.transient(e) for e in _leaves(exc)):
                 raise
-            await self._finish(agent, lease, progress.failure(agent, exc))
+            tail = progress.transcript.take_tail() if progress.transcript else []
+            await self._finish(agent, lease, progress.failure(agent, exc), tail)
         except anyio.get_cancelled_exc_class():
             if lease_lost():
                 raise
             with anyio.CancelScope(shield=True):
+                if progress.transcript is not None:  # a tail kept for the ending: written first
+                    with anyio.move_on_after(TRANSCRIPT_CLOSE_S):
+                        await progress.transcript.write_tail()
                 try:
                     released = await self.db(
                         self.store.release,
@@ -351,9 +358,15 @@ class AgentService:
         progress: _Progress,
     ) -> None:
         claimed = time.monotonic()  # timeout_s counts from here: the worktree's preparation too
-        # Its role clamped by every ancestor's: a child never gets more than its parent.
-        role = await self.owed(
-            agent.id, lambda: effective_role(self.config.roles, self.store, agent)
+        # Its role clamped by every ancestor's: a child never gets more than its parent. A
+        # root agent's role and prompt need no database: no thread hop for them.
+        root = agent.parent_id is None
+        role = (
+            effective_role(self.config.roles, self.store, agent)
+            if root
+            else await self.owed(
+                agent.id, lambda: effective_role(self.config.roles, self.store, agent)
+            )
         )
         if role is None:
             await self._finish(
@@ -365,7 +378,11 @@ class AgentService:
                 ),
             )
             return
-        prompt, base = await self.owed(agent.id, lambda: self._prompt_and_base(agent))
+        prompt, base = (
+            self._prompt_and_base(agent)
+            if root
+            else await self.owed(agent.id, lambda: self._prompt_and_base(agent))
+        )
         if lease.attempt > 1:
             # An earlier attempt's worker was presumed dead; if it ran here, its CLI may still
             # be editing the worktree this attempt is about to reuse. Stop it first.
@@ -377,23 +394,26 @@ class AgentService:
                     + " ".join(map(str, killed)),
                 )
         try:
-            ws = await anyio.to_thread.run_sync(
+            create = functools.partial(
                 self.workspaces.create, agent.id, base, agent.merge_refs or ()
             )
+            # Outside git the workspace is the directory itself: nothing to run off the loop.
+            outside_git = self.workspaces.repo is None
+            ws = create() if outside_git else await anyio.to_thread.run_sync(create)
         except MergeConflict as exc:
             await self._finish(agent, lease, _failure(ErrorKind.PERMANENT, str(exc)))
             return
         except Exception as exc:  # git failing is an environment problem of this agent only
             await self._finish(agent, lease, _failure(ErrorKind.INTERNAL, f"workspace: {exc}"))
             return
-        await self._save_workspace(ws, lease)
+        # Outside git, the warning is written with the workspace: one transaction, not two.
+        unisolated = [("agent.warning", {"message": UNISOLATED})] if ws.repo_path is None else []
+        await self._save_workspace(ws, lease, events=unisolated)
+        for kind, data in unisolated:
+            self._emit(agent.id, kind, data)
         agent_vars = await self._prepare_worktree(agent, lease, ws, progress)
         if agent_vars is None:
             return
-        if ws.repo_path is None:
-            await self._warn(
-                agent.id, "not a git repository: running unisolated, in the directory itself"
-            )
         current = [ws]
         # A role that cannot write (no file tool, Bash read-only or none) has nothing of its
         # own to commit: whatever its worktree holds did not come from it.
@@ -428,9 +448,9 @@ class AgentService:
                 slots=slots,
             ),
             home=self.config.home,
-            git_dir=await anyio.to_thread.run_sync(_git_dir, ws),
+            git_dir=None if ws.repo_path is None else await anyio.to_thread.run_sync(_git_dir, ws),
         )
-        transcript = _TranscriptWriter(self, agent, lease)
+        transcript = progress.transcript = _TranscriptWriter(self, agent, lease)
         async with anyio.create_task_group() as writing:
             writing.start_soon(transcript.run)
             try:
@@ -443,8 +463,12 @@ class AgentService:
                     with anyio.CancelScope(shield=True), anyio.move_on_after(TRANSCRIPT_CLOSE_S):
                         await transcript.flush()
                 raise
-            # What the run said is in the database before its ending.
-            await transcript.flush()
+            # What the run said is in the database before its ending: written now when a
+            # check follows (it may take long), else with the ending, in its transaction.
+            if agent.check.command is None:
+                await transcript.hand_over()
+            else:
+                await transcript.flush()
             writing.cancel_scope.cancel()
         full_timeout_s = agent.timeout_s or role.timeout_s
         if result.error_kind is ErrorKind.TIMEOUT and spec.timeout_s < full_timeout_s:
@@ -457,7 +481,7 @@ class AgentService:
             result = await self._commit(agent, current[0], result, lease)
         else:  # nothing committed, but dependents on other machines start from its head
             result = await self._push(agent, current[0], result, lease)
-        await self._settle(agent, lease, result)
+        await self._settle(agent, lease, result, transcript)
 
     async def _check(
         self,
@@ -727,10 +751,17 @@ class AgentService:
             await self._save_workspace(pushed, lease)
         return result
 
-    async def _save_workspace(self, ws: WorkspaceRecord, lease: Lease) -> bool:
+    async def _save_workspace(
+        self,
+        ws: WorkspaceRecord,
+        lease: Lease,
+        events: Sequence[tuple[str, dict[str, Any]]] = (),
+    ) -> bool:
         return await self.owed(
             ws.agent_id,
-            lambda: self.store.save_workspace(ws, lease=(lease.owner, lease.attempt)),
+            lambda: self.store.save_workspace(
+                ws, lease=(lease.owner, lease.attempt), events=events
+            ),
         )
 
     async def _merge_unmerged_children(self, spec: RunSpec, result: RunResult) -> RunResult:
@@ -748,6 +779,8 @@ class AgentService:
         The result to settle: ``result``, or, when files a child's merge left conflicted still
         hold conflict markers, a failure ``merge_conflict`` naming them (nothing committed).
         """
+        if ws.repo_path is None:
+            return result  # outside git nothing is committed (nor pushed): nothing to guard
         if not await self.owed(
             agent.id,
             lambda: self.store.heartbeat(
@@ -781,9 +814,11 @@ class AgentService:
             await self._save_workspace(committed, lease)
         return await self._push(agent, committed, result, lease)
 
-    async def _settle(self, agent: AgentRecord, lease: Lease, result: RunResult) -> None:
+    async def _settle(
+        self, agent: AgentRecord, lease: Lease, result: RunResult, transcript: _TranscriptWriter
+    ) -> None:
         if result.success:
-            await self._finish(agent, lease, result)
+            await self._finish(agent, lease, result, transcript.take_tail())
             return
         if result.rate_limited:
             with contextlib.suppress(StoreUnavailable):  # the pace is advice, not owed
@@ -803,6 +838,7 @@ class AgentService:
             base_s=self.config.worker.retry_base_s,
         )
         if decision.retry:
+            await transcript.write_tail()
             not_before = utcnow() + timedelta(seconds=decision.delay_s)
             await self.owed(
                 agent.id,
@@ -820,12 +856,21 @@ class AgentService:
                 agent.id, "agent.retry", {"delay_s": decision.delay_s, "error": result.error}
             )
             return
-        await self._finish(agent, lease, result)
+        await self._finish(agent, lease, result, transcript.take_tail())
 
-    async def _finish(self, agent: AgentRecord, lease: Lease, result: RunResult) -> None:
+    async def _finish(
+        self,
+        agent: AgentRecord,
+        lease: Lease,
+        result: RunResult,
+        tail: Sequence[TranscriptMessage] = (),
+    ) -> None:
+        """The attempt's ending, with ``tail`` (the transcript's last messages, handed over by
+        :meth:`_TranscriptWriter.hand_over`) written in the same transaction."""
         outcome = _outcome(result)
         if await self.owed(
-            agent.id, lambda: self.store.finish(agent.id, lease.owner, lease.attempt, outcome)
+            agent.id,
+            lambda: self.store.finish(agent.id, lease.owner, lease.attempt, outcome, tail),
         ) or await self.db(self._recorded, agent.id, lease, outcome):
             self._emit(agent.id, f"agent.{outcome.status.value}", {"error": result.error})
             if (
@@ -920,6 +965,7 @@ class _Progress:
     """What the attempt holds until its end (its port block)."""
 
     ran: bool = False  # the runtime was started: the model may have been paid
+    transcript: _TranscriptWriter | None = None  # once the runtime is about to start
     result: RunResult | None = None  # what the runtime reported, if it returned
 
     def failure(self, agent: AgentRecord, exc: BaseException) -> RunResult:
@@ -1000,7 +1046,8 @@ class _TranscriptWriter:
         self._service = service
         self._agent = agent
         self._lease = lease
-        self._pending: list[tuple[int, str, dict[str, Any], Any, datetime]] = []
+        self._pending: list[TranscriptMessage] = []
+        self._tail: list[TranscriptMessage] = []  # handed over to the ending (hand_over)
         self._seq = 0
         self._dropped = 0
         self.lost = False  # the lease is no longer ours: nothing more is written
@@ -1062,6 +1109,33 @@ class _TranscriptWriter:
                     await anyio.sleep(backoff.next())
                     continue
                 backoff.reset()
+
+    async def hand_over(self) -> None:
+        """After the last run: keep what is still queued for the attempt's ending to write in
+        its own transaction (:meth:`take_tail`) rather than write it now in another. Written
+        now instead when it cannot wait: a gap to record, the session to save, more than one
+        batch."""
+        async with self._lock:
+            if self.lost or not self._pending:
+                return
+            if not (
+                self._dropped or self._session_unsaved() or len(self._pending) > TRANSCRIPT_BATCH
+            ):
+                self._tail, self._pending = self._pending, []
+                return
+        await self.flush()
+
+    def take_tail(self) -> list[TranscriptMessage]:
+        """The messages :meth:`hand_over` kept, now the caller's to write (once)."""
+        tail, self._tail = self._tail, []
+        return tail
+
+    async def write_tail(self) -> None:
+        """Write the handed-over messages after all, in a transaction of their own: for an
+        ending that does not carry them (a release)."""
+        if self._tail:
+            self._pending[:0] = self.take_tail()
+            await self.flush()
 
     def _session_unsaved(self) -> bool:
         return self.session_id is not None and not self._session_saved

@@ -30,7 +30,7 @@ from typing import TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
-from agentgrove.admission import CLI_WARMUP_S, AdmissionGate, memory_refusal
+from agentgrove.admission import CLI_WARMUP_S, AdmissionGate, memory_allows, memory_refusal
 from agentgrove.cleanup import collect
 from agentgrove.clone_check import check_clone
 from agentgrove.config import GroveConfig, WorkerSettings
@@ -325,18 +325,23 @@ class Worker:
                 await self.service.wakeup.wait(backoff.next())
 
     async def _claim_once(self, tg: TaskGroup) -> bool:
-        """Claim and start one agent, or wait for a slot or for work; ``True`` when done."""
-        if len(self._running) - len(self._parked) < self.concurrency:
-            if not self._memory_allows_start():
+        """Claim and start as many agents as there are free slots (in one claim), or wait for
+        a slot or for work; ``True`` when done. Every agent claimed is started at once: a
+        worker holds no claimed agent it does not run."""
+        free = self.concurrency - (len(self._running) - len(self._parked))
+        if free > 0:
+            allowed = min(free, self._memory_allows_starts())
+            if allowed == 0:
                 await self.service.wakeup.wait(self.settings.poll_s)
                 return False
-            agent = await self.service.db(self._claim)
-            if agent is not None:
+            claimed = await self.service.db(self._claim, allowed)
+            for agent in claimed:
                 self.stats.claimed += 1
                 scope = anyio.CancelScope()
                 self._running[agent.id] = scope
                 self._started[agent.id] = time.monotonic()
                 tg.start_soon(self._run_one, agent, scope)
+            if claimed:
                 return False
             if await self.service.db(self._done):
                 return True
@@ -347,38 +352,40 @@ class Worker:
                 await self._slot_freed.wait()
         return False
 
-    def _memory_allows_start(self) -> bool:
-        """No start while memory is short; said once per episode, on stderr."""
+    def _memory_allows_starts(self) -> int:
+        """How many agents may start now for memory (0: none while memory is short, said
+        once per episode, on stderr)."""
         now = time.monotonic()
         starting = sum(1 for at in self._started.values() if now - at < CLI_WARMUP_S)
-        refusal = memory_refusal(self.admission, self._memory_probe(), starting)
+        available = self._memory_probe()
+        refusal = memory_refusal(self.admission, available, starting)
         if refusal is not None and self._memory_wait is None:
             say(log, "worker.memory_short", refusal)
         self._memory_wait = refusal
-        return refusal is None
+        return memory_allows(self.admission, available, starting)
 
-    def _claim(self) -> AgentRecord | None:
+    def _claim(self, limit: int) -> list[AgentRecord]:
+        """Up to ``limit`` agents, claimed in one transaction where the claim allows it."""
         lease_s, gate = self.settings.lease_s, self._gate
         if self.run_id is not None:
             # Nodes, and the children they delegate to, carry the run's id.
-            return self.store.claim(
-                self.owner, lease_s, run_id=self.run_id, gate=gate, roles=self.roles
+            return self.store.claim_many(
+                self.owner, lease_s, limit, run_id=self.run_id, gate=gate, roles=self.roles
             )
         if self.only is None:
-            return self.store.claim(self.owner, lease_s, gate=gate, roles=self.roles)
+            return self.store.claim_many(self.owner, lease_s, limit, gate=gate, roles=self.roles)
         for agent_id in sorted(self.only):
             claimed = self.store.claim(
                 self.owner, lease_s, agent_id=agent_id, gate=gate, roles=self.roles
             )
             if claimed is not None:
-                return claimed
+                return [claimed]
         # Children the tracked agents spawn are run here too, and tracked in turn.
-        child = self.store.claim(
-            self.owner, lease_s, parent_ids=self.only, gate=gate, roles=self.roles
+        children = self.store.claim_many(
+            self.owner, lease_s, limit, parent_ids=self.only, gate=gate, roles=self.roles
         )
-        if child is not None:
-            self.only.add(child.id)
-        return child
+        self.only.update(child.id for child in children)
+        return children
 
     def _done(self) -> bool:
         if self._running:

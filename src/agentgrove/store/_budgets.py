@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, Row, bindparam, func, or_, select, update
 
-from agentgrove.budgets import Grant, Scope, grant
+from agentgrove.budgets import MIN_GRANT_USD, Grant, Scope, grant
 from agentgrove.models import AgentStatus, ErrorKind
 from agentgrove.store._admission import ADVISORY_LOCK
 from agentgrove.store._core import StoreCore
@@ -93,6 +93,32 @@ class BudgetQueries(StoreCore):
         return self.daily_limit_usd is not None or any(
             row.budget_usd is not None or row.run_budget_usd is not None for row in limits
         )
+
+    def standalone_grant(self, row: Row[Any]) -> Grant | None:
+        """The reservation of a just-claimed agent in no limited scope, decided from its
+        claimed ``row`` (``parent_id``, ``workflow_run_id``, ``budget_usd``,
+        ``max_budget_usd``) without a query: no parent, no workflow run, no tree budget of its
+        own and no daily limit leave its cap alone to reserve, always granted. ``None``: the
+        agent takes :meth:`reserve`'s path. The caller records the grant
+        (:meth:`record_grants`)."""
+        if (
+            self.daily_limit_usd is not None
+            or row.parent_id is not None
+            or row.workflow_run_id is not None
+            or row.budget_usd is not None
+        ):
+            return None
+        cap = row.max_budget_usd
+        if cap is None:
+            return Grant(0.0)
+        return grant(cap, []) if cap >= MIN_GRANT_USD else None
+
+    def record_grants(self, conn: Connection, grants: Sequence[tuple[str, Grant]]) -> None:
+        """Write the reservations of :meth:`standalone_grant` (``(agent_id, grant)``), in one
+        statement, inside the claim's transaction."""
+        rows = [{"p_id": i, "p_reserved": g.amount_usd} for i, g in grants if g.amount_usd]
+        if rows:
+            conn.execute(_GRANTED, rows)
 
     def reserve(self, conn: Connection, agent_id: str, attempt: int, now: datetime) -> Grant:
         """Inside the claim's transaction: reserve the agent's grant, or undo the claim.

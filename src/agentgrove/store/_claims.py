@@ -8,19 +8,22 @@ transition contracts both keep.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
-from datetime import datetime, timedelta
+from collections.abc import Callable, Collection, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 
+from agentgrove.admission import limits_concurrency
 from agentgrove.budgets import Grant
+from agentgrove.config import AdmissionSettings
 from agentgrove.errors import StoreUnavailable
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind
 from agentgrove.store import _dialect, _leases
 from agentgrove.store._admission import Gate
 from agentgrove.store._core import StoreCore, utcnow
 from agentgrove.store._pace import PaceState, save_pace
+from agentgrove.store._rows import _agent_from_row, _agent_select
 from agentgrove.store._schema import agents
 from agentgrove.workflows.dag import NodeState
 
@@ -42,6 +45,14 @@ class ClaimQueries(StoreCore):
         def reserve(
             self, conn: Connection, agent_id: str, attempt: int, now: datetime
         ) -> Grant: ...
+        def standalone_grant(self, row: Any) -> Grant | None: ...
+        def record_grants(self, conn: Connection, grants: Sequence[tuple[str, Grant]]) -> None: ...
+        def _events(
+            self,
+            conn: Connection,
+            entries: Sequence[tuple[str, str, dict[str, Any]]],
+            at: datetime,
+        ) -> None: ...
         def node_finished(
             self, conn: Connection, run_id: str, key: str, state: NodeState, now: datetime
         ) -> None: ...
@@ -77,6 +88,46 @@ class ClaimQueries(StoreCore):
         ``roles`` (non-empty): only agents of these roles are claimed (``grove worker
         --roles``); the others are left for other workers.
         """
+        claimed = self.claim_many(
+            owner,
+            lease_s,
+            1,
+            agent_id=agent_id,
+            parent_ids=parent_ids,
+            run_id=run_id,
+            gate=gate,
+            at=at,
+            roles=roles,
+        )
+        return claimed[0] if claimed else None
+
+    def claim_many(
+        self,
+        owner: str,
+        lease_s: float,
+        limit: int,
+        *,
+        agent_id: str | None = None,
+        parent_ids: Collection[str] | None = None,
+        run_id: str | None = None,
+        gate: Gate | None = None,
+        at: datetime | None = None,
+        roles: Collection[str] | None = None,
+    ) -> list[AgentRecord]:
+        """:meth:`claim` of up to ``limit`` agents in one transaction, in claim order; an
+        empty list when nothing is claimable. Every agent returned is executing under
+        ``owner``'s lease, exactly as if claimed alone: each has its own reservation and
+        ``agent.claimed`` event, and a worker that dies before starting some of them loses
+        them to the lease sweep like any other claimed agent. The caller asks for no more
+        than it will start at once (its free slots).
+
+        Never more than one at a time when each start changes what the next may be: under a
+        ``gate`` with a concurrency limit or a start pace (``[admission]``), one agent is
+        claimed, so those limits stay exact. Budgets need no such care: the agents' reservations
+        are taken one after the other inside the transaction, each seeing the ones before.
+        """
+        if limit < 1:
+            return []
         now = at or utcnow()
         params: dict[str, Any]
         if agent_id is not None:
@@ -93,19 +144,20 @@ class ClaimQueries(StoreCore):
             # A worker's owner id starts with its host name (agentgrove.worker.new_owner_id).
             "p_host": owner.split(":", 1)[0],
             "p_expires": now + timedelta(seconds=lease_s),
+            "p_limit": 1 if kind == "id" else limit,
         }
-        # An exception tied to the one agent being claimed (its reservation, say) fails that
+        # An exception tied to one agent being claimed (its reservation, say) fails that
         # agent and the claim goes on to the next: it must not raise in every worker that
         # picks the agent up. Each round fails one agent, so this ends.
         while True:
             try:
-                return self._claim_one(owner, kind, params, gate, now, roles)
+                return self._claim_some(owner, kind, params, gate, now, roles)
             except _Unclaimable as broken:
                 self._fail_unclaimable(broken.agent_id, broken.cause, now)
                 if agent_id is not None:
-                    return None
+                    return []
 
-    def _claim_one(
+    def _claim_some(
         self,
         owner: str,
         kind: str,
@@ -113,7 +165,7 @@ class ClaimQueries(StoreCore):
         gate: Gate | None,
         now: datetime,
         roles: Collection[str] | None = None,
-    ) -> AgentRecord | None:
+    ) -> list[AgentRecord]:
         statement = self._claim_statements[kind]
         pace: PaceState = {}
         with self._write() as conn:
@@ -122,37 +174,62 @@ class ClaimQueries(StoreCore):
                 # (serialised) transaction, so the limits are exact across workers.
                 admitted = self._admissible(conn, gate, kind, params)
                 if admitted is None:
-                    return None
+                    return []
                 statement, params, pace = admitted
+                if pace or _one_at_a_time(gate.settings):
+                    params = params | {"p_limit": 1}  # each start changes what may start next
             if roles:
                 statement, params = self._only_roles(kind, params, roles)
-            claimed = conn.execute(statement, params).first()
-            if claimed is None:
-                return None
-            try:
-                reservation = self.reserve(conn, claimed.id, claimed.attempt, now)
-                if not reservation.granted:
-                    self._budget_refused(conn, claimed.id, now)
-                    return None
-                self._event(
-                    conn,
-                    claimed.id,
-                    "agent.claimed",
-                    {"owner": owner, "attempt": claimed.attempt},
-                    now,
-                )
-            except StoreUnavailable:
-                raise
-            except Exception as exc:
-                if self.transient(exc):
+            # RETURNING keeps no order: put the batch back in claim order.
+            claimed = sorted(
+                conn.execute(statement, params).all(),
+                key=lambda r: (r.priority, _aware(r.created_at), r.id),
+            )
+            started: list[Any] = []
+            grants: list[tuple[str, Grant]] = []
+            for row in claimed:
+                try:
+                    quick = self.standalone_grant(row)
+                    if quick is not None:
+                        grants.append((row.id, quick))
+                        started.append(row)
+                        continue
+                    reservation = self.reserve(conn, row.id, row.attempt, now)
+                    if not reservation.granted:
+                        self._budget_refused(conn, row.id, now)
+                        continue
+                except StoreUnavailable:
                     raise
-                # Rolled back as the exception leaves the transaction: the agent is pending
-                # again, unclaimed, and failed in a transaction of its own.
-                raise _Unclaimable(claimed.id, exc) from exc
+                except Exception as exc:
+                    if self.transient(exc):
+                        raise
+                    # Rolled back as the exception leaves the transaction: the agents are
+                    # pending again, unclaimed, and this one failed in a transaction of its own.
+                    raise _Unclaimable(row.id, exc) from exc
+                started.append(row)
+            if not started:
+                return []
+            self.record_grants(conn, grants)
+            self._events(
+                conn,
+                [
+                    (row.id, "agent.claimed", {"owner": owner, "attempt": row.attempt})
+                    for row in started
+                ],
+                now,
+            )
             if gate is not None:
-                gate.started(claimed.model)
+                for row in started:
+                    gate.started(row.model)
                 save_pace(conn, gate.pacer, pace)  # every worker sees the start
-        return self.get_agent(claimed.id)
+            # Read back in the claim's own transaction: one query for the whole batch, and
+            # the rows as committed (reservation included).
+            ids = [row.id for row in started]
+            records = {
+                record.id: record
+                for record in map(_agent_from_row, conn.execute(_CLAIMED_AGENTS, {"p_ids": ids}))
+            }
+        return [records[i] for i in ids]
 
     def _only_roles(
         self, kind: str, params: dict[str, Any], roles: Collection[str]
@@ -280,6 +357,20 @@ class ClaimQueries(StoreCore):
                                 conn, row.workflow_run_id, row.node_key, NodeState.FAILED, now
                             )
         return swept
+
+
+def _one_at_a_time(settings: AdmissionSettings) -> bool:
+    """Whether admission counts each start (a concurrency limit or a start pace): then a claim
+    takes one agent, since the next one's admission depends on it."""
+    return limits_concurrency(settings) or bool(settings.rpm_per_model)
+
+
+def _aware(at: datetime) -> datetime:
+    """SQLite gives naive UTC datetimes back; PostgreSQL aware ones. Comparable either way."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+_CLAIMED_AGENTS = _agent_select().where(agents.c.id.in_(bindparam("p_ids", expanding=True)))
 
 
 class _Unclaimable(Exception):

@@ -17,6 +17,7 @@ import sqlalchemy
 from sqlalchemy import (
     ColumnElement,
     Engine,
+    Integer,
     and_,
     bindparam,
     event,
@@ -32,7 +33,7 @@ from sqlalchemy.pool import NullPool
 
 from agentgrove.errors import ConfigError, DiskFull, StoreUnavailable
 from agentgrove.models import AgentStatus
-from agentgrove.store._schema import agents
+from agentgrove.store._schema import agents, workspaces
 
 READ_ONLY = "grove_read_only"
 BUSY_TIMEOUT_MS = 30_000
@@ -172,12 +173,17 @@ def claimable(now: Any) -> ColumnElement[bool]:
 
 
 def claim_statements(engine: Engine, *, gated: bool = False, roles: bool = False) -> dict[str, Any]:
-    """The claim as one guarded ``UPDATE ... RETURNING`` per way of choosing the agent, built
+    """The claim as one guarded ``UPDATE ... RETURNING`` per way of choosing the agents, built
     once and run with parameters ``p_now``, ``p_owner``, ``p_host``, ``p_expires`` and, by
     kind, ``p_id``, ``p_parents`` (a list) or ``p_run``. Kinds: ``next``, ``id``, ``parents``,
-    ``run``. ``gated``: also pass over the roles in ``p_skip_roles`` and the models in
-    ``p_skip_models`` (non-empty lists: admission). ``roles``: only agents of the roles in
-    ``p_roles`` (a non-empty list: ``grove worker --roles``)."""
+    ``run``; all but ``id`` claim up to ``p_limit`` agents at once (the first ``p_limit`` in
+    claim order, on PostgreSQL passing over rows other claimers hold). ``gated``: also pass
+    over the roles in ``p_skip_roles`` and the models in ``p_skip_models`` (non-empty lists:
+    admission). ``roles``: only agents of the roles in ``p_roles`` (a non-empty list:
+    ``grove worker --roles``). Each returned row carries ``id``, ``attempt``, ``role``,
+    ``model``, ``priority`` and ``created_at`` (for the claim order, which RETURNING does not
+    keep), and ``parent_id``, ``workflow_run_id``, ``budget_usd``, ``max_budget_usd`` (for
+    the reservation)."""
     now = bindparam("p_now", type_=agents.c.created_at.type)
     skip_locked = engine.dialect.name == "postgresql"
     gate: list[ColumnElement[bool]] = []
@@ -189,27 +195,30 @@ def claim_statements(engine: Engine, *, gated: bool = False, roles: bool = False
     if roles:
         gate.append(agents.c.role.in_(bindparam("p_roles", expanding=True)))
 
-    def next_of(*conditions: ColumnElement[bool]) -> Any:
+    def next_of(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
         query = (
             select(agents.c.id)
             .where(claimable(now), *gate, *conditions)
             .order_by(agents.c.priority, agents.c.created_at, agents.c.id)
-            .limit(1)
+            .limit(bindparam("p_limit", type_=Integer))
         )
-        if skip_locked:
-            # Concurrent claimers pass over each other's rows instead of queueing on them.
-            query = query.with_for_update(skip_locked=True)
-        return query.scalar_subquery()
+        if not skip_locked:
+            return agents.c.id.in_(query)  # SQLite: one writer at a time, evaluated once
+        # Concurrent claimers pass over each other's rows instead of queueing on them. The
+        # pick is a MATERIALIZED CTE, evaluated once: as a plain IN (subquery) the planner may
+        # run it again per row of the UPDATE, claiming more than p_limit.
+        picked = query.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+        return agents.c.id.in_(select(picked.c.id))
 
-    targets: dict[str, Any] = {
+    targets: dict[str, ColumnElement[bool]] = {
         "next": next_of(),
-        "id": bindparam("p_id"),
+        "id": agents.c.id == bindparam("p_id"),
         "parents": next_of(agents.c.parent_id.in_(bindparam("p_parents", expanding=True))),
         "run": next_of(agents.c.workflow_run_id == bindparam("p_run")),
     }
     return {
         kind: update(agents)
-        .where(agents.c.id == target, claimable(now), *gate)
+        .where(target, claimable(now), *gate)
         .values(
             status=AgentStatus.EXECUTING.value,
             lease_owner=bindparam("p_owner"),
@@ -219,6 +228,35 @@ def claim_statements(engine: Engine, *, gated: bool = False, roles: bool = False
             started_at=func.coalesce(agents.c.started_at, now),
             wait_reason=None,  # a refusal of this claim (budget, admission) sets it again
         )
-        .returning(agents.c.id, agents.c.attempt, agents.c.role, agents.c.model)
+        .returning(
+            agents.c.id,
+            agents.c.attempt,
+            agents.c.role,
+            agents.c.model,
+            agents.c.priority,
+            agents.c.created_at,
+            agents.c.parent_id,
+            agents.c.workflow_run_id,
+            agents.c.budget_usd,
+            agents.c.max_budget_usd,
+        )
         for kind, target in targets.items()
     }
+
+
+def workspace_upsert(engine: Engine) -> Any | None:
+    """``INSERT INTO workspaces ... ON CONFLICT (agent_id) DO UPDATE`` (every column from the
+    parameters), one statement where an UPDATE then an INSERT took two; ``None`` for a database
+    without it (the store then does the two)."""
+    insert: Any
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif engine.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        return None
+    statement = insert(workspaces)
+    return statement.on_conflict_do_update(
+        index_elements=[workspaces.c.agent_id],
+        set_={c.name: statement.excluded[c.name] for c in workspaces.c if c.name != "agent_id"},
+    )

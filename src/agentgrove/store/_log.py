@@ -20,17 +20,32 @@ from agentgrove.store._core import StoreCore, utcnow
 from agentgrove.store._rows import _workspace_from_row
 from agentgrove.store._schema import agents, events, transcripts, workspaces
 
+TranscriptMessage = tuple[int, str, dict[str, Any], tuple[str, dict[str, Any]] | None, datetime]
+"""One SDK message for the transcript: ``(seq, kind, message, event, at)``; ``event``, if any,
+is appended to the event log with it."""
+
 
 class LogQueries(StoreCore):
     """Mixed into :class:`agentgrove.store.Store`."""
 
+    _workspace_upsert: Any | None = None
+    """The dialect's one-statement insert-or-update of a workspace row (set by the Store)."""
+
     # -- workspaces ------------------------------------------------------------------------
 
-    def save_workspace(self, ws: WorkspaceRecord, *, lease: tuple[str, int] | None = None) -> bool:
-        """Insert or replace the workspace row of ``ws.agent_id``.
+    def save_workspace(
+        self,
+        ws: WorkspaceRecord,
+        *,
+        lease: tuple[str, int] | None = None,
+        events: Sequence[tuple[str, dict[str, Any]]] = (),
+    ) -> bool:
+        """Insert or replace the workspace row of ``ws.agent_id``, and append ``events``
+        (``(kind, data)`` of that agent) in the same transaction.
 
         A worker passes its ``lease`` (owner, attempt): the write is fenced like every other
-        write of a worker, and ``False`` means the lease is no longer its own.
+        write of a worker, and ``False`` means the lease is no longer its own (then nothing,
+        events included, is written).
         """
         values = {
             "repo_path": ws.repo_path,
@@ -51,9 +66,15 @@ class LogQueries(StoreCore):
                 )
                 if holder.first() is None:
                     return False
-            updated = conn.execute(_UPDATE_WORKSPACE, {"p_agent_id": ws.agent_id, **values})
-            if updated.rowcount == 0:
-                conn.execute(_INSERT_WORKSPACE, {"agent_id": ws.agent_id, **values})
+            upsert = self._workspace_upsert
+            if upsert is not None:
+                conn.execute(upsert, {"agent_id": ws.agent_id, **values})
+            else:
+                updated = conn.execute(_UPDATE_WORKSPACE, {"p_agent_id": ws.agent_id, **values})
+                if updated.rowcount == 0:
+                    conn.execute(_INSERT_WORKSPACE, {"agent_id": ws.agent_id, **values})
+            for kind, data in events:
+                self._event(conn, ws.agent_id, kind, data, None)
         return True
 
     def list_workspaces(
@@ -107,9 +128,7 @@ class LogQueries(StoreCore):
         agent_id: str,
         owner: str,
         attempt: int,
-        batch: Sequence[
-            tuple[int, str, dict[str, Any], tuple[str, dict[str, Any]] | None, datetime]
-        ],
+        batch: Sequence[TranscriptMessage],
     ) -> bool:
         """Append SDK messages ``(seq, kind, message, event, at)`` to the transcript (and their
         events) in one transaction, fenced by the lease: ``False``, and nothing written, when
@@ -122,24 +141,33 @@ class LogQueries(StoreCore):
             )
             if holder.first() is None:
                 return False
-            conn.execute(
-                _INSERT_TRANSCRIPT,
-                [
-                    {
-                        "agent_id": agent_id,
-                        "attempt": attempt,
-                        "seq": seq,
-                        "at": at,
-                        "kind": kind,
-                        "message": message,
-                    }
-                    for seq, kind, message, _, at in batch
-                ],
-            )
-            for _, _, _, event, at in batch:
-                if event is not None:
-                    self._event(conn, agent_id, event[0], event[1], at)
+            self._messages(conn, agent_id, attempt, batch)
         return True
+
+    def _messages(
+        self, conn: Connection, agent_id: str, attempt: int, batch: Sequence[TranscriptMessage]
+    ) -> None:
+        """Insert ``batch`` into the transcript (and its events), in the caller's transaction,
+        which has checked the lease."""
+        if not batch:
+            return
+        conn.execute(
+            _INSERT_TRANSCRIPT,
+            [
+                {
+                    "agent_id": agent_id,
+                    "attempt": attempt,
+                    "seq": seq,
+                    "at": at,
+                    "kind": kind,
+                    "message": message,
+                }
+                for seq, kind, message, _, at in batch
+            ],
+        )
+        for _, _, _, event, at in batch:
+            if event is not None:
+                self._event(conn, agent_id, event[0], event[1], at)
 
     def transcript(self, agent_id: str) -> list[dict[str, Any]]:
         with self._read() as conn:
@@ -156,6 +184,26 @@ class LogQueries(StoreCore):
         return [
             {"attempt": r.attempt, "seq": r.seq, "kind": r.kind, "message": r.message} for r in rows
         ]
+
+    def _events(
+        self,
+        conn: Connection,
+        entries: Sequence[tuple[str, str, dict[str, Any]]],
+        at: datetime,
+    ) -> None:
+        """:meth:`_event` for each ``(agent_id, kind, data)``, at ``at``: those that notify
+        nobody in one statement."""
+        plain = []
+        for agent_id, kind, data in entries:
+            if self._notifies(kind, data) is None:
+                plain.append(
+                    {"at": at, "agent_id": agent_id, "run_id": None, "kind": kind, "data": data}
+                )
+                self._crash_point.note(kind)
+            else:
+                self._event(conn, agent_id, kind, data, at)
+        if plain:
+            conn.execute(_INSERT_EVENT, plain)
 
     def _event(
         self,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,7 +33,7 @@ from agentgrove.store._budgets import BudgetQueries
 from agentgrove.store._claims import ClaimQueries
 from agentgrove.store._core import utcnow
 from agentgrove.store._faults import HEARTBEAT, CrashPoint
-from agentgrove.store._log import LogQueries
+from agentgrove.store._log import LogQueries, TranscriptMessage
 from agentgrove.store._notifications import NotificationQueries
 from agentgrove.store._pace import PaceQueries
 from agentgrove.store._records import NewAgent, RunOutcome
@@ -87,6 +87,7 @@ class Store(
             raise ConfigError(_dialect.unusable_url(url, exc)) from exc
         self._claim_statements = _dialect.claim_statements(self.engine)
         self._gated_claim_statements = _dialect.claim_statements(self.engine, gated=True)
+        self._workspace_upsert = _dialect.workspace_upsert(self.engine)
         self._crash_point = CrashPoint()
         database = self.engine.url.database
         self._where = (
@@ -296,8 +297,17 @@ class Store(
             )
         return result.rowcount == 1
 
-    def finish(self, agent_id: str, owner: str, attempt: int, outcome: RunOutcome) -> bool:
-        """executing -> completed | failed | cancelled, with the result, as one fenced UPDATE."""
+    def finish(
+        self,
+        agent_id: str,
+        owner: str,
+        attempt: int,
+        outcome: RunOutcome,
+        messages: Sequence[TranscriptMessage] = (),
+    ) -> bool:
+        """executing -> completed | failed | cancelled, with the result, as one fenced UPDATE;
+        ``messages``, the transcript's last, are appended in the same transaction (before the
+        ending's event), and only if the fence let the ending through."""
         assert outcome.status.finished
         now = utcnow()
         with self._write(wake=True) as conn:
@@ -322,6 +332,7 @@ class Store(
             finished = result.first()
             if finished is None:
                 return False
+            self._messages(conn, agent_id, attempt, messages)
             if outcome.status is not AgentStatus.COMPLETED:
                 self._fail_waiting_children(conn, agent_id, now)
             if finished.node_key is not None:
