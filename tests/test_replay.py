@@ -40,6 +40,7 @@ class Served:
     env: dict[str, str]
     url: str
     stderr: str = field(default="")
+    returncode: int | None = None
 
 
 @contextmanager
@@ -67,6 +68,7 @@ def serving(*args: str, cwd: Path, env: dict[str, str]) -> Iterator[Served]:
     finally:
         process.terminate()
         _, served.stderr = process.communicate(timeout=30)
+        served.returncode = process.returncode
 
 
 def _environ(**extra: str) -> dict[str, str]:
@@ -176,6 +178,13 @@ def test_recorder_relays_streams_byte_for_byte_saves_no_key_and_replays_them(
     message = json.loads(body)["error"]["message"]
     assert "--replay" in message and "diverges" in message and "'other'" in message
     assert replayer.divergences == [message]
+    lines, code = replayer.report()
+    assert code == 1 and lines[-1] == f"replayed 3 request(s) from {recording}, 1 divergence(s)"
+    # The Bearer request was never replayed (its task as saved: the token redacted).
+    assert lines[:-1] == [
+        "recorded conversation 3 (role 'file-writer', task 'plain [redacted:REQUEST_CREDENTIAL_0]')"
+        " turn 0 never replayed"
+    ], lines
 
 
 def _branch_file(repo: Path, agent_id: str, path: str) -> str:
@@ -269,6 +278,9 @@ def test_a_grove_run_recorded_through_the_proxy_replays_offline_and_a_new_task_d
     assert "diverges from the recording" in replay.stderr and "Create b.txt" in replay.stderr
     # Each divergence once on the server's stderr, though the CLI re-sends a refused request.
     assert replay.stderr.count("diverges from the recording") == 2, replay.stderr
+    # Stopped, the server sums up (the run, then turn 0 of the last) and exits 1.
+    assert "replayed 3 request(s) from" in replay.stderr and "2 divergence(s)" in replay.stderr
+    assert replay.returncode == 1, replay.stderr
     assert changed.returncode == 1, changed.stdout + changed.stderr
     said = changed.stdout + changed.stderr
     assert "--replay" in said and "turn 1 of recorded conversation" in said, said

@@ -298,7 +298,9 @@ def model_server(
     if replay is not None:
         from agentgrove.testing._replay import replay_server
 
-        server = replay_server(replay, port, lambda line: print(line, file=sys.stderr, flush=True))
+        server, replayer = replay_server(
+            replay, port, lambda line: print(line, file=sys.stderr, flush=True)
+        )
     elif script is None:
         server = ModelServer(playground_script(), port=port)
     else:
@@ -332,6 +334,10 @@ def model_server(
         server.stop()
     if script is not None:
         sys.exit(_report_script(server))
+    if replay is not None:
+        lines, code = replayer.report()
+        print("\n".join(lines), file=sys.stderr)
+        sys.exit(code)
 
 
 def _report_script(server: ModelServer) -> int:

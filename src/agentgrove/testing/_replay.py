@@ -203,6 +203,18 @@ class Replayer:
         response = exchange.response
         return RawReply(response.status, dict(response.headers), response.body_bytes())
 
+    def report(self) -> tuple[list[str], int]:
+        """What to say when the server stops, and its exit code: a summary line (with the
+        number of divergences, each already said) and the recorded turns never asked for; 1 if
+        any request diverged, else 0."""
+        unreplayed = self.unreplayed()
+        with self._lock:
+            replayed, diverged = self.replayed, len(self.divergences)
+        summary = f"replayed {replayed} request(s) from {self.recording.path}"
+        if diverged:
+            summary += f", {diverged} divergence(s)"
+        return [*unreplayed, summary], 1 if diverged else 0
+
     def unreplayed(self) -> list[str]:
         """Each recorded turn never asked for."""
         with self._lock:
@@ -220,10 +232,12 @@ class Replayer:
             ]
 
 
-def replay_server(path: Path, port: int, say: Callable[[str], None]) -> ModelServer:
-    """A (not yet started) :class:`ModelServer` replaying the recording at ``path``; ``say`` is
-    told what it replays, then each divergence. :class:`BadInput` if the file is missing or
-    bad."""
+def replay_server(
+    path: Path, port: int, say: Callable[[str], None]
+) -> tuple[ModelServer, Replayer]:
+    """A (not yet started) :class:`ModelServer` replaying the recording at ``path``, and its
+    :class:`Replayer`; ``say`` is told what it replays, then each divergence. :class:`BadInput`
+    if the file is missing or bad."""
     recording = load_recording(path)
     replayer = Replayer(recording, on_divergence=say)
     conversations = len({e.conversation for e in recording.exchanges})
@@ -231,4 +245,4 @@ def replay_server(path: Path, port: int, say: Callable[[str], None]) -> ModelSer
         f"replaying {path}: {conversations} conversation(s), "
         f"{len(recording.exchanges)} request(s) recorded from {recording.header.upstream}"
     )
-    return ModelServer(Script.from_handler(replayer), port=port)
+    return ModelServer(Script.from_handler(replayer), port=port), replayer
