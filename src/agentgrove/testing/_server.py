@@ -118,9 +118,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("connection", "close")
         self.end_headers()
         self.close_connection = True
-        for chunk in reply.chunks:
-            self.wfile.write(chunk)
-            self.wfile.flush()
+        try:
+            for chunk in reply.chunks:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+        finally:
+            close = getattr(reply.chunks, "close", None)
+            if callable(close):
+                close()  # a generator relaying a stream lets go of its upstream now
 
     # --- verbs ----------------------------------------------------------
     def do_GET(self) -> None:
