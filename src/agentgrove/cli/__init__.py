@@ -11,6 +11,7 @@ from agentgrove.cli import (
     _approvals,
     _dashboard,
     _inbox,
+    _record,
     _setup,
     _shell,
     _stats,
@@ -23,7 +24,7 @@ from agentgrove.errors import GroveError
 __all__ = ["app", "main"]
 
 # Each command module registers itself.
-_ = (_agents, _approvals, _dashboard, _inbox, _setup, _shell, _stats, _up, _workflows)
+_ = (_agents, _approvals, _dashboard, _inbox, _record, _setup, _shell, _stats, _up, _workflows)
 
 
 def main() -> None:

@@ -23,7 +23,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     cls=GroveGroup,
 )
-dev_app = typer.Typer(help="Developer tools: the scripted model server.", no_args_is_help=True)
+dev_app = typer.Typer(
+    help="Developer tools: the scripted model server, recording and replaying conversations.",
+    no_args_is_help=True,
+)
 app.add_typer(dev_app, name="dev")
 
 PIPE_WIDTH = 1000

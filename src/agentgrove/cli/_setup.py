@@ -272,7 +272,8 @@ def demo(
         "Serve a scripted Anthropic Messages API until interrupted (no API key needed).\n\n"
         "With --script FILE.yaml, agents do what the script says for their role and task "
         '(docs/scripting.md). Without it, a task "Create PATH containing TEXT" writes that '
-        "file, and any other task fails, naming --script."
+        "file, and any other task fails, naming --script. With --replay FILE, the "
+        "conversations grove dev record saved are played back."
     ),
 )
 def model_server(
@@ -284,11 +285,23 @@ def model_server(
             "(docs/scripting.md)."
         ),
     ] = None,
+    replay: Annotated[
+        Path | None,
+        typer.Option(help="Play back a recording of grove dev record, by role and turn."),
+    ] = None,
 ) -> None:
     """The scripted model server: the playground, or ``--script``'s script (help above)."""
     from agentgrove.testing import ModelServer, ScriptError, load_script, playground_script
 
-    if script is None:
+    if script is not None and replay is not None:
+        raise BadInput("give --script or --replay, not both")
+    if replay is not None:
+        from agentgrove.testing._replay import replay_server
+
+        server, replayer = replay_server(
+            replay, port, lambda line: print(line, file=sys.stderr, flush=True)
+        )
+    elif script is None:
         server = ModelServer(playground_script(), port=port)
     else:
         try:
@@ -321,6 +334,10 @@ def model_server(
         server.stop()
     if script is not None:
         sys.exit(_report_script(server))
+    if replay is not None:
+        lines, code = replayer.report()
+        print("\n".join(lines), file=sys.stderr)
+        sys.exit(code)
 
 
 def _report_script(server: ModelServer) -> int:

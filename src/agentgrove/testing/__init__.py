@@ -4,6 +4,10 @@ Build a :class:`Script` (rules keyed by role / prompt / predicate, or handler
 functions; or load a YAML one with :func:`load_script`, the format of
 ``docs/scripting.md``), serve it with :class:`ModelServer`, and hand
 ``server.env()`` to the CLI (e.g. ``ClaudeAgentOptions(env=server.env())``).
+
+Record real conversations with a :class:`Recorder` (a ``forward`` handler: the server relays to
+an upstream API and saves each exchange) and play them back with a :class:`Replayer` (a script
+handler answering by role, conversation and turn, byte for byte).
 """
 
 from agentgrove.testing._demo import (
@@ -12,6 +16,9 @@ from agentgrove.testing._demo import (
     file_writer_script,
     playground_script,
 )
+from agentgrove.testing._raw import Exchange, Forward, RawReply
+from agentgrove.testing._record import Recorder, Recording, load_recording
+from agentgrove.testing._replay import Replayer
 from agentgrove.testing._request import ModelRequest, ToolCall, strip_system_reminders
 from agentgrove.testing._script import Handler, Resolution, Script
 from agentgrove.testing._script_file import ScriptError, load_script, parse_script
@@ -33,10 +40,16 @@ from agentgrove.testing._turns import (
 
 __all__ = [
     "DEMO_GREETING",
+    "Exchange",
     "Fault",
+    "Forward",
     "Handler",
     "ModelRequest",
     "ModelServer",
+    "RawReply",
+    "Recorder",
+    "Recording",
+    "Replayer",
     "Reply",
     "Resolution",
     "Script",
@@ -49,6 +62,7 @@ __all__ = [
     "bash",
     "demo_script",
     "file_writer_script",
+    "load_recording",
     "load_script",
     "parse_script",
     "playground_script",

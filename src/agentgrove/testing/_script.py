@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+from agentgrove.testing._raw import RawReply
 from agentgrove.testing._request import ModelRequest
 from agentgrove.testing._turns import Fault, Reply, Step, Turn, TurnSpec, describe_step
 
@@ -69,7 +70,7 @@ class _Rule:
 
 
 def _attempts(spec: TurnSpec) -> list[Step]:
-    if isinstance(spec, (Turn, Fault)) or callable(spec):
+    if isinstance(spec, (Turn, Fault, RawReply)) or callable(spec):
         return [spec]
     return list(spec)
 

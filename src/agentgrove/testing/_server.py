@@ -3,6 +3,8 @@
 Point the Claude Code CLI at it with :meth:`ModelServer.env`. Every request
 the script does not expect is answered with HTTP 400 *and* recorded in
 :attr:`ModelServer.errors`, so :meth:`ModelServer.assert_done` fails loudly.
+Given a ``forward`` handler instead, the server hands it every request whole
+and sends back its :class:`RawReply` (the recording proxy, ``_record``).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
+from agentgrove.testing._raw import Exchange, Forward, RawReply
 from agentgrove.testing._request import ModelRequest
 from agentgrove.testing._script import Script
-from agentgrove.testing._turns import Fault, Turn
+from agentgrove.testing._turns import Reply, Turn
 from agentgrove.testing._wire import (
     encode_sse,
     error_body,
@@ -33,6 +36,10 @@ _MESSAGES = "/v1/messages"
 _COUNT_TOKENS = "/v1/messages/count_tokens"
 _MODELS = "/v1/models"
 _MODEL_IDS = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-5")
+# Headers that describe one hop's connection: never copied from a RawReply.
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "content-length", "te", "upgrade"}
+)
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -82,8 +89,48 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def _forwarded(self) -> bool:
+        """Hand the request whole to the server's ``forward`` handler, if it has one."""
+        forward = self.server.owner.forward
+        if forward is None:
+            return False
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        headers = [(name.lower(), value) for name, value in self.headers.items()]
+        reply = forward(Exchange(self.command, self.path, headers, body))
+        try:
+            self._send_raw(reply)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        return True
+
+    def _send_raw(self, reply: RawReply) -> None:
+        """Send ``reply`` as it is (see :class:`RawReply`)."""
+        self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            if name.lower() not in _HOP_BY_HOP:
+                self.send_header(name, value)
+        if reply.chunks is None:
+            self.send_header("content-length", str(len(reply.body)))
+            self.end_headers()
+            self.wfile.write(reply.body)
+            return
+        self.send_header("connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        try:
+            for chunk in reply.chunks:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+        finally:
+            close = getattr(reply.chunks, "close", None)
+            if callable(close):
+                close()  # a generator relaying a stream lets go of its upstream now
+
     # --- verbs ----------------------------------------------------------
     def do_GET(self) -> None:
+        if self._forwarded():
+            return
         if urlsplit(self.path).path.rstrip("/") == _MODELS:
             if self._refused():
                 return
@@ -100,13 +147,16 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     def do_HEAD(self) -> None:
-        self._not_found()
+        if not self._forwarded():
+            self._not_found()
 
     def do_PUT(self) -> None:
-        self._not_found()
+        if not self._forwarded():
+            self._not_found()
 
     def do_DELETE(self) -> None:
-        self._not_found()
+        if not self._forwarded():
+            self._not_found()
 
     def _not_found(self) -> None:
         message = f"scripted model server: no such endpoint {self.command} {self.path}"
@@ -114,6 +164,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(404, error_body("not_found_error", message))
 
     def do_POST(self) -> None:
+        if self._forwarded():
+            return
         path = urlsplit(self.path).path.rstrip("/")
         if path not in (_MESSAGES, _COUNT_TOKENS):
             self._read_body()
@@ -147,8 +199,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     # --- replies --------------------------------------------------------
-    def _reply(self, request: ModelRequest, reply: Turn | Fault) -> None:
-        if isinstance(reply, Turn):
+    def _reply(self, request: ModelRequest, reply: Reply) -> None:
+        if isinstance(reply, RawReply):
+            self._send_raw(reply)
+        elif isinstance(reply, Turn):
             self._send_turn(request, reply, delay_s=0.0)
         elif reply.kind == "status":
             headers: dict[str, str] = {}
@@ -212,13 +266,16 @@ class ModelServer:
         *,
         refuse_auth: bool = False,
         hint: str = "",
+        forward: Forward | None = None,
     ) -> None:
         """``refuse_auth``: answer every request with 401, as the real API does to a bad key.
         ``GET /v1/models`` (the preflight of `grove run`) is served; it is not a scripted turn.
-        ``hint``: said after the description of each unexpected request (what to do)."""
+        ``hint``: said after the description of each unexpected request (what to do).
+        ``forward``: hand every request (any verb, any path) to it instead of ``script``."""
         self.script = script
         self.refuse_auth = refuse_auth
         self.hint = hint
+        self.forward = forward
         self.host = host
         self._requested_port = port
         self._lock = threading.Lock()

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
+from agentgrove.testing._raw import RawReply
 from agentgrove.testing._request import ModelRequest
 
 __all__ = [
@@ -128,10 +129,10 @@ class Fault:
         return "Fault.drop()"
 
 
-Reply: TypeAlias = Turn | Fault
-"""What one request gets back."""
+Reply: TypeAlias = Turn | Fault | RawReply
+"""What one request gets back (a :class:`RawReply`: recorded bytes, sent as they are)."""
 
-Step: TypeAlias = Turn | Fault | Callable[[ModelRequest], Reply | None]
+Step: TypeAlias = Turn | Fault | RawReply | Callable[[ModelRequest], Reply | None]
 """One attempt: a reply, or a function computing it from the request (``None`` = unexpected)."""
 
 TurnSpec: TypeAlias = Step | Sequence[Step]
@@ -178,7 +179,7 @@ def read_file(path: str) -> Turn:
 
 def describe_step(step: Step) -> str:
     """Short description of a step for reports."""
-    if isinstance(step, Fault):
+    if isinstance(step, (Fault, RawReply)):
         return step.describe()
     if isinstance(step, Turn):
         parts: list[str] = []
