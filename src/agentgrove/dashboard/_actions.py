@@ -58,20 +58,17 @@ async def retry(request: Request, agent_id: str) -> Response:
 @router.post("/agents/{agent_id}/answer")
 async def answer(request: Request, agent_id: str) -> Response:
     """Answer the question the agent awaits (form field or JSON-less API call's ``answer``):
-    it goes back to pending and resumes its session with the answer. Answered by
-    ``dashboard``."""
+    it goes back to pending and resumes its session with the answer. Answered by the token's
+    name (``GROVE_DASHBOARD_TOKEN_NAME``, else ``dashboard``), like an approval."""
     form = await _form(request)
     refused = _refused(request, form)
     if refused is not None:
         return refused
     grove: Grove = request.app.state.grove
     text = form.get("answer", "")
-    answered = await anyio.to_thread.run_sync(lambda: grove.answer(agent_id, text, by=ANSWERED_BY))
+    by: str = request.app.state.token_name  # as for approvals: the token's holder
+    answered = await anyio.to_thread.run_sync(lambda: grove.answer(agent_id, text, by=by))
     return _done(form, f"/agents/{answered.agent_id}", question_id=answered.id)
-
-
-ANSWERED_BY = "dashboard"
-"""``answered_by`` of an answer given on the dashboard (its token has no name)."""
 
 
 def _retry(grove: Grove, agent_id: str) -> tuple[str, dict[str, object]]:
