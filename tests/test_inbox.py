@@ -144,7 +144,19 @@ def test_the_page_lists_them_with_forms_and_a_decision_comes_back_to_it(
             follow_redirects=False,
         )
         assert answered.headers["location"] == f"/agents/{asker_id}"
+
         assert grove.get(asker_id).status is AgentStatus.PENDING
         anyio.run(grove.execute_run_async, run_id)
         assert grove.store.get_run(run_id).status.value == "completed"
         assert "Nothing waits for a person." in web.get("/inbox").text
+
+
+@pytest.mark.parametrize(
+    "sly",
+    ["//evil.example", "/\\evil.example", "/\t/evil.example", "/%2F%2Fevil.example", "https://x"],
+)
+def test_a_form_goes_back_only_to_a_page_of_the_dashboard(sly: str) -> None:
+    from agentgrove.dashboard._actions import _next
+
+    assert _next({"next": "/inbox"}, "/runs/r1") == "/inbox"
+    assert _next({"next": sly}, "/runs/r1") == "/runs/r1"

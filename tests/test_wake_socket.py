@@ -77,3 +77,13 @@ def test_a_directory_open_to_others_is_not_used(tmp_path: Path) -> None:
     assert not list(directory.glob("*.sock"))
     poke(directory)  # and never raises
     os.chmod(directory, 0o700)
+
+
+def test_agents_cannot_read_the_workers_sockets(tmp_path: Path) -> None:
+    # The Bash sandbox denies the wake-up directory: an agent cannot flood its workers.
+    from agentgrove.runtime._homes import private_homes
+
+    directory = wake_dir(str(tmp_path / "grove.db"))
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    deny, _ = private_homes(tmp_path / "wt", None)
+    assert str(directory.parent.resolve()) in deny

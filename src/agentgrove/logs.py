@@ -76,7 +76,9 @@ class _Json(logging.Formatter):
             "worker": getattr(record, "worker", None) or self.worker,
             "message": redact(record.getMessage()),
         }
-        return json.dumps(entry, ensure_ascii=False)
+        # ASCII only: a control or bidirectional character in agent text arrives as \\uXXXX,
+        # never raw, should the lines reach a terminal.
+        return json.dumps(entry)
 
 
 class _Stderr:

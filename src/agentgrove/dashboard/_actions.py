@@ -124,7 +124,8 @@ def _next(form: dict[str, str], where: str) -> str:
     dashboard's own pages; else ``where``. Never another site: ``//evil`` and ``https:`` are
     not paths of ours."""
     wanted = form.get("next", "")
-    if wanted.startswith("/") and not wanted.startswith("//") and "\\" not in wanted:
+    plain = all(0x21 <= ord(c) < 0x7F and c not in "\\%" for c in wanted)
+    if plain and wanted.startswith("/") and not wanted.startswith("//"):
         return wanted
     return where
 

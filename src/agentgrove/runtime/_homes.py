@@ -45,7 +45,8 @@ def demo_parent() -> Path:
 
 
 def private_homes(worktree: Path, git_dir: Path | None) -> tuple[list[str], list[str]]:
-    """``(deny, allow)`` read lists for the sandbox: ``$HOME`` and the demo parent denied;
+    """``(deny, allow)`` read lists for the sandbox: ``$HOME``, the demo parent and the workers'
+    wake-up sockets denied;
     the toolchains under ``$HOME``, the worktree and the main git directory readable again
     (they may lie under ``$HOME``)."""
     deny: list[str] = []
@@ -57,6 +58,9 @@ def private_homes(worktree: Path, git_dir: Path | None) -> tuple[list[str], list
     demo = Path(tempfile.gettempdir()) / f"agentgrove-demo-{os.getuid()}"
     if demo.is_dir():
         deny.append(str(demo.resolve()))
+    wake = Path(tempfile.gettempdir()) / f"grove-wake-{os.getuid()}"
+    if wake.is_dir():  # the workers' wake-up sockets (store/_wake_socket.py): not an agent's
+        deny.append(str(wake.resolve()))
     allow.append(str(worktree))
     if git_dir is not None:
         allow.append(str(git_dir.resolve()))

@@ -27,6 +27,19 @@ from pathlib import Path
 __all__ = ["listen_for_pokes", "poke", "wake_dir"]
 
 _CHECK_STOP_S = 0.5
+_MIN_GAP_S = 0.005
+"""Least time between two wake-ups: pokes that come meanwhile are one more wake-up."""
+
+
+def _drain(receiver: socket.socket) -> None:
+    receiver.setblocking(False)
+    try:
+        while True:
+            receiver.recv(64)
+    except OSError:  # BlockingIOError: nothing more queued
+        pass
+    finally:
+        receiver.settimeout(_CHECK_STOP_S)
 
 
 def wake_dir(database: str) -> Path:
@@ -58,9 +71,10 @@ def poke(directory: Path) -> None:
         if not _private(directory, create=False):
             return
         names = os.listdir(directory)
+        sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # EMFILE, a seccomp filter
     except OSError:
         return
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+    with sender:
         sender.setblocking(False)
         for name in names:
             if not name.endswith(".sock"):
@@ -93,7 +107,9 @@ def listen_for_pokes(directory: Path, on_work: Callable[[], None], stop: threadi
                     receiver.recv(64)
                 except TimeoutError:
                     continue
+                _drain(receiver)  # a burst of pokes is one wake-up
                 on_work()
+                stop.wait(_MIN_GAP_S)  # a flood of pokes cannot spin the claim loop
         finally:
             with contextlib.suppress(OSError):
                 path.unlink()

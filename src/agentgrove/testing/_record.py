@@ -395,7 +395,10 @@ class Recorder:
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
-            text, encoding = base64.b64encode(body).decode(), "base64"
+            # Redacted as well: a body that is not UTF-8 may still echo a key.
+            readable = redactor.text(body.decode("utf-8", "surrogateescape"))
+            raw = readable.encode("utf-8", "surrogateescape")
+            text, encoding = base64.b64encode(raw).decode(), "base64"
         lowered = {n.lower(): v for n, v in headers.items()}
         response = RecordedResponse(
             status=status,
