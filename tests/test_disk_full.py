@@ -18,6 +18,7 @@ import anyio
 import pytest
 
 from agentgrove.grove import Grove
+from agentgrove.logs import configure
 from agentgrove.models import AgentStatus
 from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
 from agentgrove.worker import Worker
@@ -99,6 +100,9 @@ def test_an_agent_that_fills_the_disk_ends_with_what_it_spent(
                         await anyio.sleep(0.02)
                 big[0].unlink()  # the operator frees space
 
+        # What `grove worker` does: the core's warnings as lines on stderr (else pytest's
+        # logging capture would take them).
+        configure("text")
         with contextlib.redirect_stderr(said):
             anyio.run(main)
         ended = grove.get(agent.id)

@@ -131,6 +131,7 @@ def test_scrape_after_runs_equals_the_database(repo: Path, database: str) -> Non
         AgentStatus.PENDING: 2,
         AgentStatus.EXECUTING: 0,
         AgentStatus.AWAITING_INPUT: 0,
+        AgentStatus.AWAITING_APPROVAL: 0,
         AgentStatus.COMPLETED: 4,
         AgentStatus.FAILED: 1,
         AgentStatus.CANCELLED: 0,

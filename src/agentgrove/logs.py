@@ -35,6 +35,7 @@ _PREFIX = {
     "agentgrove.store._listen": "grove worker",
     "agentgrove.cli.worker": "grove worker",
     "agentgrove.cli.up": "grove up",
+    "agentgrove.notify._notifier": "grove notify",
 }
 _FIELDS = ("event", "agent", "run")
 _OURS = "_grove_handler"  # marks the handler configure() installed

@@ -1265,6 +1265,7 @@ def _git_dir(ws: WorkspaceRecord) -> Path | None:
 def attempt_time_left(timeout_s: float, spent_s: float) -> float:
     """What is left of an attempt's ``timeout_s`` for the CLI once ``spent_s`` went on getting
     the worktree ready since the claim (a role's timeout bounds the attempt, not the CLI alone:
-    a 3 s role failed 8 s after its claim). Never less than a tenth of a second, so an attempt
-    whose preparation took all its time still ends as a timeout the usual way."""
-    return max(0.1, timeout_s - spent_s)
+    a 3 s role failed 8 s after its claim). Never less than a tenth of a second (or the whole
+    timeout, when shorter), so an attempt whose preparation took all its time still ends as a
+    timeout the usual way."""
+    return max(min(0.1, timeout_s), timeout_s - spent_s)

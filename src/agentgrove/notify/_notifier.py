@@ -158,14 +158,14 @@ class Notifier:
             self.failed += 1
             # Once per notification, when it is given up; the retries before are not news.
             log.warning(
-                "grove notify: %s notification %d not delivered after %d attempts: %s",
+                "%s notification %d not delivered after %d attempts: %s",
                 notice.kind.value,
                 notice.id,
                 notice.attempt,
                 visible(redact(error), newlines=False),
             )
         else:
-            log.info("grove notify: notification %d: %s (retrying)", notice.id, error)
+            log.debug("notification %d: %s (retrying)", notice.id, error)
 
     def _slack(self, transport: Transport) -> bool:
         return isinstance(transport, Webhook) and self.settings.format == "slack"
@@ -178,5 +178,5 @@ class Notifier:
                 lambda: call(*args, **kwargs), limiter=self._db_limiter
             )
         except StoreUnavailable as exc:
-            log.info("grove notify: database unavailable (%s); trying later", exc)
+            log.debug("database unavailable (%s); trying later", exc)
             return fallback
