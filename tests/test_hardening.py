@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -238,11 +239,20 @@ def test_rate_limit_honours_retry_after_slows_the_model_and_the_retry_resumes(
 
 
 def _marked_sleeper(agent_id: str, attempt: int) -> subprocess.Popen[bytes]:
-    """A stand-in for a CLI left running by one attempt of an agent."""
-    return subprocess.Popen(
+    """A stand-in for a CLI left running by one attempt of an agent, returned once it runs
+    with its marker (between fork and exec /proc shows the parent's environment, which made
+    a lookup right after the spawn miss it now and then)."""
+    proc = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(600)"],
         env={"PATH": "/usr/bin:/bin", **marker_env(agent_id, attempt)},
     )
+    marker = next(iter(marker_env(agent_id, attempt).items()))
+    wanted = f"{marker[0]}={marker[1]}".encode()
+    deadline = time.monotonic() + 30
+    while wanted not in Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0"):
+        assert time.monotonic() < deadline, "the sleeper never started"
+        time.sleep(0.01)
+    return proc
 
 
 def test_processes_are_told_apart_by_attempt() -> None:
