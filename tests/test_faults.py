@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agentgrove.grove import Grove
-from agentgrove.models import AgentStatus, ErrorKind, RunStatus
+from agentgrove.models import AgentStatus, ErrorKind, Event, RunStatus
 from agentgrove.retry import MAX_DELAY_S, backoff_s, decide
 from agentgrove.store._faults import DB_FAULT_ENV, KILL_AFTER_ENV
 from tests.conftest import GROVE, run_cli, wait_until, write_scripted_config
@@ -222,6 +222,14 @@ TWO_NODES = {
     ],
 }
 
+
+def _claimed_by_transaction(claims: list[Event], n: int) -> set[str]:
+    """The agents the ``n``-th claim transaction took: a claim records its batch's
+    ``agent.claimed`` events at one time (how many it takes depends on how endings free slots)."""
+    times = sorted({e.at for e in claims})
+    return {e.agent_id for e in claims if e.at == times[n - 1] and e.agent_id is not None}
+
+
 # (point, N): which transaction at that point fails. Not the first claim / heartbeat /
 # completion, so the fault lands in the middle of a batch with other agents in flight.
 T6_POINTS = {"claim": 2, "heartbeat": 2, "complete": 2, "enqueue": 1}
@@ -246,9 +254,9 @@ def test_t6_a_database_error_at_a_commit_point_loses_nothing_and_doubles_nothing
         worker = _worker(repo, "--drain", extra_env={DB_FAULT_ENV: fault})
         _, err = worker.communicate(timeout=180)
         agents = grove.store.list_agents()
-        completions = Counter(
-            e.agent_id for e in grove.store.events(limit=10_000) if e.kind == "agent.completed"
-        )
+        log = grove.store.events(limit=10_000)
+        completions = Counter(e.agent_id for e in log if e.kind == "agent.completed")
+        claims = [e for e in log if e.kind == "agent.claimed" and e.data["attempt"] == 1]
         run = grove.store.get_run(run_id) if run_id is not None else None
     # The worker survived the error, said so, and finished everything itself.
     assert worker.returncode == 0, err
@@ -257,10 +265,18 @@ def test_t6_a_database_error_at_a_commit_point_loses_nothing_and_doubles_nothing
     assert Counter(a.status for a in agents) == {AgentStatus.COMPLETED: len(agents)}
     assert completions == Counter({a.id: 1 for a in agents}), "each agent completed once"
     # Nothing ran twice, but for a claim that committed unheard: a lease nobody renews, which
-    # the sweep returns to pending, so that agent runs (once) on attempt 2. A failed heartbeat
-    # or completion is written again, so its run is kept.
-    reruns = 1 if (point, when) == ("claim", "after") else 0
-    assert sorted(a.attempt for a in agents) == [1] * (len(agents) - reruns) + [2] * reruns
+    # the sweep returns to pending, so the agents of that claim run (once) on attempt 2. A
+    # failed heartbeat or completion is written again, so its run is kept.
+    reruns = (
+        _claimed_by_transaction(claims, T6_POINTS[point])
+        if (point, when)
+        == (
+            "claim",
+            "after",
+        )
+        else set()
+    )
+    assert {a.id: a.attempt for a in agents} == {a.id: 2 if a.id in reruns else 1 for a in agents}
     if run is not None:
         assert run.status is RunStatus.COMPLETED
         assert sorted(a.node_key or "" for a in agents) == ["first", "then"], "no dependent twice"

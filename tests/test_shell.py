@@ -421,8 +421,7 @@ def test_tmux_ctrl_c_interrupts_a_command_and_the_shell_goes_on(
     tmux.type("ls")
     tmux.send("Enter")
     tmux.wait_for(
-        lambda s: re.search(rf"{agent_id}\s+planner\s+pending", s) is not None
-        and prompt_is_back(s)
+        lambda s: re.search(rf"{agent_id}\s+planner\s+pending", s) is not None and prompt_is_back(s)
     )
     tmux.send("C-d")
     tmux.wait_for("exited 0")

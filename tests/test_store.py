@@ -19,6 +19,7 @@ from agentgrove.models import AgentStatus, ErrorKind, WorkspaceRecord
 from agentgrove.store import NewAgent, RunOutcome, Store
 from agentgrove.store._core import utcnow
 from agentgrove.store._migrate import downgrade, is_current, upgrade
+from agentgrove.store._records import Ending, WorkspaceSave
 from agentgrove.store._schema import metadata
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -248,3 +249,62 @@ def test_a_workspace_row_is_inserted_then_replaced_and_fenced_with_its_events(
     assert store.get_agent(agent_id).workspace == later
     kinds = [e.kind for e in store.events(agent_id=agent_id)]
     assert kinds == ["agent.spawned", "agent.claimed", "agent.warning"]
+
+
+def test_endings_in_one_transaction_each_pass_their_own_fence(store: Store) -> None:
+    ids = [_new(store) for _ in range(4)]
+    claimed = store.claim_many("w", 60, 4)
+    assert sorted(a.id for a in claimed) == sorted(ids)
+    done = RunOutcome(status=AgentStatus.COMPLETED, output="ok", tokens_in=3, cost_usd=0.5)
+    failed = RunOutcome(status=AgentStatus.FAILED, error="boom", error_kind=ErrorKind.PERMANENT)
+    tail = [(0, "ScriptedResult", {"n": 1}, ("agent.result", {"success": True}), utcnow())]
+    made = store.finish_many(
+        [
+            Ending(ids[0], "w", 1, done, tail),
+            Ending(ids[1], "someone-else", 1, done),  # not its lease
+            Ending(ids[2], "w", 1, failed),
+            Ending(ids[0], "w", 1, failed),  # a second ending of one agent never passes
+            Ending(ids[3], "w", 2, done),  # not its attempt
+        ]
+    )
+    assert made == [True, False, True, False, False]
+    rows = {i: store.get_agent(i) for i in ids}
+    assert rows[ids[0]].status is AgentStatus.COMPLETED and rows[ids[0]].tokens_in == 3
+    assert rows[ids[0]].cost_usd == 0.5 and rows[ids[0]].lease_owner is None
+    assert rows[ids[2]].status is AgentStatus.FAILED and rows[ids[2]].error == "boom"
+    assert {rows[i].status for i in ids[1::2]} == {AgentStatus.EXECUTING}
+    assert [m["message"] for m in store.transcript(ids[0])] == [{"n": 1}]
+    kinds = [e.kind for e in store.events(agent_id=ids[0])]
+    assert kinds == ["agent.spawned", "agent.claimed", "agent.result", "agent.completed"]
+    assert [e.kind for e in store.events(agent_id=ids[1])] == ["agent.spawned", "agent.claimed"]
+
+
+def test_workspace_rows_in_one_transaction_each_pass_their_own_fence(store: Store) -> None:
+    a, b = _new(store), _new(store)
+    store.claim_many("w", 60, 2)
+    ws_a = WorkspaceRecord(a, "/repo", "/repo/a", "grove/a", "abc", state="active")
+    ws_b = WorkspaceRecord(b, "/repo", "/repo/b", "grove/b", "abc", state="active")
+    later_a = replace(ws_a, head_commit="def")
+    written = store.save_workspaces(
+        [
+            WorkspaceSave(ws_a, ("w", 1), [("agent.warning", {"m": "a"})]),
+            WorkspaceSave(ws_b, ("other", 1), [("agent.warning", {"m": "b"})]),
+            WorkspaceSave(later_a, ("w", 1)),  # the same row again: the later one stays
+        ]
+    )
+    assert written == [True, False, True]
+    assert store.get_agent(a).workspace == later_a
+    assert store.get_agent(b).workspace is None
+    assert [e.data for e in store.events(agent_id=a) if e.kind == "agent.warning"] == [{"m": "a"}]
+    assert [e.kind for e in store.events(agent_id=b)] == ["agent.spawned", "agent.claimed"]
+
+
+def test_children_of_many_parents_in_one_read(store: Store) -> None:
+    p1, p2, lone = _new(store), _new(store), _new(store)
+    kids = [_new(store, parent_id=p) for p in (p1, p2, p1)]
+    assert [[c.id for c in cs] for cs in store.children_of([p1, lone, p2])] == [
+        [kids[0], kids[2]],
+        [],
+        [kids[1]],
+    ]
+    assert store.children_of([]) == []

@@ -194,8 +194,9 @@ def test_tmux_up_spawns_from_its_shell_and_ls_shows_the_agent_completed(
     # C-d only while the prompt reads the terminal: sent during the command, the
     # terminal is in cooked mode and the line discipline swallows it as an EOF
     tmux.wait_for(
-        lambda s: re.search(rf"{agent_id}\s+file-writer\s+completed", s) is not None
-        and prompt_is_back(s)
+        lambda s: (
+            re.search(rf"{agent_id}\s+file-writer\s+completed", s) is not None and prompt_is_back(s)
+        )
     )
     tmux.send("C-d")
     screen = tmux.wait_for("exited 0")

@@ -210,7 +210,7 @@ class AgentDelegate:
 
     async def _children(self) -> list[AgentRecord]:
         """The caller's direct children, in spawn order."""
-        return await self.service.db(self.service.store.list_agents, parent_id=self.agent.id)
+        return await self.service.children(self.agent.id)
 
     async def _own_children(self, ids: Sequence[str], tool: str) -> list[str]:
         """``ids`` resolved to full ids, each one of the caller's direct children; otherwise
@@ -295,9 +295,7 @@ class AgentDelegate:
         return ws, await self._git(self.service.workspaces.merge_in_progress, ws)
 
     async def _save(self, ws: WorkspaceRecord) -> None:
-        lease = (self.lease.owner, self.lease.attempt)
-        store = self.service.store
-        await self.service.owed(self.agent.id, lambda: store.save_workspace(ws, lease=lease))
+        await self.service.save_workspace(ws, self.lease)
 
     async def merge_at_end(self, result: RunResult) -> RunResult:
         """When the caller's run ended well: merge its completed children it has not merged

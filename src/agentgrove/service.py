@@ -37,6 +37,7 @@ from agentgrove.config import GroveConfig
 from agentgrove.delegation import AgentDelegate, NoSlots, Question, Slots, effective_role
 from agentgrove.errors import BadInput, StoreUnavailable, UnknownRole
 from agentgrove.gitexec import common_dir
+from agentgrove.group_commit import GroupCommit
 from agentgrove.logs import say
 from agentgrove.models import (
     AgentRecord,
@@ -62,6 +63,7 @@ from agentgrove.store import NewAgent, RunOutcome, Store
 from agentgrove.store._core import utcnow
 from agentgrove.store._log import TranscriptMessage
 from agentgrove.store._questions import DEFAULT_BY
+from agentgrove.store._records import Ending, WorkspaceSave
 from agentgrove.workspaces import ConflictMarkersLeft, MergeConflict, Workspaces
 from agentgrove.worktree_env import (
     agent_env,
@@ -72,6 +74,7 @@ from agentgrove.worktree_env import (
 )
 
 T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741 - a group commit's item
 
 UNISOLATED = "not a git repository: running unisolated, in the directory itself"
 """The warning every agent run outside git gets."""
@@ -175,8 +178,27 @@ class AgentService:
         # Secrets in the environment never reach the database (transcripts, events, results).
         self.redact = Redactor.from_environ(os.environ)
         self._db_limiter: anyio.CapacityLimiter | None = None
+        # Concurrent attempts' endings, workspace rows and reads of children go to the
+        # database together, one transaction for many (see agentgrove.group_commit).
+        self._endings = GroupCommit(self._on_thread(self.store.finish_many), isolate=_not_outage)
+        self._workspace_saves = GroupCommit(
+            self._on_thread(self.store.save_workspaces), isolate=_not_outage
+        )
+        self._children_reads = GroupCommit(
+            self._on_thread(self.store.children_of), isolate=_not_outage
+        )
 
     # -- the database, off the event loop ------------------------------------------------
+
+    def _on_thread(
+        self, fn: Callable[[Sequence[I]], list[T]]
+    ) -> Callable[[Sequence[I]], Awaitable[list[T]]]:
+        """``fn``, a store call taking many items, made through :meth:`db`."""
+
+        async def call(items: Sequence[I]) -> list[T]:
+            return await self.db(fn, items)
+
+        return call
 
     async def db(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` (a store call) on a worker thread, at most
@@ -194,12 +216,16 @@ class AgentService:
         second matches nothing or changes nothing); so is a read the attempt needs. It stops
         only when cancelled: by the heartbeat, once the lease has expired by the worker's own
         clock."""
+        return await self._owed_call(agent_id, lambda: self.db(write))
+
+    async def _owed_call(self, agent_id: str, call: Callable[[], Awaitable[T]]) -> T:
+        """:meth:`owed` for a write made by ``await call()`` (one submitted to a group commit)."""
         from agentgrove.worker import Backoff  # the worker imports this module
 
         backoff = Backoff()
         while True:
             try:
-                return await self.db(write)
+                return await call()
             except StoreUnavailable as exc:
                 if backoff.failures % 10 == 0:
                     say(
@@ -209,6 +235,11 @@ class AgentService:
                         agent=agent_id,
                     )
                 await anyio.sleep(backoff.next())
+
+    async def children(self, agent_id: str) -> list[AgentRecord]:
+        """``agent_id``'s direct children in spawn order, read with other attempts' reads of
+        theirs (one query for all: see :mod:`agentgrove.group_commit`)."""
+        return await self._children_reads.submit(agent_id)
 
     # -- spawning --------------------------------------------------------------------------
 
@@ -435,7 +466,7 @@ class AgentService:
             return
         # Outside git, the warning is written with the workspace: one transaction, not two.
         unisolated = [("agent.warning", {"message": UNISOLATED})] if ws.repo_path is None else []
-        await self._save_workspace(ws, lease, events=unisolated)
+        await self.save_workspace(ws, lease, events=unisolated)
         for kind, data in unisolated:
             self._emit(agent.id, kind, data)
         agent_vars = await self._prepare_worktree(agent, lease, ws, progress)
@@ -804,11 +835,11 @@ class AgentService:
     ) -> WorkspaceRecord:
         trailers = {"Grove-Agent": agent.id, "Grove-Role": agent.role}
         committed = await anyio.to_thread.run_sync(self.workspaces.commit, ws, message, trailers)
-        await self._save_workspace(committed, lease)
+        await self.save_workspace(committed, lease)
         # On the remote before a child (maybe on another machine) starts from it.
         pushed = await anyio.to_thread.run_sync(self.workspaces.push, committed)
         if pushed != committed:
-            await self._save_workspace(pushed, lease)
+            await self.save_workspace(pushed, lease)
         return pushed
 
     async def _push(
@@ -833,21 +864,19 @@ class AgentService:
                 error=self.redact(f"{exc} (the work is on the local branch {ws.branch})"),
             )
         if pushed != ws:
-            await self._save_workspace(pushed, lease)
+            await self.save_workspace(pushed, lease)
         return result
 
-    async def _save_workspace(
+    async def save_workspace(
         self,
         ws: WorkspaceRecord,
         lease: Lease,
         events: Sequence[tuple[str, dict[str, Any]]] = (),
     ) -> bool:
-        return await self.owed(
-            ws.agent_id,
-            lambda: self.store.save_workspace(
-                ws, lease=(lease.owner, lease.attempt), events=events
-            ),
-        )
+        """Record ``ws`` (and ``events``) fenced by ``lease``, with other attempts' rows; owed:
+        made again while the database is unavailable (``False``: the lease is not ours)."""
+        save = WorkspaceSave(ws, (lease.owner, lease.attempt), events)
+        return await self._owed_call(ws.agent_id, lambda: self._workspace_saves.submit(save))
 
     async def _merge_unmerged_children(self, spec: RunSpec, result: RunResult) -> RunResult:
         """The run ended: merge the completed children it never merged (see
@@ -896,7 +925,7 @@ class AgentService:
             await self._warn(agent.id, f"commit failed: {exc}")
             return result
         if committed != ws:  # an unisolated workspace comes back unchanged: nothing to record
-            await self._save_workspace(committed, lease)
+            await self.save_workspace(committed, lease)
         return await self._push(agent, committed, result, lease)
 
     async def _settle(
@@ -953,10 +982,10 @@ class AgentService:
         """The attempt's ending, with ``tail`` (the transcript's last messages, handed over by
         :meth:`_TranscriptWriter.hand_over`) written in the same transaction."""
         outcome = _outcome(result)
-        if await self.owed(
-            agent.id,
-            lambda: self.store.finish(agent.id, lease.owner, lease.attempt, outcome, tail),
-        ) or await self.db(self._recorded, agent.id, lease, outcome):
+        ending = Ending(agent.id, lease.owner, lease.attempt, outcome, tail)
+        if await self._owed_call(agent.id, lambda: self._endings.submit(ending)) or await self.db(
+            self._recorded, agent.id, lease, outcome
+        ):
             self._emit(agent.id, f"agent.{outcome.status.value}", {"error": result.error})
             if (
                 agent.workflow_run_id
@@ -1269,3 +1298,9 @@ def attempt_time_left(timeout_s: float, spent_s: float) -> float:
     timeout, when shorter), so an attempt whose preparation took all its time still ends as a
     timeout the usual way."""
     return max(min(0.1, timeout_s), timeout_s - spent_s)
+
+
+def _not_outage(exc: BaseException) -> bool:
+    """A group commit's failure worth retrying item by item: not the database being away
+    (each caller retries that itself)."""
+    return not isinstance(exc, StoreUnavailable)

@@ -128,6 +128,10 @@ def agent_env(agent_id: str, block: PortBlock | None) -> dict[str, str]:
     return env
 
 
+_HELD_HERE: set[tuple[str, int, int]] = set()
+"""The blocks ``(folder, base, count)`` this process holds now (see :func:`hold_ports`)."""
+
+
 class NoFreePorts(RuntimeError):
     """Every block of the range is held by another agent on this host (or bound)."""
 
@@ -168,8 +172,14 @@ def hold_ports(
     whose lock no other process holds and (``bind_test``) whose ports are free, until the
     context exits. Raises :class:`NoFreePorts` when the range up to 65535 is used up."""
     folder = folder or ports_dir()
+    where = str(folder)
     base = start
     while base + count - 1 <= MAX_PORT:
+        if (where, base, count) in _HELD_HERE:
+            # Ours already: no lock file to open nor ports to bind for it (a worker running
+            # 64 agents would otherwise try 64 held blocks before each free one).
+            base += count
+            continue
         fd = os.open(folder / f"block-{base}-{count}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -181,9 +191,11 @@ def hold_ports(
             os.close(fd)
             base += count
             continue
+        _HELD_HERE.add((where, base, count))
         try:
             yield PortBlock(base, count)
         finally:
+            _HELD_HERE.discard((where, base, count))
             os.close(fd)  # closing the only descriptor releases the lock
         return
     raise NoFreePorts(f"no free block of {count} ports from {start}: too many agents running")

@@ -7,9 +7,10 @@ running them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, select, update
+from sqlalchemy import ColumnElement, Connection, and_, bindparam, select, update
 
 from agentgrove.models import AgentStatus, CheckRecord
 from agentgrove.store._core import StoreCore
@@ -80,29 +81,58 @@ RECORD_SESSION = update(agents).where(FENCE).values(session_id=_param("session_i
 """The attempt's Claude session ``p_session_id``, as soon as the CLI names it: a retry after a
 crash then knows which session to resume (see :mod:`agentgrove.sessions`)."""
 
-FINISH = (
-    update(agents)
-    .where(FENCE)
-    .values(
-        status=_param("status"),
-        output=_param("output"),
-        error=_param("error"),
-        error_kind=_param("error_kind"),
-        tokens_in=agents.c.tokens_in + _param("tokens_in"),
-        tokens_out=agents.c.tokens_out + _param("tokens_out"),
-        cost_usd=agents.c.cost_usd + _param("cost_usd"),
-        duration_ms=agents.c.duration_ms + _param("duration_ms"),
-        session_id=_param("session_id"),
-        reserved_usd=0.0,
-        wait_reason=None,
-        lease_owner=None,
-        lease_expires_at=None,
-        finished_at=_param("finished_at"),
-    )
-    .returning(agents.c.workflow_run_id, agents.c.node_key)
+_FINISH_VALUES: dict[str, Any] = dict(
+    status=_param("status"),
+    output=_param("output"),
+    error=_param("error"),
+    error_kind=_param("error_kind"),
+    tokens_in=agents.c.tokens_in + _param("tokens_in"),
+    tokens_out=agents.c.tokens_out + _param("tokens_out"),
+    cost_usd=agents.c.cost_usd + _param("cost_usd"),
+    duration_ms=agents.c.duration_ms + _param("duration_ms"),
+    session_id=_param("session_id"),
+    reserved_usd=0.0,
+    wait_reason=None,
+    lease_owner=None,
+    lease_expires_at=None,
+    finished_at=_param("finished_at"),
 )
+FINISH_HELD = update(agents).where(FENCE).values(_FINISH_VALUES)
 """End the attempt: its outcome (``p_status`` ... ``p_session_id``; usage is added to the
-agent's sums) at ``p_finished_at``, the lease and reservation cleared."""
+agent's sums) at ``p_finished_at``, the lease and reservation cleared. Run as an
+``executemany`` over rows :func:`held_leases` locked: no backend returns rows from an
+executemany UPDATE, so the fence's verdict comes from that read."""
+
+HOLDERS = (
+    select(
+        agents.c.id,
+        agents.c.lease_owner,
+        agents.c.attempt,
+        agents.c.workflow_run_id,
+        agents.c.node_key,
+    )
+    .where(
+        agents.c.id.in_(bindparam("p_ids", expanding=True)),
+        agents.c.status == AgentStatus.EXECUTING.value,
+    )
+    .with_for_update()
+)
+
+
+def held_leases(conn: Connection, leases: Sequence[tuple[str, str, int]]) -> dict[str, Any]:
+    """Of ``leases`` (agent id, owner, attempt), those still held, by agent id (each with its
+    row's ``workflow_run_id`` and ``node_key``), read in one statement and locked for the rest of
+    the caller's transaction, as :data:`HOLDS_LEASE` locks one."""
+    if not leases:
+        return {}
+    rows = {r.id: r for r in conn.execute(HOLDERS, {"p_ids": sorted({a for a, _, _ in leases})})}
+    return {
+        agent_id: row
+        for agent_id, owner, attempt in leases
+        if (row := rows.get(agent_id)) is not None
+        and row.lease_owner == owner
+        and row.attempt == attempt
+    }
 
 
 RECORD_CHECK = (

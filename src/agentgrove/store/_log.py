@@ -17,6 +17,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from agentgrove.models import AgentStatus, Event, WorkspaceRecord
 from agentgrove.store import _leases
 from agentgrove.store._core import StoreCore, utcnow
+from agentgrove.store._records import WorkspaceSave
 from agentgrove.store._rows import _workspace_from_row
 from agentgrove.store._schema import agents, events, transcripts, workspaces
 
@@ -47,35 +48,47 @@ class LogQueries(StoreCore):
         write of a worker, and ``False`` means the lease is no longer its own (then nothing,
         events included, is written).
         """
-        values = {
-            "repo_path": ws.repo_path,
-            "worktree_path": ws.worktree_path,
-            "branch": ws.branch,
-            "base_ref": ws.base_ref,
-            "head_commit": ws.head_commit,
-            "diffstat": ws.diffstat,
-            "files_changed": list(ws.files_changed),
-            "state": ws.state,
-            "pushed_commit": ws.pushed_commit,
-        }
+        return self.save_workspaces([WorkspaceSave(ws, lease, events)])[0]
+
+    def save_workspaces(self, saves: Sequence[WorkspaceSave]) -> list[bool]:
+        """:meth:`save_workspace` for each of ``saves``, in order, in one transaction: the
+        fences checked by one locking read, the rows and the plain events one statement each.
+        ``[i]``: whether ``saves[i]`` was written."""
         with self._write() as conn:
-            if lease is not None:
-                holder = conn.execute(
-                    _leases.HOLDS_LEASE,
-                    {"p_id": ws.agent_id, "p_owner": lease[0], "p_attempt": lease[1]},
+            fenced = [(s.workspace.agent_id, *s.lease) for s in saves if s.lease is not None]
+            held = _leases.held_leases(conn, fenced)
+            written = [
+                s.lease is None
+                or (
+                    (row := held.get(s.workspace.agent_id)) is not None
+                    and (row.lease_owner, row.attempt) == s.lease
                 )
-                if holder.first() is None:
-                    return False
+                for s in saves
+            ]
+            rows = [
+                _workspace_values(s.workspace) for s, ok in zip(saves, written, strict=True) if ok
+            ]
+            if not rows:
+                return written
             upsert = self._workspace_upsert
             if upsert is not None:
-                conn.execute(upsert, {"agent_id": ws.agent_id, **values})
+                conn.execute(upsert, rows)
             else:
-                updated = conn.execute(_UPDATE_WORKSPACE, {"p_agent_id": ws.agent_id, **values})
-                if updated.rowcount == 0:
-                    conn.execute(_INSERT_WORKSPACE, {"agent_id": ws.agent_id, **values})
-            for kind, data in events:
-                self._event(conn, ws.agent_id, kind, data, None)
-        return True
+                for values in rows:
+                    agent_id = values.pop("agent_id")
+                    updated = conn.execute(_UPDATE_WORKSPACE, {"p_agent_id": agent_id, **values})
+                    if updated.rowcount == 0:
+                        conn.execute(_INSERT_WORKSPACE, {"agent_id": agent_id, **values})
+            self._events_at(
+                conn,
+                [
+                    (s.workspace.agent_id, kind, data, utcnow())
+                    for s, ok in zip(saves, written, strict=True)
+                    if ok
+                    for kind, data in s.events
+                ],
+            )
+        return written
 
     def list_workspaces(
         self, *, state: str | None = None
@@ -149,25 +162,39 @@ class LogQueries(StoreCore):
     ) -> None:
         """Insert ``batch`` into the transcript (and its events), in the caller's transaction,
         which has checked the lease."""
-        if not batch:
+        self._messages_of(conn, [(agent_id, attempt, batch)])
+
+    def _messages_of(
+        self,
+        conn: Connection,
+        batches: Sequence[tuple[str, int, Sequence[TranscriptMessage]]],
+    ) -> None:
+        """:meth:`_messages` for each ``(agent_id, attempt, batch)``: every row in one
+        statement, their plain events in another."""
+        rows = [
+            {
+                "agent_id": agent_id,
+                "attempt": attempt,
+                "seq": seq,
+                "at": at,
+                "kind": kind,
+                "message": message,
+            }
+            for agent_id, attempt, batch in batches
+            for seq, kind, message, _, at in batch
+        ]
+        if not rows:
             return
-        conn.execute(
-            _INSERT_TRANSCRIPT,
+        conn.execute(_INSERT_TRANSCRIPT, rows)
+        self._events_at(
+            conn,
             [
-                {
-                    "agent_id": agent_id,
-                    "attempt": attempt,
-                    "seq": seq,
-                    "at": at,
-                    "kind": kind,
-                    "message": message,
-                }
-                for seq, kind, message, _, at in batch
+                (agent_id, event[0], event[1], at)
+                for agent_id, _, batch in batches
+                for _, _, _, event, at in batch
+                if event is not None
             ],
         )
-        for _, _, _, event, at in batch:
-            if event is not None:
-                self._event(conn, agent_id, event[0], event[1], at)
 
     def transcript(self, agent_id: str) -> list[dict[str, Any]]:
         with self._read() as conn:
@@ -193,8 +220,15 @@ class LogQueries(StoreCore):
     ) -> None:
         """:meth:`_event` for each ``(agent_id, kind, data)``, at ``at``: those that notify
         nobody in one statement."""
+        self._events_at(conn, [(agent_id, kind, data, at) for agent_id, kind, data in entries])
+
+    def _events_at(
+        self, conn: Connection, entries: Sequence[tuple[str, str, dict[str, Any], datetime]]
+    ) -> None:
+        """:meth:`_event` for each ``(agent_id, kind, data, at)``, in order: those that notify
+        nobody in one statement (after those that do: the order across kinds is not kept)."""
         plain = []
-        for agent_id, kind, data in entries:
+        for agent_id, kind, data, at in entries:
             if self._notifies(kind, data) is None:
                 plain.append(
                     {"at": at, "agent_id": agent_id, "run_id": None, "kind": kind, "data": data}
@@ -235,3 +269,19 @@ _INSERT_WORKSPACE = insert(workspaces)
 # Without .values(), the SET clause is every column named in the parameters; the key is named
 # p_agent_id because a bind parameter may not share a column's name in an UPDATE.
 _UPDATE_WORKSPACE = update(workspaces).where(workspaces.c.agent_id == bindparam("p_agent_id"))
+
+
+def _workspace_values(ws: WorkspaceRecord) -> dict[str, Any]:
+    """The workspace row of ``ws``, every column."""
+    return {
+        "agent_id": ws.agent_id,
+        "repo_path": ws.repo_path,
+        "worktree_path": ws.worktree_path,
+        "branch": ws.branch,
+        "base_ref": ws.base_ref,
+        "head_commit": ws.head_commit,
+        "diffstat": ws.diffstat,
+        "files_changed": list(ws.files_changed),
+        "state": ws.state,
+        "pushed_commit": ws.pushed_commit,
+    }

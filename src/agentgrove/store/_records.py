@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from agentgrove.models import AgentStatus, ErrorKind
+from agentgrove.models import AgentStatus, ErrorKind, WorkspaceRecord
+
+if TYPE_CHECKING:
+    from agentgrove.store._log import TranscriptMessage
 
 
 @dataclass(frozen=True)
@@ -45,4 +50,26 @@ class RunOutcome:
     session_id: str | None = None
 
 
-__all__ = ["NewAgent", "RunOutcome"]
+@dataclass(frozen=True)
+class Ending:
+    """One attempt's ending for :meth:`Store.finish_many`: its outcome, fenced by its lease
+    ``(owner, attempt)``, with the transcript's last ``messages`` written with it."""
+
+    agent_id: str
+    owner: str
+    attempt: int
+    outcome: RunOutcome
+    messages: Sequence[TranscriptMessage] = ()
+
+
+@dataclass(frozen=True)
+class WorkspaceSave:
+    """One workspace row for :meth:`Store.save_workspaces`, fenced by ``lease`` (owner,
+    attempt) when given, with ``events`` (``(kind, data)`` of its agent) written with it."""
+
+    workspace: WorkspaceRecord
+    lease: tuple[str, int] | None = None
+    events: Sequence[tuple[str, dict[str, Any]]] = ()
+
+
+__all__ = ["Ending", "NewAgent", "RunOutcome", "WorkspaceSave"]

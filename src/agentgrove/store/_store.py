@@ -38,7 +38,7 @@ from agentgrove.store._log import LogQueries, TranscriptMessage
 from agentgrove.store._notifications import NotificationQueries
 from agentgrove.store._pace import PaceQueries
 from agentgrove.store._questions import QuestionQueries
-from agentgrove.store._records import NewAgent, RunOutcome
+from agentgrove.store._records import Ending, NewAgent, RunOutcome
 from agentgrove.store._rows import _agent_from_row, _agent_select
 from agentgrove.store._runs import RunQueries
 from agentgrove.store._schema import agents
@@ -234,6 +234,16 @@ class Store(
         with self._read() as conn:
             return [_agent_from_row(r) for r in conn.execute(query)]
 
+    def children_of(self, parent_ids: Sequence[str]) -> list[list[AgentRecord]]:
+        """Each of ``parent_ids``' direct children in spawn order (as
+        ``list_agents(parent_id=...)``), all read in one query."""
+        found: dict[str, list[AgentRecord]] = {p: [] for p in parent_ids}
+        if found:
+            with self._read() as conn:
+                for row in conn.execute(_CHILDREN_OF, {"p_parents": sorted(found)}):
+                    found[row.parent_id].append(_agent_from_row(row))
+        return [found[p] for p in parent_ids]
+
     def tree(self, agent_id: str) -> list[AgentRecord]:
         """The agent and all its descendants, parents before children."""
         tree = (
@@ -315,67 +325,57 @@ class Store(
         outcome: RunOutcome,
         messages: Sequence[TranscriptMessage] = (),
     ) -> bool:
-        """executing -> completed | failed | cancelled, with the result, as one fenced UPDATE;
+        """executing -> completed | failed | cancelled, with the result, fenced by the lease;
         ``messages``, the transcript's last, are appended in the same transaction (before the
         ending's event), and only if the fence let the ending through."""
-        assert outcome.status.finished
+        return self.finish_many([Ending(agent_id, owner, attempt, outcome, messages)])[0]
+
+    def finish_many(self, endings: Sequence[Ending]) -> list[bool]:
+        """:meth:`finish` for each of ``endings``, all in one transaction: the fences checked
+        by one locking read, the outcomes written by one ``executemany``, the transcripts'
+        tails and the plain events one statement each, whatever their number. ``[i]``: whether
+        ``endings[i]`` went through its fence (a second ending of the same agent never does).
+        """
+        assert all(e.outcome.status.finished for e in endings)
         now = utcnow()
         with self._write(wake=True) as conn:
-            result = conn.execute(
-                _leases.FINISH,
-                {
-                    "p_id": agent_id,
-                    "p_owner": owner,
-                    "p_attempt": attempt,
-                    "p_status": outcome.status.value,
-                    "p_output": outcome.output,
-                    "p_error": outcome.error,
-                    "p_error_kind": outcome.error_kind.value if outcome.error_kind else None,
-                    "p_tokens_in": outcome.tokens_in,
-                    "p_tokens_out": outcome.tokens_out,
-                    "p_cost_usd": outcome.cost_usd,
-                    "p_duration_ms": outcome.duration_ms,
-                    "p_session_id": outcome.session_id,
-                    "p_finished_at": now,
-                },
-            )
-            finished = result.first()
-            if finished is None:
-                return False
-            self._messages(conn, agent_id, attempt, messages)
-            if outcome.status is not AgentStatus.COMPLETED:
-                self._fail_waiting_children(conn, agent_id, now)
-            # A node with an `after` gate waits for a person before its dependents may start.
-            held = (
-                outcome.status is AgentStatus.COMPLETED
-                and finished.node_key is not None
-                and self._hold_after(
-                    conn, finished.workflow_run_id, finished.node_key, agent_id, now
-                )
-            )
-            if finished.node_key is not None and not held:
-                self.node_finished(
-                    conn,
-                    finished.workflow_run_id,
-                    finished.node_key,
-                    NodeState(outcome.status.value),
-                    now,
-                )
-            self._event(
-                conn,
-                agent_id,
-                f"agent.{outcome.status.value}",
-                {
-                    "attempt": attempt,
-                    "error_kind": outcome.error_kind.value if outcome.error_kind else None,
-                    "error": outcome.error,
-                    "tokens_in": outcome.tokens_in,
-                    "tokens_out": outcome.tokens_out,
-                    "cost_usd": outcome.cost_usd,
-                },
-                now,
-            )
-        return True
+            held = _leases.held_leases(conn, [(e.agent_id, e.owner, e.attempt) for e in endings])
+            through: list[tuple[Ending, Any]] = []
+            for ending in endings:
+                row = held.pop(ending.agent_id, None)  # popped: one ending per agent
+                if row is not None:
+                    through.append((ending, row))
+            if not through:
+                return [False] * len(endings)
+            conn.execute(_leases.FINISH_HELD, [_finish_params(e, now) for e, _ in through])
+            self._messages_of(conn, [(e.agent_id, e.attempt, e.messages) for e, _ in through])
+            for ending, row in through:
+                self._after_ending(conn, ending, row.workflow_run_id, row.node_key, now)
+            self._events(conn, [_ending_event(e) for e, _ in through], now)
+        made = {id(e) for e, _ in through}
+        return [id(e) in made for e in endings]
+
+    def _after_ending(
+        self,
+        conn: Connection,
+        ending: Ending,
+        run_id: str | None,
+        node_key: str | None,
+        now: datetime,
+    ) -> None:
+        """What an ending changes beyond its row: the children waiting for a parent that did
+        not complete, and a workflow node's state (or its ``after`` gate)."""
+        status = ending.outcome.status
+        if status is not AgentStatus.COMPLETED:
+            self._fail_waiting_children(conn, ending.agent_id, now)
+        if node_key is None or run_id is None:
+            return
+        # A node with an `after` gate waits for a person before its dependents may start.
+        held = status is AgentStatus.COMPLETED and self._hold_after(
+            conn, run_id, node_key, ending.agent_id, now
+        )
+        if not held:
+            self.node_finished(conn, run_id, node_key, NodeState(status.value), now)
 
     def _fail_waiting_children(self, conn: Connection, parent_id: str, now: datetime) -> None:
         """Children waiting for a parent that did not complete can never start: fail them."""
@@ -534,3 +534,45 @@ class Store(
 _INSERT_AGENT = insert(agents)
 _AGENT_EXISTS = select(agents.c.id).where(agents.c.id == bindparam("p_id"))
 _GET_AGENT = _agent_select().where(agents.c.id == bindparam("p_id"))
+
+
+def _finish_params(ending: Ending, now: datetime) -> dict[str, Any]:
+    outcome = ending.outcome
+    return {
+        "p_id": ending.agent_id,
+        "p_owner": ending.owner,
+        "p_attempt": ending.attempt,
+        "p_status": outcome.status.value,
+        "p_output": outcome.output,
+        "p_error": outcome.error,
+        "p_error_kind": outcome.error_kind.value if outcome.error_kind else None,
+        "p_tokens_in": outcome.tokens_in,
+        "p_tokens_out": outcome.tokens_out,
+        "p_cost_usd": outcome.cost_usd,
+        "p_duration_ms": outcome.duration_ms,
+        "p_session_id": outcome.session_id,
+        "p_finished_at": now,
+    }
+
+
+def _ending_event(ending: Ending) -> tuple[str, str, dict[str, Any]]:
+    outcome = ending.outcome
+    return (
+        ending.agent_id,
+        f"agent.{outcome.status.value}",
+        {
+            "attempt": ending.attempt,
+            "error_kind": outcome.error_kind.value if outcome.error_kind else None,
+            "error": outcome.error,
+            "tokens_in": outcome.tokens_in,
+            "tokens_out": outcome.tokens_out,
+            "cost_usd": outcome.cost_usd,
+        },
+    )
+
+
+_CHILDREN_OF = (
+    _agent_select()
+    .where(agents.c.parent_id.in_(bindparam("p_parents", expanding=True)))
+    .order_by(agents.c.created_at, agents.c.id)
+)
