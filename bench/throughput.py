@@ -1,7 +1,7 @@
 """Agents/s through `grove worker` processes, 1 against 4, on PostgreSQL and SQLite. Not a test:
 prints a table.
 
-    .venv/bin/python bench/throughput.py [--agents 1200] [--repeats 3] [--concurrency 16]
+    .venv/bin/python bench/throughput.py [--agents 1200] [--repeats 3] [--concurrency 64]
 
 N no-op agents (``[runtime] kind = "scripted"``, delay 0, a plain directory: no worktrees) are
 spawned into a fresh database, then W ``grove worker --drain`` processes run them. Agents/s is
@@ -104,7 +104,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, default=1200)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--backends", default="postgresql,sqlite")
     args = parser.parse_args()
     admin = sqlalchemy.create_engine(PG_URL)
