@@ -258,6 +258,31 @@ def test_gates_time_out_in_the_worker_as_configured(
     assert _asked(server, "AUTO-NODE") and _asked(server, "NEXT-NODE")
 
 
+@pytest.mark.e2e
+def test_a_gate_times_out_at_its_deadline_not_at_the_next_sweep(repo: Path, tmp_path: Path) -> None:
+    # Sweeps an hour apart: only a sweep scheduled by the gate's own deadline decides it
+    # before the deadline below.
+    (repo / "grove.toml").write_text(CONFIG.replace("sweep_s = 0.2", "sweep_s = 3600"))
+    assert run_cli("init", cwd=repo).returncode == 0
+
+    def answer(request: ModelRequest) -> Turn:
+        return say("next done" if "NEXT-NODE" in request.prompt else "auto done")
+
+    with ModelServer(Script.from_handler(answer)) as server:
+        worker = _Worker(repo, server.env())
+        try:
+            run_id = _start(repo, tmp_path, AUTO)
+            # The gate opens once AUTO's attempt completes (after the worker's first sweep);
+            # its 0.3 s approve-on-timeout then lets NEXT run.
+            wait_until(lambda: _nodes(repo, run_id)["next"]["run"] != "running", 60)
+            nodes = _nodes(repo, run_id)
+        finally:
+            err = worker.stop()
+    assert worker.proc.returncode == 0, err
+    assert nodes["next"]["run"] == "completed" and nodes["next"]["state"] == "completed"
+    assert _asked(server, "AUTO-NODE") and _asked(server, "NEXT-NODE")
+
+
 # -- bad input ---------------------------------------------------------------------------------
 
 GATED = """

@@ -170,6 +170,7 @@ CASES: dict[str, Case] = {
     "worker-grace-nan": Case(("worker", "--drain", "--grace", "nan"), "grace_s"),
     "worker-grace-inf": Case(("worker", "--drain", "--grace", "inf"), "grace_s"),
     "worker-concurrency-zero": Case(("worker", "--drain", "--concurrency", "0"), "concurrency"),
+    "up-concurrency-zero": Case(("up", "--no-shell", "--concurrency", "0"), "--concurrency 0"),
     "toml-lease-inf": Case(("ls",), "worker.lease_s", toml=b"[worker]\nlease_s = inf\n"),
     "toml-lease-nan": Case(("ls",), "worker.lease_s", toml=b"[worker]\nlease_s = nan\n"),
     "toml-lease-huge": Case(("ls",), "worker.lease_s", toml=b"[worker]\nlease_s = 1e300\n"),

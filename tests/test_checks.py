@@ -26,7 +26,7 @@ from agentgrove.checks import (
 from agentgrove.errors import BadInput, ConfigError
 from agentgrove.grove import Grove
 from agentgrove.models import AgentStatus, CheckRecord, CheckStatus, ErrorKind
-from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
+from agentgrove.runtime import DelegationRefused, RunResult, RunSpec, ScriptedRuntime
 from agentgrove.workflows.spec import WorkflowError
 from tests.conftest import git, run_cli
 
@@ -274,6 +274,30 @@ def test_a_check_that_fails_every_round_fails_the_agent_with_its_work_kept(repo:
     assert agent.error is not None and "exit 1" in agent.error and "3 round" in agent.error
     assert agent.workspace is not None and agent.workspace.branch is not None
     assert git(repo, "show", f"{agent.workspace.branch}:work.txt") == "work"
+
+
+@needs_bwrap
+def test_ask_human_in_a_fix_round_is_refused_and_the_round_goes_on(repo: Path) -> None:
+    _role_config(repo, FIXED_CHECK)
+    refusals: list[str] = []
+
+    async def asks_while_fixing(spec: RunSpec) -> RunResult:
+        if spec.resume_session_id is not None:  # the fix round
+            assert spec.delegate is not None
+            try:
+                await spec.delegate.ask_human("Should fixed.txt exist?", [])
+            except DelegationRefused as exc:
+                refusals.append(str(exc))
+        return _fixes_after_seeing_the_check(spec)
+
+    with Grove.init(repo, runtime=ScriptedRuntime(asks_while_fixing)) as grove:
+        agent = grove.run("implementer", "do the work")
+        questions = grove.questions(agent.id)
+    [refusal] = refusals  # the agent is told, and nothing is asked of a person
+    assert "fix round" in refusal and FIXED_CHECK in refusal
+    assert questions == []
+    assert agent.status is AgentStatus.COMPLETED, agent.error
+    assert agent.check.status is CheckStatus.PASSED and agent.check.rounds == 2
 
 
 @needs_bwrap

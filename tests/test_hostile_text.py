@@ -175,3 +175,17 @@ def test_visible_writes_out_every_control_character() -> None:
     assert visible(None) == ""
     assert one_line("x\x1b[2J\n\ny", 100) == "x\\x1b[2J y"
     assert plain("[red]x[/] :warning:").plain == "[red]x[/] :warning:"
+
+
+def test_visible_writes_out_the_arabic_letter_mark_and_tag_characters() -> None:
+    from agentgrove.text import visible
+
+    # U+061C reorders like the other bidirectional marks; tag characters (U+E0000-U+E007F)
+    # are invisible, and spell hidden ASCII ("ignore" here) that a model still reads.
+    hidden = "".join(chr(0xE0000 + ord(c)) for c in "ignore")
+    assert visible(f"a\u061cb\U000e0001{hidden}\U000e007fc") == (
+        "a\\u061cb\\U000e0001"
+        + "".join(f"\\U000e00{ord(c):02x}" for c in "ignore")
+        + "\\U000e007fc"
+    )
+    assert visible("\U000e0080\u061b", newlines=False) == "\U000e0080\u061b"  # neighbours

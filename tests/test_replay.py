@@ -391,3 +391,24 @@ def test_an_unreachable_upstream_is_a_502_naming_it_and_nothing_is_recorded(
     assert (status, kind) == (502, "application/json")
     assert f"cannot reach the upstream {url}" in json.loads(body)["error"]["message"]
     assert load_recording(recording).exchanges == []
+
+
+def test_the_upstream_urls_userinfo_is_neither_stored_nor_shown(tmp_path: Path) -> None:
+    recording = tmp_path / "rec.jsonl"
+    with ModelServer(Script().on(turns=[say("hi")])) as upstream:
+        plain_url = upstream.url
+        with_userinfo = plain_url.replace("http://", "http://gateway-user:gw-pass-8c1f@")
+        recorder = Recorder(recording, with_userinfo)
+        with ModelServer(Script(), forward=recorder) as proxy:
+            status, _, _ = _post(proxy.url, _body("hello", stream=False))
+    assert status == 200
+    assert recorder.upstream == plain_url
+    assert load_recording(recording).header.upstream == plain_url
+    text = recording.read_text()
+    assert "gw-pass-8c1f" not in text and "gateway-user" not in text
+    # Unreachable, the 502 the agent reads (and its transcript keeps) names the host alone.
+    with ModelServer(Script()) as gone:
+        url = gone.url.replace("http://", "http://gateway-user:gw-pass-8c1f@")
+    with ModelServer(Script(), forward=Recorder(tmp_path / "gone.jsonl", url)) as proxy:
+        status, _, body = _post(proxy.url, _body("hello", stream=True))
+    assert status == 502 and b"gw-pass-8c1f" not in body and b"gateway-user" not in body

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -66,17 +67,45 @@ def test_a_poke_reaches_every_listener_and_a_dead_ones_socket_is_removed(tmp_pat
     assert not list(directory.glob("*.sock"))
 
 
-def test_a_directory_open_to_others_is_not_used(tmp_path: Path) -> None:
+def test_a_directory_open_to_others_is_not_used(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # Another local user could bind sockets there or see who listens: workers poll instead.
     directory = wake_dir(str(tmp_path / "other.db"))
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(directory, 0o777)
     stop = threading.Event()
     stop.set()
-    listen_for_pokes(directory, lambda: None, stop)  # returns at once, binds nothing
+    with caplog.at_level(logging.WARNING, logger="agentgrove.private_dirs"):
+        listen_for_pokes(directory, lambda: None, stop)  # returns at once, binds nothing
     assert not list(directory.glob("*.sock"))
     poke(directory)  # and never raises
     os.chmod(directory, 0o700)
+    # Said once, naming the directory and the fallback.
+    assert [r.getMessage() for r in caplog.records] == [
+        f"wake-up sockets not used: {directory} is open to other users (mode 777, not 700); "
+        "workers poll instead"
+    ]
+
+
+def test_a_directory_of_another_user_or_a_link_is_not_used(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from agentgrove.private_dirs import refusal
+
+    mine = tmp_path / "mine"
+    assert refusal(mine, create=True) is None
+    assert mine.stat().st_mode & 0o777 == 0o700
+    link = tmp_path / "link"
+    link.symlink_to(mine)
+    assert refusal(link, create=True) == f"{link} is not a directory"
+    if os.getuid() == 0:  # only root can give a directory away
+        theirs = tmp_path / "theirs"
+        theirs.mkdir(mode=0o700)
+        os.chown(theirs, 65534, 65534)
+        assert refusal(theirs, create=True) == (
+            f"{theirs} belongs to user 65534, not to this user (0)"
+        )
 
 
 def test_agents_cannot_read_the_workers_sockets(tmp_path: Path) -> None:

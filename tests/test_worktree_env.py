@@ -4,6 +4,7 @@ variables every agent command gets — through the real ``grove`` CLI on the scr
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -196,3 +197,22 @@ def test_timeout_s_counts_from_the_claim_setup_included(repo: Path) -> None:
     assert record["status"] == "failed", record
     assert record["error_kind"] == "timeout", record
     assert record["error"] == "timed out after 3 s (from its claim)", record
+
+
+def test_the_port_folder_ignores_a_hostile_or_missing_xdg_runtime_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # XDG_RUNTIME_DIR open to everyone, its agentgrove-ports too: another user's locks would
+    # take our blocks. Every process of the user, with the variable or without, meets in the
+    # same private folder.
+    from agentgrove.worktree_env import ports_dir
+
+    hostile = tmp_path / "runtime"
+    (hostile / "agentgrove-ports").mkdir(parents=True)
+    os.chmod(hostile, 0o777)
+    os.chmod(hostile / "agentgrove-ports", 0o777)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(hostile))
+    with_it = ports_dir()
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert with_it == ports_dir() == Path("/tmp") / f"agentgrove-ports-{os.getuid()}"
+    assert with_it.lstat().st_uid == os.getuid() and with_it.lstat().st_mode & 0o077 == 0

@@ -141,6 +141,8 @@ class AgentDelegate:
     slots: Slots
     question: Question | None = field(default=None, init=False)
     """What the attempt asked a person (``ask_human``), once it has."""
+    fixing: str | None = field(default=None, init=False)
+    """The check command, once the attempt is in a fix round: ``ask_human`` refuses then."""
     _worktree_git: anyio.Lock = field(default_factory=anyio.Lock, init=False, repr=False)
     """Held while grove runs git in the caller's worktree for a tool call: the model may call
     tools concurrently, and two commits or merges at once would collide on git's index lock."""
@@ -368,6 +370,15 @@ class AgentDelegate:
         )
 
     async def ask_human(self, question: str, choices: list[str]) -> str:
+        if self.fixing is not None:
+            # A question ends the attempt, and the answer's attempt would start the check and
+            # its fix rounds afresh (with a question_default, without end): refused instead.
+            raise DelegationRefused(
+                f"no questions in a fix round: the check `{self.fixing}` failed after your "
+                "work, and this round is for making it pass. Fix what it reports; if you "
+                "cannot, end your turn saying what you would need (a person reads it if the "
+                "check stays red)"
+            )
         if self.question is not None:
             raise DelegationRefused(
                 "you already asked a question in this run: wait for its answer, which comes "

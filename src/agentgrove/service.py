@@ -644,6 +644,7 @@ class AgentService:
                     max_budget_usd=budget_left,
                     timeout_s=time_left,
                 ),
+                command,
             )
             total = replace(
                 fix,
@@ -660,9 +661,14 @@ class AgentService:
             if not total.success:
                 return total
 
-    async def _fix_round(self, transcript: _TranscriptWriter, spec: RunSpec) -> RunResult:
+    async def _fix_round(
+        self, transcript: _TranscriptWriter, spec: RunSpec, command: str
+    ) -> RunResult:
         """One more run of the agent, its transcript written before it returns (interrupted,
-        what is queued gets a few seconds, as for the first run)."""
+        what is queued gets a few seconds, as for the first run). ``ask_human`` is refused in
+        it, naming the check ``command`` (see :meth:`AgentDelegate.ask_human`)."""
+        if isinstance(spec.delegate, AgentDelegate):
+            spec.delegate.fixing = command
         try:
             fix = await self.runtime.run(spec, transcript.sink)
         except anyio.get_cancelled_exc_class():

@@ -6,7 +6,7 @@ are made visible (an ESC becomes the four characters ``\\x1b``, so no colour, hy
 clipboard sequence reaches the terminal), and rich never reads it as markup or emoji codes.
 
 - :func:`visible` makes the control characters visible (C0 but newline and tab, DEL, C1, and the
-  invisible bidirectional and zero-width format characters that reorder or hide text);
+  invisible bidirectional, zero-width and tag format characters that reorder or hide text);
 - :func:`plain` is a ``rich.text.Text`` of it, for tables, trees and ``console.print``
   (a ``Text`` is never parsed as markup nor for emoji codes);
 - :func:`markup` escapes it for a place inside grove's own markup string;
@@ -28,22 +28,28 @@ from rich.text import Text
 
 __all__ = ["markup", "one_line", "plain", "tool_input", "visible"]
 
-# C0 (tab and newline aside), DEL, C1; bidirectional embeddings, overrides and isolates;
-# zero-width characters and marks; the line and paragraph separators; the byte-order mark.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
-_CONTROL_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+# C0 (tab and newline aside), DEL, C1; the Arabic letter mark; bidirectional embeddings,
+# overrides and isolates; zero-width characters and marks; the line and paragraph separators;
+# the byte-order mark; the tag characters (invisible, yet they spell ASCII a model reads).
+_FORMAT = "\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\U000e0000-\U000e007f"
+_CONTROL = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_FORMAT}]")
+_CONTROL_ONE_LINE = re.compile(f"[\x00-\x1f\x7f-\x9f{_FORMAT}]")
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
 
 def _show(match: re.Match[str]) -> str:
     char = match[0]
     code = ord(char)
-    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+    if char in _NAMED:
+        return _NAMED[char]
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def visible(text: object, *, newlines: bool = True) -> str:
     """``text`` (``str()`` of it; ``None`` is empty) with every control character written out
-    as an escape (``\\x1b``, ``\\r``, ``\\u202e``). Tabs stay, and newlines unless
+    as an escape (``\\x1b``, ``\\r``, ``\\u202e``, ``\\U000e0041``). Tabs stay, and newlines unless
     ``newlines=False`` (then ``\\n``, as for a table cell or one line of a log)."""
     value = "" if text is None else str(text)
     return (_CONTROL if newlines else _CONTROL_ONE_LINE).sub(_show, value)

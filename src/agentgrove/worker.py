@@ -7,8 +7,11 @@ Contracts:
   another worker took the lease over) the run is stopped at once.
 * In-process spawns wake the worker immediately (:class:`Wakeup`); other processes' spawns are
   seen within ``poll_s``. Expired leases of any worker are swept back to pending, and approval
-  gates past their ``approval_timeout_s`` are decided (see :mod:`agentgrove.approvals`), at
-  every sweep.
+  gates past their ``approval_timeout_s`` and questions past their deadline are decided (see
+  :mod:`agentgrove.approvals`), at every sweep. A sweep also comes at the earliest such
+  deadline (within ``poll_s``) that the worker knows of: read at each sweep and whenever one
+  of its agents ends, so a gate or question opened by another process with a deadline before
+  the next sweep may wait for that sweep.
 * One agent's failure — even an exception inside grove — never stops the worker.
 * :meth:`request_stop` (SIGINT/SIGTERM in ``grove worker``): stop claiming, keep heartbeating
   while in-flight agents finish for up to ``grace_s``, then cancel them, which returns them to
@@ -27,6 +30,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
 import anyio
@@ -212,6 +216,9 @@ class Worker:
         self._running: dict[str, anyio.CancelScope] = {}
         self._started: dict[str, float] = {}  # monotonic start of each running agent
         self._parked: set[str] = set()
+        # Set when a gate or question may have opened (a sweep, an agent of ours ending): the
+        # claim loop then reads the earliest deadline and sweeps by it.
+        self._deadlines_moved = True
         self._slot_freed = anyio.Event()
         self.lost_leases: set[str] = set()
         """Agents given up because the database stayed unavailable past their lease."""
@@ -316,7 +323,7 @@ class Worker:
     async def _claim_loop(self, tg: TaskGroup) -> None:
         # The first sweep comes at once: a worker (re)started after a crash on this host finds
         # the agents its dead predecessor held (their owner is gone) and runs them again now.
-        next_sweep = 0.0
+        next_sweep, swept_at = 0.0, utcnow()
         backoff = Backoff()
         while not self._stopping.is_set():
             try:
@@ -327,11 +334,16 @@ class Worker:
                     held = {a for a in self._running if a not in self.lost_leases}
                     await self.service.db(self.store.sweep_expired, gone=owner_gone, held=held)
                     # Approval gates past their approval_timeout_s decide by themselves.
-                    await self.service.db(self.store.expire_approvals, utcnow())
+                    swept_at = utcnow()
+                    await self.service.db(self.store.expire_approvals, swept_at)
                     # Questions past their role's question_timeout_s: the default answer,
                     # or no_answer. Any worker does it; each is one guarded transaction.
-                    await self.service.db(self.store.expire_questions)
+                    await self.service.db(self.store.expire_questions, at=swept_at)
                     next_sweep = now + self.settings.sweep_interval_s
+                    self._deadlines_moved = True
+                if self._deadlines_moved:  # the next sweep comes by the earliest deadline
+                    due = await self.service.db(self._next_deadline_s, swept_at)
+                    next_sweep, self._deadlines_moved = min(next_sweep, now + due), False
                 if await self._claim_once(tg):
                     return
                 backoff.reset()
@@ -341,6 +353,20 @@ class Worker:
                 # committed unheard is a lease nobody renews, which a sweep returns to pending.
                 _log_database_error("claiming", exc, backoff.failures)
                 await self.service.wakeup.wait(backoff.next())
+
+    def _next_deadline_s(self, swept_at: datetime) -> float:
+        """Seconds until the earliest deadline of a gate or question not due at the last sweep
+        (``swept_at``): 0 when past, infinite when there is none. Those due at that sweep
+        and left undecided (their run is over) are not counted: they would sweep forever."""
+        found = [
+            d
+            for d in (
+                self.store.next_approval_deadline(swept_at),
+                self.store.next_question_deadline(swept_at),
+            )
+            if d is not None
+        ]
+        return max(0.0, (min(found) - utcnow()).total_seconds()) if found else float("inf")
 
     async def _claim_once(self, tg: TaskGroup) -> bool:
         """Claim and start as many agents as there are free slots (in one claim), or wait for
@@ -473,6 +499,7 @@ class Worker:
             self._started.pop(agent.id, None)
             self._parked.discard(agent.id)
             self.lost_leases.discard(agent.id)
+            self._deadlines_moved = True  # its ending may have opened a gate or a question
             self.stats.finished += 1
             self._slot_freed.set()
             self.service.wakeup.notify()

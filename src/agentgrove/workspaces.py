@@ -19,7 +19,7 @@ import stat
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
@@ -137,25 +137,53 @@ class Workspaces:
 
     @contextmanager
     def _locked(self, timeout_s: float = 60.0) -> Iterator[None]:
-        """The worktree lock; :class:`GitError` after ``timeout_s`` rather than hanging behind
-        a process that holds it and is stopped (a dead one releases it with its descriptor)."""
+        """The worktree lock; :class:`GitError` once one holder has kept it for ``timeout_s``
+        rather than hanging behind a process that holds it and is stopped (a dead one releases
+        it with its descriptor).
+
+        The timeout runs from the last change of holder, not from when we began to wait:
+        under load many processes queue for the lock, each holding it briefly, and a waiter
+        may see it pass to others for longer than ``timeout_s`` (flock grants no turns). Each
+        holder writes its pid and a fresh token into the lock file, so a waiter sees the lock
+        change hands and restarts its clock."""
         self.worktrees_dir.mkdir(parents=True, exist_ok=True)
-        with self._thread_lock, (self.worktrees_dir / ".lock").open("a") as handle:
-            deadline = time.monotonic() + timeout_s
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise GitError(
-                            f"another process has held {handle.name} for {timeout_s:g} s"
-                        ) from None
-                    time.sleep(0.01)  # flock offers no timed wait; this is a lock, not a test
+        path = self.worktrees_dir / ".lock"
+        with self._thread_lock:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
-                yield
+                self._acquire(fd, path, timeout_s)
+                try:
+                    # Best effort (a full disk): without it, waiters' clocks merely run on.
+                    with suppress(OSError):
+                        os.ftruncate(fd, 0)
+                        os.pwrite(fd, f"{os.getpid()} {os.urandom(8).hex()}\n".encode(), 0)
+                    yield
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                os.close(fd)
+
+    @staticmethod
+    def _acquire(fd: int, path: Path, timeout_s: float) -> None:
+        """Take the lock on ``fd``, polling; :class:`GitError` when the holder written in the
+        file has not changed for ``timeout_s``."""
+        seen = os.pread(fd, 64, 0)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0)
+                if holder != seen:  # it changed hands: the queue moves
+                    seen, deadline = holder, time.monotonic() + timeout_s
+                elif time.monotonic() > deadline:
+                    pid = holder.split(b" ", 1)[0].decode(errors="replace")
+                    who = f"process {pid}" if pid.isdigit() else "another process"
+                    raise GitError(
+                        f"{who} has held {path} for {timeout_s:g} s (stopped?)"
+                    ) from None
+                time.sleep(0.01)  # flock offers no timed wait; this is a lock, not a test
 
     @property
     def isolated(self) -> bool:

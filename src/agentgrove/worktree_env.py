@@ -35,6 +35,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from agentgrove.private_dirs import refusal, warn_once
+
 log = logging.getLogger(__name__)
 
 MAX_PORT = 65535
@@ -137,19 +139,15 @@ class NoFreePorts(RuntimeError):
 
 
 def ports_dir() -> Path:
-    """The host-wide folder of port locks of this user: ``$XDG_RUNTIME_DIR/agentgrove-ports``
-    or ``/tmp/agentgrove-ports-<uid>``, made private; refused if it is not ours."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    folder = (
-        Path(runtime) / "agentgrove-ports"
-        if runtime and Path(runtime).is_dir()
-        else Path("/tmp") / f"agentgrove-ports-{os.getuid()}"
-    )
-    with contextlib.suppress(FileExistsError):
-        folder.mkdir(mode=0o700)
-    info = folder.lstat()
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        raise NoFreePorts(f"{folder} is not a folder of this user: remove it and retry")
+    """The host-wide folder of port locks of this user, ``/tmp/agentgrove-ports-<uid>``, made
+    private; :class:`NoFreePorts` if it is not ours or open to others (see
+    :mod:`agentgrove.private_dirs`: not under ``$XDG_RUNTIME_DIR``, which not every process
+    of the user has, or has alike: two folders would hand two agents one block)."""
+    folder = Path("/tmp") / f"agentgrove-ports-{os.getuid()}"
+    problem = refusal(folder, create=True)
+    if problem is not None:
+        warn_once(f"no port blocks for agents: {problem}")
+        raise NoFreePorts(f"{problem}: remove it and retry")
     return folder
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
-from typing import Any
+from collections.abc import Mapping
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -78,6 +80,31 @@ def log_format(value: str, worker: str | None = None) -> None:
     if value not in LOG_FORMATS:
         raise BadInput(f"--log-format {value!r}: use one of {', '.join(LOG_FORMATS)}")
     configure("json" if value == "json" else "text", worker=worker)
+
+
+ConcurrencyOption = Annotated[
+    int | None,
+    typer.Option(
+        "--concurrency",
+        metavar="N",
+        help="Agents run at once (default: [worker] concurrency in grove.toml, else 2).",
+    ),
+]
+"""``--concurrency`` of the commands that run a worker; checked by :func:`check_concurrency`."""
+
+
+def check_concurrency(value: int | None) -> None:
+    """:class:`BadInput` unless ``--concurrency`` is unset or at least 1."""
+    from agentgrove.errors import BadInput
+
+    if value is not None and value < 1:
+        raise BadInput(f"--concurrency {value}: give at least 1")
+
+
+def print_exports(env: Mapping[str, str]) -> None:
+    """Print ``env`` as one ``export`` line to paste into the shell that will run grove
+    (values quoted for the shell)."""
+    print("export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()), flush=True)
 
 
 def open_grove(**kwargs: Any) -> Grove:

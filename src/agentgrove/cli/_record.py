@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import shlex
 import signal
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from agentgrove.cli._app import dev_app
+from agentgrove.cli._app import dev_app, print_exports
 from agentgrove.errors import BadInput
 
 DEFAULT_UPSTREAM = "https://api.anthropic.com"
@@ -57,7 +56,7 @@ def record(
     # The CLI's key stays the one of the shell: only the address (and the settings the replay
     # server gives) change.
     env = {k: v for k, v in server.env().items() if k != "ANTHROPIC_API_KEY"}
-    print("export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()), flush=True)
+    print_exports(env)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         server.serve_forever()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import shutil
 import signal
 import sys
@@ -18,13 +17,16 @@ from rich.table import Table
 
 from agentgrove.cli._app import (
     LOG_FORMAT_HELP,
+    ConcurrencyOption,
     app,
+    check_concurrency,
     console,
     dev_app,
     err_console,
     log_format,
     open_grove,
     print_error,
+    print_exports,
 )
 from agentgrove.config import find_root, load_config, with_worker
 from agentgrove.errors import BadInput
@@ -116,13 +118,7 @@ def doctor() -> None:
 
 @app.command()
 def worker(
-    concurrency: Annotated[
-        int | None,
-        typer.Option(
-            metavar="N",
-            help="Agents run at once (default: [worker] concurrency in grove.toml, else 2).",
-        ),
-    ] = None,
+    concurrency: ConcurrencyOption = None,
     drain: Annotated[
         bool,
         typer.Option(
@@ -157,8 +153,7 @@ def worker(
     ] = "text",
 ) -> None:
     """Claim and run pending agents until SIGINT/SIGTERM (or, with --drain, until idle)."""
-    if concurrency is not None and concurrency < 1:
-        raise BadInput(f"--concurrency {concurrency}: give at least 1")
+    check_concurrency(concurrency)
     log_format(log_format_name)  # checked before anything else is done
     root = _worker_repo(repo) if repo is not None else None
     if root is not None:
@@ -321,9 +316,7 @@ def model_server(
         ) from None
     print(f"scripted model server on {server.url}", flush=True)
     # A line to paste into the shell that will run grove (point the CLI at this server).
-    print(
-        "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in server.env().items()), flush=True
-    )
+    print_exports(server.env())
     # SIGTERM (kill, a test's terminate) stops it as Ctrl-C does, so the report below is made.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:

@@ -20,7 +20,13 @@ import anyio
 import typer
 from anyio.abc import TaskStatus
 
-from agentgrove.cli._app import LOG_FORMAT_HELP, app, log_format
+from agentgrove.cli._app import (
+    LOG_FORMAT_HELP,
+    ConcurrencyOption,
+    app,
+    check_concurrency,
+    log_format,
+)
 from agentgrove.cli._dashboard import TOKEN_FILE_HELP, TOKEN_HELP, resolve_token
 from agentgrove.errors import BadInput, GroveError
 from agentgrove.grove import Grove
@@ -33,13 +39,7 @@ DEFAULT_PORT = 8420
 
 @app.command()
 def up(
-    concurrency: Annotated[
-        int | None,
-        typer.Option(
-            metavar="N",
-            help="Agents run at once (default: [worker] concurrency in grove.toml, else 2).",
-        ),
-    ] = None,
+    concurrency: ConcurrencyOption = None,
     host: Annotated[str, typer.Option(help="Dashboard address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Dashboard port.")] = DEFAULT_PORT,
     token: Annotated[
@@ -58,8 +58,7 @@ def up(
     ] = "text",
 ) -> None:
     """Start everything: database, worker, dashboard, shell. Ctrl-D or SIGTERM stops it."""
-    if concurrency is not None and concurrency < 1:
-        raise BadInput(f"--concurrency {concurrency}: give at least 1")
+    check_concurrency(concurrency)
     log_format(log_format_name)
     if not no_shell and not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise BadInput("no terminal for grove up's shell: add --no-shell to run headless")

@@ -56,7 +56,7 @@ class Delegate(Protocol):
         true and the runtime ends the run after this tool call: the attempt ends, and the
         answer comes as the next user message of the same session, in a later attempt.
         :class:`DelegationRefused` for a question grove will not take (empty, too long, a
-        second one in the same attempt)."""
+        second one in the same attempt, one asked in a fix round)."""
         ...
 
     def asked(self) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 
 from agentgrove.approvals import (
     TIMEOUT_BY,
@@ -101,6 +101,17 @@ class ApprovalQueries(RunQueries):
                     f"`grove workflow show {run_id}` shows how"
                 )
         return decision
+
+    def next_approval_deadline(self, after: datetime) -> datetime | None:
+        """The earliest deadline later than ``after`` of a gate still awaiting a decision;
+        ``None`` when there is none (a worker sweeps then, see :mod:`agentgrove.worker`)."""
+        with self._read() as conn:
+            found: datetime | None = conn.execute(
+                select(func.min(agents.c.approval_deadline)).where(
+                    agents.c.status == _AWAITING, agents.c.approval_deadline > after
+                )
+            ).scalar()
+        return found
 
     def expire_approvals(self, now: datetime) -> list[Approval]:
         """Decide every gate whose deadline has passed, as its ``approval_on_timeout`` says

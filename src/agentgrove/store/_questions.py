@@ -23,7 +23,7 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 
 from agentgrove.models import AgentStatus, ErrorKind, QuestionRecord, QuestionState
 from agentgrove.store import _leases
@@ -230,6 +230,17 @@ class QuestionQueries(StoreCore):
                 )
                 .values(state=QuestionState.CANCELLED.value)
             )
+
+    def next_question_deadline(self, after: datetime) -> datetime | None:
+        """The earliest deadline later than ``after`` of an open question; ``None`` when there
+        is none (a worker sweeps then, see :mod:`agentgrove.worker`)."""
+        with self._read() as conn:
+            found: datetime | None = conn.execute(
+                select(func.min(questions.c.deadline_at)).where(
+                    questions.c.state == QuestionState.OPEN.value, questions.c.deadline_at > after
+                )
+            ).scalar()
+        return found
 
     def expire_questions(self, *, at: datetime | None = None) -> list[str]:
         """Apply the deadlines of open questions due by ``at`` (default now): answered with

@@ -9,8 +9,8 @@ claims at once instead of at its next poll; polling stays the fallback, so a los
 The directory lives under the system's temporary directory, named after the database file
 (a socket's path must stay under 108 bytes, and a repository's may not): ``/tmp/grove-wake-
 <uid>/<hash>``, made ``0700`` by its owner. One owned by someone else, or open to others, is
-not used (a local user could otherwise read who listens or bind sockets of their own there);
-then workers poll, as before.
+not used (a local user could otherwise read who listens or bind sockets of their own there):
+a warning names it, and workers poll (see :mod:`agentgrove.private_dirs`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
+
+from agentgrove.private_dirs import refusal, warn_once
 
 __all__ = ["listen_for_pokes", "poke", "wake_dir"]
 
@@ -50,16 +52,12 @@ def wake_dir(database: str) -> Path:
 
 def _private(directory: Path, create: bool) -> bool:
     """Whether ``directory`` (and its parent) are ours and closed to others; ``create``: make
-    them first when missing."""
+    them first when missing, and say once why not (the listener's side: pokes stay silent)."""
     for path in (directory.parent, directory):
-        if create:
-            with contextlib.suppress(FileExistsError):
-                path.mkdir(mode=0o700)
-        try:
-            info = path.lstat()
-        except FileNotFoundError:
-            return False
-        if info.st_uid != os.getuid() or info.st_mode & 0o077 or not path.is_dir():
+        problem = refusal(path, create=create)
+        if problem is not None:
+            if create:
+                warn_once(f"wake-up sockets not used: {problem}; workers poll instead")
             return False
     return True
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -248,9 +248,18 @@ def load_recording(path: Path) -> Recording:
     return Recording(path, header, exchanges)
 
 
+def _without_userinfo(url: str) -> str:
+    """``url`` without the ``user:password@`` of its authority: the form grove stores, shows
+    and logs (the recording file is shared; the relay never sends URL credentials)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 def _upstream_parts(upstream: str) -> tuple[str, str, int, str]:
-    """``(scheme, host, port, path prefix)`` of an ``http(s)://host[:port][/prefix]`` URL, or
-    :class:`BadInput`."""
+    """``(scheme, host, port, path prefix)`` of an ``http(s)://host[:port][/prefix]`` URL
+    (given without its userinfo), or :class:`BadInput`."""
     parts = urlsplit(upstream)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadInput(
@@ -269,13 +278,22 @@ class Recorder:
     ``upstream`` and appends each ``/v1/messages`` exchange to ``path``.
 
     ``path`` must not exist yet (:class:`BadInput` otherwise, or when its directory does not,
-    or ``upstream`` is no http(s) URL); the header line is written at once.
+    or ``upstream`` is no http(s) URL); the header line is written at once. ``upstream``'s
+    userinfo (``user:password@``) is dropped, never sent, stored nor shown (:attr:`upstream`
+    is the URL without it).
     """
 
     def __init__(self, path: Path, upstream: str) -> None:
         self.path = path
-        self.upstream = upstream.rstrip("/")
-        self._scheme, self._host, self._port, self._prefix = _upstream_parts(upstream)
+        # Userinfo is dropped: what is relayed is the client's own headers, and the URL is
+        # written to the file and every message.
+        self.upstream = _without_userinfo(upstream).rstrip("/")
+        self._scheme, self._host, self._port, self._prefix = _upstream_parts(self.upstream)
+        if self.upstream != upstream.rstrip("/"):
+            log.warning(
+                "--upstream: the user:password@ part is neither sent upstream nor stored "
+                "(the agents' own key is relayed)"
+            )
         self._lock = threading.Lock()
         self._conversations: dict[str, int] = {}
         self._redactors: dict[tuple[str, ...], Redactor] = {}
