@@ -248,3 +248,18 @@ def test_a_workspace_row_is_inserted_then_replaced_and_fenced_with_its_events(
     assert store.get_agent(agent_id).workspace == later
     kinds = [e.kind for e in store.events(agent_id=agent_id)]
     assert kinds == ["agent.spawned", "agent.claimed", "agent.warning"]
+
+
+def test_one_query_tells_a_current_schema_from_a_missing_or_outdated_one(tmp_path: Path) -> None:
+    """What ``Grove.open`` checks before every command (issue 13: one connection, one query)."""
+    from agentgrove.store._migrate import opened_current
+
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'grove.db'}")
+    try:
+        assert not opened_current(engine)  # no tables at all: never migrated
+        upgrade(engine)
+        assert opened_current(engine)
+        downgrade(engine, "0009")
+        assert not opened_current(engine)
+    finally:
+        engine.dispose()
