@@ -12,6 +12,7 @@ import pytest
 
 import agentgrove
 import agentgrove.testing
+from agentgrove.cli._registry import MODULES, WHERE
 from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,8 +210,16 @@ def test_read_only_commands_load_none_of_the_heavy_modules(repo: Path, command: 
         agent = grove.spawn("tester", "look")
     argv = [agent.id if part == "AGENT" else part for part in command]
     heavy = ["alembic", "claude_agent_sdk", "fastapi", "prompt_toolkit", "jinja2"]
-    if command[0] in ("--help", "ls", "roles", "budget"):  # these need the store alone
-        heavy += ["agentgrove.service", "agentgrove.worker", "yaml"]
+    # The agent service and worker, the workflow files' parser, the notifier's HTTP client
+    # and the live progress view serve commands that run or notify, none of these.
+    heavy += ["agentgrove.service", "agentgrove.worker", "yaml", "agentgrove.notify._notifier"]
+    heavy += ["urllib.request", "rich.live", "rich.tree"]
+    if command[0] != "--help":  # the listing imports every command module; the others, theirs
+        heavy += [f"agentgrove.cli.{m}" for m in MODULES if m not in WHERE[command[0]]]
+        heavy += ["agentgrove.workspaces", "agentgrove.secrets"]  # git work; writes, errors
+    if command[0] not in ("workflow", "--help"):  # runs parse their workflow; the listing
+        # imports `grove workflow`'s module, which names the format's errors
+        heavy += ["agentgrove.workflows.spec"]
     probe = subprocess.run(
         [sys.executable, "-c", _PROBE, *argv],
         cwd=repo,

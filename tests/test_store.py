@@ -308,3 +308,18 @@ def test_children_of_many_parents_in_one_read(store: Store) -> None:
         [kids[1]],
     ]
     assert store.children_of([]) == []
+
+
+def test_one_query_tells_a_current_schema_from_a_missing_or_outdated_one(tmp_path: Path) -> None:
+    """What ``Grove.open`` checks before every command (issue 13: one connection, one query)."""
+    from agentgrove.store._migrate import opened_current
+
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'grove.db'}")
+    try:
+        assert not opened_current(engine)  # no tables at all: never migrated
+        upgrade(engine)
+        assert opened_current(engine)
+        downgrade(engine, "0009")
+        assert not opened_current(engine)
+    finally:
+        engine.dispose()

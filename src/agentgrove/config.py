@@ -318,6 +318,12 @@ class GroveConfig:
     """``None``: no ``[notify]`` table, nobody is notified."""
 
     @property
+    def repo(self) -> Path | None:
+        """The git repository agents branch from (the service's workspaces'), ``None``
+        outside git."""
+        return self.root if self.is_git else None
+
+    @property
     def worktrees_dir(self) -> Path:
         return self.home / "worktrees"
 

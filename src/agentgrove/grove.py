@@ -109,8 +109,13 @@ class Grove:
         config = load_config(Path(path) if path else None)
         if config.uses_default_db and not (config.home / "grove.db").exists():
             raise NotInitialised(str(config.home))
-        store = _usable_store(config)
-        if not _migrate.is_current(store.engine):
+        store = _store_for(config)
+        try:
+            current = _migrate.opened_current(store.engine)  # one query (issue 13)
+        except BaseException:
+            store.close()
+            raise
+        if not current:
             store.close()
             raise NotInitialised(f"{config.home} (database schema missing or outdated)")
         return cls(config, store, runtime=runtime, observer=observer)

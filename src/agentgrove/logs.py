@@ -21,7 +21,6 @@ import sys
 from datetime import UTC, datetime
 from typing import IO, Any, Literal
 
-from agentgrove.secrets import redact
 from agentgrove.text import visible
 
 __all__ = ["LOG_FORMATS", "LogFormat", "configure", "say"]
@@ -55,10 +54,18 @@ def say(
     logger.log(level, message, extra={"event": event, "agent": agent, "run": run})
 
 
+def _redacted(record: logging.LogRecord) -> str:
+    # Imported on the first record: compiling the patterns cost every ``grove`` command, which
+    # configures logging first and mostly logs nothing, ~4 ms (issue 13).
+    from agentgrove.secrets import redact
+
+    return str(redact(record.getMessage()))
+
+
 class _Text(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         prefix = _PREFIX.get(record.name, "grove")
-        return f"{prefix}: {visible(redact(record.getMessage()), newlines=False)}"
+        return f"{prefix}: {visible(_redacted(record), newlines=False)}"
 
 
 class _Json(logging.Formatter):
@@ -75,7 +82,7 @@ class _Json(logging.Formatter):
             "agent": fields["agent"],
             "run": fields["run"],
             "worker": getattr(record, "worker", None) or self.worker,
-            "message": redact(record.getMessage()),
+            "message": _redacted(record),
         }
         # ASCII only: a control or bidirectional character in agent text arrives as \\uXXXX,
         # never raw, should the lines reach a terminal.

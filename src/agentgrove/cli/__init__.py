@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from agentgrove.cli import (
-    _agents,
-    _approvals,
-    _dashboard,
-    _inbox,
-    _record,
-    _setup,
-    _shell,
-    _stats,
-    _up,
-    _workflows,
-)
-from agentgrove.cli._app import app, print_error
+from agentgrove.cli._app import print_error
+from agentgrove.cli._registry import full_app, root_command
 from agentgrove.errors import GroveError
+
+if TYPE_CHECKING:
+    from agentgrove.cli._app import app
 
 __all__ = ["app", "main"]
 
-# Each command module registers itself.
-_ = (_agents, _approvals, _dashboard, _inbox, _record, _setup, _shell, _stats, _up, _workflows)
+
+def __getattr__(name: str) -> Any:
+    """``app``, the typer app, with every command registered (PEP 562): ``main`` imports only
+    the module of the command it runs (see :mod:`._registry`)."""
+    if name == "app":
+        return full_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
@@ -34,7 +32,7 @@ def main() -> None:
     configure("text")  # the core's warnings on stderr, as lines (worker and up may choose json)
     try:
         # Without standalone mode, typer returns a command's exit code instead of exiting.
-        code = app(standalone_mode=False)
+        code = root_command(sys.argv[1:])(standalone_mode=False)
     except GroveError as exc:
         print_error(exc)
         sys.exit(2)

@@ -14,7 +14,6 @@ from rich.console import Console
 
 from agentgrove.cli._help import GroveGroup
 from agentgrove.grove import Grove
-from agentgrove.secrets import redact
 from agentgrove.text import visible
 
 app = typer.Typer(
@@ -52,6 +51,8 @@ err_console = Console(stderr=True, width=_width(sys.stderr), emoji=False)
 def print_error(message: object) -> None:
     """One ``grove: error: ...`` line on stderr, escaped and redacted (a message may quote
     agent text or a URL with its password)."""
+    from agentgrove.secrets import redact  # on the error path only: its patterns take ~4 ms
+
     print(f"grove: error: {visible(redact(str(message)))}", file=sys.stderr)
 
 

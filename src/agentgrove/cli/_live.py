@@ -16,18 +16,19 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from rich.console import Console, Group, RenderableType
-from rich.live import Live
 from rich.text import Text
-from rich.tree import Tree
 
 from agentgrove.models import AgentRecord, AgentStatus, elapsed_s
 from agentgrove.store import Store
 from agentgrove.store._core import utcnow
 from agentgrove.text import one_line, tool_input, visible
+
+if TYPE_CHECKING:
+    from rich.tree import Tree
 
 STATUS_STYLE: dict[str, str] = {
     "waiting": "dim",
@@ -161,6 +162,8 @@ def progress_view(
         keep = max(0, len(waiting) - (lines - max_lines) - 1)
         cut_waiting = len(waiting) - keep
         waiting = waiting[:keep]
+
+    from rich.tree import Tree  # here: `grove ls` imports this module for format_elapsed
 
     tree = Tree(Text(visible(snapshot.title, newlines=False), style="bold"), guide_style="dim")
 
@@ -310,6 +313,8 @@ class LiveProgress:
     @contextmanager
     def _display(self) -> Iterator[Callable[[Snapshot], None]]:
         if self._mode == "live":
+            from rich.live import Live
+
             with Live(console=self._console, auto_refresh=False, transient=False) as live:
                 yield lambda snap: live.update(self._view(snap), refresh=True)
         elif self._mode == "plain":

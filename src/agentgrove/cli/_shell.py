@@ -13,12 +13,14 @@ from agentgrove.errors import BadInput
 @app.command()
 def shell() -> None:
     """Interactive prompt: grove commands with history, Tab completion and a status line."""
+    from agentgrove.cli._registry import full_app
     from agentgrove.shell import build_shell, watch_signals
 
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise BadInput("grove shell needs a terminal: run the commands directly (grove spawn ...)")
     with open_grove() as grove:
-        prompt = build_shell(app, grove.store, list(grove.config.roles), home=grove.config.home)
+        roles = list(grove.config.roles)
+        prompt = build_shell(full_app(), grove.store, roles, home=grove.config.home)
 
         async def main() -> None:
             async with anyio.create_task_group() as tg:

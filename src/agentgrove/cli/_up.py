@@ -98,10 +98,11 @@ async def _serve(
     stopping = anyio.Event()
     prompt = None
     if shell:
+        from agentgrove.cli._registry import full_app
         from agentgrove.shell import build_shell
 
         prompt = build_shell(
-            app,
+            full_app(),
             grove.store,
             list(grove.config.roles),
             home=grove.config.home,

@@ -27,7 +27,6 @@ from agentgrove.run_branches import RunBranch, existing_results, with_result
 from agentgrove.text import markup, plain, visible
 from agentgrove.workflows import builtin_templates, find_workflow, load_workflow
 from agentgrove.workflows.spec import WorkflowError, parse_input_args
-from agentgrove.workspaces import checkout_merge_message, merge_branch_into_checkout
 
 workflow_app = typer.Typer(
     help="Workflows: DAGs of agents described in YAML.", no_args_is_help=True
@@ -132,7 +131,9 @@ def run(
 def list_runs(json_out: JsonOpt = False) -> None:
     """List workflow runs."""
     with open_grove() as grove:
-        runs = existing_results(grove.service.workspaces.repo, grove.store.list_runs())
+        # The config's repo, not the service's: building the agent service (and importing it)
+        # cost a listing ~30 ms (issue 13).
+        runs = existing_results(grove.config.repo, grove.store.list_runs())
     if json_out:
         print_json([r.to_json() for r in runs])
         return
@@ -186,6 +187,8 @@ def merge(run_id: str) -> None:
     """Merge a completed run's result branch (grove/run/RUN: its sink nodes' work) into your
     checked-out branch, like `grove merge`: a merge commit; a conflict changes nothing and
     names the files; a branch already merged changes nothing."""
+    from agentgrove.workspaces import checkout_merge_message, merge_branch_into_checkout
+
     with open_grove() as grove:
         repo = grove.service.workspaces.repo
         record, made = _with_result(grove, grove.workflows.get(run_id))

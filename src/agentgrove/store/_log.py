@@ -30,7 +30,8 @@ class LogQueries(StoreCore):
     """Mixed into :class:`agentgrove.store.Store`."""
 
     _workspace_upsert: Any | None = None
-    """The dialect's one-statement insert-or-update of a workspace row (set by the Store)."""
+    """The dialect's one-statement insert-or-update of a workspace row (the Store builds it
+    on first use)."""
 
     # -- workspaces ------------------------------------------------------------------------
 

@@ -143,6 +143,23 @@ def is_current(engine: Engine) -> bool:
     return [tuple(row) for row in current] == [(HEAD,)]
 
 
+def opened_current(engine: Engine) -> bool:
+    """:func:`check_usable` and :func:`is_current` in one connection and one query (what
+    ``Grove.open`` checks before every command): the revision the database carries is the
+    newest. Raises what :func:`check_usable` raises for a database that cannot be used."""
+    try:
+        with engine.connect() as conn:
+            try:
+                current = conn.exec_driver_sql("SELECT version_num FROM alembic_version").all()
+            except (OperationalError, ProgrammingError) as exc:
+                if conn.dialect.name == "sqlite" and "no such table" not in str(exc.orig):
+                    raise  # locked, busy, I/O: the database itself cannot be used
+                return False  # no such table: never migrated
+    except DBAPIError as exc:
+        raise _unusable(engine, exc) from None
+    return [tuple(row) for row in current] == [(HEAD,)]
+
+
 def autogenerate(engine: Engine, message: str) -> None:
     """Developer aid: write a new revision from the difference between the tables and the DB."""
     from alembic import command

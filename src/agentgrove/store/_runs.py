@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import Connection, bindparam, func, insert, select, update
 
@@ -30,8 +30,12 @@ from agentgrove.workflows.dag import (
     downstream,
     ready_nodes,
 )
-from agentgrove.workflows.spec import NodeSpec, WorkflowSpec
 from agentgrove.workflows.templates import DepResult, TaskTemplateError, render_task
+
+if TYPE_CHECKING:
+    # Parsing a run's workflow imports pydantic's model machinery and the workflow format:
+    # a command that reads no run (``grove ls``) should not pay for it (issue 13).
+    from agentgrove.workflows.spec import NodeSpec, WorkflowSpec
 
 
 def node_check(
@@ -102,6 +106,8 @@ class _RunShape:
 
     @classmethod
     def parse(cls, stored: Mapping[str, Any]) -> _RunShape:
+        from agentgrove.workflows.spec import WorkflowSpec
+
         spec = WorkflowSpec.from_json(stored["workflow"])
         dependents: dict[str, list[str]] = {node.key: [] for node in spec.nodes}
         for node in spec.nodes:
@@ -605,6 +611,8 @@ def _unstarted_state(run: RunStatus) -> NodeState:
 
 
 def _run_from_row(row: Any, nodes: Mapping[str, AgentRecord]) -> RunRecord:
+    from agentgrove.workflows.spec import WorkflowSpec
+
     spec = WorkflowSpec.from_json(row.spec["workflow"])
     views = tuple(
         NodeView(

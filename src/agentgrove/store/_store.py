@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
@@ -95,9 +96,6 @@ class Store(
             self.engine: Engine = _dialect.create_engine(url)
         except (ArgumentError, ImportError) as exc:  # ImportError: a driver grove lacks
             raise ConfigError(_dialect.unusable_url(url, exc)) from exc
-        self._claim_statements = _dialect.claim_statements(self.engine)
-        self._gated_claim_statements = _dialect.claim_statements(self.engine, gated=True)
-        self._workspace_upsert = _dialect.workspace_upsert(self.engine)
         self._crash_point = CrashPoint()
         database = self.engine.url.database
         self._where = (
@@ -108,6 +106,21 @@ class Store(
         """What a full-disk error names: the SQLite file, or the database server's disk."""
         self._wake_dir = wake_dir(self._where) if self._where != "the database" else None
         """SQLite: where listening workers' wake-up sockets are (see :mod:`._wake_socket`)."""
+
+    # Built on first use: a command that claims nothing (``grove ls``) should not pay for
+    # building them (issue 13: read commands within 1.3x of their floor). The mixins declare
+    # them as plain attributes; a cached property is one that is set once, on first read.
+    @cached_property
+    def _claim_statements(self) -> dict[str, Any]:  # type: ignore[override]
+        return _dialect.claim_statements(self.engine)
+
+    @cached_property
+    def _gated_claim_statements(self) -> dict[str, Any]:  # type: ignore[override]
+        return _dialect.claim_statements(self.engine, gated=True)
+
+    @cached_property
+    def _workspace_upsert(self) -> Any:  # type: ignore[override]
+        return _dialect.workspace_upsert(self.engine)
 
     # -- lifecycle -----------------------------------------------------------------------
 

@@ -11,32 +11,60 @@ Nothing here touches the database, a subprocess or the SDK; the engine carries i
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agentgrove.workflows.dag import (
-    NodeState,
-    RunStatus,
-    blocked_by_failure,
-    downstream,
-    ready_nodes,
-    run_status,
-    topological_order,
-)
-from agentgrove.workflows.spec import (
-    InputSpec,
-    NodeSpec,
-    WorkflowError,
-    WorkflowSpec,
-    load_workflow,
-    parse_input_args,
-    resolve_inputs,
-)
-from agentgrove.workflows.templates import (
-    DepResult,
-    TaskTemplateError,
-    check_template,
-    render_task,
-    template_name,
-)
+from agentgrove._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from agentgrove.workflows.dag import (
+        NodeState,
+        RunStatus,
+        blocked_by_failure,
+        downstream,
+        ready_nodes,
+        run_status,
+        topological_order,
+    )
+    from agentgrove.workflows.spec import (
+        InputSpec,
+        NodeSpec,
+        WorkflowError,
+        WorkflowSpec,
+        load_workflow,
+        parse_input_args,
+        resolve_inputs,
+    )
+    from agentgrove.workflows.templates import (
+        DepResult,
+        TaskTemplateError,
+        check_template,
+        render_task,
+        template_name,
+    )
+
+# The names load on first use: the store needs the states of dag alone, and the format (spec)
+# builds pydantic models that a command reading no workflow should not pay for (issue 13).
+_WHERE: dict[str, str] = {
+    "NodeState": "agentgrove.workflows.dag",
+    "RunStatus": "agentgrove.workflows.dag",
+    "blocked_by_failure": "agentgrove.workflows.dag",
+    "downstream": "agentgrove.workflows.dag",
+    "ready_nodes": "agentgrove.workflows.dag",
+    "run_status": "agentgrove.workflows.dag",
+    "topological_order": "agentgrove.workflows.dag",
+    "InputSpec": "agentgrove.workflows.spec",
+    "NodeSpec": "agentgrove.workflows.spec",
+    "WorkflowError": "agentgrove.workflows.spec",
+    "WorkflowSpec": "agentgrove.workflows.spec",
+    "load_workflow": "agentgrove.workflows.spec",
+    "parse_input_args": "agentgrove.workflows.spec",
+    "resolve_inputs": "agentgrove.workflows.spec",
+    "DepResult": "agentgrove.workflows.templates",
+    "TaskTemplateError": "agentgrove.workflows.templates",
+    "check_template": "agentgrove.workflows.templates",
+    "render_task": "agentgrove.workflows.templates",
+    "template_name": "agentgrove.workflows.templates",
+}
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 
@@ -56,6 +84,8 @@ def find_workflow(name_or_path: str | Path) -> Path:
     builtins = builtin_templates()
     if isinstance(name_or_path, str) and name_or_path in builtins:
         return builtins[name_or_path]
+    from agentgrove.workflows.spec import WorkflowError
+
     raise WorkflowError(
         f"no workflow {str(name_or_path)!r}: it is not a file, and the built-in workflows are "
         f"{', '.join(builtins)}"
@@ -86,3 +116,5 @@ __all__ = [
     "template_name",
     "topological_order",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

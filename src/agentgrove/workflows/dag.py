@@ -19,9 +19,11 @@ from __future__ import annotations
 import enum
 import heapq
 from collections.abc import Mapping
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from agentgrove.workflows.spec import WorkflowError, WorkflowSpec
+if TYPE_CHECKING:
+    # The states alone (the store's NodeState) must not load the workflow format (issue 13).
+    from agentgrove.workflows.spec import WorkflowSpec
 
 RunStatus = Literal["running", "completed", "failed", "cancelled"]
 
@@ -75,6 +77,8 @@ def topological_order(spec: WorkflowSpec) -> list[str]:
                 heapq.heappush(heap, index[child])
     if len(order) != len(spec.nodes):
         stuck = ", ".join(key for key in spec.keys if key not in order)
+        from agentgrove.workflows.spec import WorkflowError
+
         raise WorkflowError(
             f"workflow {spec.name!r} has a dependency cycle among {stuck}; "
             "validate it with load_workflow"
