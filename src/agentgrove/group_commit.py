@@ -13,7 +13,8 @@ Contract, for ``flush(items) -> results`` (one result per item, in order):
 * A flush runs shielded from cancellation, to its end (a thread cannot be interrupted
   anyway): every caller of a batch learns its outcome, even when the caller that led it was
   cancelled meanwhile; a cancelled caller whose item was not taken yet takes it back (nothing
-  is written for it).
+  is written for it); one cancelled after its item was taken gets the cancellation, and its
+  item is made all the same (as a store call on a thread would have been).
 * An exception from a batch of several, when ``isolate(exc)`` holds, is retried item by item,
   so that one item's fault (a bad row, a bug) fails only its own caller; otherwise, and for a
   batch of one, every caller of the batch gets it (a database outage: each caller retries as

@@ -115,6 +115,9 @@ HOLDERS = (
         agents.c.id.in_(bindparam("p_ids", expanding=True)),
         agents.c.status == AgentStatus.EXECUTING.value,
     )
+    # Locked in one order (by id): two statements locking some of the same rows then
+    # wait for each other instead of deadlocking.
+    .order_by(agents.c.id)
     .with_for_update()
 )
 

@@ -355,8 +355,12 @@ class Store(
             held = _leases.held_leases(conn, [(e.agent_id, e.owner, e.attempt) for e in endings])
             through: list[tuple[Ending, Any]] = []
             for ending in endings:
-                row = held.pop(ending.agent_id, None)  # popped: one ending per agent
-                if row is not None:
+                row = held.get(ending.agent_id)
+                if row is not None and (row.lease_owner, row.attempt) == (
+                    ending.owner,
+                    ending.attempt,
+                ):
+                    del held[ending.agent_id]  # one ending per agent
                     through.append((ending, row))
             if not through:
                 return [False] * len(endings)
