@@ -28,7 +28,17 @@ _ = (_agents, _approvals, _dashboard, _inbox, _record, _setup, _shell, _stats, _
 
 
 def main() -> None:
-    """Entry point: runs the app, turning any GroveError into one line and exit code 2."""
+    """Entry point: runs the app, turning any GroveError into one line and exit code 2; the
+    process then ends without the interpreter's teardown (see :mod:`agentgrove.cli._exit`)."""
+    from agentgrove.cli._exit import leave
+
+    try:
+        _main()
+    except SystemExit as exc:
+        leave(exc.code)
+
+
+def _main() -> None:
     from agentgrove.logs import configure
 
     configure("text")  # the core's warnings on stderr, as lines (worker and up may choose json)
