@@ -21,24 +21,27 @@ from agentgrove.cli import (
 from agentgrove.cli._app import app, print_error
 from agentgrove.errors import GroveError
 
-__all__ = ["app", "main"]
+__all__ = ["app", "dispatch", "main"]
 
 # Each command module registers itself.
 _ = (_agents, _approvals, _dashboard, _inbox, _record, _setup, _shell, _stats, _up, _workflows)
 
 
 def main() -> None:
-    """Entry point: runs the app, turning any GroveError into one line and exit code 2; the
-    process then ends without the interpreter's teardown (see :mod:`agentgrove.cli._exit`)."""
+    """Entry point (``grove``, ``python -m agentgrove``): :func:`dispatch`, then the process
+    ends with its status, without the interpreter's teardown (see :mod:`agentgrove.cli._exit`).
+    It never returns to its caller."""
     from agentgrove.cli._exit import leave
 
     try:
-        _main()
+        dispatch()
     except SystemExit as exc:
         leave(exc.code)
 
 
-def _main() -> None:
+def dispatch() -> None:
+    """Run the command in ``sys.argv``, turning any GroveError into one line and exit code 2;
+    always raises :class:`SystemExit` with the status (for a caller that keeps its process)."""
     from agentgrove.logs import configure
 
     configure("text")  # the core's warnings on stderr, as lines (worker and up may choose json)
