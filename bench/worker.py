@@ -12,22 +12,31 @@ the first start to the last exit. Both against one :class:`agentgrove.testing.Mo
 with the same script. ``grove run`` vs one bare run: each as one process, alternated.
 
 The goal (issue 13): worker/bare <= 1.05 at P=2 and 4, ``grove run``/bare <= 1.5.
+
+CPU is user + system of the processes each side started (``RUSAGE_CHILDREN``: the CLIs, git,
+the worker and everything they waited for). Where the CLI's Bash sandbox works here (bwrap and
+socat), grove runs every agent with it and the CLI pays for it at each start; the rows "+
+sandbox" are bare runs given the same ``sandbox`` settings: the floor with that cost in.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from agentgrove.roles import BUILTIN_ROLES
 from agentgrove.runtime import RunSpec
+from agentgrove.runtime.claude import sandbox_available
 from agentgrove.testing import ModelServer, Script, say
 from agentgrove.workspaces import init_repo
 
@@ -73,7 +82,16 @@ def _repo(base: Path, name: str, env: dict[str, str], *, grove: bool) -> Path:
     return repo
 
 
-def _bare_cmd(cwd: Path, n: int) -> list[str]:
+def _cpu() -> float:
+    """CPU seconds (user + system) of every child process waited for so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+_SANDBOX = json.dumps({"sandbox": {"enabled": True, "allowUnsandboxedCommands": False}})
+
+
+def _bare_cmd(cwd: Path, n: int, *, sandbox: bool = False) -> list[str]:
     role = BUILTIN_ROLES[ROLE]
     spec = RunSpec(
         agent_id=f"bare{n:04d}",
@@ -97,44 +115,66 @@ def _bare_cmd(cwd: Path, n: int) -> list[str]:
         "acceptEdits",
         "--output-format",
         "json",
+        *(["--settings", _SANDBOX] if sandbox else []),
     ]
 
 
-def bare_batch(base: Path, env: dict[str, str], agents: int, parallel: int) -> float:
+Timed = tuple[float, float]
+"""(wall seconds, CPU seconds)"""
+
+
+def _timed(work: Callable[[], object]) -> Timed:
+    t0, cpu0 = time.perf_counter(), _cpu()
+    work()
+    return time.perf_counter() - t0, _cpu() - cpu0
+
+
+def bare_batch(
+    base: Path, env: dict[str, str], agents: int, parallel: int, *, sandbox: bool = False
+) -> Timed:
     repo = _repo(base, "bare", env, grove=False)
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(parallel) as pool:
-        list(pool.map(lambda n: _run(_bare_cmd(repo, n), repo, env, "claude -p"), range(agents)))
-    return time.perf_counter() - t0
+
+    def one(n: int) -> str:
+        return _run(_bare_cmd(repo, n, sandbox=sandbox), repo, env, "claude -p")
+
+    def batch() -> None:
+        with ThreadPoolExecutor(parallel) as pool:
+            list(pool.map(one, range(agents)))
+
+    return _timed(batch)
 
 
-def worker_batch(base: Path, env: dict[str, str], agents: int, parallel: int) -> float:
+def worker_batch(base: Path, env: dict[str, str], agents: int, parallel: int) -> Timed:
     repo = _repo(base, "grove", env, grove=True)
     for _ in range(agents):
         _run([*_grove(), "spawn", ROLE, TASK], repo, env, "grove spawn")
-    t0 = time.perf_counter()
-    _run([*_grove(), "worker", "--concurrency", str(parallel), "--drain"], repo, env, "worker")
-    wall = time.perf_counter() - t0
+    cmd = [*_grove(), "worker", "--concurrency", str(parallel), "--drain"]
+    timed = _timed(lambda: _run(cmd, repo, env, "worker"))
     listed = _run([*_grove(), "ls", "--json"], repo, env, "grove ls")
     if listed.count('"completed"') < agents:
         raise SystemExit(f"bench: not every agent completed:\n{listed[-3000:]}")
-    return wall
+    return timed
 
 
-def one_run(base: Path, env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds of one ``grove run`` and of one bare ``claude -p``, in one repository."""
+def one_run(base: Path, env: dict[str, str], *, sandbox: bool) -> dict[str, Timed]:
+    """One ``grove run``, one bare ``claude -p`` (and one with the sandbox), in one repository."""
     repo = _repo(base, "run", env, grove=True)
-    t0 = time.perf_counter()
-    _run([*_grove(), "run", ROLE, TASK], repo, env, "grove run")
-    grove_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    _run(_bare_cmd(repo, 0), repo, env, "claude -p")
-    return grove_s, time.perf_counter() - t0
+    times = {"grove": _timed(lambda: _run([*_grove(), "run", ROLE, TASK], repo, env, "grove run"))}
+    times["bare"] = _timed(lambda: _run(_bare_cmd(repo, 0), repo, env, "claude -p"))
+    if sandbox:
+        bare = _bare_cmd(repo, 0, sandbox=True)
+        times["sandbox"] = _timed(lambda: _run(bare, repo, env, "claude -p"))
+    return times
 
 
-def _row(label: str, values: list[float], floor: float) -> None:
-    med = statistics.median(values)
-    print(f"{label:<44} {med:>9.2f} {max(values):>7.2f} {med / floor:>7.2f}x")
+def _row(label: str, values: list[Timed], floor: list[Timed]) -> None:
+    wall, cpu = (statistics.median(v[i] for v in values) for i in (0, 1))
+    floor_wall, floor_cpu = (statistics.median(v[i] for v in floor) for i in (0, 1))
+    top = max(v[0] for v in values)
+    print(
+        f"{label:<46} {wall:>8.2f} {top:>7.2f} {wall / floor_wall:>7.2f}x "
+        f"{cpu:>7.2f} {cpu / floor_cpu:>7.2f}x"
+    )
 
 
 def main() -> None:
@@ -144,6 +184,8 @@ def main() -> None:
     parser.add_argument("--parallel", default="2,4")
     args = parser.parse_args()
     levels = [int(p) for p in args.parallel.split(",")]
+    sandbox = sandbox_available()
+    loads = [os.getloadavg()[0]]
     with (
         tempfile.TemporaryDirectory(prefix="grove-bench-worker-") as tmp,
         ModelServer(_script()) as server,
@@ -152,27 +194,37 @@ def main() -> None:
         home = base / "home"
         home.mkdir()
         env = _env(home, server)
-        one_run(base, env)  # warm-up: page cache for the CLI binary, bytecode caches
-        walls: dict[tuple[str, int], list[float]] = {}
+        one_run(base, env, sandbox=sandbox)  # warm-up: page cache for the CLI, bytecode caches
+        walls: dict[tuple[str, int], list[Timed]] = {}
         for _ in range(args.repeats):
-            for p in levels:  # alternated, so that load changes hit both sides alike
+            for p in levels:  # alternated, so that load changes hit all sides alike
                 walls.setdefault(("bare", p), []).append(bare_batch(base, env, args.agents, p))
                 walls.setdefault(("grove", p), []).append(worker_batch(base, env, args.agents, p))
-        runs = [one_run(base, env) for _ in range(args.repeats)]
+                if sandbox:
+                    walls.setdefault(("sandbox", p), []).append(
+                        bare_batch(base, env, args.agents, p, sandbox=True)
+                    )
+                loads.append(os.getloadavg()[0])
+        runs = [one_run(base, env, sandbox=sandbox) for _ in range(args.repeats)]
         if server.errors:
             raise SystemExit(f"bench: the model server saw errors: {server.errors}")
+    loads.append(os.getloadavg()[0])
     print(
-        f"{args.agents} one-turn agents, median of {args.repeats}; "
-        f"load average {os.getloadavg()[0]:.2f}"
+        f"{args.agents} one-turn agents, median of {args.repeats}; 1-minute load average "
+        f"{min(loads):.2f}-{max(loads):.2f} ({os.cpu_count()} CPUs)"
     )
-    print(f"{'what':<44} {'median s':>9} {'max s':>7} {'vs bare':>8}")
+    print(f"{'what':<46} {'median s':>8} {'max s':>7} {'vs bare':>8} {'CPU s':>7} {'vs bare':>8}")
     for p in levels:
-        bare = statistics.median(walls[("bare", p)])
-        _row(f"bare claude -p x{args.agents}, {p} at a time", walls[("bare", p)], bare)
+        bare = walls[("bare", p)]
+        _row(f"bare claude -p x{args.agents}, {p} at a time", bare, bare)
+        if sandbox:
+            _row(f"  + sandbox settings, {p} at a time", walls[("sandbox", p)], bare)
         _row(f"grove worker --concurrency {p} --drain", walls[("grove", p)], bare)
-    bare_one = statistics.median(r[1] for r in runs)
-    _row("bare claude -p (one agent)", [r[1] for r in runs], bare_one)
-    _row("grove run (one agent)", [r[0] for r in runs], bare_one)
+    bare_one = [r["bare"] for r in runs]
+    _row("bare claude -p (one agent)", bare_one, bare_one)
+    if sandbox:
+        _row("  + sandbox settings (one agent)", [r["sandbox"] for r in runs], bare_one)
+    _row("grove run (one agent)", [r["grove"] for r in runs], bare_one)
 
 
 if __name__ == "__main__":

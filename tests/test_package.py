@@ -184,9 +184,9 @@ def test_importing_the_package_loads_none_of_the_api() -> None:
 _PROBE = """
 import os, sys
 sys.argv = ["grove", *sys.argv[1:]]
-from agentgrove.cli import main
+from agentgrove.cli import dispatch
 try:
-    main()
+    dispatch()  # main() would end the process at once
 except SystemExit as exc:
     code = exc.code
 else:

@@ -352,9 +352,13 @@ class _DeferredRuntime:
 
         if self._runtime is None:
             try:
-                self._runtime = default_runtime(self._config)
+                # Off the event loop: importing the Claude runtime (or waiting for its preload
+                # to finish) takes ~0.5 s, in which other agents' preparation and every
+                # heartbeat would stand still.
+                built = await anyio.to_thread.run_sync(default_runtime, self._config)
             except ConfigError as exc:
                 return RunResult(success=False, error=str(exc), error_kind=ErrorKind.PERMANENT)
+            self._runtime = self._runtime or built  # one runtime even if two agents raced here
         return await self._runtime.run(spec, sink)
 
     def has_session(self, session_id: str) -> bool:

@@ -243,6 +243,7 @@ class Workspaces:
                 raise BadRef(
                     self._missing(str(commit), "base" if commit == base_commit else "merge")
                 )
+        head = None
         with self._locked():
             run_git(["worktree", "prune"], self.repo)
             if registered_worktree(self.repo, path) is None:
@@ -268,7 +269,9 @@ class Workspaces:
                 else:
                     run_git([*add, "-b", branch, str(path), str(base_commit)], self.repo)
                     self._merge(path, branch, merge)
-        head = run_git(["rev-parse", f"refs/heads/{branch}"], self.repo)
+                    if not merge and _is_sha(str(base_commit)):
+                        head = str(base_commit)  # the new branch is the base: no git to ask
+        head = head or run_git(["rev-parse", f"refs/heads/{branch}"], self.repo)
         return WorkspaceRecord(
             agent_id=agent_id,
             repo_path=str(self.repo),
@@ -357,13 +360,15 @@ class Workspaces:
         repo = Path(ws.repo_path)
         head = run_git(["rev-parse", f"refs/heads/{ws.branch}"], repo)
         span = f"{ws.base_ref}..{head}"
-        diffstat = run_git(["diff", *DIFF_SAFE, "--stat", span], repo)
+        # Still at its base (nothing committed, the usual one-turn answer): nothing to diff.
+        unmoved = head == ws.base_ref
+        diffstat = "" if unmoved else run_git(["diff", *DIFF_SAFE, "--stat", span], repo)
         if nested:
             diffstat += (
                 f"\nnot committed: {len(nested)} nested git repositor"
                 f"{'y' if len(nested) == 1 else 'ies'}: {', '.join(nested)}"
             ).rstrip()
-        listed = run_git(["diff", *DIFF_SAFE, "--name-only", "-z", span], repo)
+        listed = "" if unmoved else run_git(["diff", *DIFF_SAFE, "--name-only", "-z", span], repo)
         files = tuple(f for f in listed.split("\0") if f)
         return replace(ws, head_commit=head, diffstat=diffstat.strip(), files_changed=files)
 

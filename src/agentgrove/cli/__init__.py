@@ -14,7 +14,7 @@ from agentgrove.errors import GroveError
 if TYPE_CHECKING:
     from agentgrove.cli._app import app
 
-__all__ = ["app", "main"]
+__all__ = ["app", "dispatch", "main"]
 
 
 def __getattr__(name: str) -> Any:
@@ -26,7 +26,20 @@ def __getattr__(name: str) -> Any:
 
 
 def main() -> None:
-    """Entry point: runs the app, turning any GroveError into one line and exit code 2."""
+    """Entry point (``grove``, ``python -m agentgrove``): :func:`dispatch`, then the process
+    ends with its status, without the interpreter's teardown (see :mod:`agentgrove.cli._exit`).
+    It never returns to its caller."""
+    from agentgrove.cli._exit import leave
+
+    try:
+        dispatch()
+    except SystemExit as exc:
+        leave(exc.code)
+
+
+def dispatch() -> None:
+    """Run the command in ``sys.argv``, turning any GroveError into one line and exit code 2;
+    always raises :class:`SystemExit` with the status (for a caller that keeps its process)."""
     from agentgrove.logs import configure
 
     configure("text")  # the core's warnings on stderr, as lines (worker and up may choose json)
