@@ -7,7 +7,7 @@ running them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Connection, and_, bindparam, select, update
@@ -100,7 +100,7 @@ _FINISH_VALUES: dict[str, Any] = dict(
 FINISH_HELD = update(agents).where(FENCE).values(_FINISH_VALUES)
 """End the attempt: its outcome (``p_status`` ... ``p_session_id``; usage is added to the
 agent's sums) at ``p_finished_at``, the lease and reservation cleared. Run as an
-``executemany`` over rows :func:`held_leases` locked: no backend returns rows from an
+``executemany`` over rows :func:`executing_rows` locked: no backend returns rows from an
 executemany UPDATE, so the fence's verdict comes from that read."""
 
 HOLDERS = (
@@ -122,20 +122,20 @@ HOLDERS = (
 )
 
 
-def held_leases(conn: Connection, leases: Sequence[tuple[str, str, int]]) -> dict[str, Any]:
-    """Of ``leases`` (agent id, owner, attempt), those still held, by agent id (each with its
-    row's ``workflow_run_id`` and ``node_key``), read in one statement and locked for the rest of
-    the caller's transaction, as :data:`HOLDS_LEASE` locks one."""
-    if not leases:
+def executing_rows(conn: Connection, agent_ids: Collection[str]) -> dict[str, Any]:
+    """The executing rows among ``agent_ids``, by id (each with its ``lease_owner``,
+    ``attempt``, ``workflow_run_id`` and ``node_key``), read in one statement and locked for the
+    rest of the caller's transaction, as :data:`HOLDS_LEASE` locks one: whether a write's lease
+    is still held is then :func:`holds` of its row."""
+    if not agent_ids:
         return {}
-    rows = {r.id: r for r in conn.execute(HOLDERS, {"p_ids": sorted({a for a, _, _ in leases})})}
-    return {
-        agent_id: row
-        for agent_id, owner, attempt in leases
-        if (row := rows.get(agent_id)) is not None
-        and row.lease_owner == owner
-        and row.attempt == attempt
-    }
+    return {r.id: r for r in conn.execute(HOLDERS, {"p_ids": sorted(set(agent_ids))})}
+
+
+def holds(row: Any, owner: str, attempt: int) -> bool:
+    """Whether ``row`` (from :func:`executing_rows`, or ``None``) is under the lease ``(owner,
+    attempt)``."""
+    return row is not None and (row.lease_owner, row.attempt) == (owner, attempt)
 
 
 RECORD_CHECK = (

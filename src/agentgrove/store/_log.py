@@ -56,14 +56,11 @@ class LogQueries(StoreCore):
         fences checked by one locking read, the rows and the plain events one statement each.
         ``[i]``: whether ``saves[i]`` was written."""
         with self._write() as conn:
-            fenced = [(s.workspace.agent_id, *s.lease) for s in saves if s.lease is not None]
-            held = _leases.held_leases(conn, fenced)
+            rows_now = _leases.executing_rows(
+                conn, [s.workspace.agent_id for s in saves if s.lease is not None]
+            )
             written = [
-                s.lease is None
-                or (
-                    (row := held.get(s.workspace.agent_id)) is not None
-                    and (row.lease_owner, row.attempt) == s.lease
-                )
+                s.lease is None or _leases.holds(rows_now.get(s.workspace.agent_id), *s.lease)
                 for s in saves
             ]
             rows = [

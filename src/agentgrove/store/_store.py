@@ -352,14 +352,11 @@ class Store(
         assert all(e.outcome.status.finished for e in endings)
         now = utcnow()
         with self._write(wake=True) as conn:
-            held = _leases.held_leases(conn, [(e.agent_id, e.owner, e.attempt) for e in endings])
+            held = _leases.executing_rows(conn, [e.agent_id for e in endings])
             through: list[tuple[Ending, Any]] = []
             for ending in endings:
                 row = held.get(ending.agent_id)
-                if row is not None and (row.lease_owner, row.attempt) == (
-                    ending.owner,
-                    ending.attempt,
-                ):
+                if _leases.holds(row, ending.owner, ending.attempt):
                     del held[ending.agent_id]  # one ending per agent
                     through.append((ending, row))
             if not through:
