@@ -47,12 +47,12 @@ def measure(db_url: str | None, workers: int, agents: int, concurrency: int) -> 
         os.environ.pop("GROVE_HOME", None)
         with Grove.init(root) as grove:
             # The same workers with nothing to do first: their start-up CPU, taken off below.
-            idle = _drain(root, env, workers, concurrency)
+            idle, pg_idle, _ = _drain(root, env, workers, concurrency)
             for i in range(agents):
                 grove.spawn("tester", f"noop {i}")
             engine = grove.store.engine
             wall0 = time.monotonic()
-            cpu = _drain(root, env, workers, concurrency)
+            cpu, pg_cpu, busy = _drain(root, env, workers, concurrency)
             wall = time.monotonic() - wall0
             with engine.connect() as conn:
                 rows = conn.execute(
@@ -74,12 +74,42 @@ def measure(db_url: str | None, workers: int, agents: int, concurrency: int) -> 
         # The worker processes' own CPU (user + system, start-up excluded), per agent: much
         # less sensitive to other load on the machine than the rates.
         "cpu_ms": max(0.0, cpu - idle) / agents * 1000,
+        # PostgreSQL's share (0 on SQLite, bar other users of the shared server) and how busy
+        # both cores were over the drain: 2.0 means the machine was the limit.
+        "pg_ms": max(0.0, pg_cpu - pg_idle) / agents * 1000,
+        "cores": busy / wall,
     }
 
 
-def _drain(root: Path, env: dict[str, str], workers: int, concurrency: int) -> float:
+def _postgres_cpu_s() -> float:
+    """User + system CPU seconds of every ``postgres`` process on this machine (the server's
+    backends, WAL writer and the rest) and of the backends that have exited, from /proc."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        if name.startswith("postgres"):
+            fields = text[text.rindex(")") + 2 :].split()
+            # utime, stime and, for the postmaster, its reaped backends' cutime, cstime.
+            total += sum(int(f) for f in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _busy_s() -> float:
+    """CPU seconds all cores spent not idle, from /proc/stat."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _drain(
+    root: Path, env: dict[str, str], workers: int, concurrency: int
+) -> tuple[float, float, float]:
     """Run ``workers`` ``grove worker --drain`` processes until they exit; their CPU seconds
-    (user + system)."""
+    (user + system), the PostgreSQL server's, and the whole machine's busy seconds meanwhile."""
+    pg0, busy0 = _postgres_cpu_s(), _busy_s()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     procs = [
         subprocess.Popen(
@@ -97,7 +127,8 @@ def _drain(root: Path, env: dict[str, str], workers: int, concurrency: int) -> f
         if proc.returncode != 0:
             raise SystemExit(f"worker exited {proc.returncode}: {err[-2000:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    own = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return own, _postgres_cpu_s() - pg0, _busy_s() - busy0
 
 
 def main() -> None:
@@ -134,7 +165,7 @@ def main() -> None:
     )
     print(
         f"{'backend':<11} {'workers':>7} {'agents/s':>9} {'wall/s':>7} {'p99 ms':>8} {'4 vs 1':>7}"
-        f" {'CPU ms/agent':>12}"
+        f" {'CPU ms/agent':>12} {'PG ms/agent':>11} {'cores busy':>10}"
     )
     for backend in args.backends.split(","):
         one = statistics.median(r["rate"] for r in results[(backend, 1)])
@@ -144,10 +175,12 @@ def main() -> None:
             wall = statistics.median(r["wall_rate"] for r in runs)
             p99 = statistics.median(r["p99_ms"] for r in runs)
             cpu = statistics.median(r["cpu_ms"] for r in runs)
+            pg = statistics.median(r["pg_ms"] for r in runs)
+            cores = statistics.median(r["cores"] for r in runs)
             ratio = f"{rate / one:.2f}x" if workers == 4 else ""
             print(
                 f"{backend:<11} {workers:>7} {rate:>9.0f} {wall:>7.0f} {p99:>8.1f} {ratio:>7}"
-                f" {cpu:>12.2f}"
+                f" {cpu:>12.2f} {pg:>11.2f} {cores:>10.2f}"
             )
 
 

@@ -216,9 +216,11 @@ class Worker:
         self._running: dict[str, anyio.CancelScope] = {}
         self._started: dict[str, float] = {}  # monotonic start of each running agent
         self._parked: set[str] = set()
-        # Set when a gate or question may have opened (a sweep, an agent of ours ending): the
-        # claim loop then reads the earliest deadline and sweeps by it.
+        # Set when a gate or question may have opened (a sweep; this process's store writing
+        # one, seen as a new ``deadline_version``): the claim loop then reads the earliest
+        # deadline and sweeps by it.
         self._deadlines_moved = True
+        self._deadline_version = self.store.deadline_version
         self._slot_freed = anyio.Event()
         self.lost_leases: set[str] = set()
         """Agents given up because the database stayed unavailable past their lease."""
@@ -340,6 +342,9 @@ class Worker:
                     # or no_answer. Any worker does it; each is one guarded transaction.
                     await self.service.db(self.store.expire_questions, at=swept_at)
                     next_sweep = now + self.settings.sweep_interval_s
+                    self._deadlines_moved = True
+                if self.store.deadline_version != self._deadline_version:
+                    self._deadline_version = self.store.deadline_version
                     self._deadlines_moved = True
                 if self._deadlines_moved:  # the next sweep comes by the earliest deadline
                     due = await self.service.db(self._next_deadline_s, swept_at)
@@ -499,7 +504,6 @@ class Worker:
             self._started.pop(agent.id, None)
             self._parked.discard(agent.id)
             self.lost_leases.discard(agent.id)
-            self._deadlines_moved = True  # its ending may have opened a gate or a question
             self.stats.finished += 1
             self._slot_freed.set()
             self.service.wakeup.notify()

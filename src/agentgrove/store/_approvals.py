@@ -59,6 +59,7 @@ class ApprovalQueries(RunQueries):
             .where(agents.c.id == agent_id, agents.c.status == AgentStatus.COMPLETED.value)
             .values(held_values(run_id, key, "after", node.approval_timeout_s, now))
         )
+        self._deadline_written()
         self._request_approval(conn, agent_id, run_id, key, "after", now)
         return True
 

@@ -6,6 +6,7 @@ callers stamp times with.
 
 from __future__ import annotations
 
+import itertools
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,18 @@ def utcnow() -> datetime:
 
 
 class StoreCore:
+    deadline_version: int = 0
+    """Changes (never back to a value it had) whenever this Store writes an approval gate or
+    a question, which may bring a deadline: a worker reads the earliest deadline again only
+    then, not after every ending. Writes of other processes are found by the regular sweep."""
+
+    _deadline_marks: itertools.count[int]
+
+    def _deadline_written(self) -> None:
+        """Called by a write that holds an agent at a gate or records a question (inside its
+        transaction: a rollback only costs the worker one read it did not need)."""
+        self.deadline_version = next(self._deadline_marks)  # next() is atomic under the GIL
+
     if TYPE_CHECKING:
         _crash_point: CrashPoint
 

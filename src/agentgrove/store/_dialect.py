@@ -195,7 +195,7 @@ def claim_statements(engine: Engine, *, gated: bool = False, roles: bool = False
     if roles:
         gate.append(agents.c.role.in_(bindparam("p_roles", expanding=True)))
 
-    def next_of(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
+    def next_of(*conditions: ColumnElement[bool]) -> list[ColumnElement[bool]]:
         query = (
             select(agents.c.id)
             .where(claimable(now), *gate, *conditions)
@@ -203,22 +203,27 @@ def claim_statements(engine: Engine, *, gated: bool = False, roles: bool = False
             .limit(bindparam("p_limit", type_=Integer))
         )
         if not skip_locked:
-            return agents.c.id.in_(query)  # SQLite: one writer at a time, evaluated once
+            # SQLite: one writer at a time, the subquery evaluated once.
+            return [agents.c.id.in_(query), claimable(now), *gate]
         # Concurrent claimers pass over each other's rows instead of queueing on them. The
         # pick is a MATERIALIZED CTE, evaluated once: as a plain IN (subquery) the planner may
-        # run it again per row of the UPDATE, claiming more than p_limit.
+        # run it again per row of the UPDATE, claiming more than p_limit. The UPDATE joins
+        # the picked ids (UPDATE ... FROM picked) and checks nothing again: the rows are
+        # locked, and FOR UPDATE has already checked them on their newest version. Checked
+        # again, the planner (misled by stale statistics) scanned every pending row once per
+        # picked one.
         picked = query.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
-        return agents.c.id.in_(select(picked.c.id))
+        return [agents.c.id == picked.c.id]
 
-    targets: dict[str, ColumnElement[bool]] = {
+    targets: dict[str, list[ColumnElement[bool]]] = {
         "next": next_of(),
-        "id": agents.c.id == bindparam("p_id"),
+        "id": [agents.c.id == bindparam("p_id"), claimable(now), *gate],
         "parents": next_of(agents.c.parent_id.in_(bindparam("p_parents", expanding=True))),
         "run": next_of(agents.c.workflow_run_id == bindparam("p_run")),
     }
     return {
         kind: update(agents)
-        .where(target, claimable(now), *gate)
+        .where(*target)
         .values(
             status=AgentStatus.EXECUTING.value,
             lease_owner=bindparam("p_owner"),

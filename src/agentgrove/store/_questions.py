@@ -84,6 +84,7 @@ class QuestionQueries(StoreCore):
             )
             if moved.rowcount != 1:
                 return False
+            self._deadline_written()
             question_id = uuid.uuid4().hex[:12]
             conn.execute(
                 questions.insert().values(

@@ -406,6 +406,7 @@ class RunQueries(StoreCore):
                 values["status"] = AgentStatus.PENDING.value
                 if node.approval == "before":  # no worker may claim it until approved
                     values |= held_values(run.id, key, "before", node.approval_timeout_s, now)
+                    self._deadline_written()
                     state = NodeState.AWAITING_APPROVAL
             except TaskTemplateError as exc:
                 values |= {

@@ -14,6 +14,7 @@ Dialect differences live in :mod:`agentgrove.store._dialect`.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -97,6 +98,7 @@ class Store(
         except (ArgumentError, ImportError) as exc:  # ImportError: a driver grove lacks
             raise ConfigError(_dialect.unusable_url(url, exc)) from exc
         self._crash_point = CrashPoint()
+        self._deadline_marks = itertools.count(1)
         database = self.engine.url.database
         self._where = (
             database
