@@ -20,6 +20,7 @@ Contracts:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -459,7 +460,17 @@ class Worker:
         try:
             with scope:
                 async with anyio.create_task_group() as inner:
-                    inner.start_soon(self._heartbeat, agent.id, lease, scope)
+                    # The heartbeat task starts when its first renewal is due: an agent that
+                    # ends sooner (most, in a busy worker of short agents) costs no task.
+                    first_renewal = asyncio.get_running_loop().call_later(
+                        self.settings.heartbeat_s,
+                        inner.start_soon,
+                        self._heartbeat,
+                        agent.id,
+                        lease,
+                        scope,
+                        time.monotonic(),
+                    )
                     try:
                         await self.service.execute(
                             agent,
@@ -468,6 +479,7 @@ class Worker:
                             lease_lost=lambda: agent.id in self.lost_leases,
                         )
                     finally:
+                        first_renewal.cancel()
                         inner.cancel_scope.cancel()
         except StoreUnavailable as exc:
             # What the attempt still owed could not be written; its lease runs out and a sweep
@@ -516,13 +528,20 @@ class Worker:
     def _unpark(self, agent_id: str) -> None:
         self._parked.discard(agent_id)
 
-    async def _heartbeat(self, agent_id: str, lease: Lease, scope: anyio.CancelScope) -> None:
+    async def _heartbeat(
+        self, agent_id: str, lease: Lease, scope: anyio.CancelScope, held_since: float
+    ) -> None:
+        """Renew ``agent_id``'s lease now and every ``heartbeat_s`` after, until cancelled or
+        the lease is lost (the run is then stopped through ``scope``). ``held_since``: when
+        the claim was made (monotonic)."""
         # By our own clock, the lease runs at least until lease_s after the last renewal we
         # sent (the claim, at first): the database stamps it later than we sent it.
-        held_since = time.monotonic()
         failures = 0
+        first = True
         while True:
-            await anyio.sleep(self.settings.heartbeat_s)
+            if not first:
+                await anyio.sleep(self.settings.heartbeat_s)
+            first = False
             sent = time.monotonic()
             try:
                 renewed = await self.service.db(
