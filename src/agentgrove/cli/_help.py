@@ -22,6 +22,8 @@ import typer
 from rich.markup import escape
 from typer.core import TyperArgument, TyperGroup
 
+from agentgrove.cli._coercion import defer
+
 __all__ = ["ARGUMENT_HELP", "GroveGroup", "commands", "plain", "reflow"]
 
 ARGUMENT_HELP: Mapping[str, str] = {
@@ -116,6 +118,7 @@ def _set_help(obj: Any, text: str) -> None:
 def _polish_param(param: Any) -> None:
     if getattr(param, _MARK, None) is not None:
         return  # already polished (typer may hand the same object to two groups)
+    defer(param)
     if param.param_type_name == "argument":
         param.help = param.help or ARGUMENT_HELP.get(param.name or "")
         if param.metavar is None:
@@ -151,6 +154,7 @@ def _polish(command: Any, name: str = "grove") -> None:
     help_option = command.get_help_option(typer.Context(command))
     if help_option is not None:
         help_option.metavar = ""
+        defer(help_option)
     for child_name, child in getattr(command, "commands", {}).items():
         _polish(child, f"{name} {child_name}")
 
