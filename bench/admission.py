@@ -27,10 +27,10 @@ import anyio
 from rich.console import Console
 from rich.table import Table
 
-from agentgrove.config import AdmissionSettings
 from agentgrove.grove import Grove
 from agentgrove.models import AgentRecord, AgentStatus
 from agentgrove.runtime import ScriptedRuntime
+from agentgrove.settings import AdmissionSettings
 from agentgrove.store import Store
 
 VARIANTS: dict[str, dict[str, Any]] = {

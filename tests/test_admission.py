@@ -28,12 +28,12 @@ from agentgrove.admission import (
     limits_concurrency,
     memory_refusal,
 )
-from agentgrove.config import AdmissionSettings
 from agentgrove.errors import ConfigError
 from agentgrove.grove import Grove
 from agentgrove.models import AgentStatus
 from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
 from agentgrove.runtime._scripted import echo
+from agentgrove.settings import AdmissionSettings
 from agentgrove.worker import Worker
 from tests.conftest import GROVE, run_cli
 

@@ -14,10 +14,10 @@ import anyio
 import pytest
 
 from agentgrove.admission import AdmissionGate, ModelPacer
-from agentgrove.config import AdmissionSettings
 from agentgrove.grove import Grove
 from agentgrove.models import AgentStatus
 from agentgrove.runtime import RunResult, RunSpec, ScriptedRuntime
+from agentgrove.settings import AdmissionSettings
 from agentgrove.store import NewAgent
 from agentgrove.store._core import utcnow
 from agentgrove.worker import Worker

@@ -7,6 +7,7 @@ import pytest
 import typer
 
 from agentgrove.cli._help import commands, plain
+from agentgrove.cli._listing import LISTING, source
 from agentgrove.cli._registry import MODULES, WHERE, command_name, full_app, root_command
 
 
@@ -54,9 +55,37 @@ def test_a_command_built_alone_is_the_one_in_the_whole_tree(name: str) -> None:
 @pytest.mark.parametrize(
     "argv", [[], ["--help"], ["--version"], ["no-such-command"], ["--help", "lss"]]
 )
-def test_without_a_known_command_the_whole_tree_is_built(argv: list[str]) -> None:
+def test_without_a_known_command_every_command_is_listed(argv: list[str]) -> None:
+    """An unknown command builds the whole tree (its suggestions need it); none lists the
+    placeholders of cli._listing, under the same names."""
     whole = typer.main.get_command(full_app())
     assert list(root_command(argv).commands) == list(whole.commands)  # type: ignore[attr-defined]
+
+
+def test_the_listing_is_each_commands_first_paragraph() -> None:
+    whole = typer.main.get_command(full_app())
+    actual = tuple(
+        (name, plain(cmd).split("\n\n")[0])
+        for name, cmd in whole.commands.items()  # type: ignore[attr-defined]
+    )
+    assert actual == LISTING, (
+        "src/agentgrove/cli/_listing.py is out of date; its LISTING should read:\n" + source(actual)
+    )
+
+
+@pytest.mark.parametrize("columns", [60, 100, 200])
+def test_grove_help_from_the_listing_prints_what_the_whole_tree_prints(
+    columns: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", str(columns))
+
+    def printed(root: object) -> str:
+        root.main(["--help"], prog_name="grove", standalone_mode=False)  # type: ignore[attr-defined]
+        return capsys.readouterr().out
+
+    from_listing = printed(root_command(["--help"]))
+    assert "List agents, oldest first." in from_listing
+    assert from_listing == printed(typer.main.get_command(full_app()))
 
 
 def test_options_before_the_command_are_skipped() -> None:

@@ -111,3 +111,41 @@ def test_configure_worker_changes_an_open_grove_and_validates(grove: Grove) -> N
     with pytest.raises(ConfigError, match=r"worker\.nonsense: Extra inputs"):
         grove.configure_worker(nonsense=1)
     assert grove.config.worker.poll_s == 0.2  # a refused change changes nothing
+
+
+def test_a_table_grove_toml_lacks_is_its_defaults(repo: Path) -> None:
+    from agentgrove.settings import AdmissionSettings, BudgetSettings, WorkerSettings
+
+    config = load_config(repo)  # no grove.toml
+    assert not config.tables and not config.has_table("worker")
+    assert config.worker == WorkerSettings() and config.budget == BudgetSettings()
+    assert config.notify is None and config.roles == BUILTIN_ROLES
+    (repo / "grove.toml").write_text("# nothing set yet\n")
+    assert not load_config(repo).tables
+    (repo / "grove.toml").write_text("[budget]\ndaily_usd = 5\n")
+    config = load_config(repo)
+    assert list(config.tables) == ["budget"] and config.budget.daily_usd == 5
+    assert config.admission == AdmissionSettings() and config.roles == BUILTIN_ROLES
+
+
+def test_the_store_takes_the_budget_table_or_its_defaults(repo: Path) -> None:
+    from agentgrove.grove import _store_for
+    from agentgrove.settings import BudgetSettings
+
+    defaults = BudgetSettings()
+    store = _store_for(load_config(repo))
+    assert store.daily_limit_usd == defaults.daily_usd
+    assert store.fail_when_exhausted == (defaults.on_exhausted == "fail")
+    store.close()
+    (repo / "grove.toml").write_text('[budget]\ndaily_usd = 5\non_exhausted = "fail"\n')
+    store = _store_for(load_config(repo))
+    assert store.daily_limit_usd == 5 and store.fail_when_exhausted
+    store.close()
+
+
+def test_configure_worker_keeps_the_other_tables(repo: Path) -> None:
+    from agentgrove.config import with_worker
+
+    (repo / "grove.toml").write_text("[budget]\ndaily_usd = 5\n")
+    changed = with_worker(load_config(repo), poll_s=0.3)
+    assert changed.worker.poll_s == 0.3 and changed.budget.daily_usd == 5

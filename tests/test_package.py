@@ -214,12 +214,17 @@ def test_read_only_commands_load_none_of_the_heavy_modules(repo: Path, command: 
     # and the live progress view serve commands that run or notify, none of these.
     heavy += ["agentgrove.service", "agentgrove.worker", "yaml", "agentgrove.notify._notifier"]
     heavy += ["urllib.request", "rich.live", "rich.tree"]
-    if command[0] != "--help":  # the listing imports every command module; the others, theirs
-        heavy += [f"agentgrove.cli.{m}" for m in MODULES if m not in WHERE[command[0]]]
-        heavy += ["agentgrove.workspaces", "agentgrove.secrets"]  # git work; writes, errors
-    if command[0] not in ("workflow", "--help"):  # runs parse their workflow; the listing
-        # imports `grove workflow`'s module, which names the format's errors
-        heavy += ["agentgrove.workflows.spec"]
+    # The listing is data (cli._listing); every other command imports its own module only.
+    heavy += [f"agentgrove.cli.{m}" for m in MODULES if m not in WHERE.get(command[0], ())]
+    heavy += ["agentgrove.workspaces", "agentgrove.secrets"]  # git work; writes, errors
+    # Pydantic's model machinery: the workflow format, grove.toml's models (absent here), and
+    # the one typer loaded to build a TypeAdapter for every parameter (cli._coercion); the
+    # roles are pydantic models, so `grove roles` alone loads it.
+    heavy += ["agentgrove.workflows.spec", "agentgrove.settings", "typer._adapters"]
+    if command[0] != "roles":
+        heavy += ["pydantic.main", "agentgrove.roles"]
+    if command[0] in ("roles", "--help"):  # neither opens the grove
+        heavy += ["agentgrove.grove", "agentgrove.store", "sqlalchemy.engine"]
     probe = subprocess.run(
         [sys.executable, "-c", _PROBE, *argv],
         cwd=repo,

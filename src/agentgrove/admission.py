@@ -21,8 +21,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from agentgrove.config import AdmissionSettings
+if TYPE_CHECKING:
+    from agentgrove.settings import AdmissionSettings  # pydantic: loaded where validated
+
 
 CLI_PROCESS_MB = 220
 """About what one Claude CLI process takes (DESIGN.md)."""

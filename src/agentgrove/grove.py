@@ -375,10 +375,13 @@ class _DeferredRuntime:
 
 
 def _store_for(config: GroveConfig) -> Store:
+    # Without a [budget] table the store's own defaults (no daily limit, wait) are the
+    # table's: reading them from the settings model would load pydantic for every command.
+    budget = config.budget if config.has_table("budget") else None
     return Store(
         config.db_url,
-        daily_limit_usd=config.budget.daily_usd,
-        fail_when_exhausted=config.budget.on_exhausted == "fail",
+        daily_limit_usd=budget.daily_usd if budget else None,
+        fail_when_exhausted=budget is not None and budget.on_exhausted == "fail",
         notify=config.notify.kinds if config.notify is not None else (),
     )
 

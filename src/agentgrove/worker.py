@@ -40,7 +40,7 @@ from anyio.abc import TaskGroup
 from agentgrove.admission import CLI_WARMUP_S, AdmissionGate, memory_allows, memory_refusal
 from agentgrove.cleanup import collect
 from agentgrove.clone_check import check_clone
-from agentgrove.config import GroveConfig, WorkerSettings
+from agentgrove.config import GroveConfig
 from agentgrove.errors import StoreUnavailable
 from agentgrove.logs import say
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind
@@ -49,6 +49,7 @@ from agentgrove.processes import available_memory_mb
 from agentgrove.remotes import resolve_remote
 from agentgrove.secrets import redact
 from agentgrove.service import AgentService, Lease
+from agentgrove.settings import WorkerSettings
 from agentgrove.store import RunOutcome, Store
 from agentgrove.store._core import utcnow
 from agentgrove.text import visible

@@ -1,6 +1,6 @@
 """A worktree's environment: ignored files copied in, a setup command, a block of TCP ports.
 
-``[workspace]`` in grove.toml (:class:`~agentgrove.config.WorkspaceSettings`) prepares each
+``[workspace]`` in grove.toml (:class:`~agentgrove.settings.WorkspaceSettings`) prepares each
 agent's worktree before the agent starts:
 
 - ``copy``: git-ignored files (``.env``, a local certificate) copied from the main checkout.

@@ -541,9 +541,12 @@ def budget(json_out: JsonOpt = False) -> None:
 
 def _with_slot_reasons(grove: Grove, agents: list[AgentRecord]) -> list[AgentRecord]:
     """Pending agents that admission holds back say so (``[admission]`` limits)."""
-    settings = grove.config.admission
     waiting = {a.id for a in agents if a.status is AgentStatus.PENDING and not a.wait_reason}
-    if not waiting or not limits_concurrency(settings):
+    # Without an [admission] table nothing limits slots (and its defaults would load pydantic).
+    if not waiting or not grove.config.has_table("admission"):
+        return agents
+    settings = grove.config.admission
+    if not limits_concurrency(settings):
         return agents
     running = grove.store.running_counts()
     shown = []

@@ -7,14 +7,16 @@ import os
 import shlex
 import sys
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from agentgrove.cli._help import GroveGroup
-from agentgrove.grove import Grove
 from agentgrove.text import visible
+
+if TYPE_CHECKING:
+    from agentgrove.grove import Grove
 
 app = typer.Typer(
     name="grove",
@@ -109,6 +111,9 @@ def print_exports(env: Mapping[str, str]) -> None:
 
 
 def open_grove(**kwargs: Any) -> Grove:
+    # Imported here: `grove roles`, `init` and `--help` need no store (issue 13).
+    from agentgrove.grove import Grove
+
     return Grove.open(**kwargs)
 
 

@@ -22,7 +22,9 @@ import typer
 from rich.markup import escape
 from typer.core import TyperArgument, TyperGroup
 
-__all__ = ["ARGUMENT_HELP", "GroveGroup", "commands", "plain", "reflow"]
+from agentgrove.cli._coercion import defer
+
+__all__ = ["ARGUMENT_HELP", "GroveGroup", "commands", "plain", "reflow", "set_help"]
 
 ARGUMENT_HELP: Mapping[str, str] = {
     "role": "The agent's role (`grove roles` lists them).",
@@ -107,7 +109,8 @@ def plain(obj: object) -> str:
     return str(getattr(obj, _MARK, None) or getattr(obj, "help", None) or "")
 
 
-def _set_help(obj: Any, text: str) -> None:
+def set_help(obj: Any, text: str) -> None:
+    """Give ``obj`` (a command or parameter) ``text`` as its help, reflowed and escaped."""
     text = reflow(text)
     setattr(obj, _MARK, text)
     obj.help = escape(text)
@@ -116,6 +119,7 @@ def _set_help(obj: Any, text: str) -> None:
 def _polish_param(param: Any) -> None:
     if getattr(param, _MARK, None) is not None:
         return  # already polished (typer may hand the same object to two groups)
+    defer(param)
     if param.param_type_name == "argument":
         param.help = param.help or ARGUMENT_HELP.get(param.name or "")
         if param.metavar is None:
@@ -127,7 +131,7 @@ def _polish_param(param: Any) -> None:
         else:
             kind = param.type_descriptor.annotation if hasattr(param, "type_descriptor") else None
             param.metavar = _placeholder(kind)
-    _set_help(param, param.help or "")
+    set_help(param, param.help or "")
 
 
 def _placeholder(annotation: object) -> str:
@@ -141,7 +145,7 @@ def _placeholder(annotation: object) -> str:
 
 def _polish(command: Any, name: str = "grove") -> None:
     if command.help and getattr(command, _MARK, None) is None:
-        _set_help(command, command.help)
+        set_help(command, command.help)
         examples = EXAMPLES.get(name, ())
         if examples:
             # typer keeps single line breaks in an epilog (it doubles blank lines).
@@ -151,6 +155,7 @@ def _polish(command: Any, name: str = "grove") -> None:
     help_option = command.get_help_option(typer.Context(command))
     if help_option is not None:
         help_option.metavar = ""
+        defer(help_option)
     for child_name, child in getattr(command, "commands", {}).items():
         _polish(child, f"{name} {child_name}")
 

@@ -4,8 +4,9 @@ only the command it runs.
 Importing every command module and turning all ~35 typer commands into click commands cost
 each ``grove`` invocation ~40 ms before it did anything (issue 13: read commands within 1.3x of
 their floor). :func:`root_command` builds the root group with the one command the arguments
-name; with no command, an unknown one or a bare ``--help``, it builds them all, so the listing,
-"No such command" and its suggestions read as before. The in-process users of the whole tree
+name; with an unknown one, it builds them all, so "No such command" and its suggestions read
+as before; with none (``grove``, ``grove --help``), the root holds the placeholders of
+:mod:`._listing`, which show as the commands do. The in-process users of the whole tree
 (the shell, docs/cli.md, tests) take :func:`full_app`.
 
 ``tests/test_cli_registry.py`` checks :data:`WHERE` against what the modules register.
@@ -20,9 +21,11 @@ from contextlib import contextmanager
 import typer
 import typer.main
 from typer._click import Command  # typer bundles its own click
+from typer.core import TyperGroup
 from typer.models import CommandInfo
 
 from agentgrove.cli._app import app
+from agentgrove.cli._listing import placeholders
 
 MODULES = (
     "_agents",
@@ -87,8 +90,9 @@ def _named(argv: Sequence[str]) -> str | None:
 
 
 @contextmanager
-def _only(name: str) -> Iterator[None]:
-    """``app`` with just the command or group ``name`` registered, until the block ends."""
+def _only(name: str | None) -> Iterator[None]:
+    """``app`` with just the command or group ``name`` registered (``None``: none), until the
+    block ends."""
     commands, groups = app.registered_commands, app.registered_groups
     app.registered_commands = [c for c in commands if command_name(c) == name]
     app.registered_groups = [g for g in groups if g.name == name]
@@ -100,10 +104,19 @@ def _only(name: str) -> Iterator[None]:
 
 def root_command(argv: Sequence[str]) -> Command:
     """The root click group for running ``grove`` with ``argv`` (without the program name):
-    holding the named command alone when there is one grove knows, else every command."""
+    holding the named command alone when there is one grove knows; with no command (``grove``,
+    ``grove --help``, ``--version``), the listing's placeholders (:mod:`._listing`); with an
+    unknown one, every command (for "No such command" and its suggestions)."""
     name = _named(argv)
-    modules = WHERE.get(name) if name is not None else None
-    if name is None or modules is None:
+    if name is None:
+        with _only(None):
+            root = typer.main.get_command(app)
+        assert isinstance(root, TyperGroup)
+        for placeholder in placeholders():
+            root.add_command(placeholder)
+        return root
+    modules = WHERE.get(name)
+    if modules is None:
         return typer.main.get_command(full_app())
     _load(modules)
     with _only(name):

@@ -30,7 +30,6 @@ from agentgrove.cli._app import (
 )
 from agentgrove.config import find_root, load_config, with_worker
 from agentgrove.errors import BadInput
-from agentgrove.grove import Grove
 from agentgrove.logs import say
 from agentgrove.text import plain
 
@@ -43,6 +42,8 @@ log = logging.getLogger("agentgrove.cli.worker")
 @app.command()
 def init() -> None:
     """Create the grove home (.grove/ at the repository root) and its database."""
+    from agentgrove.grove import Grove
+
     grove = Grove.init()
     with grove:
         where = grove.config.home

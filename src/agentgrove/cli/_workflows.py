@@ -25,8 +25,11 @@ from agentgrove.grove import Grove
 from agentgrove.models import AgentStatus, RunRecord, RunStatus
 from agentgrove.run_branches import RunBranch, existing_results, with_result
 from agentgrove.text import markup, plain, visible
-from agentgrove.workflows import builtin_templates, find_workflow, load_workflow
-from agentgrove.workflows.spec import WorkflowError, parse_input_args
+from agentgrove.workflows import builtin_templates, find_workflow
+
+# The workflow format (agentgrove.workflows.spec: WorkflowError, load_workflow, ...) is
+# imported by the commands that read a workflow file: its pydantic models cost `workflow ls`
+# and `show` ~40 ms they do not need (issue 13).
 
 workflow_app = typer.Typer(
     help="Workflows: DAGs of agents described in YAML.", no_args_is_help=True
@@ -42,6 +45,8 @@ JsonOpt = Annotated[
 def validate(file: str) -> None:
     """Check a workflow file (or built-in name) without running anything; every problem
     found is listed, one per line (exit 2)."""
+    from agentgrove.workflows.spec import WorkflowError, load_workflow
+
     try:
         spec = load_workflow(find_workflow(file), roles=list(load_config().roles))
     except WorkflowError as exc:
@@ -66,6 +71,8 @@ def templates(
             raise BadInput(f"no built-in workflow {show!r}; the built-ins are: {known}")
         sys.stdout.write(found.read_text(encoding="utf-8"))
         return
+    from agentgrove.workflows.spec import load_workflow
+
     roles = list(load_config().roles)
     table = Table("name", "nodes", "inputs", "description", box=None)
     for name, path in builtin_templates().items():
@@ -100,6 +107,8 @@ def run(
     json_out: JsonOpt = False,
 ) -> None:
     """Start a workflow run (workers execute it; --wait runs it here). Prints the run id."""
+    from agentgrove.workflows.spec import parse_input_args
+
     inputs = parse_input_args(input_pairs or [])
     with open_grove() as grove:
         try:

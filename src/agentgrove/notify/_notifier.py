@@ -33,7 +33,7 @@ from agentgrove.secrets import redact
 from agentgrove.text import visible
 
 if TYPE_CHECKING:
-    from agentgrove.config import NotifySettings
+    from agentgrove.settings import NotifySettings
     from agentgrove.store import Store
 
 log = logging.getLogger(__name__)

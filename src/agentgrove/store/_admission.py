@@ -5,17 +5,19 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Connection, func, or_, select, text, update
 
 from agentgrove.admission import Exclusions, ModelPacer, RunningCounts
-from agentgrove.config import AdmissionSettings
 from agentgrove.models import AgentStatus
 from agentgrove.store import _leases
 from agentgrove.store._core import StoreCore
 from agentgrove.store._pace import PaceState, load_pace
 from agentgrove.store._schema import agents
+
+if TYPE_CHECKING:
+    from agentgrove.settings import AdmissionSettings  # pydantic: loaded where validated
 
 WAITING_FOR_CHILDREN = "waiting for its children"
 """``wait_reason`` of an executing parent inside ``wait_agents``: it holds no slot meanwhile."""

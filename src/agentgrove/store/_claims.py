@@ -16,7 +16,6 @@ from sqlalchemy import Connection, Engine, bindparam, select, update
 
 from agentgrove.admission import limits_concurrency
 from agentgrove.budgets import Grant
-from agentgrove.config import AdmissionSettings
 from agentgrove.errors import StoreUnavailable
 from agentgrove.models import AgentRecord, AgentStatus, ErrorKind
 from agentgrove.store import _dialect, _leases
@@ -26,6 +25,9 @@ from agentgrove.store._pace import PaceState, save_pace
 from agentgrove.store._rows import _agent_from_row, _agent_select
 from agentgrove.store._schema import agents
 from agentgrove.workflows.dag import NodeState
+
+if TYPE_CHECKING:
+    from agentgrove.settings import AdmissionSettings  # pydantic: loaded where validated
 
 
 class ClaimQueries(StoreCore):
