@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import threading
 from collections.abc import Callable
@@ -287,3 +288,50 @@ def test_merge_never_touches_a_merge_the_user_has_in_progress(repo: Path) -> Non
     assert git(repo, "rev-parse", "-q", "--verify", "MERGE_HEAD")  # still the user's merge
     assert (repo / "staged.txt").exists()
     assert "README.md" in git(repo, "diff", "--name-only", "--diff-filter=U")
+
+
+def test_an_agent_running_for_many_leases_keeps_its_lease_against_another_sweeper(
+    repo: Path,
+) -> None:
+    """The heartbeat task is started by a loop callback when its first renewal is due: the
+    lease is renewed all the same, no callback error reaches the event loop, and another
+    worker's sweep (here a thread sweeping as fast as it can) never takes the agent over."""
+    renewals: list[object] = []
+    loop_errors: list[dict[str, object]] = []
+
+    async def long_run(spec: RunSpec) -> RunResult:
+        # Runs until its lease was renewed several times (each seen as a new expiry).
+        with anyio.fail_after(30):
+            while len(set(renewals)) < 8:
+                renewals.append(grove.store.get_agent(spec.agent_id).lease_expires_at)
+                await anyio.sleep(0.02)
+        return RunResult(success=True, output="done")
+
+    with Grove.init(repo, runtime=ScriptedRuntime(long_run)) as grove:
+        grove.configure_worker(lease_s=0.5, heartbeat_s=0.1, poll_s=0.05)
+        store = grove.store
+        agent = grove.spawn("tester", "long")
+        stop = threading.Event()
+        swept: list[str] = []
+
+        def sweeper() -> None:
+            while not stop.is_set():
+                swept.extend(store.sweep_expired())
+
+        async def main() -> None:
+            asyncio.get_running_loop().set_exception_handler(
+                lambda _loop, context: loop_errors.append(context)
+            )
+            worker = Worker(grove.service, grove.config.worker, only={agent.id})
+            await worker.run()
+
+        thread = threading.Thread(target=sweeper, daemon=True)
+        thread.start()
+        try:
+            anyio.run(main)
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+        final = store.get_agent(agent.id)
+    assert swept == [] and loop_errors == []
+    assert final.status is AgentStatus.COMPLETED and final.attempt == 1

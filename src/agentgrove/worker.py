@@ -218,9 +218,9 @@ class Worker:
         self._running: dict[str, anyio.CancelScope] = {}
         self._started: dict[str, float] = {}  # monotonic start of each running agent
         self._parked: set[str] = set()
-        # Set when a gate or question may have opened (a sweep; this process's store writing
-        # one, seen as a new ``deadline_version``): the claim loop then reads the earliest
-        # deadline and sweeps by it.
+        # Set when a gate or question may have opened (a sweep; this process's store having
+        # committed one, seen as a new ``deadline_version``): the claim loop then reads the
+        # earliest deadline and sweeps by it.
         self._deadlines_moved = True
         self._deadline_version = self.store.deadline_version
         self._slot_freed = anyio.Event()

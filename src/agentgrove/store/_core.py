@@ -7,6 +7,7 @@ callers stamp times with.
 from __future__ import annotations
 
 import itertools
+import threading
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -24,16 +25,27 @@ def utcnow() -> datetime:
 
 class StoreCore:
     deadline_version: int = 0
-    """Changes (never back to a value it had) whenever this Store writes an approval gate or
-    a question, which may bring a deadline: a worker reads the earliest deadline again only
-    then, not after every ending. Writes of other processes are found by the regular sweep."""
+    """Changes (never back to a value it had) whenever a transaction of this Store that wrote
+    an approval gate or a question, which may bring a deadline, has committed: a worker reads
+    the earliest deadline again only then, not after every ending. Never before the commit:
+    the worker reads at once, on a connection of its own, and would find nothing. Writes of
+    other processes are found by the regular sweep."""
 
     _deadline_marks: itertools.count[int]
+    _deadline_tx: threading.local
+    """``pending``: the current write transaction of this thread wrote a deadline."""
 
     def _deadline_written(self) -> None:
-        """Called by a write that holds an agent at a gate or records a question (inside its
-        transaction: a rollback only costs the worker one read it did not need)."""
-        self.deadline_version = next(self._deadline_marks)  # next() is atomic under the GIL
+        """Called inside the transaction of a write that holds an agent at a gate or records
+        a question: :meth:`_deadline_committed` changes the version once it has committed (a
+        rollback changes nothing)."""
+        self._deadline_tx.pending = True
+
+    def _deadline_committed(self) -> None:
+        """Called by the write transaction once committed."""
+        if getattr(self._deadline_tx, "pending", False):
+            self._deadline_tx.pending = False
+            self.deadline_version = next(self._deadline_marks)  # atomic under the GIL
 
     if TYPE_CHECKING:
         _crash_point: CrashPoint

@@ -99,6 +99,7 @@ class Store(
             raise ConfigError(_dialect.unusable_url(url, exc)) from exc
         self._crash_point = CrashPoint()
         self._deadline_marks = itertools.count(1)
+        self._deadline_tx = threading.local()
         database = self.engine.url.database
         self._where = (
             database
@@ -135,11 +136,17 @@ class Store(
         PostgreSQL every listening worker is told when it commits (see :mod:`._listen`)."""
         with _dialect.mapped_errors(self._where), self._crash_point.serialised():
             self._crash_point.begin()
-            with self.engine.begin() as conn:
-                yield conn
-                if wake:
-                    _listen.announce_work(conn)
-                self._crash_point.before_commit()
+            outer = getattr(self._deadline_tx, "pending", False)  # a write around this one
+            self._deadline_tx.pending = False
+            try:
+                with self.engine.begin() as conn:
+                    yield conn
+                    if wake:
+                        _listen.announce_work(conn)
+                    self._crash_point.before_commit()
+                self._deadline_committed()
+            finally:
+                self._deadline_tx.pending = outer
             self._crash_point.committed()
         if wake and self._wake_dir is not None:
             poke(self._wake_dir)  # committed: SQLite's listening workers may claim it now
