@@ -25,8 +25,8 @@ import pytest
 import sqlalchemy
 
 from agentgrove.admission import AdmissionGate, ModelPacer
-from agentgrove.config import AdmissionSettings
 from agentgrove.models import AgentStatus
+from agentgrove.settings import AdmissionSettings
 from agentgrove.store import Store
 from agentgrove.store._migrate import upgrade
 from agentgrove.store._records import NewAgent, RunOutcome
