@@ -78,15 +78,16 @@ def _child(trace_file: str, argv: list[str]) -> None:
 
     _mark("agentgrove.cli imported")
     from agentgrove import gitexec, grove, service, worker, workspaces
-    from agentgrove.runtime import _preload
+    from agentgrove.runtime import _cli_start, _preload
 
     _shim(worker.Worker, "run", "Worker.run")
     _shim(worker.Worker, "_claim", "claim")
     _shim(workspaces.Workspaces, "create", "worktree create")
     _shim(workspaces.Workspaces, "commit", "git commit")
-    for name in ("_save_workspace", "_commit", "_settle"):
+    for name in ("save_workspace", "_commit", "_settle"):
         _shim(service.AgentService, name, name)
     _shim(grove._DeferredRuntime, "run", "runtime.run")
+    _shim(_cli_start.CliStarter, "start", "CLI spawn")
     git_run = gitexec.run
 
     def timed_git(args: list[str], cwd: Path, **kwargs: Any) -> Any:
@@ -100,13 +101,23 @@ def _child(trace_file: str, argv: list[str]) -> None:
     preload: Callable[[], None] = _preload._import
 
     def traced_preload() -> None:
+        try:
+            traced()
+        except BaseException as exc:
+            _mark(f"trace failed: {exc!r}")
+            raise
+
+    def traced() -> None:
         _mark("SDK import start")
         gc.disable()  # as the preload itself does (agentgrove.runtime._preload)
         import claude_agent_sdk  # the bulk of the preload; shimmed before the runtime can use it
 
         gc.enable()
 
-        _shim(claude_agent_sdk.ClaudeSDKClient, "__aenter__", "SDK client start (CLI up)")
+        from claude_agent_sdk._internal.query import Query
+
+        _shim(claude_agent_sdk.ClaudeSDKClient, "__aenter__", "SDK client start")
+        _shim(Query, "initialize", "initialize (answered: CLI up)")
         _shim(claude_agent_sdk.ClaudeSDKClient, "__aexit__", "SDK client close")
         preload()
         _mark("SDK import end")
