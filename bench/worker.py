@@ -11,7 +11,8 @@ system prompt, model and permission mode, P at a time, from one thread pool: the
 the first start to the last exit. Both against one :class:`agentgrove.testing.ModelServer`
 with the same script. ``grove run`` vs one bare run: each as one process, alternated.
 
-The goal (issue 13): worker/bare <= 1.05 at P=2 and 4, ``grove run``/bare <= 1.5.
+The goal (issue 13): worker/bare <= 1.05 at P=2 and 4, ``grove run``/bare <= 1.5. The rows
+"vs the sandboxed floor" put grove next to the bare runs given the sandbox settings.
 
 CPU is user + system of the processes each side started (``RUSAGE_CHILDREN``: the CLIs, git,
 the worker and everything they waited for). Where the CLI's Bash sandbox works here (bwrap and
@@ -56,8 +57,12 @@ def _grove() -> list[str]:
 
 
 def _env(home: Path, server: ModelServer) -> dict[str, str]:
+    # Bytecode as users have it: with PYTHONDONTWRITEBYTECODE (set in some sandboxes) every grove
+    # process compiled grove's modules from source (~0.1 s of CPU each); the warm-up writes them.
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("GROVE_", "ANTHROPIC_", "CLAUDE_"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GROVE_", "ANTHROPIC_", "CLAUDE_")) and k != "PYTHONDONTWRITEBYTECODE"
     }
     return {**env, "HOME": str(home), **server.env()}
 
@@ -220,11 +225,16 @@ def main() -> None:
         if sandbox:
             _row(f"  + sandbox settings, {p} at a time", walls[("sandbox", p)], bare)
         _row(f"grove worker --concurrency {p} --drain", walls[("grove", p)], bare)
+        if sandbox:
+            _row("  the same, vs the sandboxed floor", walls[("grove", p)], walls[("sandbox", p)])
     bare_one = [r["bare"] for r in runs]
     _row("bare claude -p (one agent)", bare_one, bare_one)
     if sandbox:
-        _row("  + sandbox settings (one agent)", [r["sandbox"] for r in runs], bare_one)
+        sandboxed = [r["sandbox"] for r in runs]
+        _row("  + sandbox settings (one agent)", sandboxed, bare_one)
     _row("grove run (one agent)", [r["grove"] for r in runs], bare_one)
+    if sandbox:
+        _row("  the same, vs the sandboxed floor", [r["grove"] for r in runs], sandboxed)
 
 
 if __name__ == "__main__":
