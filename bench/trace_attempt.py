@@ -7,9 +7,9 @@ prints a timeline.
 
 The grove process is this file run as ``--child``: it wraps (in that process only) the steps
 of an attempt in timestamping shims and then runs the ``grove`` command as usual: the claim,
-the worktree's creation, saving the workspace, the runtime's run, the SDK's import (the
-preload thread) and its client's start (the CLI's start up to its first answer) and close,
-the commit and the ending; git calls with their durations; the end of ``Worker.run``; the
+the worktree's creation, saving the workspace, the runtime's run, the CLI's spawn (before the
+SDK is imported), the SDK's import (the preload thread), its client's start and
+``initialize`` (answered once the CLI is up) and close, the commit and the ending; git calls with their durations; the end of ``Worker.run``; the
 ``atexit`` handlers. The model server adds when each request came. Against
 :class:`agentgrove.testing.ModelServer`, in a fresh repository, after one warm-up run.
 """
