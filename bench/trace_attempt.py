@@ -9,9 +9,10 @@ The grove process is this file run as ``--child``: it wraps (in that process onl
 of an attempt in timestamping shims and then runs the ``grove`` command as usual: the claim,
 the worktree's creation, saving the workspace, the runtime's run, the CLI's spawn (before the
 SDK is imported), the SDK's import (the preload thread), its client's start and
-``initialize`` (answered once the CLI is up) and close, the commit and the ending; git calls with their durations; the end of ``Worker.run``; the
-``atexit`` handlers. The model server adds when each request came. Against
-:class:`agentgrove.testing.ModelServer`, in a fresh repository, after one warm-up run.
+``initialize`` (answered once the CLI is up) and close, the commit and the ending; git calls
+with their durations; the end of ``Worker.run``; the ``atexit`` handlers. The model server
+adds when each request came. Against :class:`agentgrove.testing.ModelServer`, in a fresh
+repository, after one warm-up run.
 """
 
 from __future__ import annotations

@@ -202,7 +202,7 @@ def main() -> None:
         help="also run the grove of this source folder (PYTHONPATH), alternated with this one",
     )
     args = parser.parse_args()
-    levels = [int(p) for p in args.parallel.split(",")]
+    levels = [int(p) for p in args.parallel.split(",") if p]  # --parallel '': grove run only
     sandbox = sandbox_available()
     loads = [os.getloadavg()[0]]
     with (
