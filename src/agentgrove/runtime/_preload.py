@@ -41,5 +41,8 @@ def _import() -> None:
     except Exception:  # the real import, on first use, reports it to the user
         _log.debug("preloading the Claude runtime failed", exc_info=True)
     finally:
+        # What the imports made lives as long as the process: out of the collector's sight,
+        # later collections no longer scan it again and again (gc.freeze).
+        gc.freeze()
         if collecting:
             gc.enable()
