@@ -10,7 +10,9 @@ claim, the worktree, the database). Python's import lock makes the later
 
 The cyclic garbage collector is paused while it imports: the import makes hundreds of
 thousands of objects and no garbage, and each collection it triggers scans them all again
-(~0.1 s of CPU in all, on the path to the first agent's start).
+(~0.1 s of CPU in all, on the path to the first agent's start). Afterwards everything that
+exists is frozen (``gc.freeze``): it lives as long as the process, and later collections need
+not scan it.
 """
 
 from __future__ import annotations
