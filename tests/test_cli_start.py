@@ -128,7 +128,7 @@ def test_grove_starts_the_cli_as_the_sdk_would(
     init_repo(worktree, {"README.md": "x\n"})
     role = BUILTIN_ROLES[settings["role"]]
     spec = RunSpec(
-        agent_id="a1b2c3d4e5f6",
+        agent_id="c11c0ffee001",
         role=role,
         prompt="Say done",
         model=role.model,
@@ -176,7 +176,7 @@ def test_a_started_cli_that_is_never_run_is_killed_and_reaped(tmp_path: Path) ->
     init_repo(worktree, {"README.md": "x\n"})
     role = BUILTIN_ROLES["tester"]
     spec = RunSpec(
-        agent_id="a1b2c3d4e5f6",
+        agent_id="c11c0ffee001",
         role=role,
         prompt="Say done",
         model=role.model,
@@ -208,7 +208,7 @@ def test_the_call_keeps_grove_s_allow_list_and_markers(tmp_path: Path) -> None:
     wrapper's drop list (the values ClaudeRuntime gave the SDK before grove started the CLI)."""
     role = BUILTIN_ROLES["tester"]
     spec = RunSpec(
-        agent_id="a1b2c3d4e5f6",
+        agent_id="c11c0ffee001",
         role=role,
         prompt="x",
         model=role.model,
@@ -220,6 +220,6 @@ def test_the_call_keeps_grove_s_allow_list_and_markers(tmp_path: Path) -> None:
     )
     call = plan(spec, cli_path=tmp_path / "cli", confined=False, env={"A": "1"}, allow=())
     assert call.env["A"] == "1"
-    assert call.env["GROVE_AGENT_ID"] == "a1b2c3d4e5f6"
+    assert call.env["GROVE_AGENT_ID"] == "c11c0ffee001"
     assert call.env["GROVE_AGENT_ATTEMPT"] == "3"
     assert dataclasses.replace(call, settings=None) == call  # not confined: no settings
