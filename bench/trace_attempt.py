@@ -7,11 +7,12 @@ prints a timeline.
 
 The grove process is this file run as ``--child``: it wraps (in that process only) the steps
 of an attempt in timestamping shims and then runs the ``grove`` command as usual: the claim,
-the worktree's creation, saving the workspace, the runtime's run, the SDK's import (the
-preload thread) and its client's start (the CLI's start up to its first answer) and close,
-the commit and the ending; git calls with their durations; the end of ``Worker.run``; the
-``atexit`` handlers. The model server adds when each request came. Against
-:class:`agentgrove.testing.ModelServer`, in a fresh repository, after one warm-up run.
+the worktree's creation, saving the workspace, the runtime's run, the CLI's spawn (before the
+SDK is imported), the SDK's import (the preload thread), its client's start and
+``initialize`` (answered once the CLI is up) and close, the commit and the ending; git calls
+with their durations; the end of ``Worker.run``; the ``atexit`` handlers. The model server
+adds when each request came. Against :class:`agentgrove.testing.ModelServer`, in a fresh
+repository, after one warm-up run.
 """
 
 from __future__ import annotations
@@ -78,15 +79,16 @@ def _child(trace_file: str, argv: list[str]) -> None:
 
     _mark("agentgrove.cli imported")
     from agentgrove import gitexec, grove, service, worker, workspaces
-    from agentgrove.runtime import _preload
+    from agentgrove.runtime import _cli_start, _preload
 
     _shim(worker.Worker, "run", "Worker.run")
     _shim(worker.Worker, "_claim", "claim")
     _shim(workspaces.Workspaces, "create", "worktree create")
     _shim(workspaces.Workspaces, "commit", "git commit")
-    for name in ("_save_workspace", "_commit", "_settle"):
+    for name in ("save_workspace", "_commit", "_settle"):
         _shim(service.AgentService, name, name)
     _shim(grove._DeferredRuntime, "run", "runtime.run")
+    _shim(_cli_start.CliStarter, "start", "CLI spawn")
     git_run = gitexec.run
 
     def timed_git(args: list[str], cwd: Path, **kwargs: Any) -> Any:
@@ -100,13 +102,23 @@ def _child(trace_file: str, argv: list[str]) -> None:
     preload: Callable[[], None] = _preload._import
 
     def traced_preload() -> None:
+        try:
+            traced()
+        except BaseException as exc:
+            _mark(f"trace failed: {exc!r}")
+            raise
+
+    def traced() -> None:
         _mark("SDK import start")
         gc.disable()  # as the preload itself does (agentgrove.runtime._preload)
         import claude_agent_sdk  # the bulk of the preload; shimmed before the runtime can use it
 
         gc.enable()
 
-        _shim(claude_agent_sdk.ClaudeSDKClient, "__aenter__", "SDK client start (CLI up)")
+        from claude_agent_sdk._internal.query import Query
+
+        _shim(claude_agent_sdk.ClaudeSDKClient, "__aenter__", "SDK client start")
+        _shim(Query, "initialize", "initialize (answered: CLI up)")
         _shim(claude_agent_sdk.ClaudeSDKClient, "__aexit__", "SDK client close")
         preload()
         _mark("SDK import end")

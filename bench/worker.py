@@ -1,7 +1,7 @@
 """Agents through ``grove worker`` next to bare ``claude -p`` runs at the same parallelism, and
 one ``grove run`` next to one bare ``claude -p`` (issue 13, item 2). Not a test: prints a table.
 
-    .venv/bin/python bench/worker.py [--agents 16] [--repeats 3] [--parallel 2,4]
+    .venv/bin/python bench/worker.py [--agents 16] [--repeats 3] [--parallel 2,4] [--before SRC]
 
 Each agent is one turn: the scripted model answers its one request with text. Worker side:
 N agents are spawned (``grove spawn``, not timed) into a git repository with ``grove init``
@@ -11,7 +11,11 @@ system prompt, model and permission mode, P at a time, from one thread pool: the
 the first start to the last exit. Both against one :class:`agentgrove.testing.ModelServer`
 with the same script. ``grove run`` vs one bare run: each as one process, alternated.
 
-The goal (issue 13): worker/bare <= 1.05 at P=2 and 4, ``grove run``/bare <= 1.5.
+``--before SRC`` runs a second grove (``PYTHONPATH=SRC``, e.g. a copy of an older commit's
+``src``) right after each run of this one, so that before and after see the same load.
+
+The goal (issue 13): worker/bare <= 1.05 at P=2 and 4, ``grove run``/bare <= 1.5. The rows
+"vs the sandboxed floor" put grove next to the bare runs given the sandbox settings.
 
 CPU is user + system of the processes each side started (``RUSAGE_CHILDREN``: the CLIs, git,
 the worker and everything they waited for). Where the CLI's Bash sandbox works here (bwrap and
@@ -56,8 +60,12 @@ def _grove() -> list[str]:
 
 
 def _env(home: Path, server: ModelServer) -> dict[str, str]:
+    # Bytecode as users have it: with PYTHONDONTWRITEBYTECODE (set in some sandboxes) every grove
+    # process compiled grove's modules from source (~0.1 s of CPU each); the warm-up writes them.
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("GROVE_", "ANTHROPIC_", "CLAUDE_"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GROVE_", "ANTHROPIC_", "CLAUDE_")) and k != "PYTHONDONTWRITEBYTECODE"
     }
     return {**env, "HOME": str(home), **server.env()}
 
@@ -156,10 +164,16 @@ def worker_batch(base: Path, env: dict[str, str], agents: int, parallel: int) ->
     return timed
 
 
-def one_run(base: Path, env: dict[str, str], *, sandbox: bool) -> dict[str, Timed]:
-    """One ``grove run``, one bare ``claude -p`` (and one with the sandbox), in one repository."""
+def one_run(
+    base: Path, env: dict[str, str], *, sandbox: bool, before: dict[str, str] | None = None
+) -> dict[str, Timed]:
+    """One ``grove run``, one bare ``claude -p`` (and one with the sandbox, and one ``grove
+    run`` of the ``before`` environment's grove), in one repository."""
     repo = _repo(base, "run", env, grove=True)
-    times = {"grove": _timed(lambda: _run([*_grove(), "run", ROLE, TASK], repo, env, "grove run"))}
+    run = [*_grove(), "run", ROLE, TASK]
+    times = {"grove": _timed(lambda: _run(run, repo, env, "grove run"))}
+    if before is not None:
+        times["before"] = _timed(lambda: _run(run, repo, before, "grove run (before)"))
     times["bare"] = _timed(lambda: _run(_bare_cmd(repo, 0), repo, env, "claude -p"))
     if sandbox:
         bare = _bare_cmd(repo, 0, sandbox=True)
@@ -182,8 +196,13 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--parallel", default="2,4")
+    parser.add_argument(
+        "--before",
+        metavar="SRC",
+        help="also run the grove of this source folder (PYTHONPATH), alternated with this one",
+    )
     args = parser.parse_args()
-    levels = [int(p) for p in args.parallel.split(",")]
+    levels = [int(p) for p in args.parallel.split(",") if p]  # --parallel '': grove run only
     sandbox = sandbox_available()
     loads = [os.getloadavg()[0]]
     with (
@@ -194,18 +213,24 @@ def main() -> None:
         home = base / "home"
         home.mkdir()
         env = _env(home, server)
-        one_run(base, env, sandbox=sandbox)  # warm-up: page cache for the CLI, bytecode caches
+        before = {**env, "PYTHONPATH": args.before} if args.before else None
+        # Warm-up: page cache for the CLI, bytecode caches.
+        one_run(base, env, sandbox=sandbox, before=before)
         walls: dict[tuple[str, int], list[Timed]] = {}
         for _ in range(args.repeats):
             for p in levels:  # alternated, so that load changes hit all sides alike
                 walls.setdefault(("bare", p), []).append(bare_batch(base, env, args.agents, p))
                 walls.setdefault(("grove", p), []).append(worker_batch(base, env, args.agents, p))
+                if before is not None:
+                    walls.setdefault(("before", p), []).append(
+                        worker_batch(base, before, args.agents, p)
+                    )
                 if sandbox:
                     walls.setdefault(("sandbox", p), []).append(
                         bare_batch(base, env, args.agents, p, sandbox=True)
                     )
                 loads.append(os.getloadavg()[0])
-        runs = [one_run(base, env, sandbox=sandbox) for _ in range(args.repeats)]
+        runs = [one_run(base, env, sandbox=sandbox, before=before) for _ in range(args.repeats)]
         if server.errors:
             raise SystemExit(f"bench: the model server saw errors: {server.errors}")
     loads.append(os.getloadavg()[0])
@@ -220,11 +245,26 @@ def main() -> None:
         if sandbox:
             _row(f"  + sandbox settings, {p} at a time", walls[("sandbox", p)], bare)
         _row(f"grove worker --concurrency {p} --drain", walls[("grove", p)], bare)
+        if sandbox:
+            _row("  the same, vs the sandboxed floor", walls[("grove", p)], walls[("sandbox", p)])
+        if before is not None:
+            _row("  before (--before), vs bare", walls[("before", p)], bare)
+            if sandbox:
+                _row(
+                    "  before, vs the sandboxed floor", walls[("before", p)], walls[("sandbox", p)]
+                )
     bare_one = [r["bare"] for r in runs]
     _row("bare claude -p (one agent)", bare_one, bare_one)
     if sandbox:
-        _row("  + sandbox settings (one agent)", [r["sandbox"] for r in runs], bare_one)
+        sandboxed = [r["sandbox"] for r in runs]
+        _row("  + sandbox settings (one agent)", sandboxed, bare_one)
     _row("grove run (one agent)", [r["grove"] for r in runs], bare_one)
+    if sandbox:
+        _row("  the same, vs the sandboxed floor", [r["grove"] for r in runs], sandboxed)
+    if before is not None:
+        _row("  before (--before), vs bare", [r["before"] for r in runs], bare_one)
+        if sandbox:
+            _row("  before, vs the sandboxed floor", [r["before"] for r in runs], sandboxed)
 
 
 if __name__ == "__main__":

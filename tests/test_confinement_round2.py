@@ -17,9 +17,10 @@ import pytest
 from claude_agent_sdk import PermissionResultAllow, PermissionResultDeny
 
 from agentgrove.gitexec import GitError
+from agentgrove.runtime._cli_start import sandbox_settings as _sandbox_settings
 from agentgrove.runtime._homes import demo_parent
 from agentgrove.runtime._policy import bash_refusal, can_write
-from agentgrove.runtime.claude import _can_use_tool, _sandbox_settings, sandbox_available
+from agentgrove.runtime.claude import _can_use_tool, sandbox_available
 from agentgrove.testing import ModelServer, Script, Turn, bash, read_file, tool_use, write_file
 from agentgrove.workspaces import Workspaces, run_git
 from tests.conftest import run_cli

@@ -3,6 +3,7 @@ SDK and CLI against the scripted model server) must keep the same promises."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,7 +44,9 @@ class Recorder:
 
 def _spec(cwd: Path, **kw: Any) -> RunSpec:
     values: dict[str, Any] = {
-        "agent_id": "a1b2c3d4e5f6",
+        # Its own id: the runtime kills every process marked with it at the end of a run, and
+        # tests in other xdist workers (test_hardening's) kill a fixed id's processes too.
+        "agent_id": secrets.token_hex(6),
         "role": BUILTIN_ROLES["file-writer"],
         "prompt": "Create hello.txt containing hi",
         "model": "claude-haiku-4-5",

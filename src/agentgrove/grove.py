@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from agentgrove.approvals import Approval
     from agentgrove.inbox import InboxItem
     from agentgrove.runtime import MessageSink, RunResult, RunSpec, Runtime
+    from agentgrove.runtime._cli_start import StartedCli
     from agentgrove.service import AgentService, EventObserver
     from agentgrove.workflows.engine import WorkflowEngine
     from agentgrove.workflows.spec import WorkflowSpec
@@ -351,14 +352,42 @@ class _DeferredRuntime:
         from agentgrove.runtime import RunResult
 
         if self._runtime is None:
+            begun: StartedCli | None = None
+            if self._config.runtime.kind == "claude":
+                # The CLI starts before the SDK is imported (runtime/_cli_start.py): its own
+                # start up (~0.5 s) overlaps the import's instead of following it.
+                from agentgrove.runtime._cli_start import CliStarter
+                from agentgrove.runtime._preload import preload_claude_runtime
+
+                start = await CliStarter(
+                    sandbox=self._config.runtime.sandbox,
+                    env_allow=tuple(self._config.runtime.env_allow),
+                ).start(spec)
+                if isinstance(start, RunResult):
+                    return start
+                begun = start
+                # Now, not earlier: the import holds the GIL, and before the CLI is started it
+                # would slow what leads to that start (the claim, the worktree); from here on
+                # it overlaps the CLI's own start up, on another CPU.
+                preload_claude_runtime()
             try:
                 # Off the event loop: importing the Claude runtime (or waiting for its preload
                 # to finish) takes ~0.5 s, in which other agents' preparation and every
                 # heartbeat would stand still.
                 built = await anyio.to_thread.run_sync(default_runtime, self._config)
-            except ConfigError as exc:
-                return RunResult(success=False, error=str(exc), error_kind=ErrorKind.PERMANENT)
+            except BaseException as exc:
+                if begun is not None:
+                    await begun.discard()
+                if isinstance(exc, ConfigError):
+                    return RunResult(success=False, error=str(exc), error_kind=ErrorKind.PERMANENT)
+                raise
             self._runtime = self._runtime or built  # one runtime even if two agents raced here
+            if begun is not None:
+                from agentgrove.runtime.claude import ClaudeRuntime
+
+                if isinstance(self._runtime, ClaudeRuntime):  # what kind "claude" builds
+                    return await self._runtime.run_started(spec, sink, begun)
+                await begun.discard()
         return await self._runtime.run(spec, sink)
 
     def has_session(self, session_id: str) -> bool:

@@ -37,6 +37,7 @@ def agent_processes(
     an attempt counts as attempt 0)."""
     found: dict[int, str] = {}
     agent_key, attempt_key = f"{AGENT_ENV}=".encode(), f"{ATTEMPT_ENV}=".encode()
+    needle = agent_key + (agent_id or "").encode()
     own = os.getpid()
     for entry in _PROC.iterdir() if _PROC.is_dir() else []:
         if not entry.name.isdigit() or int(entry.name) == own:
@@ -44,6 +45,10 @@ def agent_processes(
         try:
             environ = (entry / "environ").read_bytes()
         except OSError:  # gone, or not ours to read
+            continue
+        # Most processes are no agent's (or not this one's): one substring search drops them
+        # before the split, which cost ~7 ms a scan of a few hundred processes.
+        if (needle if agent_id is not None else agent_key) not in environ:
             continue
         marked: str | None = None
         marked_attempt = 0

@@ -122,13 +122,8 @@ def run(
 ) -> None:
     """Spawn an agent and run it here with live progress. Exit 0 completed, 1 otherwise (failed,
     or awaiting input: it says how to answer)."""
-    from agentgrove.config import load_config
     from agentgrove.runtime._endpoint import check_endpoint
-    from agentgrove.runtime._preload import preload_claude_runtime
 
-    if load_config().runtime.kind == "claude":
-        # Before the database opens: it overlaps that, the endpoint check and the worktree.
-        preload_claude_runtime()
     with open_grove() as grove:
         new = grove.service.prepare(
             SpawnRequest(role, task, model=model, base=base, budget_usd=budget_usd, check=check)

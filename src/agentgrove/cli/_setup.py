@@ -160,12 +160,6 @@ def worker(
     if root is not None:
         os.chdir(root)  # everything after (config, GROVE_HOME, worktrees) as if started there
     config = load_config()
-    if config.runtime.kind == "claude" and not print_systemd_unit:
-        from agentgrove.runtime._preload import preload_claude_runtime
-
-        # As early as the configuration is known: it overlaps the database's opening, the
-        # start-up clean-up and checks, and the first claim.
-        preload_claude_runtime()
     only_roles = _parse_roles(roles, set(config.roles)) if roles is not None else None
     settings = config.worker
     if grace is not None:  # validated as grove.toml's grace_s is (finite, in range)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import importlib.util
 import os
 import re
 import shutil
@@ -82,10 +83,10 @@ def dropped_names(
 
 def real_cli() -> str:
     """The Claude Code CLI the SDK would start: its bundled binary, else ``claude`` on PATH."""
-    import claude_agent_sdk  # the runtime imports it anyway; kept local to stay a leaf here
-
-    bundled = Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
-    if bundled.is_file():
+    # Found, not imported: importing the SDK takes ~0.5 s (see _cli_start).
+    sdk = importlib.util.find_spec("claude_agent_sdk")
+    folders = list(sdk.submodule_search_locations or []) if sdk is not None else []
+    if folders and (bundled := Path(folders[0]) / "_bundled" / "claude").is_file():
         return str(bundled)
     found = shutil.which("claude")
     if found is None:

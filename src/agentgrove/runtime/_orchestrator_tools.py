@@ -16,12 +16,8 @@ from typing import Any
 from claude_agent_sdk import McpSdkServerConfig, create_sdk_mcp_server, tool
 
 from agentgrove.runtime._base import Delegate, DelegationRefused
+from agentgrove.runtime._cli_start import SERVER_NAME
 
-SERVER_NAME = "grove"
-TOOL_NAMES = [
-    f"mcp__{SERVER_NAME}__{n}"
-    for n in ("spawn_agent", "wait_agents", "merge_agent", "agent_result", "ask_human")
-]
 ASK_HUMAN = f"mcp__{SERVER_NAME}__ask_human"
 """The tool after whose call the CLI stops (its PostToolUse hook says ``continue: false``)."""
 DEFAULT_WAIT_S = 600.0

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from anyio.streams.text import TextReceiveStream, TextSendStream
 from claude_agent_sdk import (
     AssistantMessage,
     ClaudeAgentOptions,
@@ -40,34 +41,24 @@ from claude_agent_sdk import (
     ToolUseBlock,
     UserMessage,
 )
+from claude_agent_sdk._internal._task_compat import spawn_detached
+from claude_agent_sdk._internal.transport import subprocess_cli
+from claude_agent_sdk._internal.transport.subprocess_cli import SubprocessCLITransport
 
 from agentgrove.models import ErrorKind
-from agentgrove.processes import kill_agent_processes, marker_env
+from agentgrove.processes import kill_agent_processes
 from agentgrove.runtime._base import MessageSink, RunResult, RunSpec
 from agentgrove.runtime._classify import classify
-from agentgrove.runtime._endpoint import CLI_ENV_DEFAULTS
-from agentgrove.runtime._environment import (
-    DEFAULT_ALLOW,
-    DROP_ENV,
-    dropped_names,
-    real_cli,
-    wrapper_for,
-)
-from agentgrove.runtime._homes import private_homes
-from agentgrove.runtime._orchestrator_tools import (
-    ASK_HUMAN,
+from agentgrove.runtime._cli_start import (
     SERVER_NAME,
-    TOOL_NAMES,
-    orchestrator_server,
+    CliCall,
+    CliStarter,
+    StartedCli,
+    sandbox_available,
 )
-from agentgrove.runtime._policy import (
-    SANDBOX_MISSING,
-    BashPolicy,
-    SandboxMode,
-    bash_refusal,
-    can_write,
-    needs_sandbox,
-)
+from agentgrove.runtime._endpoint import CLI_ENV_DEFAULTS
+from agentgrove.runtime._orchestrator_tools import ASK_HUMAN, orchestrator_server
+from agentgrove.runtime._policy import BashPolicy, SandboxMode, bash_refusal
 from agentgrove.secrets import redact
 
 _PATH_TOOLS = {
@@ -86,11 +77,6 @@ _PATH_TOOLS = {
 _STDERR_KEEP = 20
 _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
 """What a session id the CLI reported looks like (a UUID): nothing that names another path."""
-
-
-def sandbox_available() -> bool:
-    """Whether the CLI's Bash sandbox can work here (it needs bubblewrap and socat)."""
-    return shutil.which("bwrap") is not None and shutil.which("socat") is not None
 
 
 def sandbox_works() -> str | None:
@@ -130,40 +116,31 @@ class ClaudeRuntime:
         needs the sandbox where ``sandbox_check()`` says it cannot work fails ``permanent``
         before its CLI starts."""
         self._env = {**CLI_ENV_DEFAULTS, **(env or {})}
-        self._sandbox = sandbox
-        self._sandbox_check = sandbox_check
-        self._allow = (*DEFAULT_ALLOW, *env_allow)
-        self._real_cli: str | None = None
+        self.starter = CliStarter(
+            env=env, sandbox=sandbox, env_allow=tuple(env_allow), sandbox_check=sandbox_check
+        )
 
     async def run(self, spec: RunSpec, sink: MessageSink) -> RunResult:
-        started = time.monotonic()
-        confined = self._sandbox != "off" and self._sandbox_check()
-        if not confined and needs_sandbox(self._sandbox, spec.role.tools, spec.role.bash):
-            return RunResult(
-                success=False,
-                error=SANDBOX_MISSING.format(role=f"role {spec.role.name}"),
-                error_kind=ErrorKind.PERMANENT,
-            )
-        try:
-            # Verified (owner, mode, content) before every run, never reused blindly: grove
-            # runs it with the worker's whole environment.
-            self._real_cli = self._real_cli or real_cli()
-            cli_path = wrapper_for(self._real_cli, spec.home)
-        except OSError as exc:
-            return RunResult(
-                success=False,
-                error=f"the Claude CLI cannot be started: {exc}",
-                error_kind=ErrorKind.PERMANENT,
-            )
+        begun = await self.starter.start(spec)
+        if isinstance(begun, RunResult):
+            return begun
+        return await self.run_started(spec, sink, begun)
+
+    async def run_started(self, spec: RunSpec, sink: MessageSink, begun: StartedCli) -> RunResult:
+        """Run ``spec`` on its CLI, which :attr:`starter` started (maybe before the SDK was
+        imported: grove's ``_DeferredRuntime`` does so); the CLI is gone when it returns."""
+        started = begun.started
         stderr_tail: list[str] = []
-        options = self._options(spec, stderr_tail, confined=confined, cli_path=cli_path)
+        options = self._options(spec, begun.call, stderr_tail)
         last_error: str | None = None
         pressure = _ApiPressure()
-        deadline = anyio.current_time() + spec.timeout_s
+        left = spec.timeout_s - (time.monotonic() - started)
+        deadline = anyio.current_time() + left
         try:
             # The outer bound also covers the CLI's start and the client's close.
-            with anyio.fail_after(spec.timeout_s + _CLOSE_S):
-                async with ClaudeSDKClient(options=options) as client:
+            with anyio.fail_after(left + _CLOSE_S):
+                transport = _StartedTransport(begun, options)
+                async with ClaudeSDKClient(options=options, transport=transport) as client:
                     with anyio.move_on_at(deadline) as run_scope:
                         await client.query(_prompt_stream(spec.prompt))
                         async for message in client.receive_response():
@@ -209,6 +186,7 @@ class ClaudeRuntime:
             # may outlive its run: the CLI, its Bash commands, servers left in the background.
             # This attempt's only: a newer attempt (this worker was presumed dead) keeps its own.
             kill_agent_processes(spec.agent_id, attempt=spec.attempt)
+            await begun.discard()  # reaped, even when the SDK never took it
         return RunResult(
             success=False,
             error="the CLI ended without a result message",
@@ -233,11 +211,12 @@ class ClaudeRuntime:
         except OSError:
             return False
 
-    def _options(
-        self, spec: RunSpec, stderr_tail: list[str], *, confined: bool, cli_path: Path
-    ) -> ClaudeAgentOptions:
-        tools = list(spec.role.tools)
-        worktree = spec.cwd.resolve()
+    def _options(self, spec: RunSpec, call: CliCall, stderr_tail: list[str]) -> ClaudeAgentOptions:
+        """The options whose command line and environment :func:`command` and
+        :func:`environment` build for ``call`` (the CLI already runs with them: the SDK uses
+        them for the control protocol, and tests/test_cli_start.py checks they agree)."""
+        tools = call.allowed
+        worktree = call.cwd
 
         async def can_use_tool(
             name: str, tool_input: dict[str, Any], _ctx: ToolPermissionContext
@@ -286,21 +265,10 @@ class ClaudeRuntime:
         mcp_servers: dict[str, Any] = {}
         if spec.delegate is not None:
             mcp_servers[SERVER_NAME] = orchestrator_server(spec.delegate)
-            tools += TOOL_NAMES
-        settings: dict[str, Any] = {}
-        env = {**self._env, **spec.env, **marker_env(spec.agent_id, spec.attempt)}
-        env[DROP_ENV] = " ".join(dropped_names(os.environ, self._allow, env))
-        if confined:
-            settings["sandbox"] = _sandbox_settings(
-                worktree,
-                spec.home,
-                git_dir=spec.git_dir,
-                writable=can_write(spec.role.tools, spec.role.bash),
-            )
         return ClaudeAgentOptions(
-            system_prompt=spec.system_prompt,
-            model=spec.model,
-            tools=[t for t in tools if t not in TOOL_NAMES],
+            system_prompt=call.system_prompt,
+            model=call.model,
+            tools=call.tools,
             mcp_servers=mcp_servers,
             # Nothing pre-approved: every call goes through can_use_tool, the one gate.
             allowed_tools=[],
@@ -312,43 +280,51 @@ class ClaudeRuntime:
                 "PreToolUse": [HookMatcher(matcher=None, hooks=[pre_tool_use], on_failure="block")],
                 "PostToolUse": [HookMatcher(matcher=ASK_HUMAN, hooks=[post_tool_use])],
             },
-            max_turns=spec.max_turns,
-            max_budget_usd=spec.max_budget_usd,
+            max_turns=call.max_turns,
+            max_budget_usd=call.max_budget_usd,
             cwd=str(worktree),
-            resume=spec.resume_session_id,
-            env=env,
-            cli_path=cli_path,
-            settings=json.dumps(settings) if settings else None,
+            resume=call.resume,
+            env=call.env,
+            cli_path=call.cli_path,
+            settings=call.settings,
             setting_sources=[],
             stderr=keep_stderr,
         )
 
 
-def _sandbox_settings(
-    worktree: Path, home: Path | None, *, git_dir: Path | None = None, writable: bool = True
-) -> dict[str, Any]:
-    """The CLI's sandbox for an agent's Bash: writes only in the worktree (the CLI's own rule)
-    and not even there for a role that cannot write; never in the main git directory (refs,
-    objects, packed-refs, this worktree's HEAD and index: grove commits for the agent); no
-    command outside it; nothing of the grove home readable but the agent's own worktree (the
-    database, other agents' worktrees, the CLI wrapper), nothing of ``$HOME`` but toolchains,
-    nothing of ``grove demo``'s repositories."""
-    settings: dict[str, Any] = {"enabled": True, "allowUnsandboxedCommands": False}
-    deny_read, allow_read = private_homes(worktree, git_dir)
-    if home is not None:
-        deny_read.append(str(home.resolve()))
-    # A role that cannot write gets every entry of its worktree read-only (not the worktree
-    # itself: the CLI must create its masks for .gitconfig, .gitmodules... there); a new file
-    # at the top stays possible, and grove commits nothing of such a role.
-    deny_write = [] if writable else sorted(str(p) for p in worktree.iterdir())
-    if git_dir is not None:
-        deny_write.append(str(git_dir.resolve()))
-    settings["filesystem"] = {
-        "denyRead": deny_read,
-        "allowRead": allow_read,
-        "denyWrite": deny_write,
-    }
-    return settings
+class _StartedTransport(SubprocessCLITransport):
+    """The SDK's own transport over a CLI that :class:`CliStarter` started: only the start
+    differs (what ``SubprocessCLITransport.connect`` does after its ``open_process``, on the
+    process given); reading, writing, the stderr callback and the close are the SDK's.
+
+    It sets the SDK transport's private fields, so it is pinned to the SDK's version: every
+    end-to-end test runs through it, and tests/test_cli_start.py checks the start itself."""
+
+    def __init__(self, begun: StartedCli, options: ClaudeAgentOptions) -> None:
+        super().__init__(prompt=_no_prompt(), options=options)
+        self._begun = begun
+
+    async def connect(self) -> None:
+        if self._process:
+            return
+        process = self._begun.process
+        self._cli_path = str(self._begun.call.cli_path)
+        self._process = process
+        subprocess_cli._ACTIVE_CHILDREN.add(process)  # the SDK's reaper at exit, as usual
+        if process.stdout:
+            self._stdout_stream = TextReceiveStream(process.stdout)
+        if process.stderr:
+            self._stderr_stream = TextReceiveStream(process.stderr)
+            self._stderr_task = spawn_detached(self._handle_stderr())
+        if process.stdin:
+            self._stdin_stream = TextSendStream(process.stdin)
+        self._ready = True
+
+
+async def _no_prompt() -> AsyncIterator[dict[str, Any]]:
+    # The transport's prompt is unused in streaming mode: the client sends the prompt.
+    return
+    yield {}  # pragma: no cover  (makes this an async generator)
 
 
 def _can_use_tool(
@@ -558,3 +534,6 @@ def _short(value: object, limit: int = 300) -> str:
 
 def _ms_since(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
+
+
+__all__ = ["ClaudeRuntime", "reported_tokens", "sandbox_available", "sandbox_works"]
