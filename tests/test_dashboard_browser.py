@@ -176,9 +176,20 @@ def test_run_page_updates_live_and_shows_a_transcript(
                 assert before["design"] in ("pending", "executing")
                 assert before["implement"] == before["review"] == "waiting"
                 # The worker claims the held node while we watch.
-                page.wait_for_selector(
-                    'g.node[data-node-key="design"][data-status="executing"]', timeout=120_000
-                )
+                try:
+                    page.wait_for_selector(
+                        'g.node[data-node-key="design"][data-status="executing"]',
+                        timeout=120_000,
+                    )
+                except Exception as exc:  # say what the worker and the database saw
+                    worker.send_signal(signal.SIGTERM)
+                    _, err = worker.communicate(timeout=120)
+                    listing = run_cli("ls", cwd=repo)
+                    raise AssertionError(
+                        f"design never showed executing (page: {_status(page, 'design')}); "
+                        f"grove ls: {listing.stdout}{listing.stderr}; "
+                        f"worker exit {worker.returncode}: {err[-3000:]}"
+                    ) from exc
 
                 gate.set()
                 page.wait_for_selector(
