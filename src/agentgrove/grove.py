@@ -359,10 +359,7 @@ class _DeferredRuntime:
                 from agentgrove.runtime._cli_start import CliStarter
                 from agentgrove.runtime._preload import preload_claude_runtime
 
-                start = await CliStarter(
-                    sandbox=self._config.runtime.sandbox,
-                    env_allow=tuple(self._config.runtime.env_allow),
-                ).start(spec)
+                start = await CliStarter(**_claude_settings(self._config)).start(spec)
                 if isinstance(start, RunResult):
                     return start
                 begun = start
@@ -439,7 +436,13 @@ def default_runtime(config: GroveConfig) -> Runtime:
     from agentgrove.runtime.claude import ClaudeRuntime
 
     # An agent that needs the sandbox where it cannot work fails `permanent` at its start.
-    return ClaudeRuntime(sandbox=config.runtime.sandbox, env_allow=config.runtime.env_allow)
+    return ClaudeRuntime(**_claude_settings(config))
+
+
+def _claude_settings(config: GroveConfig) -> dict[str, Any]:
+    """What ``[runtime]`` gives the Claude runtime's CLI starts: the first CLI, which
+    ``_DeferredRuntime`` starts before the runtime exists, must start as the runtime's do."""
+    return {"sandbox": config.runtime.sandbox, "env_allow": tuple(config.runtime.env_allow)}
 
 
 __all__ = ["HOME_DIR", "Grove", "TreeTotals", "default_runtime"]
