@@ -85,7 +85,8 @@ def test_one_agents_crash_does_not_stop_the_worker(repo: Path) -> None:
     with Grove.init(repo, runtime=ScriptedRuntime(behave)) as grove:
         bad = grove.spawn("tester", "explode")
         good = grove.spawn("tester", "behave")
-        grove.configure_worker(lease_s=0.5, heartbeat_s=0.1, poll_s=0.05)
+        # A lease of 2 s, not less: a loaded CI machine held one renewal up past 0.5 s.
+        grove.configure_worker(lease_s=2.0, heartbeat_s=0.1, poll_s=0.05)
         worker = Worker(grove.service, grove.config.worker, drain=True, concurrency=1)
         anyio.run(worker.run)
         assert grove.store.get_agent(good.id).status is AgentStatus.COMPLETED
@@ -300,15 +301,17 @@ def test_an_agent_running_for_many_leases_keeps_its_lease_against_another_sweepe
     loop_errors: list[dict[str, object]] = []
 
     async def long_run(spec: RunSpec) -> RunResult:
-        # Runs until its lease was renewed several times (each seen as a new expiry).
-        with anyio.fail_after(30):
-            while len(set(renewals)) < 8:
+        # Runs until its lease was renewed for longer than one lease (each renewal seen as a
+        # new expiry: 25 renewals at heartbeat_s 0.1 take 2.5 s, past lease_s 2).
+        with anyio.fail_after(60):
+            while len(set(renewals)) < 25:
                 renewals.append(grove.store.get_agent(spec.agent_id).lease_expires_at)
                 await anyio.sleep(0.02)
         return RunResult(success=True, output="done")
 
     with Grove.init(repo, runtime=ScriptedRuntime(long_run)) as grove:
-        grove.configure_worker(lease_s=0.5, heartbeat_s=0.1, poll_s=0.05)
+        # A lease of 2 s, not less: a loaded CI machine held one renewal up past 0.5 s.
+        grove.configure_worker(lease_s=2.0, heartbeat_s=0.1, poll_s=0.05)
         store = grove.store
         agent = grove.spawn("tester", "long")
         stop = threading.Event()
